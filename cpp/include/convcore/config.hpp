@@ -1,0 +1,44 @@
+// convcore: runtime configuration (ISA choice, threads, blocking parameters).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace convcore {
+
+inline constexpr const char* kVersion = "0.1.0";
+
+// Instruction-set paths a build can carry. Generic is portable C++ and always present.
+enum class Isa { Generic = 0, Avx2 = 1, Avx512 = 2 };
+
+const char* isa_name(Isa isa);
+// Parses "generic" / "avx2" / "avx512"; throws std::invalid_argument otherwise.
+Isa parse_isa(const std::string& name);
+
+// The best ISA the CPU (and the OS, for the wide register state) supports.
+Isa detected_isa();
+// Every ISA this CPU can run, best first.
+std::vector<Isa> available_isas();
+// The ISA in use: detected_isa() unless CONVCORE_ISA or set_active_isa() forced another.
+Isa active_isa();
+// Forces an ISA (tests use this to exercise every path). Throws std::invalid_argument
+// when the CPU cannot run it.
+void set_active_isa(Isa isa);
+
+// Register and cache blocking of the GEMM for one dtype on the active ISA.
+struct Blocking {
+  int mr = 0, nr = 0;            // microkernel tile (rows of A, columns of B)
+  int64_t kc = 0, mc = 0, nc = 0;  // cache blocks: depth, rows, columns
+  const char* kernel_name = "";
+};
+template <typename T>
+Blocking blocking();
+
+// Threads used by convcore calls. Defaults to OpenMP's max (OMP_NUM_THREADS), 1 without
+// OpenMP. n < 1 is rejected.
+void set_num_threads(int n);
+int get_num_threads();
+bool has_openmp();
+
+}  // namespace convcore

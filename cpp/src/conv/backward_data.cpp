@@ -1,0 +1,45 @@
+// Backward-data pass: dx = col2im(Wᵀ · dy). Per image and group the column gradient
+// dcol (Cg·R·S × Ho·Wo) = Wᵀ (Cg·R·S × Kg) · dY (Kg × Ho·Wo) is produced block by block
+// in a per-thread buffer and scattered into dx by the col2im epilogue; no full column
+// matrix exists. Rows are taps in (c, r, s) order for both layouts, so a tile of whole
+// channels owns its slice of dx: tiles are cut only between channels (row_align = R·S) and
+// never across pixels, which makes the scatter race-free and its summation order fixed.
+#include <cstring>
+
+#include "convcore/conv2d.hpp"
+#include "im2col_pack.hpp"
+#include "../gemm/driver.hpp"
+#include "../gemm/pack.hpp"
+
+namespace convcore {
+
+template <typename T>
+void conv2d_backward_data(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
+  if (p.x_size == 0) return;
+  detail::CallScope scope;
+  // Zero dx in parallel chunks (col2im accumulates into it).
+  const int64_t total = p.x_size;
+  detail::parallel_run(detail::threads_for(double(total) * 8), [&](int tid, int nt) {
+    int64_t b, e;
+    detail::static_range(total, tid, nt, b, e);
+    if (e > b) std::memset(dx + b, 0, sizeof(T) * static_cast<size_t>(e - b));
+  });
+  if (p.y_size == 0) return;
+
+  const auto& e = detail::engine<T>();
+  const int64_t M = p.CgRS(), N = p.P(), K = p.Kg;
+  detail::run_tiles(p.N * p.G, M, N, K, e.blocking, p.R * p.S, false,
+                    [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t img = prob / p.G, g = prob % p.G;
+    const detail::WeightTPackA<T> pack_w{&p, w + g * p.Kg * p.ws_k};
+    const detail::MatrixPackB<T> pack_dy{dy + img * p.ys_n + g * p.Kg * p.ys_c, p.ys_c, p.ys_w};
+    const detail::Col2imEpilogue<T> col2im{&p, dx + img * p.xs_n + g * p.Cg * p.xs_c};
+    detail::gemm_rect_buffered(e, m0, m1, n0, n1, K, pack_w, pack_dy, col2im);
+  });
+}
+
+template void conv2d_backward_data<float>(const Conv2dPlan&, const float*, const float*, float*);
+template void conv2d_backward_data<double>(const Conv2dPlan&, const double*, const double*,
+                                           double*);
+
+}  // namespace convcore

@@ -1,0 +1,72 @@
+// Forward pass: y = act(W ⋆ x + b) as GEMMs whose im2col operand is packed straight
+// from the image.
+//   NCHW: per image and group, Y (Kg × Ho·Wo) = W (Kg × Cg·R·S) · im2col (Cg·R·S × Ho·Wo);
+//         bias is per row of C.
+//   NHWC: per group, Y (N·Ho·Wo × Kg) = im2col (N·Ho·Wo × R·S·Cg) · Wᵀ; bias per column.
+// Both orientations keep C row-major with unit column stride, as the microkernels want.
+#include "convcore/conv2d.hpp"
+#include "im2col_pack.hpp"
+#include "../gemm/driver.hpp"
+#include "../gemm/pack.hpp"
+
+namespace convcore {
+namespace {
+
+// The tile epilogue: nothing when there is neither bias nor activation.
+template <bool kFused, typename T>
+auto make_epilogue(const T* row_bias, const T* col_bias, bool relu) {
+  if constexpr (kFused) return detail::BiasReluEpilogue<T>{row_bias, col_bias, relu};
+  else return detail::NoEpilogue{};
+}
+
+template <bool kFused, typename T>
+void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
+  const auto& e = detail::engine<T>();
+  const int64_t M = p.Kg, N = p.P(), K = p.CgRS();
+  detail::run_tiles(p.N * p.G, M, N, K, e.blocking, 1, true,
+                    [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t img = prob / p.G, g = prob % p.G;
+    const detail::MatrixPackA<T> pack_w{w + g * p.Kg * p.ws_k, p.ws_k, 1};
+    const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + img * p.xs_n + g * p.Cg * p.xs_c};
+    const auto epi = make_epilogue<kFused>(bias ? bias + g * p.Kg : nullptr, (const T*)nullptr, relu);
+    T* c = y + img * p.ys_n + g * p.Kg * p.ys_c;
+    detail::gemm_rect(e, m0, m1, n0, n1, K, pack_w, pack_x, c, p.ys_c, false, epi);
+  });
+}
+
+template <bool kFused, typename T>
+void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
+  const auto& e = detail::engine<T>();
+  const int64_t M = p.N * p.P(), N = p.Kg, K = p.CgRS();
+  detail::run_tiles(p.G, M, N, K, e.blocking, 1, true,
+                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const detail::Im2colPackA_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
+    const detail::MatrixPackB<T> pack_w{w + g * p.Kg * p.ws_k, 1, p.ws_k};
+    const auto epi = make_epilogue<kFused>((const T*)nullptr, bias ? bias + g * p.Kg : nullptr, relu);
+    T* c = y + g * p.Kg * p.ys_c;
+    detail::gemm_rect(e, m0, m1, n0, n1, K, pack_x, pack_w, c, p.ys_w, false, epi);
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const Conv2dPlan& p, const T* x, const T* w, const T* bias, T* y,
+                    Activation act) {
+  if (p.y_size == 0) return;
+  detail::CallScope scope;
+  const bool relu = act == Activation::Relu;
+  const bool fused = bias != nullptr || relu;
+  if (p.p.layout == Layout::NCHW) {
+    fused ? forward_nchw<true>(p, x, w, bias, relu, y) : forward_nchw<false>(p, x, w, bias, relu, y);
+  } else {
+    fused ? forward_nhwc<true>(p, x, w, bias, relu, y) : forward_nhwc<false>(p, x, w, bias, relu, y);
+  }
+}
+
+template void conv2d_forward<float>(const Conv2dPlan&, const float*, const float*, const float*,
+                                    float*, Activation);
+template void conv2d_forward<double>(const Conv2dPlan&, const double*, const double*,
+                                     const double*, double*, Activation);
+
+}  // namespace convcore

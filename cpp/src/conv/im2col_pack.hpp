@@ -1,0 +1,347 @@
+// Convolution's operands for the GEMM driver: packers that read the image (or weights,
+// or output gradient) in place and write the micro-panel format directly, so no im2col
+// matrix is ever materialised, plus the epilogues that finish tiles of C.
+//
+// Notation (Conv2dPlan): the im2col matrix of one image and group has a row per filter
+// tap j and a column per output pixel p = oh*Wo + ow; tap j decodes to (c, r, s) and its
+// value is x[c][oh*sh - pad_t + r*dh][ow*sw - pad_l + s*dw] (0 outside the image).
+// Taps are numbered in the weight's memory order — (c, r, s) for NCHW, (r, s, c) for
+// NHWC — so a group's weights are a plain row-major Kg × (Cg·R·S) matrix.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "convcore/conv2d.hpp"
+#include "../gemm/driver.hpp"
+
+namespace convcore::detail {
+
+inline constexpr int kMaxTile = 64;  // largest MR or NR any kernel uses
+
+// Walks filter taps in the (c, r, s) or (r, s, c) order.
+struct TapCursor {
+  int64_t c = 0, r = 0, s = 0;
+  int64_t Cg, R, S;
+  bool channel_major;  // (c, r, s) order
+
+  TapCursor(const Conv2dPlan& p, bool crs_order, int64_t j)
+      : Cg(p.Cg), R(p.R), S(p.S), channel_major(crs_order) {
+    if (channel_major) {
+      c = j / (R * S);
+      r = (j / S) % R;
+      s = j % S;
+    } else {
+      r = j / (S * Cg);
+      s = (j / Cg) % S;
+      c = j % Cg;
+    }
+  }
+  void next() {
+    if (channel_major) {
+      if (++s == S) { s = 0; if (++r == R) { r = 0; ++c; } }
+    } else {
+      if (++c == Cg) { c = 0; if (++s == S) { s = 0; ++r; } }
+    }
+  }
+};
+
+inline bool crs_order(const Conv2dPlan& p) { return p.p.layout == Layout::NCHW; }
+
+// A run of consecutive output pixels on one output row: columns [col, col+len) of a panel.
+struct PixelRun {
+  int64_t col, len, ih0, iw0;  // ih0/iw0: input coordinates of the run's first pixel, tap (0,0)
+};
+
+// Splits pixels [q, q+n) of an image into runs along output rows; returns the run count.
+inline int pixel_runs(const Conv2dPlan& p, int64_t q, int64_t n, PixelRun* runs) {
+  int count = 0;
+  int64_t oh = q / p.Wo, ow = q % p.Wo;
+  for (int64_t col = 0; col < n;) {
+    const int64_t len = std::min(n - col, p.Wo - ow);
+    runs[count++] = PixelRun{col, len, oh * p.sh - p.pad_t, ow * p.sw - p.pad_l};
+    col += len;
+    ow = 0;
+    ++oh;
+  }
+  return count;
+}
+
+// Copies the in-image part of one tap's row of pixels: out[t] = row[(iw0 + t*sw)*xs_w],
+// zero where the column falls in the padding.
+template <typename T>
+inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, int64_t iw0,
+                       const Conv2dPlan& p) {
+  if (p.sw == 1 && p.xs_w == 1) {
+    const int64_t lo = std::clamp<int64_t>(-iw0, 0, len);
+    const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, len);
+    for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
+    const T* src = row + iw0;
+    for (int64_t t = lo; t < hi; ++t) out[t] = src[t];
+    for (int64_t t = hi; t < len; ++t) out[t] = T(0);
+  } else {
+    for (int64_t t = 0; t < len; ++t) {
+      const int64_t iw = iw0 + t * p.sw;
+      out[t] = (iw >= 0 && iw < p.W) ? row[iw * p.xs_w] : T(0);
+    }
+  }
+}
+
+// B operand of the NCHW forward pass: B[j][p], depth = taps, columns = pixels of one
+// image. xg points at channel 0 of the group in image n.
+template <typename T>
+struct Im2colPackB_TapsByPixels {
+  const Conv2dPlan* plan;
+  const T* xg;
+
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const Conv2dPlan& p = *plan;
+    PixelRun runs[kMaxTile];
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      const int nruns = pixel_runs(p, j0 + jb, n, runs);
+      TapCursor tap(p, crs_order(p), p0);
+      for (int64_t kk = 0; kk < kc; ++kk, tap.next()) {
+        T* out = d + kk * nr;
+        const T* xc = xg + tap.c * p.xs_c;
+        const int64_t rr = tap.r * p.dh, ss = tap.s * p.dw;
+        for (int u = 0; u < nruns; ++u) {
+          const PixelRun& run = runs[u];
+          const int64_t ih = run.ih0 + rr;
+          if (ih < 0 || ih >= p.H) {
+            for (int64_t t = 0; t < run.len; ++t) out[run.col + t] = T(0);
+          } else {
+            gather_row(out + run.col, xc + ih * p.xs_h, run.len, run.iw0 + ss, p);
+          }
+        }
+        for (int64_t t = n; t < nr; ++t) out[t] = T(0);
+      }
+    }
+  }
+};
+
+// A operand of the NHWC forward pass: A[q][j], rows = pixels of all images
+// (q = n*Ho*Wo + p), depth = taps. xg points at channel 0 of the group in image 0.
+template <typename T>
+struct Im2colPackA_PixelsByTaps {
+  const Conv2dPlan* plan;
+  const T* xg;
+
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t P = p.P();
+    for (int64_t ib = 0; ib < mc; ib += mr) {
+      const int64_t m = std::min<int64_t>(mr, mc - ib);
+      T* d = dst + ib * kc;
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t q = i0 + ib + i;
+        const int64_t img = q / P, pix = q % P;
+        const int64_t ih0 = (pix / p.Wo) * p.sh - p.pad_t, iw0 = (pix % p.Wo) * p.sw - p.pad_l;
+        const T* xn = xg + img * p.xs_n;
+        TapCursor tap(p, crs_order(p), p0);
+        if (!tap.channel_major) {
+          // (r, s, c) order: runs of consecutive channels at one input position.
+          for (int64_t kk = 0; kk < kc;) {
+            const int64_t run = std::min(kc - kk, p.Cg - tap.c);
+            const int64_t ih = ih0 + tap.r * p.dh, iw = iw0 + tap.s * p.dw;
+            if (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) {
+              const T* src = xn + ih * p.xs_h + iw * p.xs_w + tap.c * p.xs_c;
+              for (int64_t t = 0; t < run; ++t) d[(kk + t) * mr + i] = src[t * p.xs_c];
+            } else {
+              for (int64_t t = 0; t < run; ++t) d[(kk + t) * mr + i] = T(0);
+            }
+            kk += run;
+            tap.c += run - 1;
+            tap.next();
+          }
+        } else {
+          for (int64_t kk = 0; kk < kc; ++kk, tap.next()) {
+            const int64_t ih = ih0 + tap.r * p.dh, iw = iw0 + tap.s * p.dw;
+            d[kk * mr + i] = (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)
+                                 ? xn[tap.c * p.xs_c + ih * p.xs_h + iw * p.xs_w]
+                                 : T(0);
+          }
+        }
+      }
+      if (m < mr)
+        for (int64_t kk = 0; kk < kc; ++kk)
+          for (int64_t i = m; i < mr; ++i) d[kk * mr + i] = T(0);
+    }
+  }
+};
+
+// B operand of the backward-weight pass: B[q][j], depth = pixels of all images,
+// columns = taps. xg points at channel 0 of the group in image 0.
+template <typename T>
+struct Im2colPackB_PixelsByTaps {
+  const Conv2dPlan* plan;
+  const T* xg;
+
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t P = p.P();
+    const int64_t reach_h = (p.R - 1) * p.dh, reach_w = (p.S - 1) * p.dw;
+    int64_t off[kMaxTile], rr[kMaxTile], ss[kMaxTile];
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      TapCursor tap(p, crs_order(p), j0 + jb);
+      for (int64_t t = 0; t < n; ++t, tap.next()) {
+        rr[t] = tap.r * p.dh;
+        ss[t] = tap.s * p.dw;
+        off[t] = tap.c * p.xs_c + rr[t] * p.xs_h + ss[t] * p.xs_w;
+      }
+      int64_t img = p0 / P, pix = p0 % P;
+      int64_t oh = pix / p.Wo, ow = pix % p.Wo;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        T* out = d + kk * nr;
+        const int64_t ih0 = oh * p.sh - p.pad_t, iw0 = ow * p.sw - p.pad_l;
+        const T* base = xg + img * p.xs_n;
+        const int64_t pos = ih0 * p.xs_h + iw0 * p.xs_w;  // may be negative: only used when valid
+        if (ih0 >= 0 && ih0 + reach_h < p.H && iw0 >= 0 && iw0 + reach_w < p.W) {
+          for (int64_t t = 0; t < n; ++t) out[t] = base[pos + off[t]];
+        } else {
+          for (int64_t t = 0; t < n; ++t) {
+            const int64_t ih = ih0 + rr[t], iw = iw0 + ss[t];
+            out[t] = (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? base[pos + off[t]] : T(0);
+          }
+        }
+        for (int64_t t = n; t < nr; ++t) out[t] = T(0);
+        if (++ow == p.Wo) {
+          ow = 0;
+          if (++oh == p.Ho) { oh = 0; ++img; }
+        }
+      }
+    }
+  }
+};
+
+// A operand of the backward-weight pass: the output gradient as a Kg × (N·Ho·Wo) matrix,
+// A[k][q] = dy[img][k][pix]; dyg points at channel 0 of the group in image 0.
+template <typename T>
+struct OutputGradPackA {
+  const Conv2dPlan* plan;
+  const T* dyg;
+
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t P = p.P();
+    for (int64_t ib = 0; ib < mc; ib += mr) {
+      const int64_t m = std::min<int64_t>(mr, mc - ib);
+      T* d = dst + ib * kc;
+      for (int64_t kk = 0, q = p0; kk < kc;) {
+        const int64_t img = q / P, pix = q % P;
+        const int64_t run = std::min(kc - kk, P - pix);
+        const T* src = dyg + img * p.ys_n + (i0 + ib) * p.ys_c + pix * p.ys_w;
+        if (p.ys_w == 1) {
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t t = 0; t < run; ++t) d[(kk + t) * mr + i] = src[i * p.ys_c + t];
+        } else {
+          for (int64_t t = 0; t < run; ++t)
+            for (int64_t i = 0; i < m; ++i) d[(kk + t) * mr + i] = src[t * p.ys_w + i * p.ys_c];
+        }
+        for (int64_t t = 0; t < run; ++t)
+          for (int64_t i = m; i < mr; ++i) d[(kk + t) * mr + i] = T(0);
+        kk += run;
+        q += run;
+      }
+    }
+  }
+};
+
+// A operand of the backward-data pass: the transposed weights with rows in (c, r, s)
+// order whatever the layout, A[(c,r,s)][k] = w[k][c][r][s]; wg points at the group's
+// first filter.
+template <typename T>
+struct WeightTPackA {
+  const Conv2dPlan* plan;
+  const T* wg;
+
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
+    const Conv2dPlan& p = *plan;
+    int64_t off[kMaxTile];
+    for (int64_t ib = 0; ib < mc; ib += mr) {
+      const int64_t m = std::min<int64_t>(mr, mc - ib);
+      T* d = dst + ib * kc;
+      TapCursor tap(p, true, i0 + ib);
+      for (int64_t i = 0; i < m; ++i, tap.next())
+        off[i] = tap.c * p.ws_c + tap.r * p.ws_r + tap.s * p.ws_s;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const T* wk = wg + (p0 + kk) * p.ws_k;
+        T* out = d + kk * mr;
+        for (int64_t i = 0; i < m; ++i) out[i] = wk[off[i]];
+        for (int64_t i = m; i < mr; ++i) out[i] = T(0);
+      }
+    }
+  }
+};
+
+// Forward epilogue: bias (per row for NCHW, per column for NHWC) and optional ReLU.
+// ReLU keeps NaN (x < 0 ? 0 : x), as frameworks do.
+template <typename T>
+struct BiasReluEpilogue {
+  static constexpr bool kActive = true;
+  const T* row_bias;  // indexed by the tile's global row, or null
+  const T* col_bias;  // indexed by the tile's global column, or null
+  bool relu;
+
+  void operator()(T* c, int64_t ldc, int64_t i, int64_t j, int64_t m, int64_t n) const {
+    for (int64_t ii = 0; ii < m; ++ii) {
+      T* __restrict row = c + ii * ldc;
+      if (row_bias) {
+        const T b = row_bias[i + ii];
+        for (int64_t jj = 0; jj < n; ++jj) row[jj] += b;
+      }
+      if (col_bias) {
+        const T* __restrict b = col_bias + j;
+        for (int64_t jj = 0; jj < n; ++jj) row[jj] += b[jj];
+      }
+      if (relu)
+        for (int64_t jj = 0; jj < n; ++jj) row[jj] = row[jj] < T(0) ? T(0) : row[jj];
+    }
+  }
+};
+
+// Backward-data block epilogue: scatters a finished block of the column gradient
+// (rows (c, r, s), columns = pixels of one image) into the input gradient (col2im).
+// dxg points at channel 0 of the group in image n.
+template <typename T>
+struct Col2imEpilogue {
+  const Conv2dPlan* plan;
+  T* dxg;
+
+  void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
+    const Conv2dPlan& p = *plan;
+    // Runs of pixels along output rows: a block has at most kBufferedNC columns.
+    PixelRun runs[kBufferedNC];
+    const int nruns = pixel_runs(p, j0, n, runs);
+    TapCursor tap(p, true, i0);
+    for (int64_t ii = 0; ii < m; ++ii, tap.next()) {
+      T* xc = dxg + tap.c * p.xs_c;
+      const T* src = buf + ii * ldb;
+      const int64_t rr = tap.r * p.dh, ss = tap.s * p.dw;
+      for (int u = 0; u < nruns; ++u) {
+        const PixelRun& run = runs[u];
+        const int64_t ih = run.ih0 + rr;
+        if (ih < 0 || ih >= p.H) continue;
+        T* row = xc + ih * p.xs_h;
+        const int64_t iw0 = run.iw0 + ss;
+        const T* s = src + run.col;
+        if (p.sw == 1 && p.xs_w == 1) {
+          const int64_t lo = std::clamp<int64_t>(-iw0, 0, run.len);
+          const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, run.len);
+          T* __restrict o = row + iw0;
+          for (int64_t t = lo; t < hi; ++t) o[t] += s[t];
+        } else {
+          for (int64_t t = 0; t < run.len; ++t) {
+            const int64_t iw = iw0 + t * p.sw;
+            if (iw >= 0 && iw < p.W) row[iw * p.xs_w] += s[t];
+          }
+        }
+      }
+    }
+  }
+};
+
+}  // namespace convcore::detail

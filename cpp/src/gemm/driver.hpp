@@ -1,0 +1,156 @@
+// The blocked GEMM driver: BLIS's five loops (NC → KC → MC → NR → MR) around an
+// ISA-specific microkernel, generic over how A and B are packed (plain matrices, im2col
+// straight from an image, ...) and over what happens to each finished tile of C (nothing,
+// bias + ReLU, col2im). Convolution is this driver with different packers and epilogues.
+//
+// Threading: C is cut into rectangular tiles (see plan_tiles), each computed start to
+// finish by one thread with its own packing buffers. The reduction dimension is never
+// split across threads and its blocking (KC) is fixed, so every element of C is produced by
+// the same sequence of operations for any thread count: results are bitwise reproducible.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../runtime/runtime.hpp"
+
+namespace convcore::detail {
+
+// Epilogue interface: epi(c_tile, ldc, i, j, m, n) is called once per finished m×n tile,
+// right after its last microkernel call (the tile is still in L1); (i, j) are the tile's
+// coordinates in the whole GEMM.
+struct NoEpilogue {
+  static constexpr bool kActive = false;
+  template <typename T>
+  void operator()(T*, int64_t, int64_t, int64_t, int64_t, int64_t) const {}
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// All micro-tiles of one packed mc×nc block (the jr and ir loops).
+template <typename T, typename Epi>
+void macro_kernel(const GemmEngine<T>& e, int64_t mc, int64_t nc, int64_t kc, const T* pa,
+                  const T* pb, T* c, int64_t ldc, bool accumulate, bool last, int64_t i_glob,
+                  int64_t j_glob, const Epi& epi) {
+  const int mr = e.blocking.mr, nr = e.blocking.nr;
+  const auto fn = e.ukernel.fn;
+  for (int64_t jr = 0; jr < nc; jr += nr) {
+    const int64_t n = std::min<int64_t>(nr, nc - jr);
+    const T* b = pb + jr * kc;
+    for (int64_t ir = 0; ir < mc; ir += mr) {
+      const int64_t m = std::min<int64_t>(mr, mc - ir);
+      T* ct = c + ir * ldc + jr;
+      fn(kc, pa + ir * kc, b, ct, ldc, m, n, accumulate);
+      if constexpr (Epi::kActive) {
+        if (last) epi(ct, ldc, i_glob + ir, j_glob + jr, m, n);
+      }
+    }
+  }
+}
+
+// Serial BLIS loops over the rectangle [m0, m1) × [n0, n1) of C; `c` points at C(0, 0).
+template <typename T, typename PackA, typename PackB, typename Epi>
+void gemm_rect(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+               int64_t K, const PackA& pack_a, const PackB& pack_b, T* c, int64_t ldc,
+               bool accumulate, const Epi& epi) {
+  if (m1 <= m0 || n1 <= n0) return;
+  if (K == 0) {  // empty reduction: C keeps its value (accumulate) or becomes 0
+    for (int64_t i = m0; i < m1; ++i) {
+      T* row = c + i * ldc;
+      if (!accumulate) std::fill(row + n0, row + n1, T(0));
+      if constexpr (Epi::kActive) epi(row + n0, ldc, i, n0, int64_t(1), n1 - n0);
+    }
+    return;
+  }
+  const Blocking& bl = e.blocking;
+  const int mr = bl.mr, nr = bl.nr;
+  T* pa = thread_scratch_as<T>(Scratch::PackA, bl.mc * bl.kc);
+  T* pb = thread_scratch_as<T>(Scratch::PackB, bl.kc * round_up(bl.nc, nr));
+  for (int64_t jc = n0; jc < n1; jc += bl.nc) {
+    const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
+    for (int64_t pc = 0; pc < K; pc += bl.kc) {
+      const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+      const bool last = pc + kc == K;
+      const bool acc = accumulate || pc > 0;
+      pack_b(pb, pc, kc, jc, nc, nr);
+      for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+        const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
+        pack_a(pa, ic, mc, pc, kc, mr);
+        macro_kernel(e, mc, nc, kc, pa, pb, c + ic * ldc + jc, ldc, acc, last, ic, jc, epi);
+      }
+    }
+  }
+}
+
+// Column block of the buffered variant: an mc × kBufferedNC buffer per thread.
+inline constexpr int64_t kBufferedNC = 512;
+
+// The same loops, but C is never stored: each finished mc×nc block is accumulated in a
+// per-thread buffer and handed to block_epi(buf, ldb, i, j, m, n) (backward-data's col2im,
+// which scatters it into the input gradient). The loop order is jc → ic → pc so a block is
+// complete before it leaves the buffer.
+template <typename T, typename PackA, typename PackB, typename BlockEpi>
+void gemm_rect_buffered(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                        int64_t K, const PackA& pack_a, const PackB& pack_b,
+                        const BlockEpi& block_epi) {
+  if (m1 <= m0 || n1 <= n0 || K == 0) return;  // an empty reduction contributes nothing
+  const Blocking& bl = e.blocking;
+  const int mr = bl.mr, nr = bl.nr;
+  const int64_t ncb = round_up(std::min<int64_t>(kBufferedNC, bl.nc), nr);
+  T* pa = thread_scratch_as<T>(Scratch::PackA, bl.mc * bl.kc);
+  T* pb = thread_scratch_as<T>(Scratch::PackB, bl.kc * ncb);
+  T* buf = thread_scratch_as<T>(Scratch::Tile, bl.mc * ncb);
+  for (int64_t jc = n0; jc < n1; jc += ncb) {
+    const int64_t nc = std::min<int64_t>(ncb, n1 - jc);
+    for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+      const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
+      for (int64_t pc = 0; pc < K; pc += bl.kc) {
+        const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+        pack_b(pb, pc, kc, jc, nc, nr);
+        pack_a(pa, ic, mc, pc, kc, mr);
+        macro_kernel(e, mc, nc, kc, pa, pb, buf, ncb, pc > 0, false, ic, jc, NoEpilogue{});
+      }
+      block_epi(buf, ncb, ic, jc, mc, nc);
+    }
+  }
+}
+
+// How C is cut into tiles for threads.
+struct TileGrid {
+  int64_t tile_m = 0, tile_n = 0;    // tile size (the last tile of a row/column is smaller)
+  int64_t tiles_m = 1, tiles_n = 1;  // tiles per problem
+};
+
+// Chooses tiles for `problems` independent M×N×K GEMMs on `nthreads` threads: minimises
+// the modelled time of the busiest thread (its tiles' FLOPs, padding waste included, plus
+// the packing its tiles repeat). Rows are cut at multiples of row_align (backward-data
+// needs whole channels per tile); columns are cut only when split_cols.
+TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthreads,
+                    const Blocking& bl, int64_t row_align, bool split_cols);
+
+// Runs tile_fn(problem, m0, m1, n0, n1) over every tile of every problem, in parallel.
+template <typename TileFn>
+void run_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, const Blocking& bl,
+               int64_t row_align, bool split_cols, TileFn&& tile_fn) {
+  if (problems <= 0 || M <= 0 || N <= 0) return;
+  const double flops = 2.0 * double(problems) * double(M) * double(N) * double(std::max<int64_t>(K, 1));
+  int nthreads = threads_for(flops);
+  const TileGrid g = plan_tiles(problems, M, N, K, nthreads, bl, row_align, split_cols);
+  const int64_t per_problem = g.tiles_m * g.tiles_n;
+  const int64_t ntiles = problems * per_problem;
+  nthreads = static_cast<int>(std::min<int64_t>(nthreads, ntiles));
+  parallel_run(nthreads, [&](int tid, int nt) {
+    int64_t begin, end;
+    static_range(ntiles, tid, nt, begin, end);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t prob = t / per_problem;
+      const int64_t rest = t % per_problem;
+      const int64_t tm = rest / g.tiles_n, tn = rest % g.tiles_n;
+      const int64_t m0 = tm * g.tile_m, n0 = tn * g.tile_n;
+      tile_fn(prob, m0, std::min(M, m0 + g.tile_m), n0, std::min(N, n0 + g.tile_n));
+    }
+  });
+}
+
+}  // namespace convcore::detail

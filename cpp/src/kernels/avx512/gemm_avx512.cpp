@@ -1,0 +1,145 @@
+// AVX-512 (zmm) microkernels. Compiled with -mavx512f only; reached through the dispatch
+// table after CPUID and XGETBV confirm the CPU and the OS support the zmm state.
+//
+// Tile shape: MR rows broadcast from packed A times NR = 16·NV (fp32) or 8·NV (fp64)
+// columns loaded from packed B, MR·NV zmm accumulators. With two FMA pipes of 4-cycle
+// latency at least 8 independent accumulators are needed; MR·NV = 24..28 also leaves the
+// load ports (NV vector loads + MR broadcasts per k step) well under the FMA rate.
+#include <immintrin.h>
+
+#include "../kernels.hpp"
+
+namespace convcore::kernels {
+namespace {
+
+inline __mmask16 tail_mask16(int64_t count) {
+  if (count >= 16) return static_cast<__mmask16>(0xFFFF);
+  if (count <= 0) return 0;
+  return static_cast<__mmask16>((1u << count) - 1u);
+}
+inline __mmask8 tail_mask8(int64_t count) {
+  if (count >= 8) return static_cast<__mmask8>(0xFF);
+  if (count <= 0) return 0;
+  return static_cast<__mmask8>((1u << count) - 1u);
+}
+
+template <int MR, int NV>
+void f32_gemm_ukernel_avx512(int64_t kc, const float* __restrict a, const float* __restrict b,
+                             float* __restrict c, int64_t ldc, int64_t m, int64_t n,
+                             bool accumulate) {
+  constexpr int NR = 16 * NV;
+  __m512 acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    __m512 bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + v * 16);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+    a += MR;
+    b += NR;
+  }
+
+  if (m == MR && n == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      float* ci = c + i * ldc;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        __m512 r = acc[i][v];
+        if (accumulate) r = _mm512_add_ps(_mm512_loadu_ps(ci + v * 16), r);
+        _mm512_storeu_ps(ci + v * 16, r);
+      }
+    }
+    return;
+  }
+  __mmask16 mask[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) mask[v] = tail_mask16(n - v * 16);
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    float* ci = c + i * ldc;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      __m512 r = acc[i][v];
+      if (accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], ci + v * 16), r);
+      _mm512_mask_storeu_ps(ci + v * 16, mask[v], r);
+    }
+  }
+}
+
+template <int MR, int NV>
+void f64_gemm_ukernel_avx512(int64_t kc, const double* __restrict a, const double* __restrict b,
+                             double* __restrict c, int64_t ldc, int64_t m, int64_t n,
+                             bool accumulate) {
+  constexpr int NR = 8 * NV;
+  __m512d acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_pd();
+
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    __m512d bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_pd(b + v * 8);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const __m512d ai = _mm512_set1_pd(a[i]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_pd(ai, bv[v], acc[i][v]);
+    }
+    a += MR;
+    b += NR;
+  }
+
+  if (m == MR && n == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      double* ci = c + i * ldc;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        __m512d r = acc[i][v];
+        if (accumulate) r = _mm512_add_pd(_mm512_loadu_pd(ci + v * 8), r);
+        _mm512_storeu_pd(ci + v * 8, r);
+      }
+    }
+    return;
+  }
+  __mmask8 mask[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) mask[v] = tail_mask8(n - v * 8);
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    double* ci = c + i * ldc;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      __m512d r = acc[i][v];
+      if (accumulate) r = _mm512_add_pd(_mm512_maskz_loadu_pd(mask[v], ci + v * 8), r);
+      _mm512_mask_storeu_pd(ci + v * 8, mask[v], r);
+    }
+  }
+}
+
+}  // namespace
+
+GemmUkernel<float> f32_gemm_ukernel_avx512() {
+  return {&f32_gemm_ukernel_avx512<12, 2>, 12, 32, "f32_gemm_ukernel_12x32__avx512f"};
+}
+GemmUkernel<double> f64_gemm_ukernel_avx512() {
+  return {&f64_gemm_ukernel_avx512<12, 2>, 12, 16, "f64_gemm_ukernel_12x16__avx512f"};
+}
+
+}  // namespace convcore::kernels

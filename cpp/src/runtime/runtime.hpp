@@ -1,0 +1,85 @@
+// Internal runtime services: the per-ISA GEMM engine (kernel + blocking), threads and
+// per-thread packing workspace.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+
+#include "convcore/config.hpp"
+#include "../kernels/kernels.hpp"
+
+#if defined(CONVCORE_OPENMP)
+#include <omp.h>
+#endif
+
+namespace convcore::detail {
+
+// Everything the GEMM driver needs to know about the active ISA for one dtype.
+template <typename T>
+struct GemmEngine {
+  kernels::GemmUkernel<T> ukernel;
+  Blocking blocking;
+};
+
+// The engine of the active ISA (one table entry per ISA, built once).
+template <typename T>
+const GemmEngine<T>& engine();
+template <typename T>
+const GemmEngine<T>& engine_for(Isa isa);
+
+// Threads to use for one call: the configured count, shared fairly when several callers
+// run at once (so concurrent Python threads don't oversubscribe the cores), and capped
+// so each thread gets at least `min_flops_per_thread` of work.
+int threads_for(double flops);
+
+// Counts the calls in flight (RAII), consulted by threads_for().
+class CallScope {
+ public:
+  CallScope();
+  ~CallScope();
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+};
+
+// Runs body(tid, nthreads) on nthreads threads (inline when 1). Exceptions thrown by any
+// thread are rethrown on the caller's thread after the region ends.
+template <typename Body>
+void parallel_run(int nthreads, Body&& body) {
+#if defined(CONVCORE_OPENMP)
+  if (nthreads > 1) {
+    std::exception_ptr error;
+    std::mutex error_mutex;
+#pragma omp parallel num_threads(nthreads)
+    {
+      try {
+        body(omp_get_thread_num(), omp_get_num_threads());
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+#endif
+  body(0, 1);
+}
+
+// Splits [0, count) into nthreads contiguous chunks; returns thread tid's [begin, end).
+inline void static_range(int64_t count, int tid, int nthreads, int64_t& begin, int64_t& end) {
+  begin = count * tid / nthreads;
+  end = count * (tid + 1) / nthreads;
+}
+
+// 64-byte aligned scratch owned by the calling thread, grown on demand and reused across
+// calls (packed A and B blocks, the backward-data column buffer).
+enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Count = 3 };
+void* thread_scratch(Scratch which, std::size_t bytes);
+template <typename T>
+T* thread_scratch_as(Scratch which, int64_t elements) {
+  return static_cast<T*>(thread_scratch(which, static_cast<std::size_t>(elements) * sizeof(T)));
+}
+
+}  // namespace convcore::detail

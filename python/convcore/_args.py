@@ -1,0 +1,127 @@
+"""Argument checking and normalisation shared by every public function.
+
+Messages name the argument, the value received and the rule it breaks. Hyperparameter
+ranges and the output-size rule are checked once more by the C++ core (which raises
+ShapeError / ValueError with the arithmetic spelled out).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+LAYOUTS = ("NCHW", "NHWC")
+SHAPE_RULES = ("strict", "crop", "pad")
+ACTIVATIONS = (None, "relu")
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_array(a: Any, name: str) -> np.ndarray:
+    """A float32/float64 ndarray, or TypeError."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of float32 or float64, "
+                        f"got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    return a
+
+
+def check_same_dtype(ref: np.ndarray, ref_name: str, a: np.ndarray, name: str) -> None:
+    if a.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}: "
+                        "all arrays must share one dtype (float32 or float64)")
+
+
+def as_buffer(a: np.ndarray) -> np.ndarray:
+    """C-contiguous and aligned (copied once when it is not)."""
+    return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
+
+
+def check_layout(layout: Any) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return layout
+
+
+def check_shape_rule(rule: Any) -> str:
+    if rule not in SHAPE_RULES:
+        raise ValueError(f"shape_rule must be 'strict', 'crop' or 'pad', got {rule!r}")
+    return rule
+
+
+def check_activation(act: Any) -> Optional[str]:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {act!r}")
+    return act
+
+
+def pair(v: Any, name: str, minimum: int) -> Tuple[int, int]:
+    """An int or a pair of ints, each >= minimum."""
+    if is_int(v):
+        out = (int(v), int(v))
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(is_int(e) for e in v):
+        out = (int(v[0]), int(v[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if min(out) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} along each axis, got {v!r}")
+    return out
+
+
+def check_groups(groups: Any) -> int:
+    if not is_int(groups):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    return int(groups)
+
+
+def padding4(padding: Any, kernel: Tuple[int, int], stride: Tuple[int, int],
+             dilation: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """(top, bottom, left, right) from an int, a pair, a 4-tuple, 'valid' or 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError("padding='same' requires stride 1 along both axes, "
+                                 f"got stride={stride}")
+            th = dilation[0] * (kernel[0] - 1)
+            tw = dilation[1] * (kernel[1] - 1)
+            # An odd total puts the extra row/column at the bottom/right (as PyTorch).
+            return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        raise ValueError(f"padding must be an int, a pair, a 4-tuple, 'valid' or 'same'; "
+                         f"got {padding!r}")
+    if is_int(padding):
+        p = (int(padding),) * 4
+    elif isinstance(padding, (tuple, list)) and all(is_int(e) for e in padding):
+        if len(padding) == 2:
+            p = (int(padding[0]), int(padding[0]), int(padding[1]), int(padding[1]))
+        elif len(padding) == 4:
+            p = tuple(int(e) for e in padding)  # type: ignore[assignment]
+        else:
+            raise ValueError("padding must be an int, (pad_h, pad_w) or "
+                             f"(top, bottom, left, right); got {padding!r}")
+    else:
+        raise TypeError("padding must be an int, a pair, a 4-tuple, 'valid' or 'same'; "
+                        f"got {padding!r}")
+    if min(p) < 0:
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return p  # type: ignore[return-value]
+
+
+def shape_tuple(shape: Any, name: str, ndims: Sequence[int]) -> Tuple[int, ...]:
+    """A tuple of non-negative ints with one of the allowed lengths."""
+    if not isinstance(shape, (tuple, list)) or not all(is_int(e) for e in shape):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
+    if len(shape) not in ndims:
+        allowed = " or ".join(str(n) for n in ndims)
+        raise ValueError(f"{name} must have {allowed} entries, got {len(shape)}: {tuple(shape)}")
+    if min(shape) < 0:
+        raise ValueError(f"{name} must not have negative sizes, got {tuple(shape)}")
+    return tuple(int(e) for e in shape)

@@ -1,0 +1,225 @@
+"""conv2d and its backward passes: argument checks, buffers, and calls into the core."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
+                    check_same_dtype, check_shape_rule, is_int, padding4, pair, shape_tuple)
+
+ShapeError = _core.ShapeError
+
+
+class Conv2dGrads(NamedTuple):
+    """Gradients of a convolution: w.r.t. its input, its weight and its bias (or None)."""
+    input: Optional[np.ndarray]
+    weight: Optional[np.ndarray]
+    bias: Optional[np.ndarray]
+
+
+class _Problem:
+    """A convolution resolved against concrete shapes: the core's plan plus the shapes the
+    Python side allocates and checks."""
+
+    def __init__(self, input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
+                 padding: Any, dilation: Any, groups: Any, layout: Any, shape_rule: Any):
+        self.layout = check_layout(layout)
+        rule = check_shape_rule(shape_rule)
+        ishape = shape_tuple(input_shape, "input shape", (3, 4))
+        wshape = shape_tuple(weight_shape, "weight shape", (4,))
+        self.batched = len(ishape) == 4
+        if not self.batched:
+            ishape = (1,) + ishape
+        groups = check_groups(groups)
+        if self.layout == "NCHW":
+            n, c, h, w = ishape
+            k, cg, r, s = wshape
+            channel_axis = 1
+        else:
+            n, h, w, c = ishape
+            k, r, s, cg = wshape
+            channel_axis = 3
+        if cg * groups != c:
+            raise ValueError(
+                f"channel mismatch: weight {wshape} takes {cg} input channels per group, "
+                f"times groups={groups} is {cg * groups}, but the input has {c} channels "
+                f"(axis {channel_axis - (0 if self.batched else 1)} in {self.layout})")
+        if k % groups != 0:
+            raise ValueError(f"groups must divide out_channels: weight has {k} filters, "
+                             f"not divisible by groups={groups}")
+        self.stride = pair(stride, "stride", 1)
+        self.dilation = pair(dilation, "dilation", 1)
+        self.pads = padding4(padding, (r, s), self.stride, self.dilation)
+        self.plan = _core.make_plan(n, c, h, w, k, r, s, *self.stride, *self.dilation,
+                                    *self.pads, groups, self.layout, rule)
+        ho, wo = self.plan.out_h, self.plan.out_w
+        self.x_shape = ishape
+        self.w_shape = wshape
+        self.y_shape = (n, k, ho, wo) if self.layout == "NCHW" else (n, ho, wo, k)
+        self.out_channels = k
+
+    def user_shape(self, shape4: Tuple[int, ...]) -> Tuple[int, ...]:
+        return shape4 if self.batched else shape4[1:]
+
+
+def _check_input(x: Any, name: str) -> np.ndarray:
+    x = check_array(x, name)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name} must be 4-D (batch, ...) or 3-D (one image), got {x.ndim}-D "
+                         f"with shape {x.shape}")
+    return x
+
+
+def _check_weight(weight: Any, ref: np.ndarray, ref_name: str) -> np.ndarray:
+    weight = check_array(weight, "weight")
+    check_same_dtype(ref, ref_name, weight, "weight")
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D, got {weight.ndim}-D with shape {weight.shape}")
+    return weight
+
+
+def _check_grad_output(dy: Any, prob: _Problem, ref: np.ndarray, ref_name: str) -> np.ndarray:
+    dy = check_array(dy, "grad_output")
+    check_same_dtype(ref, ref_name, dy, "grad_output")
+    expected = prob.user_shape(prob.y_shape)
+    if dy.shape != expected:
+        raise ValueError(f"grad_output has shape {dy.shape}, expected {expected} "
+                         "(the output shape of this convolution)")
+    return dy
+
+
+def _output(out: Any, shape: Tuple[int, ...], dtype: np.dtype,
+            inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """The array to write: `out` after checks, or a new one."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError("out must be C-contiguous and aligned (it is written in place)")
+    for a in inputs:
+        if np.may_share_memory(out, a):
+            raise ValueError("out must not overlap an input array")
+    return out
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, *,
+           stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+           layout: str = "NCHW", shape_rule: str = "strict", activation: Optional[str] = None,
+           out: Optional[np.ndarray] = None) -> np.ndarray:
+    """2-D convolution (cross-correlation, as in every DL framework), optionally with a
+    fused bias and ReLU.
+
+    NCHW: x (N, C, H, W), weight (K, C/groups, R, S) -> (N, K, Ho, Wo).
+    NHWC: x (N, H, W, C), weight (K, R, S, C/groups) -> (N, Ho, Wo, K).
+    A 3-D x is one image and gives a 3-D result.
+    """
+    x = _check_input(x, "x")
+    weight = _check_weight(weight, x, "x")
+    act = check_activation(activation)
+    prob = _Problem(x.shape, weight.shape, stride, padding, dilation, groups, layout, shape_rule)
+    b = None
+    if bias is not None:
+        bias = check_array(bias, "bias")
+        check_same_dtype(x, "x", bias, "bias")
+        if bias.shape != (prob.out_channels,):
+            raise ValueError(f"bias must have shape ({prob.out_channels},) (one per filter), "
+                             f"got {bias.shape}")
+        b = as_buffer(bias)
+    inputs = [x, weight] + ([bias] if bias is not None else [])
+    y = _output(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
+    _core.conv2d_forward(prob.plan, as_buffer(x), as_buffer(weight), b, y, act == "relu")
+    return y
+
+
+def conv2d_backward_input(grad_output: np.ndarray, weight: np.ndarray,
+                          input_shape: Sequence[int], *, stride: Any = 1, padding: Any = 0,
+                          dilation: Any = 1, groups: int = 1, layout: str = "NCHW",
+                          shape_rule: str = "strict") -> np.ndarray:
+    """Gradient of the loss w.r.t. the convolution's input (shape `input_shape`)."""
+    dy = check_array(grad_output, "grad_output")
+    weight = _check_weight(weight, dy, "grad_output")
+    prob = _Problem(input_shape, weight.shape, stride, padding, dilation, groups, layout,
+                    shape_rule)
+    dy = _check_grad_output(dy, prob, dy, "grad_output")
+    dx = np.empty(prob.user_shape(prob.x_shape), dtype=dy.dtype)
+    _core.conv2d_backward_data(prob.plan, as_buffer(dy), as_buffer(weight), dx)
+    return dx
+
+
+def conv2d_backward_weight(grad_output: np.ndarray, x: np.ndarray,
+                           weight_shape: Sequence[int], *, stride: Any = 1, padding: Any = 0,
+                           dilation: Any = 1, groups: int = 1, layout: str = "NCHW",
+                           shape_rule: str = "strict") -> np.ndarray:
+    """Gradient of the loss w.r.t. the weight (shape `weight_shape`): every position's
+    contribution summed into the one shared filter."""
+    x = _check_input(x, "x")
+    prob = _Problem(x.shape, weight_shape, stride, padding, dilation, groups, layout,
+                    shape_rule)
+    dy = _check_grad_output(grad_output, prob, x, "x")
+    dw = np.empty(prob.w_shape, dtype=x.dtype)
+    _core.conv2d_backward_weight(prob.plan, as_buffer(dy), as_buffer(x), dw)
+    return dw
+
+
+def _bias_grad(prob: _Problem, dy: np.ndarray) -> np.ndarray:
+    db = np.empty((prob.out_channels,), dtype=dy.dtype)
+    _core.conv2d_backward_bias(prob.plan, dy, db)
+    return db
+
+
+def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, *,
+                    stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                    layout: str = "NCHW", shape_rule: str = "strict",
+                    bias: bool = True) -> Conv2dGrads:
+    """All three gradients of conv2d: Conv2dGrads(input, weight, bias); bias is None when
+    bias=False."""
+    x = _check_input(x, "x")
+    weight = _check_weight(weight, x, "x")
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be True or False (whether to return its gradient), "
+                        f"got {type(bias).__name__}")
+    prob = _Problem(x.shape, weight.shape, stride, padding, dilation, groups, layout,
+                    shape_rule)
+    dy = as_buffer(_check_grad_output(grad_output, prob, x, "x"))
+    xb, wb = as_buffer(x), as_buffer(weight)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    dw = np.empty(weight.shape, dtype=x.dtype)
+    _core.conv2d_backward_data(prob.plan, dy, wb, dx)
+    _core.conv2d_backward_weight(prob.plan, dy, xb, dw)
+    db = _bias_grad(prob, dy) if bias else None
+    return Conv2dGrads(dx, dw, db)
+
+
+def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int], *,
+                        stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                        layout: str = "NCHW", shape_rule: str = "strict") -> Tuple[int, ...]:
+    """The output shape conv2d would produce (raises ShapeError when it does not fit)."""
+    prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
+                    shape_rule)
+    return prob.user_shape(prob.y_shape)
+
+
+def conv2d_num_params(in_channels: int, out_channels: int, kernel_size: Any, *,
+                      groups: int = 1, bias: bool = True) -> int:
+    """Learnable parameters of a conv layer: K·(C/groups)·R·S weights (+ K biases)."""
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if not is_int(v):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    r, s = pair(kernel_size, "kernel_size", 1)
+    groups = check_groups(groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+    weights = out_channels * (in_channels // groups) * r * s
+    return int(weights + (out_channels if bias else 0))

@@ -1,0 +1,70 @@
+"""GEMM, threads and configuration."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from . import _core
+from ._args import check_array, check_same_dtype, is_int
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """a @ b for 2-D float32/float64 arrays with convcore's own blocked GEMM.
+
+    Transposed and strided views are read in place (no copy); `out` must be a writable
+    C-contiguous array of the result's shape and dtype.
+    """
+    a = check_array(a, "a")
+    b = check_array(b, "b")
+    check_same_dtype(a, "a", b, "b")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm takes 2-D arrays, got a {a.ndim}-D and b {b.ndim}-D")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm: a is {a.shape} and b is {b.shape}: a.shape[1] must equal "
+                         "b.shape[0]")
+    shape = (a.shape[0], b.shape[1])
+    if out is None:
+        out = np.empty(shape, dtype=a.dtype)
+    else:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        if out.dtype != a.dtype:
+            raise TypeError(f"out has dtype {out.dtype}, expected {a.dtype}")
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, expected {shape}")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        if not (out.flags.c_contiguous and out.flags.aligned):
+            raise ValueError("out must be C-contiguous and aligned")
+        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+            raise ValueError("out must not overlap a or b")
+    itemsize = a.dtype.itemsize
+
+    def readable(m: np.ndarray) -> np.ndarray:
+        # Views whose strides are whole elements are used in place; others are copied once.
+        if m.flags.aligned and all(s % itemsize == 0 for s in m.strides):
+            return m
+        return np.ascontiguousarray(m)
+
+    _core.gemm(readable(a), readable(b), out)
+    return out
+
+
+def set_num_threads(n: int) -> None:
+    """Threads convcore uses for each call (default: OMP_NUM_THREADS or all cores)."""
+    if not is_int(n):
+        raise TypeError(f"n must be an int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return int(_core.get_num_threads())
+
+
+def show_config() -> Dict[str, Any]:
+    """Version, the ISA in use (and those available), threads, OpenMP, and the GEMM
+    blocking (microkernel, MR/NR/KC/MC/NC) per dtype."""
+    return dict(_core.config())
