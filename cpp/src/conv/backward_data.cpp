@@ -5,6 +5,7 @@
 // channels owns its slice of dx: tiles are cut only between channels (row_align = R·S) and
 // never across pixels, which makes the scatter race-free and its summation order fixed.
 #include <cstring>
+#include <numeric>
 
 #include "convcore/conv2d.hpp"
 #include "im2col_pack.hpp"
@@ -28,10 +29,19 @@ void conv2d_backward_data(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
 
   const auto& e = detail::engine<T>();
   const int64_t M = p.CgRS(), N = p.P(), K = p.Kg;
-  detail::run_tiles(p.N * p.G, M, N, K, e.blocking, p.R * p.S, false,
+  const int64_t m_padded = detail::round_up(M, e.blocking.mr);
+  const int64_t group_elems = m_padded * K;
+  detail::AlignedArray<T> packed(p.G * group_elems);
+  for (int64_t g = 0; g < p.G; ++g)
+    detail::prepack(e.blocking, detail::WeightTPackA<T>{&p, w + g * p.Kg * p.ws_k}, true, M, K,
+                    packed.data() + g * group_elems);
+  // Tiles hold whole channels (R·S rows) and start on micro-panel boundaries (MR rows).
+  const int64_t rs = p.R * p.S, mr = e.blocking.mr;
+  const int64_t row_align = rs / std::gcd(rs, mr) * mr;
+  detail::run_tiles(p.N * p.G, M, N, K, e.blocking, row_align, false,
                     [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t img = prob / p.G, g = prob % p.G;
-    const detail::WeightTPackA<T> pack_w{&p, w + g * p.Kg * p.ws_k};
+    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, m_padded};
     const detail::MatrixPackB<T> pack_dy{dy + img * p.ys_n + g * p.Kg * p.ys_c, p.ys_c, p.ys_w};
     const detail::Col2imEpilogue<T> col2im{&p, dx + img * p.xs_n + g * p.Cg * p.xs_c};
     detail::gemm_rect_buffered(e, m0, m1, n0, n1, K, pack_w, pack_dy, col2im);

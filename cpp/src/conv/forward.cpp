@@ -23,10 +23,17 @@ template <bool kFused, typename T>
 void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
   const int64_t M = p.Kg, N = p.P(), K = p.CgRS();
+  // The weights are packed once and shared by every image and tile.
+  const int64_t group_elems = detail::round_up(M, e.blocking.mr) * K;
+  detail::AlignedArray<T> packed(p.G * group_elems);
+  for (int64_t g = 0; g < p.G; ++g)
+    detail::prepack(e.blocking, detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1}, true,
+                    M, K, packed.data() + g * group_elems);
   detail::run_tiles(p.N * p.G, M, N, K, e.blocking, 1, true,
                     [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t img = prob / p.G, g = prob % p.G;
-    const detail::MatrixPackA<T> pack_w{w + g * p.Kg * p.ws_k, p.ws_k, 1};
+    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems,
+                                      detail::round_up(M, e.blocking.mr)};
     const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + img * p.xs_n + g * p.Cg * p.xs_c};
     const auto epi = make_epilogue<kFused>(bias ? bias + g * p.Kg : nullptr, (const T*)nullptr, relu);
     T* c = y + img * p.ys_n + g * p.Kg * p.ys_c;
@@ -38,10 +45,16 @@ template <bool kFused, typename T>
 void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
   const int64_t M = p.N * p.P(), N = p.Kg, K = p.CgRS();
+  const int64_t group_elems = detail::round_up(N, e.blocking.nr) * K;
+  detail::AlignedArray<T> packed(p.G * group_elems);
+  for (int64_t g = 0; g < p.G; ++g)
+    detail::prepack(e.blocking, detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k}, false,
+                    N, K, packed.data() + g * group_elems);
   detail::run_tiles(p.G, M, N, K, e.blocking, 1, true,
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::Im2colPackA_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
-    const detail::MatrixPackB<T> pack_w{w + g * p.Kg * p.ws_k, 1, p.ws_k};
+    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems,
+                                      detail::round_up(N, e.blocking.nr)};
     const auto epi = make_epilogue<kFused>((const T*)nullptr, bias ? bias + g * p.Kg : nullptr, relu);
     T* c = y + g * p.Kg * p.ys_c;
     detail::gemm_rect(e, m0, m1, n0, n1, K, pack_x, pack_w, c, p.ys_w, false, epi);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "convcore/conv2d.hpp"
 #include "../gemm/driver.hpp"
@@ -67,6 +68,16 @@ inline int pixel_runs(const Conv2dPlan& p, int64_t q, int64_t n, PixelRun* runs)
   return count;
 }
 
+// dst[0:n] = src[0:n] for short runs: whole 32-byte chunks, then single elements (a
+// library memcpy call costs more than the copy at these lengths).
+template <typename T>
+inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n) {
+  constexpr int64_t chunk = 32 / sizeof(T);
+  int64_t t = 0;
+  for (; t + chunk <= n; t += chunk) __builtin_memcpy(dst + t, src + t, 32);
+  for (; t < n; ++t) dst[t] = src[t];
+}
+
 // Copies the in-image part of one tap's row of pixels: out[t] = row[(iw0 + t*sw)*xs_w],
 // zero where the column falls in the padding.
 template <typename T>
@@ -76,8 +87,7 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
     const int64_t lo = std::clamp<int64_t>(-iw0, 0, len);
     const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, len);
     for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
-    const T* src = row + iw0;
-    for (int64_t t = lo; t < hi; ++t) out[t] = src[t];
+    copy_run(out + lo, row + iw0 + lo, hi - lo);
     for (int64_t t = hi; t < len; ++t) out[t] = T(0);
   } else {
     for (int64_t t = 0; t < len; ++t) {
@@ -89,34 +99,52 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
 
 // B operand of the NCHW forward pass: B[j][p], depth = taps, columns = pixels of one
 // image. xg points at channel 0 of the group in image n.
+//
+// The pixel block [j0, j0+nc) is first cut into segments that lie on one output row and
+// in one micro-panel; every tap then copies each segment from one input row. Taps are the
+// outer loop so the per-segment bookkeeping is computed once per block, not per tap.
 template <typename T>
 struct Im2colPackB_TapsByPixels {
   const Conv2dPlan* plan;
   const T* xg;
 
+  struct Segment {
+    int64_t dst;       // offset of the segment's first column in the packed block
+    int64_t len;       // pixels
+    int64_t ih0, iw0;  // input coordinates of its first pixel for tap (0, 0)
+  };
+
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
     const Conv2dPlan& p = *plan;
-    PixelRun runs[kMaxTile];
-    for (int64_t jb = 0; jb < nc; jb += nr) {
-      const int64_t n = std::min<int64_t>(nr, nc - jb);
-      T* d = dst + jb * kc;
-      const int nruns = pixel_runs(p, j0 + jb, n, runs);
-      TapCursor tap(p, crs_order(p), p0);
-      for (int64_t kk = 0; kk < kc; ++kk, tap.next()) {
-        T* out = d + kk * nr;
-        const T* xc = xg + tap.c * p.xs_c;
-        const int64_t rr = tap.r * p.dh, ss = tap.s * p.dw;
-        for (int u = 0; u < nruns; ++u) {
-          const PixelRun& run = runs[u];
-          const int64_t ih = run.ih0 + rr;
-          if (ih < 0 || ih >= p.H) {
-            for (int64_t t = 0; t < run.len; ++t) out[run.col + t] = T(0);
-          } else {
-            gather_row(out + run.col, xc + ih * p.xs_h, run.len, run.iw0 + ss, p);
-          }
+    thread_local std::vector<Segment> segments;
+    segments.clear();
+    for (int64_t col = 0; col < nc;) {
+      const int64_t q = j0 + col;
+      const int64_t oh = q / p.Wo, ow = q % p.Wo;
+      const int64_t in_panel = col % nr;
+      const int64_t len = std::min({p.Wo - ow, nr - in_panel, nc - col});
+      segments.push_back(Segment{(col - in_panel) * kc + in_panel, len, oh * p.sh - p.pad_t,
+                                 ow * p.sw - p.pad_l});
+      col += len;
+    }
+    const int64_t tail = nc % nr;  // zero columns of the last, partial panel
+    T* tail_dst = dst + (nc - tail) * kc;
+    TapCursor tap(p, crs_order(p), p0);
+    for (int64_t kk = 0; kk < kc; ++kk, tap.next()) {
+      T* dk = dst + kk * nr;
+      const T* xc = xg + tap.c * p.xs_c;
+      const int64_t rr = tap.r * p.dh, ss = tap.s * p.dw;
+      for (const Segment& seg : segments) {
+        T* out = dk + seg.dst;
+        const int64_t ih = seg.ih0 + rr;
+        if (ih < 0 || ih >= p.H) {
+          for (int64_t t = 0; t < seg.len; ++t) out[t] = T(0);
+        } else {
+          gather_row(out, xc + ih * p.xs_h, seg.len, seg.iw0 + ss, p);
         }
-        for (int64_t t = n; t < nr; ++t) out[t] = T(0);
       }
+      if (tail)
+        for (int64_t t = tail; t < nr; ++t) tail_dst[kk * nr + t] = T(0);
     }
   }
 };

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "../runtime/runtime.hpp"
 
@@ -27,6 +28,44 @@ struct NoEpilogue {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// An operand packed once before the GEMM (weights, reused by every image and tile) and
+// read in place. Layout: one slab per KC block of depth, slab pc at data + pc*padded,
+// holding every row (A) or column (B) of that depth block in micro-panels; so the block
+// for rows/columns starting at a micro-panel boundary x is at slab + x*kc.
+template <typename T>
+struct Prepacked {
+  static constexpr bool kPrepacked = true;
+  const T* data;
+  int64_t padded;  // rows (A) or columns (B) rounded up to MR (NR)
+  const T* block(int64_t x, int64_t pc, int64_t kc) const { return data + pc * padded + x * kc; }
+};
+
+template <typename P, typename = void>
+struct IsPrepacked : std::false_type {};
+template <typename P>
+struct IsPrepacked<P, std::void_t<decltype(P::kPrepacked)>> : std::bool_constant<P::kPrepacked> {};
+
+// Runs an A packer (rows = M) or B packer (columns = N) over the whole operand into the
+// Prepacked layout, slabs in parallel. `out` holds round_up(extent, tile) * K elements.
+template <typename T, typename Packer>
+Prepacked<T> prepack(const Blocking& bl, const Packer& packer, bool is_a, int64_t extent,
+                     int64_t K, T* out) {
+  const int tile = is_a ? bl.mr : bl.nr;
+  const int64_t padded = round_up(extent, tile);
+  const int64_t slabs = ceil_div(K, bl.kc);
+  parallel_run(std::max(1, std::min<int>(threads_for(double(padded) * K * 8), int(slabs))),
+               [&](int tid, int nt) {
+    int64_t s0, s1;
+    static_range(slabs, tid, nt, s0, s1);
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t pc = s * bl.kc, kc = std::min<int64_t>(bl.kc, K - pc);
+      if (is_a) packer(out + pc * padded, 0, extent, pc, kc, tile);
+      else packer(out + pc * padded, pc, kc, 0, extent, tile);
+    }
+  });
+  return Prepacked<T>{out, padded};
+}
 
 // All micro-tiles of one packed mc×nc block (the jr and ir loops).
 template <typename T, typename Epi>
@@ -46,6 +85,31 @@ void macro_kernel(const GemmEngine<T>& e, int64_t mc, int64_t nc, int64_t kc, co
         if (last) epi(ct, ldc, i_glob + ir, j_glob + jr, m, n);
       }
     }
+  }
+}
+
+// The packed block of A for rows [ic, ic+mc) × depth [pc, pc+kc): packed now into `buf`,
+// or found in place when A was prepacked (ic must then be a multiple of MR).
+template <typename T, typename PackA>
+const T* packed_a_block(const PackA& pack_a, T* buf, int64_t ic, int64_t mc, int64_t pc,
+                        int64_t kc, int mr) {
+  if constexpr (IsPrepacked<PackA>::value) {
+    (void)buf; (void)mc; (void)mr;
+    return pack_a.block(ic, pc, kc);
+  } else {
+    pack_a(buf, ic, mc, pc, kc, mr);
+    return buf;
+  }
+}
+template <typename T, typename PackB>
+const T* packed_b_block(const PackB& pack_b, T* buf, int64_t pc, int64_t kc, int64_t jc,
+                        int64_t nc, int nr) {
+  if constexpr (IsPrepacked<PackB>::value) {
+    (void)buf; (void)nc; (void)nr;
+    return pack_b.block(jc, pc, kc);
+  } else {
+    pack_b(buf, pc, kc, jc, nc, nr);
+    return buf;
   }
 }
 
@@ -73,11 +137,12 @@ void gemm_rect(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t n0, int64
       const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
       const bool last = pc + kc == K;
       const bool acc = accumulate || pc > 0;
-      pack_b(pb, pc, kc, jc, nc, nr);
+      const T* b_block = packed_b_block(pack_b, pb, pc, kc, jc, nc, nr);
       for (int64_t ic = m0; ic < m1; ic += bl.mc) {
         const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
-        pack_a(pa, ic, mc, pc, kc, mr);
-        macro_kernel(e, mc, nc, kc, pa, pb, c + ic * ldc + jc, ldc, acc, last, ic, jc, epi);
+        const T* a_block = packed_a_block(pack_a, pa, ic, mc, pc, kc, mr);
+        macro_kernel(e, mc, nc, kc, a_block, b_block, c + ic * ldc + jc, ldc, acc, last, ic, jc,
+                     epi);
       }
     }
   }
@@ -107,9 +172,10 @@ void gemm_rect_buffered(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t 
       const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
       for (int64_t pc = 0; pc < K; pc += bl.kc) {
         const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
-        pack_b(pb, pc, kc, jc, nc, nr);
-        pack_a(pa, ic, mc, pc, kc, mr);
-        macro_kernel(e, mc, nc, kc, pa, pb, buf, ncb, pc > 0, false, ic, jc, NoEpilogue{});
+        const T* b_block = packed_b_block(pack_b, pb, pc, kc, jc, nc, nr);
+        const T* a_block = packed_a_block(pack_a, pa, ic, mc, pc, kc, mr);
+        macro_kernel(e, mc, nc, kc, a_block, b_block, buf, ncb, pc > 0, false, ic, jc,
+                     NoEpilogue{});
       }
       block_epi(buf, ncb, ic, jc, mc, nc);
     }

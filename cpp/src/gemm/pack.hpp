@@ -52,24 +52,37 @@ struct MatrixPackB {
   int64_t rs, cs;
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const int64_t full = nc / nr * nr;  // columns in complete panels
+    const int64_t tail = nc - full;
+    if (cs == 1) {
+      // Row by row, so each row of B is read sequentially across all panels (friendly to
+      // the prefetchers and the TLB when rows are far apart).
+      for (int64_t p = 0; p < kc; ++p) {
+        const T* __restrict src = b + (p0 + p) * rs + j0;
+        T* __restrict d = dst + p * nr;
+        for (int64_t jb = 0; jb < full; jb += nr) {
+          T* __restrict out = d + jb * kc;
+          for (int j = 0; j < nr; ++j) out[j] = src[jb + j];
+        }
+        if (tail) {
+          T* __restrict out = d + full * kc;
+          for (int64_t j = 0; j < tail; ++j) out[j] = src[full + j];
+          for (int64_t j = tail; j < nr; ++j) out[j] = T(0);
+        }
+      }
+      return;
+    }
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
       T* d = dst + jb * kc;
       const T* src = b + p0 * rs + (j0 + jb) * cs;
-      if (cs == 1) {
-        for (int64_t p = 0; p < kc; ++p) {
-          std::memcpy(d + p * nr, src + p * rs, sizeof(T) * n);
-          for (int64_t j = n; j < nr; ++j) d[p * nr + j] = T(0);
-        }
-      } else {
-        for (int64_t j = 0; j < n; ++j) {
-          const T* col = src + j * cs;
-          for (int64_t p = 0; p < kc; ++p) d[p * nr + j] = col[p * rs];
-        }
-        if (n < nr)
-          for (int64_t p = 0; p < kc; ++p)
-            for (int64_t j = n; j < nr; ++j) d[p * nr + j] = T(0);
+      for (int64_t j = 0; j < n; ++j) {
+        const T* col = src + j * cs;
+        for (int64_t p = 0; p < kc; ++p) d[p * nr + j] = col[p * rs];
       }
+      if (n < nr)
+        for (int64_t p = 0; p < kc; ++p)
+          for (int64_t j = n; j < nr; ++j) d[p * nr + j] = T(0);
     }
   }
 };

@@ -4,8 +4,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <new>
 
 #include "convcore/config.hpp"
 #include "../kernels/kernels.hpp"
@@ -72,6 +74,24 @@ inline void static_range(int64_t count, int tid, int nthreads, int64_t& begin, i
   begin = count * tid / nthreads;
   end = count * (tid + 1) / nthreads;
 }
+
+// A 64-byte aligned array for one call's lifetime (prepacked weights).
+template <typename T>
+class AlignedArray {
+ public:
+  explicit AlignedArray(int64_t n) {
+    const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + 63) / 64 * 64;
+    ptr_ = static_cast<T*>(std::aligned_alloc(64, bytes ? bytes : 64));
+    if (!ptr_) throw std::bad_alloc();
+  }
+  ~AlignedArray() { std::free(ptr_); }
+  AlignedArray(const AlignedArray&) = delete;
+  AlignedArray& operator=(const AlignedArray&) = delete;
+  T* data() { return ptr_; }
+
+ private:
+  T* ptr_;
+};
 
 // 64-byte aligned scratch owned by the calling thread, grown on demand and reused across
 // calls (packed A and B blocks, the backward-data column buffer).
