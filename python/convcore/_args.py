@@ -17,8 +17,19 @@ SHAPE_RULES = ("strict", "crop", "pad")
 ACTIVATIONS = (None, "relu")
 
 
+# Sizes and hyperparameters travel to the core as 64-bit integers; anything larger can
+# only describe an array that cannot exist.
+MAX_INT = 2**62
+
+
 def is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_range(values: Sequence[int], name: str, given: Any) -> None:
+    if any(abs(v) > MAX_INT for v in values):
+        raise ValueError(f"{name} is too large: {given!r} (sizes and hyperparameters must "
+                         f"be below 2**62)")
 
 
 def check_array(a: Any, name: str) -> np.ndarray:
@@ -68,6 +79,7 @@ def pair(v: Any, name: str, minimum: int) -> Tuple[int, int]:
         out = (int(v[0]), int(v[1]))
     else:
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    check_range(out, name, v)
     if min(out) < minimum:
         raise ValueError(f"{name} must be >= {minimum} along each axis, got {v!r}")
     return out
@@ -76,6 +88,7 @@ def pair(v: Any, name: str, minimum: int) -> Tuple[int, int]:
 def check_groups(groups: Any) -> int:
     if not is_int(groups):
         raise TypeError(f"groups must be an int, got {groups!r}")
+    check_range((groups,), "groups", groups)
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     return int(groups)
@@ -110,6 +123,7 @@ def padding4(padding: Any, kernel: Tuple[int, int], stride: Tuple[int, int],
     else:
         raise TypeError("padding must be an int, a pair, a 4-tuple, 'valid' or 'same'; "
                         f"got {padding!r}")
+    check_range(p, "padding", padding)
     if min(p) < 0:
         raise ValueError(f"padding must be >= 0, got {padding!r}")
     return p  # type: ignore[return-value]
@@ -122,6 +136,7 @@ def shape_tuple(shape: Any, name: str, ndims: Sequence[int]) -> Tuple[int, ...]:
     if len(shape) not in ndims:
         allowed = " or ".join(str(n) for n in ndims)
         raise ValueError(f"{name} must have {allowed} entries, got {len(shape)}: {tuple(shape)}")
+    check_range(shape, name, tuple(shape))
     if min(shape) < 0:
         raise ValueError(f"{name} must not have negative sizes, got {tuple(shape)}")
     return tuple(int(e) for e in shape)

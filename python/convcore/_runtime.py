@@ -45,7 +45,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.n
         # Views whose strides are whole elements are used in place; others are copied once.
         if m.flags.aligned and all(s % itemsize == 0 for s in m.strides):
             return m
-        return np.ascontiguousarray(m)
+        return np.require(m, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
     _core.gemm(readable(a), readable(b), out)
     return out

@@ -11,7 +11,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #include "convcore/conv2d.hpp"
 #include "../gemm/driver.hpp"
@@ -199,6 +204,31 @@ struct Im2colPackA_PixelsByTaps {
   }
 };
 
+// Writes column t of rows [from, to) of a packed panel run (row stride ld): src[u] where
+// u lies in the in-image window [lo, hi), 0 elsewhere.
+template <typename T>
+inline void put_tap_column(T* __restrict d, int64_t ld, const T* src, int64_t lo, int64_t hi,
+                           int64_t from, int64_t to) {
+  for (int64_t u = from; u < to; ++u) d[u * ld] = (u >= lo && u < hi) ? src[u] : T(0);
+}
+
+// d[u*ld + i] = src_i[u] for i < 4, u < 4: a 4×4 transpose of four input rows.
+inline void transpose_4x4(float* d, int64_t ld, const float* s0, const float* s1,
+                          const float* s2, const float* s3) {
+#if defined(__SSE2__)
+  __m128 a = _mm_loadu_ps(s0), b = _mm_loadu_ps(s1), c = _mm_loadu_ps(s2), e = _mm_loadu_ps(s3);
+  _MM_TRANSPOSE4_PS(a, b, c, e);
+  _mm_storeu_ps(d, a);
+  _mm_storeu_ps(d + ld, b);
+  _mm_storeu_ps(d + 2 * ld, c);
+  _mm_storeu_ps(d + 3 * ld, e);
+#else
+  const float* s[4] = {s0, s1, s2, s3};
+  for (int u = 0; u < 4; ++u)
+    for (int i = 0; i < 4; ++i) d[u * ld + i] = s[i][u];
+#endif
+}
+
 // B operand of the backward-weight pass: B[q][j], depth = pixels of all images,
 // columns = taps. xg points at channel 0 of the group in image 0.
 template <typename T>
@@ -208,39 +238,104 @@ struct Im2colPackB_PixelsByTaps {
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
     const Conv2dPlan& p = *plan;
-    const int64_t P = p.P();
-    const int64_t reach_h = (p.R - 1) * p.dh, reach_w = (p.S - 1) * p.dw;
     int64_t off[kMaxTile], rr[kMaxTile], ss[kMaxTile];
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
-      T* d = dst + jb * kc;
       TapCursor tap(p, crs_order(p), j0 + jb);
       for (int64_t t = 0; t < n; ++t, tap.next()) {
         rr[t] = tap.r * p.dh;
         ss[t] = tap.s * p.dw;
         off[t] = tap.c * p.xs_c + rr[t] * p.xs_h + ss[t] * p.xs_w;
       }
-      int64_t img = p0 / P, pix = p0 % P;
-      int64_t oh = pix / p.Wo, ow = pix % p.Wo;
-      for (int64_t kk = 0; kk < kc; ++kk) {
-        T* out = d + kk * nr;
-        const int64_t ih0 = oh * p.sh - p.pad_t, iw0 = ow * p.sw - p.pad_l;
-        const T* base = xg + img * p.xs_n;
-        const int64_t pos = ih0 * p.xs_h + iw0 * p.xs_w;  // may be negative: only used when valid
-        if (ih0 >= 0 && ih0 + reach_h < p.H && iw0 >= 0 && iw0 + reach_w < p.W) {
-          for (int64_t t = 0; t < n; ++t) out[t] = base[pos + off[t]];
-        } else {
-          for (int64_t t = 0; t < n; ++t) {
-            const int64_t ih = ih0 + rr[t], iw = iw0 + ss[t];
-            out[t] = (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? base[pos + off[t]] : T(0);
-          }
-        }
-        for (int64_t t = n; t < nr; ++t) out[t] = T(0);
-        if (++ow == p.Wo) {
-          ow = 0;
-          if (++oh == p.Ho) { oh = 0; ++img; }
+      if (p.xs_w == 1 && p.sw == 1)
+        pack_unit_stride(dst + jb * kc, p0, kc, n, nr, off, rr, ss);
+      else
+        pack_gather(dst + jb * kc, p0, kc, n, nr, off, rr, ss);
+    }
+  }
+
+ private:
+  // Any layout and stride: each packed row gathers its taps through the offset table.
+  void pack_gather(T* d, int64_t p0, int64_t kc, int64_t n, int nr, const int64_t* off,
+                   const int64_t* rr, const int64_t* ss) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t P = p.P();
+    const int64_t reach_h = (p.R - 1) * p.dh, reach_w = (p.S - 1) * p.dw;
+    int64_t img = p0 / P, pix = p0 % P;
+    int64_t oh = pix / p.Wo, ow = pix % p.Wo;
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      T* out = d + kk * nr;
+      const int64_t ih0 = oh * p.sh - p.pad_t, iw0 = ow * p.sw - p.pad_l;
+      const T* base = xg + img * p.xs_n;
+      const int64_t pos = ih0 * p.xs_h + iw0 * p.xs_w;  // may be negative: only used when valid
+      if (ih0 >= 0 && ih0 + reach_h < p.H && iw0 >= 0 && iw0 + reach_w < p.W) {
+        for (int64_t t = 0; t < n; ++t) out[t] = base[pos + off[t]];
+      } else {
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t ih = ih0 + rr[t], iw = iw0 + ss[t];
+          out[t] = (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? base[pos + off[t]] : T(0);
         }
       }
+      for (int64_t t = n; t < nr; ++t) out[t] = T(0);
+      if (++ow == p.Wo) {
+        ow = 0;
+        if (++oh == p.Ho) { oh = 0; ++img; }
+      }
+    }
+  }
+
+  // Unit stride along width (NCHW, stride_w 1): for a run of pixels on one output row each
+  // tap reads one contiguous piece of an input row, so groups of four taps are transposed
+  // four pixels at a time into the packed rows.
+  void pack_unit_stride(T* d, int64_t p0, int64_t kc, int64_t n, int nr, const int64_t* off,
+                        const int64_t* rr, const int64_t* ss) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t P = p.P();
+    for (int64_t kk = 0, q = p0; kk < kc;) {
+      const int64_t img = q / P, pix = q % P;
+      const int64_t oh = pix / p.Wo, ow = pix % p.Wo;
+      const int64_t len = std::min(kc - kk, p.Wo - ow);
+      const int64_t ih0 = oh * p.sh - p.pad_t, iw0 = ow - p.pad_l;
+      const int64_t base = img * p.xs_n + ih0 * p.xs_h + iw0;  // may be negative for padding
+      T* drun = d + kk * nr;
+      for (int64_t t0 = 0; t0 < n; t0 += 4) {
+        const int64_t g = std::min<int64_t>(4, n - t0);
+        const T* src[4];
+        int64_t lo[4], hi[4];
+        int64_t fast_lo = 0, fast_hi = len;
+        for (int64_t u = 0; u < g; ++u) {
+          const int64_t t = t0 + u;
+          const int64_t ih = ih0 + rr[t], iw = iw0 + ss[t];
+          if (ih < 0 || ih >= p.H) {
+            lo[u] = hi[u] = 0;
+          } else {
+            lo[u] = std::clamp<int64_t>(-iw, 0, len);
+            hi[u] = std::clamp<int64_t>(p.W - iw, lo[u], len);
+          }
+          // The tap's value for the run's first pixel; only read in [lo, hi).
+          src[u] = lo[u] < hi[u] ? xg + (base + off[t]) : nullptr;
+          fast_lo = std::max(fast_lo, lo[u]);
+          fast_hi = std::min(fast_hi, hi[u]);
+        }
+        if constexpr (std::is_same_v<T, float>) {
+          if (g == 4 && fast_lo + 4 <= fast_hi) {
+            int64_t u = fast_lo;
+            for (; u + 4 <= fast_hi; u += 4)
+              transpose_4x4(drun + u * nr + t0, nr, src[0] + u, src[1] + u, src[2] + u, src[3] + u);
+            for (int64_t i = 0; i < 4; ++i) {
+              put_tap_column(drun + t0 + i, nr, src[i], lo[i], hi[i], 0, fast_lo);
+              put_tap_column(drun + t0 + i, nr, src[i], lo[i], hi[i], u, len);
+            }
+            continue;
+          }
+        }
+        for (int64_t i = 0; i < g; ++i)
+          put_tap_column(drun + t0 + i, nr, src[i], lo[i], hi[i], 0, len);
+      }
+      for (int64_t u = 0; u < len; ++u)
+        for (int64_t t = n; t < nr; ++t) drun[u * nr + t] = T(0);
+      kk += len;
+      q += len;
     }
   }
 };
