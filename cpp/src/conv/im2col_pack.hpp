@@ -95,10 +95,14 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
     copy_run(out + lo, row + iw0 + lo, hi - lo);
     for (int64_t t = hi; t < len; ++t) out[t] = T(0);
   } else {
-    for (int64_t t = 0; t < len; ++t) {
-      const int64_t iw = iw0 + t * p.sw;
-      out[t] = (iw >= 0 && iw < p.W) ? row[iw * p.xs_w] : T(0);
-    }
+    // In-image pixels t satisfy 0 <= iw0 + t*sw < W.
+    const int64_t lo = iw0 >= 0 ? 0 : std::min(len, (-iw0 + p.sw - 1) / p.sw);
+    const int64_t hi = iw0 >= p.W ? lo : std::clamp<int64_t>((p.W - iw0 + p.sw - 1) / p.sw, lo, len);
+    const int64_t step = p.sw * p.xs_w;
+    for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
+    const T* src = row + (iw0 + lo * p.sw) * p.xs_w;
+    for (int64_t t = lo; t < hi; ++t) out[t] = src[(t - lo) * step];
+    for (int64_t t = hi; t < len; ++t) out[t] = T(0);
   }
 }
 
