@@ -1,9 +1,10 @@
-// Backward-data pass: dx = col2im(Wᵀ · dy). Per image and group the column gradient
-// dcol (Cg·R·S × Ho·Wo) = Wᵀ (Cg·R·S × Kg) · dY (Kg × Ho·Wo) is produced block by block
-// in a per-thread buffer and scattered into dx by the col2im epilogue; no full column
-// matrix exists. Rows are taps in (c, r, s) order for both layouts, so a tile of whole
-// channels owns its slice of dx: tiles are cut only between channels (row_align = R·S) and
-// never across pixels, which makes the scatter race-free and its summation order fixed.
+// Backward-data pass: dx = col2im(Wᵀ · dy). Per group the column gradient
+// dcol (Cg·R·S × N·Ho·Wo) = Wᵀ (Cg·R·S × Kg) · dY (Kg × N·Ho·Wo) is produced block by
+// block in a per-thread buffer and scattered into dx by the col2im epilogue; no full
+// column matrix exists. Rows are taps in (c, r, s) order for both layouts, so a tile of
+// whole channels and whole images owns its slice of dx: tiles are cut only between
+// channels and between images, which makes the scatter race-free, and column blocks are
+// cut at fixed positions, which makes its summation order independent of the threads.
 #include <cstring>
 #include <numeric>
 
@@ -28,22 +29,22 @@ void conv2d_backward_data(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   if (p.y_size == 0) return;
 
   const auto& e = detail::engine<T>();
-  const int64_t M = p.CgRS(), N = p.P(), K = p.Kg;
+  const int64_t M = p.CgRS(), N = p.N * p.P(), K = p.Kg;
   const int64_t m_padded = detail::round_up(M, e.blocking.mr);
   const int64_t group_elems = m_padded * K;
   detail::AlignedArray<T> packed(p.G * group_elems);
   for (int64_t g = 0; g < p.G; ++g)
     detail::prepack(e.blocking, detail::WeightTPackA<T>{&p, w + g * p.Kg * p.ws_k}, true, M, K,
                     packed.data() + g * group_elems);
-  // Tiles hold whole channels (R·S rows) and start on micro-panel boundaries (MR rows).
+  // Tiles hold whole channels (R·S rows, starting on micro-panel boundaries) of whole
+  // images (columns run across the batch), so each owns its part of dx.
   const int64_t rs = p.R * p.S, mr = e.blocking.mr;
   const int64_t row_align = rs / std::gcd(rs, mr) * mr;
-  detail::run_tiles(p.N * p.G, M, N, K, e.blocking, row_align, false,
-                    [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const int64_t img = prob / p.G, g = prob % p.G;
+  detail::run_tiles(p.G, M, N, K, e.blocking, row_align, p.P(),
+                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, m_padded};
-    const detail::MatrixPackB<T> pack_dy{dy + img * p.ys_n + g * p.Kg * p.ys_c, p.ys_c, p.ys_w};
-    const detail::Col2imEpilogue<T> col2im{&p, dx + img * p.xs_n + g * p.Cg * p.xs_c};
+    const detail::OutputGradPackB<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
+    const detail::Col2imEpilogue<T> col2im{&p, dx + g * p.Cg * p.xs_c};
     detail::gemm_rect_buffered(e, m0, m1, n0, n1, K, pack_w, pack_dy, col2im);
   });
 }

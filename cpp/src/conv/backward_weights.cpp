@@ -19,7 +19,7 @@ void conv2d_backward_weight(const Conv2dPlan& p, const T* dy, const T* x, T* dw)
   detail::CallScope scope;
   const auto& e = detail::engine<T>();
   const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P();
-  detail::run_tiles(p.G, M, N, K, e.blocking, 1, true,
+  detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
     const detail::Im2colPackB_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};

@@ -19,21 +19,38 @@ auto make_epilogue(const T* row_bias, const T* col_bias, bool relu) {
   else return detail::NoEpilogue{};
 }
 
+// Feature maps smaller than this many pixels are computed several images per GEMM (the
+// columns run across images), so the micro-panels are not mostly padding and each tile
+// has enough columns; the blocks then go through a buffer (StoreImagesEpilogue).
+inline constexpr int64_t kMultiImageMaxPixels = 256;
+
 template <bool kFused, typename T>
 void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
-  const int64_t M = p.Kg, N = p.P(), K = p.CgRS();
+  const int64_t M = p.Kg, K = p.CgRS();
+  const int64_t m_padded = detail::round_up(M, e.blocking.mr);
   // The weights are packed once and shared by every image and tile.
-  const int64_t group_elems = detail::round_up(M, e.blocking.mr) * K;
+  const int64_t group_elems = m_padded * K;
   detail::AlignedArray<T> packed(p.G * group_elems);
   for (int64_t g = 0; g < p.G; ++g)
     detail::prepack(e.blocking, detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1}, true,
                     M, K, packed.data() + g * group_elems);
-  detail::run_tiles(p.N * p.G, M, N, K, e.blocking, 1, true,
+
+  if (p.P() < kMultiImageMaxPixels && p.N > 1) {
+    detail::run_tiles(p.G, M, p.N * p.P(), K, e.blocking, 1, e.blocking.nr,
+                      [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, m_padded};
+      const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + g * p.Cg * p.xs_c};
+      const detail::StoreImagesEpilogue<T> store{&p, y + g * p.Kg * p.ys_c,
+                                                 bias ? bias + g * p.Kg : nullptr, relu};
+      detail::gemm_rect_buffered(e, m0, m1, n0, n1, K, pack_w, pack_x, store);
+    });
+    return;
+  }
+  detail::run_tiles(p.N * p.G, M, p.P(), K, e.blocking, 1, e.blocking.nr,
                     [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t img = prob / p.G, g = prob % p.G;
-    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems,
-                                      detail::round_up(M, e.blocking.mr)};
+    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, m_padded};
     const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + img * p.xs_n + g * p.Cg * p.xs_c};
     const auto epi = make_epilogue<kFused>(bias ? bias + g * p.Kg : nullptr, (const T*)nullptr, relu);
     T* c = y + img * p.ys_n + g * p.Kg * p.ys_c;
@@ -50,7 +67,7 @@ void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   for (int64_t g = 0; g < p.G; ++g)
     detail::prepack(e.blocking, detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k}, false,
                     N, K, packed.data() + g * group_elems);
-  detail::run_tiles(p.G, M, N, K, e.blocking, 1, true,
+  detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::Im2colPackA_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
     const detail::Prepacked<T> pack_w{packed.data() + g * group_elems,

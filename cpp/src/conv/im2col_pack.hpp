@@ -54,21 +54,25 @@ struct TapCursor {
 
 inline bool crs_order(const Conv2dPlan& p) { return p.p.layout == Layout::NCHW; }
 
-// A run of consecutive output pixels on one output row: columns [col, col+len) of a panel.
+// A run of consecutive output pixels on one output row of one image: columns
+// [col, col+len) of a block.
 struct PixelRun {
-  int64_t col, len, ih0, iw0;  // ih0/iw0: input coordinates of the run's first pixel, tap (0,0)
+  int64_t col, len, img;
+  int64_t ih0, iw0;  // input coordinates of the run's first pixel for tap (0, 0)
 };
 
-// Splits pixels [q, q+n) of an image into runs along output rows; returns the run count.
+// Splits pixels [q, q+n) (q = img*Ho*Wo + oh*Wo + ow) into runs along output rows;
+// returns the run count (at most n).
 inline int pixel_runs(const Conv2dPlan& p, int64_t q, int64_t n, PixelRun* runs) {
   int count = 0;
-  int64_t oh = q / p.Wo, ow = q % p.Wo;
+  const int64_t P = p.P();
+  int64_t img = q / P, oh = (q % P) / p.Wo, ow = q % p.Wo;
   for (int64_t col = 0; col < n;) {
     const int64_t len = std::min(n - col, p.Wo - ow);
-    runs[count++] = PixelRun{col, len, oh * p.sh - p.pad_t, ow * p.sw - p.pad_l};
+    runs[count++] = PixelRun{col, len, img, oh * p.sh - p.pad_t, ow * p.sw - p.pad_l};
     col += len;
     ow = 0;
-    ++oh;
+    if (++oh == p.Ho) { oh = 0; ++img; }
   }
   return count;
 }
@@ -106,8 +110,9 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
   }
 }
 
-// B operand of the NCHW forward pass: B[j][p], depth = taps, columns = pixels of one
-// image. xg points at channel 0 of the group in image n.
+// B operand of the NCHW forward pass: B[j][q], depth = taps, columns = pixels
+// q = img*Ho*Wo + oh*Wo + ow. xg points at channel 0 of the group in image 0 (or in the
+// one image of a per-image GEMM).
 //
 // The pixel block [j0, j0+nc) is first cut into segments that lie on one output row and
 // in one micro-panel; every tap then copies each segment from one input row. Taps are the
@@ -120,6 +125,7 @@ struct Im2colPackB_TapsByPixels {
   struct Segment {
     int64_t dst;       // offset of the segment's first column in the packed block
     int64_t len;       // pixels
+    int64_t img_off;   // img * xs_n
     int64_t ih0, iw0;  // input coordinates of its first pixel for tap (0, 0)
   };
 
@@ -127,13 +133,14 @@ struct Im2colPackB_TapsByPixels {
     const Conv2dPlan& p = *plan;
     thread_local std::vector<Segment> segments;
     segments.clear();
+    const int64_t P = p.P();
     for (int64_t col = 0; col < nc;) {
       const int64_t q = j0 + col;
-      const int64_t oh = q / p.Wo, ow = q % p.Wo;
+      const int64_t img = q / P, oh = (q % P) / p.Wo, ow = q % p.Wo;
       const int64_t in_panel = col % nr;
       const int64_t len = std::min({p.Wo - ow, nr - in_panel, nc - col});
-      segments.push_back(Segment{(col - in_panel) * kc + in_panel, len, oh * p.sh - p.pad_t,
-                                 ow * p.sw - p.pad_l});
+      segments.push_back(Segment{(col - in_panel) * kc + in_panel, len, img * p.xs_n,
+                                 oh * p.sh - p.pad_t, ow * p.sw - p.pad_l});
       col += len;
     }
     const int64_t tail = nc % nr;  // zero columns of the last, partial panel
@@ -149,7 +156,7 @@ struct Im2colPackB_TapsByPixels {
         if (ih < 0 || ih >= p.H) {
           for (int64_t t = 0; t < seg.len; ++t) out[t] = T(0);
         } else {
-          gather_row(out, xc + ih * p.xs_h, seg.len, seg.iw0 + ss, p);
+          gather_row(out, xc + seg.img_off + ih * p.xs_h, seg.len, seg.iw0 + ss, p);
         }
       }
       if (tail)
@@ -377,6 +384,40 @@ struct OutputGradPackA {
   }
 };
 
+// B operand of the backward-data pass: the output gradient as a Kg × (N·Ho·Wo) matrix,
+// B[k][q] = dy[img][k][pix]; dyg points at channel 0 of the group in image 0.
+template <typename T>
+struct OutputGradPackB {
+  const Conv2dPlan* plan;
+  const T* dyg;
+
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t P = p.P();
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      // Pieces of the panel's columns that lie in one image.
+      for (int64_t t = 0; t < n;) {
+        const int64_t q = j0 + jb + t;
+        const int64_t img = q / P, pix = q % P;
+        const int64_t len = std::min(n - t, P - pix);
+        const T* src = dyg + img * p.ys_n + p0 * p.ys_c + pix * p.ys_w;
+        for (int64_t kk = 0; kk < kc; ++kk) {
+          const T* row = src + kk * p.ys_c;
+          T* out = d + kk * nr + t;
+          if (p.ys_w == 1) copy_run(out, row, len);
+          else for (int64_t u = 0; u < len; ++u) out[u] = row[u * p.ys_w];
+        }
+        t += len;
+      }
+      if (n < nr)
+        for (int64_t kk = 0; kk < kc; ++kk)
+          for (int64_t t = n; t < nr; ++t) d[kk * nr + t] = T(0);
+    }
+  }
+};
+
 // A operand of the backward-data pass: the transposed weights with rows in (c, r, s)
 // order whatever the layout, A[(c,r,s)][k] = w[k][c][r][s]; wg points at the group's
 // first filter.
@@ -430,9 +471,43 @@ struct BiasReluEpilogue {
   }
 };
 
+// Forward block epilogue of the multi-image NCHW pass: stores a finished block (rows =
+// filters, columns = pixels of several images) into y image by image, adding the bias and
+// applying ReLU on the way. yg points at filter 0 of the group in image 0.
+template <typename T>
+struct StoreImagesEpilogue {
+  const Conv2dPlan* plan;
+  T* yg;
+  const T* bias;  // the group's biases, or null
+  bool relu;
+
+  void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t P = p.P();
+    for (int64_t t = 0; t < n;) {
+      const int64_t q = j0 + t;
+      const int64_t img = q / P, pix = q % P;
+      const int64_t len = std::min(n - t, P - pix);
+      for (int64_t ii = 0; ii < m; ++ii) {
+        const T* __restrict src = buf + ii * ldb + t;
+        T* __restrict out = yg + img * p.ys_n + (i0 + ii) * p.ys_c + pix;
+        if (bias) {
+          const T b = bias[i0 + ii];
+          for (int64_t u = 0; u < len; ++u) out[u] = src[u] + b;
+        } else {
+          copy_run(out, src, len);
+        }
+        if (relu)
+          for (int64_t u = 0; u < len; ++u) out[u] = out[u] < T(0) ? T(0) : out[u];
+      }
+      t += len;
+    }
+  }
+};
+
 // Backward-data block epilogue: scatters a finished block of the column gradient
-// (rows (c, r, s), columns = pixels of one image) into the input gradient (col2im).
-// dxg points at channel 0 of the group in image n.
+// (rows (c, r, s), columns = pixels q = img*Ho*Wo + oh*Wo + ow) into the input gradient
+// (col2im). dxg points at channel 0 of the group in image 0.
 template <typename T>
 struct Col2imEpilogue {
   const Conv2dPlan* plan;
@@ -452,7 +527,7 @@ struct Col2imEpilogue {
         const PixelRun& run = runs[u];
         const int64_t ih = run.ih0 + rr;
         if (ih < 0 || ih >= p.H) continue;
-        T* row = xc + ih * p.xs_h;
+        T* row = xc + run.img * p.xs_n + ih * p.xs_h;
         const int64_t iw0 = run.iw0 + ss;
         const T* s = src + run.col;
         if (p.sw == 1 && p.xs_w == 1) {

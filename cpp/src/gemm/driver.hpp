@@ -153,8 +153,11 @@ inline constexpr int64_t kBufferedNC = 512;
 
 // The same loops, but C is never stored: each finished mc×nc block is accumulated in a
 // per-thread buffer and handed to block_epi(buf, ldb, i, j, m, n) (backward-data's col2im,
-// which scatters it into the input gradient). The loop order is jc → ic → pc so a block is
-// complete before it leaves the buffer.
+// which scatters it into the input gradient; the multi-image forward pass, which stores it
+// image by image). The loop order is jc → ic → pc so a block is complete before it leaves
+// the buffer. Column blocks are cut at multiples of kBufferedNC counted from column 0, not
+// from the tile's start, so the order in which col2im accumulates into any element does
+// not depend on how the columns were split among threads.
 template <typename T, typename PackA, typename PackB, typename BlockEpi>
 void gemm_rect_buffered(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                         int64_t K, const PackA& pack_a, const PackB& pack_b,
@@ -166,8 +169,8 @@ void gemm_rect_buffered(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t 
   T* pa = thread_scratch_as<T>(Scratch::PackA, bl.mc * bl.kc);
   T* pb = thread_scratch_as<T>(Scratch::PackB, bl.kc * ncb);
   T* buf = thread_scratch_as<T>(Scratch::Tile, bl.mc * ncb);
-  for (int64_t jc = n0; jc < n1; jc += ncb) {
-    const int64_t nc = std::min<int64_t>(ncb, n1 - jc);
+  for (int64_t jc = n0; jc < n1;) {
+    const int64_t nc = std::min<int64_t>((jc / ncb + 1) * ncb, n1) - jc;
     for (int64_t ic = m0; ic < m1; ic += bl.mc) {
       const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
       for (int64_t pc = 0; pc < K; pc += bl.kc) {
@@ -179,6 +182,7 @@ void gemm_rect_buffered(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t 
       }
       block_epi(buf, ncb, ic, jc, mc, nc);
     }
+    jc += nc;
   }
 }
 
@@ -190,19 +194,20 @@ struct TileGrid {
 
 // Chooses tiles for `problems` independent M×N×K GEMMs on `nthreads` threads: minimises
 // the modelled time of the busiest thread (its tiles' FLOPs, padding waste included, plus
-// the packing its tiles repeat). Rows are cut at multiples of row_align (backward-data
-// needs whole channels per tile); columns are cut only when split_cols.
+// the packing its tiles repeat). Rows are cut at multiples of row_align (1: of MR;
+// backward-data needs whole channels), columns at multiples of col_align (NR for plain
+// tiles, whole images for backward-data), or never when col_align is 0.
 TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthreads,
-                    const Blocking& bl, int64_t row_align, bool split_cols);
+                    const Blocking& bl, int64_t row_align, int64_t col_align);
 
 // Runs tile_fn(problem, m0, m1, n0, n1) over every tile of every problem, in parallel.
 template <typename TileFn>
 void run_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, const Blocking& bl,
-               int64_t row_align, bool split_cols, TileFn&& tile_fn) {
+               int64_t row_align, int64_t col_align, TileFn&& tile_fn) {
   if (problems <= 0 || M <= 0 || N <= 0) return;
   const double flops = 2.0 * double(problems) * double(M) * double(N) * double(std::max<int64_t>(K, 1));
   int nthreads = threads_for(flops);
-  const TileGrid g = plan_tiles(problems, M, N, K, nthreads, bl, row_align, split_cols);
+  const TileGrid g = plan_tiles(problems, M, N, K, nthreads, bl, row_align, col_align);
   const int64_t per_problem = g.tiles_m * g.tiles_n;
   const int64_t ntiles = problems * per_problem;
   nthreads = static_cast<int>(std::min<int64_t>(nthreads, ntiles));

@@ -6,14 +6,14 @@
 namespace convcore::detail {
 
 TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthreads,
-                    const Blocking& bl, int64_t row_align, bool split_cols) {
+                    const Blocking& bl, int64_t row_align, int64_t col_align) {
   TileGrid best;
   best.tile_m = M;
   best.tile_n = N;
   if (nthreads <= 1 || problems <= 0 || M <= 0 || N <= 0) return best;
   const int64_t align_m = row_align > 1 ? row_align : bl.mr;
   const int64_t max_rsplit = std::min<int64_t>(64, ceil_div(M, align_m));
-  const int64_t max_csplit = split_cols ? std::min<int64_t>(64, ceil_div(N, bl.nr)) : 1;
+  const int64_t max_csplit = col_align > 0 ? std::min<int64_t>(64, ceil_div(N, col_align)) : 1;
   const double kd = double(std::max<int64_t>(K, 1));
   // Cost units are FLOPs; packing one element costs about as much as a few dozen FLOPs
   // of microkernel work, and each tile pays a fixed start-up cost.
@@ -24,7 +24,7 @@ TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthre
     const int64_t tiles_m = ceil_div(M, tm);
     if (rs > 1 && tiles_m < rs) continue;  // this split adds nothing over a smaller one
     for (int64_t cs = 1; cs <= max_csplit; ++cs) {
-      const int64_t tn = cs == 1 ? N : round_up(ceil_div(N, cs), bl.nr);
+      const int64_t tn = cs == 1 ? N : round_up(ceil_div(N, cs), col_align);
       const int64_t tiles_n = ceil_div(N, tn);
       if (cs > 1 && tiles_n < cs) continue;
       const int64_t ntiles = problems * tiles_m * tiles_n;
