@@ -65,6 +65,8 @@ void parallel_run(int nthreads, Body&& body) {
     if (error) std::rethrow_exception(error);
     return;
   }
+#else
+  (void)nthreads;
 #endif
   body(0, 1);
 }

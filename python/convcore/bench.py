@@ -1,0 +1,552 @@
+"""convcore benchmark: GFLOP/s of convcore against its peers, measured in the same run.
+
+    python -m convcore.bench                      # the whole layer suite, 3 passes
+    python -m convcore.bench --layers resnet --passes fwd --batch 4 --threads 1
+    python -m convcore.bench --gemm               # convcore.gemm against NumPy's a @ b
+
+Peers: NumPy im2col (as_strided + one copy + one BLAS matmul; col2im by filter taps) and,
+when installed, PyTorch CPU (torch.nn.functional.conv2d and aten.convolution_backward).
+GFLOP = 2·N·K·Ho·Wo·(C/groups)·R·S per pass. Every implementation runs with the same
+thread count; each peer's result is checked once against convcore's before it is timed.
+Reported numbers are medians of timed samples taken after a warm-up, the implementations
+taking turns (see measure()).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import convcore
+from convcore._im2col_numpy import Im2colConv
+
+PASSES = ("fwd", "bwd_data", "bwd_weight")
+SHORT = {"numpy": "np", "torch": "torch"}   # column headings of the ratios
+WARMUP_S = 0.2            # untimed calls before each visit's samples (see measure())
+SAMPLE_S = 0.02           # one timed sample repeats a short call to last this long
+MIN_TIME_S = 0.5          # fewer than --repeat samples once they add up to this
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+DEFAULT_GEMM_SIZES = [(2048, 2048, 2048, "float32"), (64, 12544, 576, "float32"),
+                      (256, 3136, 1152, "float32"), (512, 784, 4608, "float32"),
+                      (96, 3025, 363, "float32"), (4608, 512, 784, "float32"),
+                      (1024, 1024, 1024, "float64")]
+
+
+# -- the layer suite --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv layer of the suite: batch N, C input channels of H×W, K filters of R×S,
+    square stride and symmetric zero padding (shape_rule "crop")."""
+    name: str
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride: int
+    pad: int
+
+    @property
+    def out_hw(self) -> Tuple[int, int]:
+        return ((self.h + 2 * self.pad - self.r) // self.stride + 1,
+                (self.w + 2 * self.pad - self.s) // self.stride + 1)
+
+    @property
+    def gflop(self) -> float:
+        """GFLOP of one pass: 2·N·K·Ho·Wo·C·R·S."""
+        ho, wo = self.out_hw
+        return 2.0 * self.n * self.k * ho * wo * self.c * self.r * self.s / 1e9
+
+    def x_shape(self, layout: str) -> Tuple[int, int, int, int]:
+        return ((self.n, self.c, self.h, self.w) if layout == "NCHW"
+                else (self.n, self.h, self.w, self.c))
+
+    def w_shape(self, layout: str) -> Tuple[int, int, int, int]:
+        return ((self.k, self.c, self.r, self.s) if layout == "NCHW"
+                else (self.k, self.r, self.s, self.c))
+
+    def y_shape(self, layout: str) -> Tuple[int, int, int, int]:
+        ho, wo = self.out_hw
+        return (self.n, self.k, ho, wo) if layout == "NCHW" else (self.n, ho, wo, self.k)
+
+
+def load_layers(path: Optional[str] = None) -> List[Layer]:
+    """Layers from a CSV file (name,N,C,H,W,K,R,S,stride,pad; '#' starts a comment line);
+    the suite shipped with convcore when path is None."""
+    if path is None:
+        text = resources.files("convcore").joinpath("data", "layers.csv").read_text()
+        source = "convcore/data/layers.csv"
+    else:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        source = path
+    layers = []
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if row[0].strip() == "name":
+            continue
+        if len(row) != 10:
+            raise ValueError(f"{source}:{lineno}: expected 10 fields "
+                             f"(name,N,C,H,W,K,R,S,stride,pad), got {len(row)}: {row}")
+        try:
+            values = [int(v) for v in row[1:]]
+        except ValueError as e:
+            raise ValueError(f"{source}:{lineno}: {e}") from None
+        layers.append(Layer(row[0].strip(), *values))
+    return layers
+
+
+def select_layers(layers: Sequence[Layer], spec: Optional[str]) -> List[Layer]:
+    """The layers whose name equals or contains one of the comma-separated terms of spec."""
+    if not spec:
+        return list(layers)
+    terms = [t.strip() for t in spec.split(",") if t.strip()]
+    for t in terms:
+        if not any(t in layer.name for layer in layers):
+            names = ", ".join(layer.name for layer in layers)
+            raise ValueError(f"--layers: {t!r} matches no layer (known: {names})")
+    return [layer for layer in layers if any(t in layer.name for t in terms)]
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+@dataclass
+class Impl:
+    """One implementation of a layer's passes: a zero-argument callable per pass, and how
+    to turn what it returns into a NumPy array laid out like convcore's result."""
+    name: str
+    passes: Dict[str, Callable[[], Any]]
+    to_numpy: Callable[[Any], np.ndarray] = np.asarray
+
+
+def warm_up(fn: Callable[[], Any]) -> int:
+    """Call fn for WARMUP_S (at least once) and return how many back-to-back calls make one
+    timed sample last SAMPLE_S (1 for all but microsecond-scale work)."""
+    calls, t0 = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - t0 < WARMUP_S:
+        fn()
+        calls += 1
+    return max(1, math.ceil(SAMPLE_S * calls / (time.perf_counter() - t0)))
+
+
+def measure(impls: Sequence[Impl], pass_name: str, gflop: float, repeat: int,
+            label: str) -> Dict[str, Dict[str, Any]]:
+    """Median seconds per call and GFLOP/s of one pass of every implementation.
+
+    The first call of each implementation is checked against convcore's result (impls[0]
+    is convcore, the reference). Each implementation is then visited twice, in mirrored
+    order (A B C C B A), so that a slow phase of a shared or virtual machine does not fall
+    on one implementation alone. A visit starts with WARMUP_S of untimed calls — long
+    enough for the previous implementation's thread pool to stop spinning (OpenBLAS spins
+    for ~0.1 s after a call, taking a core) and for this one's to be awake — then takes
+    timed samples: half of `repeat` (the first visit rounds up), fewer once they add up to
+    MIN_TIME_S / 2.
+    """
+    results: Dict[str, Dict[str, Any]] = {impl.name: {} for impl in impls}
+    samples: Dict[str, List[float]] = {impl.name: [] for impl in impls}
+    per_sample: Dict[str, int] = {}
+    reference = None
+    for visit, impl in enumerate(list(impls) + list(impls)[::-1]):
+        fn = impl.passes[pass_name]
+        quota = (repeat + 1) // 2 if visit < len(impls) else repeat // 2
+        if quota == 0:
+            continue
+        if reference is None:
+            reference = impl.to_numpy(fn())
+        elif impl.name not in per_sample:
+            ok, err = agree(impl.to_numpy(fn()), reference)
+            results[impl.name].update(agrees=ok, max_rel_error=err)
+            if not ok:
+                print(f"WARNING: {impl.name} disagrees with convcore on {label} "
+                      f"(max error {err:.2e} of the largest magnitude)", flush=True)
+        calls = per_sample.setdefault(impl.name, warm_up(fn))
+        visit_time = 0.0
+        for _ in range(quota):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            elapsed = time.perf_counter() - t0
+            samples[impl.name].append(elapsed / calls)
+            visit_time += elapsed
+            if visit_time >= MIN_TIME_S / 2:
+                break
+    for name, times in samples.items():
+        seconds = float(np.median(times))
+        results[name].update(seconds=seconds, gflops=gflop / seconds, samples=len(times),
+                             calls_per_sample=per_sample[name])
+    return results
+
+
+def agree(result: np.ndarray, reference: np.ndarray) -> Tuple[bool, float]:
+    """Whether a peer's result matches convcore's (allclose with a tolerance loose enough
+    for float32 sums of thousands of products), and the largest error relative to the
+    reference's largest magnitude."""
+    if result.shape != reference.shape:
+        return False, math.inf
+    tol = 1e-3 if reference.dtype == np.float32 else 1e-9
+    scale = float(np.max(np.abs(reference))) or 1.0
+    err = float(np.max(np.abs(result - reference))) / scale
+    return bool(np.allclose(result, reference, rtol=tol, atol=tol * scale)), err
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def geomean(values: Sequence[float]) -> float:
+    return float(math.exp(sum(math.log(v) for v in values) / len(values)))
+
+
+# -- threads and environment ------------------------------------------------------------------
+
+def pin_blas_threads(n: int, module: str) -> None:
+    """Make NumPy's BLAS use n threads, restarting `python -m module` when necessary.
+
+    OpenBLAS/MKL read their thread count from the environment once, when NumPy is first
+    loaded — and `import convcore` has already loaded it. Without threadpoolctl the only
+    portable way to change it is to set OPENBLAS/OMP/MKL_NUM_THREADS and start again, which
+    this does (at most once: the new process finds the environment already set).
+    """
+    if all(os.environ.get(var) == str(n) for var in BLAS_ENV):
+        return
+    env = dict(os.environ, **{var: str(n) for var in BLAS_ENV})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+
+
+def blas_threads_note(n: int) -> str:
+    """How many threads NumPy's BLAS runs, as far as the environment tells."""
+    setting = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if setting is None:
+        return "NumPy BLAS: library default (no *_NUM_THREADS set)"
+    warn = "" if setting == str(n) else f"  [differs from {n}: run via python -m to pin it]"
+    return f"NumPy BLAS {setting}{warn}"
+
+
+def import_torch() -> Any:
+    """The torch module, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def config_summary(cfg: Dict[str, Any]) -> List[str]:
+    """show_config() in a few short lines: version, ISA, threads, one line per microkernel."""
+    lines = [f"convcore {cfg['version']}: ISA {cfg['isa']} (available: "
+             f"{', '.join(cfg['isa_available'])}), OpenMP {'on' if cfg['openmp'] else 'off'}, "
+             f"{plural(cfg['threads'], 'thread')}"]
+    for dtype, b in cfg["blocking"].items():
+        lines.append(f"  {dtype} microkernel {b['kernel']}: MR×NR {b['MR']}×{b['NR']}, "
+                     f"KC {b['KC']}, MC {b['MC']}, NC {b['NC']}")
+    return lines
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(torch: Any, threads: int) -> Dict[str, Any]:
+    """What a result file needs to be interpreted later."""
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "convcore_config": convcore.show_config(),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "blas_env": {var: os.environ.get(var) for var in BLAS_ENV},
+    }
+
+
+# -- the implementations of each pass ---------------------------------------------------------
+
+def make_operands(layer: Layer, layout: str, dtype: np.dtype,
+                  rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Random x, weight, bias and grad_output for the layer."""
+    fan_in = layer.c * layer.r * layer.s
+    return {
+        "x": rng.standard_normal(layer.x_shape(layout), dtype=dtype),
+        "w": rng.standard_normal(layer.w_shape(layout), dtype=dtype) / math.sqrt(fan_in),
+        "b": rng.standard_normal(layer.k, dtype=dtype),
+        "dy": rng.standard_normal(layer.y_shape(layout), dtype=dtype),
+    }
+
+
+def convcore_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray]) -> Impl:
+    kw = dict(stride=layer.stride, padding=layer.pad, layout=layout, shape_rule="crop")
+    x, w, b, dy = ops["x"], ops["w"], ops["b"], ops["dy"]
+    return Impl("convcore", {
+        "fwd": lambda: convcore.conv2d(x, w, b, **kw),
+        "bwd_data": lambda: convcore.conv2d_backward_input(dy, w, x.shape, **kw),
+        "bwd_weight": lambda: convcore.conv2d_backward_weight(dy, x, w.shape, **kw),
+    })
+
+
+def numpy_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray]) -> Impl:
+    x, w, b, dy = ops["x"], ops["w"], ops["b"], ops["dy"]
+    peer = Im2colConv(x.shape, w.shape, layer.stride, layer.pad, layout)
+    return Impl("numpy", {
+        "fwd": lambda: peer.forward(x, w, b),
+        "bwd_data": lambda: peer.backward_data(dy, w),
+        "bwd_weight": lambda: peer.backward_weight(dy, x),
+    })
+
+
+def torch_impl(torch: Any, layer: Layer, layout: str, ops: Dict[str, np.ndarray]) -> Impl:
+    """PyTorch CPU on the same buffers (no copies); NHWC arrays become channels_last
+    tensors, so oneDNN runs its NHWC path."""
+    def tensor(a: np.ndarray) -> Any:
+        t = torch.from_numpy(a)
+        return t.permute(0, 3, 1, 2) if (layout == "NHWC" and a.ndim == 4) else t
+
+    x, w, b, dy = (tensor(ops[key]) for key in ("x", "w", "b", "dy"))
+    st, pad = [layer.stride] * 2, [layer.pad] * 2
+    conv_backward = torch.ops.aten.convolution_backward
+
+    def backward(mask: List[bool], which: int) -> Any:
+        return conv_backward(dy, x, w, None, st, pad, [1, 1], False, [0, 0], 1, mask)[which]
+
+    def to_numpy(t: Any) -> np.ndarray:
+        return (t.permute(0, 2, 3, 1) if layout == "NHWC" else t).numpy()
+
+    return Impl("torch", {
+        "fwd": lambda: torch.nn.functional.conv2d(x, w, b, stride=st, padding=pad),
+        "bwd_data": lambda: backward([True, False, False], 0),
+        "bwd_weight": lambda: backward([False, True, False], 1),
+    }, to_numpy)
+
+
+# -- the two modes ----------------------------------------------------------------------------
+
+def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
+    """The layer-suite mode: a table row per layer and pass, then the geometric means."""
+    layers = args.suite
+    dtype = np.dtype(args.dtype or "float32")
+    names = ["convcore"] + [n for n, on in (("numpy", args.numpy), ("torch", torch is not None))
+                            if on]
+    peers = names[1:]
+    print(f"layout {args.layout}, {dtype.name}, shape_rule crop; GFLOP/s = pass GFLOP / median "
+          f"time per call (≤{args.repeat} samples after a warm-up); ratio > 1: convcore faster")
+    head = (f"{'layer':<22} {'pass':<10} {'GFLOP':>7}" + "".join(f" {n:>9}" for n in names)
+            + "".join(f" {'cc/' + SHORT[p]:>8}" for p in peers))
+    print(head)
+    print("-" * len(head))
+    rng = np.random.default_rng(0)
+    rows = []
+    for layer in layers:
+        ops = make_operands(layer, args.layout, dtype, rng)
+        impls = [convcore_impl(layer, args.layout, ops)]
+        if args.numpy:
+            impls.append(numpy_impl(layer, args.layout, ops))
+        if torch is not None:
+            impls.append(torch_impl(torch, layer, args.layout, ops))
+        for i, pass_name in enumerate(args.passes):
+            res = measure(impls, pass_name, layer.gflop, args.repeat,
+                          f"{layer.name} {pass_name}")
+            ratios = {p: res["convcore"]["gflops"] / res[p]["gflops"] for p in peers}
+            rows.append({"layer": asdict(layer), "pass": pass_name, "gflop": layer.gflop,
+                         "results": res, "ratios": ratios})
+            print(f"{layer.name if i == 0 else '':<22} {pass_name:<10} {layer.gflop:>7.4g}"
+                  + "".join(f" {res[n]['gflops']:>9.1f}" for n in names)
+                  + "".join(f" {ratios[p]:>8.2f}" for p in peers), flush=True)
+        del impls, ops
+    summary = {p: {pn: geomean([r["ratios"][p] for r in rows if r["pass"] == pn])
+                   for pn in args.passes} for p in peers}
+    if peers:
+        print(f"\ngeometric mean of convcore/peer over {plural(len(layers), 'layer')}:")
+        print(f"  {'':<8}" + "".join(f" {pn:>11}" for pn in args.passes))
+        for p in peers:
+            print(f"  {p:<8}" + "".join(f" {summary[p][pn]:>10.2f}x" for pn in args.passes))
+    return {"mode": "layers", "layout": args.layout, "dtype": dtype.name,
+            "layer_file": args.csv or "convcore/data/layers.csv", "rows": rows,
+            "geomean_ratios": summary}
+
+
+def gemm_sizes(spec: Optional[str], dtype: Optional[str]) -> List[Tuple[int, int, int, str]]:
+    """(M, N, K, dtype) of each GEMM to time: 'MxNxK,...' in `dtype` (float32 by default),
+    or DEFAULT_GEMM_SIZES (all in `dtype` when one is given)."""
+    if not spec:
+        return [(m, n, k, dtype or dt) for m, n, k, dt in DEFAULT_GEMM_SIZES]
+    sizes = []
+    for item in spec.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"--sizes: {item!r} is not MxNxK with positive integers")
+        m, n, k = (int(p) for p in parts)
+        sizes.append((m, n, k, dtype or "float32"))
+    return sizes
+
+
+def run_gemm(args: argparse.Namespace) -> Dict[str, Any]:
+    """GEMM mode: convcore.gemm against NumPy's matmul (both writing into a preallocated
+    output, so neither pays for a fresh allocation)."""
+    sizes = args.gemm_sizes
+    names = ["convcore"] + (["numpy"] if args.numpy else [])
+    print(f"C = A·B, A M×K, B K×N; GFLOP = 2·M·N·K; GFLOP/s from the median time per call "
+          f"(≤{args.repeat} samples after a warm-up)")
+    head = (f"{'M×N×K':<18} {'dtype':<8} {'GFLOP':>7}" + "".join(f" {n:>9}" for n in names)
+            + (f" {'cc/np':>8}" if args.numpy else ""))
+    print(head)
+    print("-" * len(head))
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, n, k, dt in sizes:
+        a = rng.standard_normal((m, k), dtype=np.dtype(dt))
+        b = rng.standard_normal((k, n), dtype=np.dtype(dt))
+        c_cc = np.empty((m, n), dtype=dt)
+        c_np = np.empty((m, n), dtype=dt)
+        impls = [Impl("convcore", {"gemm": lambda: convcore.gemm(a, b, out=c_cc)})]
+        if args.numpy:
+            impls.append(Impl("numpy", {"gemm": lambda: np.matmul(a, b, out=c_np)}))
+        gflop = 2.0 * m * n * k / 1e9
+        label = f"{m}x{n}x{k}"
+        res = measure(impls, "gemm", gflop, args.repeat, f"gemm {label} {dt}")
+        ratio = res["convcore"]["gflops"] / res["numpy"]["gflops"] if args.numpy else None
+        rows.append({"m": m, "n": n, "k": k, "dtype": dt, "gflop": gflop, "results": res,
+                     "ratio_numpy": ratio})
+        print(f"{label:<18} {dt:<8} {gflop:>7.4g}"
+              + "".join(f" {res[nm]['gflops']:>9.1f}" for nm in names)
+              + (f" {ratio:>8.2f}" if ratio is not None else ""), flush=True)
+    summary = None
+    if args.numpy:
+        summary = geomean([r["ratio_numpy"] for r in rows])
+        print(f"\ngeometric mean of convcore/numpy over {len(rows)} shapes: {summary:.2f}x")
+    return {"mode": "gemm", "rows": rows, "geomean_ratio_numpy": summary}
+
+
+# -- command line -----------------------------------------------------------------------------
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line, checked; adds .settings (the options as given, for the JSON file)
+    and the resolved work: .suite (layers) or .gemm_sizes (with --gemm)."""
+    ap = argparse.ArgumentParser(
+        prog="python -m convcore.bench",
+        description="GFLOP/s of convcore against NumPy im2col and PyTorch CPU (same process, "
+                    "same thread count), per layer and pass; or of convcore.gemm against "
+                    "NumPy with --gemm.")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="threads for convcore, torch and NumPy's BLAS (default: convcore's "
+                         "default, OMP_NUM_THREADS or all cores)")
+    ap.add_argument("--layers", metavar="NAMES",
+                    help="comma-separated layer names or substrings of them (default: all)")
+    ap.add_argument("--passes", default=",".join(PASSES), metavar="LIST",
+                    help=f"comma-separated subset of {','.join(PASSES)} (default: all)")
+    ap.add_argument("--repeat", type=int, default=5, metavar="R",
+                    help=f"most timed samples per measurement, after a warm-up; fewer once they "
+                         f"add up to {MIN_TIME_S} s; a sample repeats a short call to last "
+                         f"{SAMPLE_S} s (default 5)")
+    ap.add_argument("--dtype", choices=("float32", "float64"),
+                    help="element type (default float32; --gemm: the mixed default list)")
+    ap.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
+    ap.add_argument("--batch", type=int, metavar="N", help="override every layer's batch size")
+    ap.add_argument("--csv", metavar="PATH",
+                    help="layer file (name,N,C,H,W,K,R,S,stride,pad) instead of the suite")
+    ap.add_argument("--no-numpy", dest="numpy", action="store_false",
+                    help="skip the NumPy peer")
+    ap.add_argument("--no-torch", dest="torch", action="store_false",
+                    help="skip the PyTorch peer")
+    ap.add_argument("--json", metavar="PATH",
+                    help="write all results and machine information to PATH")
+    ap.add_argument("--gemm", action="store_true",
+                    help="GEMM mode: convcore.gemm against NumPy's a @ b")
+    ap.add_argument("--sizes", metavar="MxNxK,...",
+                    help="GEMM shapes (default: " + ", ".join(
+                        f"{m}x{n}x{k}" + (f" {dt}" if dt != "float32" else "")
+                        for m, n, k, dt in DEFAULT_GEMM_SIZES) + ")")
+    args = ap.parse_args(argv)
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+    bad = [p for p in passes if p not in PASSES]
+    if bad or not passes:
+        ap.error(f"--passes: {','.join(bad) or 'empty'}; choose from {','.join(PASSES)}")
+    args.passes = passes
+    for name in ("threads", "repeat", "batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name} must be >= 1, got {value}")
+    if args.sizes and not args.gemm:
+        ap.error("--sizes applies to --gemm mode only")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        ap.error(f"--json: the folder of {args.json} does not exist")
+    args.settings = dict(vars(args))
+    try:
+        if args.gemm:
+            args.gemm_sizes = gemm_sizes(args.sizes, args.dtype)
+        else:
+            args.suite = select_layers(load_layers(args.csv), args.layers)
+            if args.batch:
+                args.suite = [replace(layer, n=args.batch) for layer in args.suite]
+    except (OSError, ValueError) as e:
+        ap.error(str(e))
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark args describe; print the table, optionally write JSON."""
+    if args.threads:
+        convcore.set_num_threads(args.threads)
+    threads = convcore.get_num_threads()
+    torch = import_torch() if (args.torch and not args.gemm) else None
+    if torch is not None:
+        torch.set_num_threads(threads)
+    for line in config_summary(convcore.show_config()):
+        print(line)
+    peer_note = ""
+    if not args.gemm:
+        if not args.torch:
+            peer_note = "; torch peer off (--no-torch)"
+        elif torch is None:
+            peer_note = "; PyTorch not installed: torch peer skipped"
+        else:
+            torch_threads = plural(torch.get_num_threads(), "thread")
+            peer_note = f", torch {torch.__version__} ({torch_threads})"
+    print(f"threads: convcore {threads}, {blas_threads_note(threads)}; numpy {np.__version__}"
+          f"{peer_note}; CPU {cpu_model()}")
+    result = run_gemm(args) if args.gemm else run_layers(args, torch)
+    if args.json:
+        doc = {"machine": machine_info(torch, threads), "settings": args.settings, **result}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point for callers in Python: runs in this process, with NumPy's BLAS threads as
+    the environment already set them (python -m convcore.bench also pins those)."""
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    _args = parse_args()
+    pin_blas_threads(_args.threads or convcore.get_num_threads(), "convcore.bench")
+    sys.exit(run(_args))
