@@ -9,16 +9,58 @@
 #include <numeric>
 
 #include "convcore/conv2d.hpp"
+#include "direct_s1.hpp"
 #include "im2col_pack.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
 namespace convcore {
 
+namespace {
+
+// Stride 1 (NCHW): dx is the full correlation of dy with the flipped, transposed weights,
+// computed by the direct executor (direct_s1.hpp); every element of dx is written once, so
+// there is no col2im and no zeroing.
+bool use_direct(const Conv2dPlan& p) {
+  return p.p.layout == Layout::NCHW && p.sh == 1 && p.sw == 1 &&
+         2 * (p.S - 1) * p.dw <= p.W && (p.H * p.W >= 256 || p.N == 1);
+}
+
+template <typename T>
+void backward_data_direct(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
+  const auto& e = detail::engine<T>();
+  const int64_t M = p.Cg, K = p.Kg * p.R * p.S;
+  const int64_t m_padded = detail::round_up(M, e.blocking.mr);
+  const int64_t group_elems = m_padded * K;
+  detail::AlignedArray<T> packed(p.G * group_elems);
+  for (int64_t g = 0; g < p.G; ++g)
+    detail::prepack(e.blocking, detail::FlippedWeightTPackA<T>{&p, w + g * p.Kg * p.ws_k}, true,
+                    M, K, packed.data() + g * group_elems);
+  const detail::DirectS1<T> base{dy, p.ys_n, p.ys_c, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
+                                 dx, p.xs_n, p.xs_c, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
+                                 p.R, p.S, p.dh, p.dw, (p.R - 1) * p.dh - p.pad_t,
+                                 (p.S - 1) * p.dw - p.pad_l, nullptr, false};
+  detail::run_tiles(p.N * p.G, M, base.columns(), K, e.blocking, 1, e.blocking.nr,
+                    [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t img = prob / p.G, g = prob % p.G;
+    detail::DirectS1<T> d = base;
+    d.in = dy + g * p.Kg * p.ys_c;
+    d.out = dx + g * p.Cg * p.xs_c;
+    d.run_tile(e, detail::Prepacked<T>{packed.data() + g * group_elems, m_padded}, img, m0, m1,
+               n0, n1);
+  });
+}
+
+}  // namespace
+
 template <typename T>
 void conv2d_backward_data(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   if (p.x_size == 0) return;
   detail::CallScope scope;
+  if (p.y_size > 0 && use_direct(p)) {
+    backward_data_direct(p, dy, w, dx);
+    return;
+  }
   // Zero dx in parallel chunks (col2im accumulates into it).
   const int64_t total = p.x_size;
   detail::parallel_run(detail::threads_for(double(total) * 8), [&](int tid, int nt) {

@@ -5,6 +5,7 @@
 //   NHWC: per group, Y (N·Ho·Wo × Kg) = im2col (N·Ho·Wo × R·S·Cg) · Wᵀ; bias per column.
 // Both orientations keep C row-major with unit column stride, as the microkernels want.
 #include "convcore/conv2d.hpp"
+#include "direct_s1.hpp"
 #include "im2col_pack.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
@@ -36,6 +37,24 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
     detail::prepack(e.blocking, detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1}, true,
                     M, K, packed.data() + g * group_elems);
 
+  if (p.sh == 1 && p.sw == 1 && 2 * (p.S - 1) * p.dw <= p.Wo &&
+      (p.P() >= kMultiImageMaxPixels || p.N == 1)) {
+    // Stride 1: B read in place from a padded copy of each image (direct_s1.hpp).
+    detail::DirectS1<T> base{x, p.xs_n, p.xs_c, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
+                             y, p.ys_n, p.ys_c, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
+                             p.R, p.S, p.dh, p.dw, p.pad_t, p.pad_l, nullptr, relu};
+    detail::run_tiles(p.N * p.G, M, base.columns(), K, e.blocking, 1, e.blocking.nr,
+                      [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const int64_t img = prob / p.G, g = prob % p.G;
+      detail::DirectS1<T> d = base;
+      d.in = x + g * p.Cg * p.xs_c;
+      d.out = y + g * p.Kg * p.ys_c;
+      d.bias = bias ? bias + g * p.Kg : nullptr;
+      d.run_tile(e, detail::Prepacked<T>{packed.data() + g * group_elems, m_padded}, img, m0, m1,
+                 n0, n1);
+    });
+    return;
+  }
   if (p.P() < kMultiImageMaxPixels && p.N > 1) {
     detail::run_tiles(p.G, M, p.N * p.P(), K, e.blocking, 1, e.blocking.nr,
                       [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {

@@ -471,6 +471,34 @@ struct BiasReluEpilogue {
   }
 };
 
+// A operand of the stride-1 direct backward-data pass (direct_s1.hpp): the weights
+// flipped in both spatial axes and transposed, a Cg × (Kg·R·S) matrix with columns in
+// (k, r, s) order: A[c][(k, r, s)] = w[k][c][R-1-r][S-1-s]. wg points at the group's
+// first filter.
+template <typename T>
+struct FlippedWeightTPackA {
+  const Conv2dPlan* plan;
+  const T* wg;
+
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
+    const Conv2dPlan& p = *plan;
+    const int64_t RS = p.R * p.S;
+    for (int64_t ib = 0; ib < mc; ib += mr) {
+      const int64_t m = std::min<int64_t>(mr, mc - ib);
+      T* d = dst + ib * kc;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const int64_t j = p0 + kk;
+        const int64_t k = j / RS, r = (j / p.S) % p.R, s = j % p.S;
+        const T* src = wg + k * p.ws_k + (i0 + ib) * p.ws_c + (p.R - 1 - r) * p.ws_r +
+                       (p.S - 1 - s) * p.ws_s;
+        T* out = d + kk * mr;
+        for (int64_t i = 0; i < m; ++i) out[i] = src[i * p.ws_c];
+        for (int64_t i = m; i < mr; ++i) out[i] = T(0);
+      }
+    }
+  }
+};
+
 // Forward block epilogue of the multi-image NCHW pass: stores a finished block (rows =
 // filters, columns = pixels of several images) into y image by image, adding the bias and
 // applying ReLU on the way. yg points at filter 0 of the group in image 0.

@@ -186,6 +186,41 @@ void gemm_rect_buffered(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t 
   }
 }
 
+// The buffered loops with B read in place through an offset table (the kernel's
+// fn_offset_b) instead of packed: row p of the micro-panel starting at column j is
+// b + (j - n0) + b_off[p]. Used by the stride-1 direct convolution (conv/direct_s1.hpp).
+template <typename T, typename BlockEpi>
+void gemm_rect_offset_b(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                        int64_t K, const Prepacked<T>& pack_a, const T* b, const int64_t* b_off,
+                        const BlockEpi& block_epi) {
+  if (m1 <= m0 || n1 <= n0 || K == 0) return;
+  const Blocking& bl = e.blocking;
+  const int mr = bl.mr, nr = bl.nr;
+  const auto fn = e.ukernel.fn_offset_b;
+  const int64_t ncb = round_up(std::min<int64_t>(kBufferedNC, bl.nc), nr);
+  T* buf = thread_scratch_as<T>(Scratch::Tile, bl.mc * ncb);
+  for (int64_t jc = n0; jc < n1;) {
+    const int64_t nc = std::min<int64_t>((jc / ncb + 1) * ncb, n1) - jc;
+    for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+      const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
+      for (int64_t pc = 0; pc < K; pc += bl.kc) {
+        const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+        const T* a_block = pack_a.block(ic, pc, kc);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const int64_t n = std::min<int64_t>(nr, nc - jr);
+          const T* bj = b + (jc - n0) + jr;
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t m = std::min<int64_t>(mr, mc - ir);
+            fn(kc, a_block + ir * kc, bj, b_off + pc, buf + ir * ncb + jr, ncb, m, n, pc > 0);
+          }
+        }
+      }
+      block_epi(buf, ncb, ic, jc, mc, nc);
+    }
+    jc += nc;
+  }
+}
+
 // How C is cut into tiles for threads.
 struct TileGrid {
   int64_t tile_m = 0, tile_n = 0;    // tile size (the last tile of a row/column is smaller)

@@ -16,9 +16,18 @@ template <typename T>
 using GemmUkernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                                int64_t m, int64_t n, bool accumulate);
 
+// The same tile with B read in place instead of from a packed panel: row p of the
+// micro-panel is the NR values at b + b_off[p] (any alignment). Used by the stride-1
+// direct convolution, whose B rows are shifted windows of a zero-padded image. All NR
+// values of every row must be readable; columns >= n are computed and discarded.
+template <typename T>
+using GemmUkernelOffsetBFn = void (*)(int64_t kc, const T* a, const T* b, const int64_t* b_off,
+                                      T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate);
+
 template <typename T>
 struct GemmUkernel {
   GemmUkernelFn<T> fn = nullptr;
+  GemmUkernelOffsetBFn<T> fn_offset_b = nullptr;
   int mr = 0;
   int nr = 0;
   const char* name = "";

@@ -96,8 +96,8 @@ class AlignedArray {
 };
 
 // 64-byte aligned scratch owned by the calling thread, grown on demand and reused across
-// calls (packed A and B blocks, the backward-data column buffer).
-enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Count = 3 };
+// calls (packed A and B blocks, the buffered C blocks, the direct path's padded image).
+enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Image = 3, Count = 4 };
 void* thread_scratch(Scratch which, std::size_t bytes);
 template <typename T>
 T* thread_scratch_as(Scratch which, int64_t elements) {

@@ -25,10 +25,11 @@ inline __mmask8 tail_mask8(int64_t count) {
   return static_cast<__mmask8>((1u << count) - 1u);
 }
 
-template <int MR, int NV>
-void f32_gemm_ukernel_avx512(int64_t kc, const float* __restrict a, const float* __restrict b,
-                             float* __restrict c, int64_t ldc, int64_t m, int64_t n,
-                             bool accumulate) {
+// kOffsetB: B row p is read unaligned at b + b_off[p] (kernels.hpp) instead of b + p*NR.
+template <int MR, int NV, bool kOffsetB>
+void f32_gemm_ukernel_avx512_impl(int64_t kc, const float* __restrict a, const float* __restrict b,
+                                  const int64_t* __restrict b_off, float* __restrict c,
+                                  int64_t ldc, int64_t m, int64_t n, bool accumulate) {
   constexpr int NR = 16 * NV;
   __m512 acc[MR][NV];
 #pragma GCC unroll 32
@@ -40,7 +41,8 @@ void f32_gemm_ukernel_avx512(int64_t kc, const float* __restrict a, const float*
   for (int64_t p = 0; p < kc; ++p) {
     __m512 bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + v * 16);
+    for (int v = 0; v < NV; ++v)
+      bv[v] = kOffsetB ? _mm512_loadu_ps(b + b_off[p] + v * 16) : _mm512_load_ps(b + v * 16);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
@@ -48,7 +50,7 @@ void f32_gemm_ukernel_avx512(int64_t kc, const float* __restrict a, const float*
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
     }
     a += MR;
-    b += NR;
+    if (!kOffsetB) b += NR;
   }
 
   if (m == MR && n == NR) {
@@ -80,10 +82,11 @@ void f32_gemm_ukernel_avx512(int64_t kc, const float* __restrict a, const float*
   }
 }
 
-template <int MR, int NV>
-void f64_gemm_ukernel_avx512(int64_t kc, const double* __restrict a, const double* __restrict b,
-                             double* __restrict c, int64_t ldc, int64_t m, int64_t n,
-                             bool accumulate) {
+// kOffsetB: B row p is read unaligned at b + b_off[p] (kernels.hpp) instead of b + p*NR.
+template <int MR, int NV, bool kOffsetB>
+void f64_gemm_ukernel_avx512_impl(int64_t kc, const double* __restrict a, const double* __restrict b,
+                                  const int64_t* __restrict b_off, double* __restrict c,
+                                  int64_t ldc, int64_t m, int64_t n, bool accumulate) {
   constexpr int NR = 8 * NV;
   __m512d acc[MR][NV];
 #pragma GCC unroll 32
@@ -95,7 +98,8 @@ void f64_gemm_ukernel_avx512(int64_t kc, const double* __restrict a, const doubl
   for (int64_t p = 0; p < kc; ++p) {
     __m512d bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_pd(b + v * 8);
+    for (int v = 0; v < NV; ++v)
+      bv[v] = kOffsetB ? _mm512_loadu_pd(b + b_off[p] + v * 8) : _mm512_load_pd(b + v * 8);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       const __m512d ai = _mm512_set1_pd(a[i]);
@@ -103,7 +107,7 @@ void f64_gemm_ukernel_avx512(int64_t kc, const double* __restrict a, const doubl
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_pd(ai, bv[v], acc[i][v]);
     }
     a += MR;
-    b += NR;
+    if (!kOffsetB) b += NR;
   }
 
   if (m == MR && n == NR) {
@@ -135,13 +139,38 @@ void f64_gemm_ukernel_avx512(int64_t kc, const double* __restrict a, const doubl
   }
 }
 
+template <int MR, int NV>
+void f32_gemm_ukernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                             int64_t m, int64_t n, bool accumulate) {
+  f32_gemm_ukernel_avx512_impl<MR, NV, false>(kc, a, b, nullptr, c, ldc, m, n, accumulate);
+}
+template <int MR, int NV>
+void f32_gemm_ukernel_avx512_offset_b(int64_t kc, const float* a, const float* b,
+                                      const int64_t* b_off, float* c, int64_t ldc, int64_t m,
+                                      int64_t n, bool accumulate) {
+  f32_gemm_ukernel_avx512_impl<MR, NV, true>(kc, a, b, b_off, c, ldc, m, n, accumulate);
+}
+template <int MR, int NV>
+void f64_gemm_ukernel_avx512(int64_t kc, const double* a, const double* b, double* c, int64_t ldc,
+                             int64_t m, int64_t n, bool accumulate) {
+  f64_gemm_ukernel_avx512_impl<MR, NV, false>(kc, a, b, nullptr, c, ldc, m, n, accumulate);
+}
+template <int MR, int NV>
+void f64_gemm_ukernel_avx512_offset_b(int64_t kc, const double* a, const double* b,
+                                      const int64_t* b_off, double* c, int64_t ldc, int64_t m,
+                                      int64_t n, bool accumulate) {
+  f64_gemm_ukernel_avx512_impl<MR, NV, true>(kc, a, b, b_off, c, ldc, m, n, accumulate);
+}
+
 }  // namespace
 
 GemmUkernel<float> f32_gemm_ukernel_avx512() {
-  return {&f32_gemm_ukernel_avx512<8, 2>, 8, 32, "f32_gemm_ukernel_8x32__avx512f"};
+  return {&f32_gemm_ukernel_avx512<8, 2>, &f32_gemm_ukernel_avx512_offset_b<8, 2>, 8, 32,
+          "f32_gemm_ukernel_8x32__avx512f"};
 }
 GemmUkernel<double> f64_gemm_ukernel_avx512() {
-  return {&f64_gemm_ukernel_avx512<8, 2>, 8, 16, "f64_gemm_ukernel_8x16__avx512f"};
+  return {&f64_gemm_ukernel_avx512<8, 2>, &f64_gemm_ukernel_avx512_offset_b<8, 2>, 8, 16,
+          "f64_gemm_ukernel_8x16__avx512f"};
 }
 
 }  // namespace convcore::kernels

@@ -1,0 +1,134 @@
+// Stride-1 direct convolution: a GEMM whose B operand is never packed.
+//
+// With stride 1, output pixel (oh, ow) and tap (r, s) read padded input (oh + r*dh,
+// ow + s*dw). Give the output rows the padded input's width Wp = Wout + (S-1)*dw (the extra
+// Wp - Wout columns are computed and discarded) and number columns q = oh*Wp + ow: then
+// tap (c, r, s) of every column q is padded element c*plane + r*dh*Wp + s*dw + q. Each row
+// of B is one contiguous window of a zero-padded, planar copy of the input, so the
+// microkernel reads B in place through an offset table (fn_offset_b) and the im2col
+// packing — half the run time of small-K layers — disappears; only the padded copy
+// (1/(R·S) of the im2col data) is written.
+//
+// One executor serves two passes:
+//   forward (NCHW, stride 1):       in = x,  weights W (Kg × Cg·R·S), out = y (+bias, ReLU);
+//   backward-data (NCHW, stride 1): in = dy, weights W flipped and transposed
+//                                   (Cg × Kg·R·S), out = dx: a full correlation.
+// Shifts (pad_top/pad_left) may be negative (the padded copy then starts inside the input).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../gemm/driver.hpp"
+#include "im2col_pack.hpp"
+
+namespace convcore::detail {
+
+template <typename T>
+struct DirectS1 {
+  // Input of one group, element (n, c, h, w) at in[n*in_sn + c*in_sc + h*in_sh + w*in_sw].
+  const T* in;
+  int64_t in_sn, in_sc, in_sh, in_sw;
+  int64_t Cin, Hin, Win;
+  // Output of one group, same indexing, Cout × Hout × Wout per image; written, not added.
+  T* out;
+  int64_t out_sn, out_sc, out_sh, out_sw;
+  int64_t Cout, Hout, Wout;
+  int64_t R, S, dh, dw;
+  int64_t pad_top, pad_left;  // padded(i, j) = in(i - pad_top, j - pad_left)
+  const T* bias;              // per output channel of the group, or null
+  bool relu;
+
+  int64_t Wp() const { return Wout + (S - 1) * dw; }
+  int64_t columns() const { return Hout * Wp(); }
+  int64_t depth() const { return Cin * R * S; }
+
+  // Computes output channels [m0, m1) × columns [n0, n1) of image `img` with the weights
+  // prepacked as a Cout × (Cin·R·S) matrix, taps in (c, r, s) order.
+  void run_tile(const GemmEngine<T>& e, const Prepacked<T>& weights, int64_t img, int64_t m0,
+                int64_t m1, int64_t n0, int64_t n1) const {
+    const int64_t wp = Wp();
+    const int64_t oh_lo = n0 / wp, oh_hi = (n1 - 1) / wp;
+    const int64_t rows = oh_hi - oh_lo + 1 + (R - 1) * dh;
+    const int64_t plane = rows * wp;
+    // Reads of discarded columns may run up to one row plus one micro-panel past the end.
+    const int64_t slack = wp + e.blocking.nr;
+    T* padded = thread_scratch_as<T>(Scratch::Image, Cin * plane + slack);
+    pad_rows(padded, img, oh_lo, rows, plane);
+    std::fill(padded + Cin * plane, padded + Cin * plane + slack, T(0));
+
+    const int64_t K = depth();
+    int64_t* b_off = thread_scratch_as<int64_t>(Scratch::PackB, K);
+    for (int64_t c = 0, j = 0; c < Cin; ++c)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s) b_off[j++] = c * plane + r * dh * wp + s * dw;
+
+    const T* b = padded + (n0 - oh_lo * wp);
+    gemm_rect_offset_b(e, m0, m1, n0, n1, K, weights, b, b_off,
+                       [&](const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m,
+                           int64_t n) { store(buf, ldb, img, i0, j0, m, n); });
+  }
+
+ private:
+  // Padded rows [row0, row0 + rows) of every channel of image img, planar.
+  void pad_rows(T* dst, int64_t img, int64_t row0, int64_t rows, int64_t plane) const {
+    const int64_t wp = Wp();
+    const int64_t lo = std::clamp<int64_t>(pad_left, 0, wp);             // first in-image column
+    const int64_t hi = std::clamp<int64_t>(pad_left + Win, lo, wp);      // one past the last
+    for (int64_t c = 0; c < Cin; ++c) {
+      const T* src_c = in + img * in_sn + c * in_sc;
+      for (int64_t i = 0; i < rows; ++i) {
+        T* d = dst + c * plane + i * wp;
+        const int64_t h = row0 + i - pad_top;
+        if (h < 0 || h >= Hin) {
+          std::fill(d, d + wp, T(0));
+          continue;
+        }
+        const T* src = src_c + h * in_sh + (lo - pad_left) * in_sw;
+        std::fill(d, d + lo, T(0));
+        if (in_sw == 1) {
+          copy_run(d + lo, src, hi - lo);
+        } else {
+          for (int64_t j = lo; j < hi; ++j) d[j] = src[(j - lo) * in_sw];
+        }
+        std::fill(d + hi, d + wp, T(0));
+      }
+    }
+  }
+
+  // Block epilogue: keeps the columns with ow < Wout, adds bias, applies ReLU.
+  void store(const T* buf, int64_t ldb, int64_t img, int64_t i0, int64_t j0, int64_t m,
+             int64_t n) const {
+    const int64_t wp = Wp();
+    for (int64_t t = 0; t < n;) {
+      const int64_t q = j0 + t;
+      const int64_t oh = q / wp, ow = q % wp;
+      const int64_t len = std::min(n - t, wp - ow);
+      const int64_t keep = std::max<int64_t>(0, std::min(len, Wout - ow));
+      for (int64_t ii = 0; ii < m && keep > 0; ++ii) {
+        const T* __restrict src = buf + ii * ldb + t;
+        T* __restrict dst = out + img * out_sn + (i0 + ii) * out_sc + oh * out_sh + ow * out_sw;
+        if (out_sw == 1) {
+          if (bias) {
+            const T bv = bias[i0 + ii];
+            for (int64_t u = 0; u < keep; ++u) dst[u] = src[u] + bv;
+          } else {
+            copy_run(dst, src, keep);
+          }
+          if (relu)
+            for (int64_t u = 0; u < keep; ++u) dst[u] = dst[u] < T(0) ? T(0) : dst[u];
+        } else {
+          const T bv = bias ? bias[i0 + ii] : T(0);
+          for (int64_t u = 0; u < keep; ++u) {
+            T v = bias ? src[u] + bv : src[u];
+            if (relu && v < T(0)) v = T(0);
+            dst[u * out_sw] = v;
+          }
+        }
+      }
+      t += len;
+    }
+  }
+};
+
+}  // namespace convcore::detail

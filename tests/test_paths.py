@@ -1,0 +1,80 @@
+"""Each algorithm the core chooses between, driven on purpose by the shape, on every ISA.
+
+The core picks an executor from the problem alone (cpp/src/conv/forward.cpp and
+backward_data.cpp):
+  * NCHW, stride 1, Wo >= 2·(S−1)·dilation, and Ho·Wo >= 256 or N == 1 -> the direct
+    stride-1 executor (B read in place from a padded copy; backward-data as a full
+    correlation with flipped weights, which also covers padding larger than the kernel);
+  * NCHW, Ho·Wo < 256 and N > 1 -> several images per GEMM (buffered store / col2im);
+  * NCHW otherwise -> one implicit-im2col GEMM per image;
+  * NHWC -> pixels × taps GEMM over the batch.
+Sizes are chosen so each case lands on the intended path and still crosses tile edges.
+"""
+import numpy as np
+import pytest
+
+import convcore
+from reference import check_backward_input, check_backward_weight, check_forward
+
+CASES = {
+    # name: (x shape NCHW, (K, R, S), keyword arguments)
+    "direct_3x3_pad1": ((2, 5, 17, 18), (11, 3, 3), dict(padding=1)),
+    "direct_asym_pad_dilated": ((2, 3, 20, 19), (9, 3, 2), dict(padding=(2, 0, 1, 3), dilation=(2, 3))),
+    "direct_pad_beyond_kernel": ((1, 4, 9, 23), (6, 2, 3), dict(padding=(4, 3, 5, 4))),
+    "direct_1x1": ((3, 7, 16, 17), (13, 1, 1), dict()),
+    "direct_groups": ((2, 6, 16, 18), (9, 3, 3), dict(padding="same", groups=3)),
+    "direct_one_image_small_map": ((1, 4, 5, 9), (10, 3, 3), dict(padding=(1, 2, 0, 1))),
+    "multi_image_small_map": ((5, 6, 7, 7), (17, 3, 3), dict(padding=1)),
+    "multi_image_strided": ((4, 3, 11, 13), (10, 3, 3), dict(stride=2, shape_rule="crop")),
+    "per_image_strided": ((2, 4, 40, 37), (9, 3, 3), dict(stride=(2, 1), padding=1, shape_rule="crop")),
+    "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
+}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_path_all_passes(isa, case, layout):
+    x_shape, (k, r, s), kw = CASES[case]
+    n, c, h, w = x_shape
+    groups = kw.get("groups", 1)
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = rng.standard_normal(x_shape)
+    wt = rng.standard_normal((k, c // groups, r, s))
+    b = rng.standard_normal(k)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        wt = np.ascontiguousarray(wt.transpose(0, 2, 3, 1))
+    kw = dict(kw, layout=layout)
+    y = convcore.conv2d(x, wt, b, activation="relu", **kw)
+    check_forward(y, x, wt, b, activation="relu", dtype=np.float64, what=f"{case} fwd", **kw)
+    dy = rng.standard_normal(y.shape)
+    dx = convcore.conv2d_backward_input(dy, wt, x.shape, **kw)
+    check_backward_input(dx, dy, wt, x.shape, dtype=np.float64, what=f"{case} bwd-data", **kw)
+    dw = convcore.conv2d_backward_weight(dy, x, wt.shape, **kw)
+    check_backward_weight(dw, dy, x, wt.shape, dtype=np.float64, what=f"{case} bwd-weight", **kw)
+    # float32 through the same path
+    x32, w32, dy32 = x.astype(np.float32), wt.astype(np.float32), dy.astype(np.float32)
+    y32 = convcore.conv2d(x32, w32, b.astype(np.float32), **kw)
+    check_forward(y32, x32, w32, b.astype(np.float32), dtype=np.float32, what=f"{case} fwd f32", **kw)
+    dx32 = convcore.conv2d_backward_input(dy32, w32, x.shape, **kw)
+    check_backward_input(dx32, dy32, w32, x.shape, dtype=np.float32, what=f"{case} bwd-data f32", **kw)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_path_bitwise_across_threads(case, restore_threads):
+    x_shape, (k, r, s), kw = CASES[case]
+    n, c, h, w = x_shape
+    groups = kw.get("groups", 1)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        convcore.set_num_threads(threads)
+        y = convcore.conv2d(x, wt, **kw)
+        dy = np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
+        g = convcore.conv2d_backward(dy, x, wt, **kw)
+        results.append((y, g.input, g.weight, g.bias))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
