@@ -14,12 +14,10 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <xmmintrin.h>
-#endif
 
 #include "convcore/conv2d.hpp"
 #include "../gemm/driver.hpp"
+#include "../gemm/pack.hpp"
 
 namespace convcore::detail {
 
@@ -221,23 +219,6 @@ template <typename T>
 inline void put_tap_column(T* __restrict d, int64_t ld, const T* src, int64_t lo, int64_t hi,
                            int64_t from, int64_t to) {
   for (int64_t u = from; u < to; ++u) d[u * ld] = (u >= lo && u < hi) ? src[u] : T(0);
-}
-
-// d[u*ld + i] = src_i[u] for i < 4, u < 4: a 4×4 transpose of four input rows.
-inline void transpose_4x4(float* d, int64_t ld, const float* s0, const float* s1,
-                          const float* s2, const float* s3) {
-#if defined(__SSE2__)
-  __m128 a = _mm_loadu_ps(s0), b = _mm_loadu_ps(s1), c = _mm_loadu_ps(s2), e = _mm_loadu_ps(s3);
-  _MM_TRANSPOSE4_PS(a, b, c, e);
-  _mm_storeu_ps(d, a);
-  _mm_storeu_ps(d + ld, b);
-  _mm_storeu_ps(d + 2 * ld, c);
-  _mm_storeu_ps(d + 3 * ld, e);
-#else
-  const float* s[4] = {s0, s1, s2, s3};
-  for (int u = 0; u < 4; ++u)
-    for (int i = 0; i < 4; ++i) d[u * ld + i] = s[i][u];
-#endif
 }
 
 // B operand of the backward-weight pass: B[q][j], depth = pixels of all images,

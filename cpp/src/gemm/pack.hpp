@@ -11,8 +11,31 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 namespace convcore::detail {
+
+// d[u*ld + i] = s_i[u] for i, u < 4: a 4×4 transpose of four rows (SSE on x86-64, whose
+// baseline has it; plain loads and stores elsewhere).
+inline void transpose_4x4(float* d, int64_t ld, const float* s0, const float* s1,
+                          const float* s2, const float* s3) {
+#if defined(__SSE2__)
+  __m128 a = _mm_loadu_ps(s0), b = _mm_loadu_ps(s1), c = _mm_loadu_ps(s2), e = _mm_loadu_ps(s3);
+  _MM_TRANSPOSE4_PS(a, b, c, e);
+  _mm_storeu_ps(d, a);
+  _mm_storeu_ps(d + ld, b);
+  _mm_storeu_ps(d + 2 * ld, c);
+  _mm_storeu_ps(d + 3 * ld, e);
+#else
+  const float* s[4] = {s0, s1, s2, s3};
+  for (int u = 0; u < 4; ++u)
+    for (int i = 0; i < 4; ++i) d[u * ld + i] = s[i][u];
+#endif
+}
 
 // A[i][p] = a[i*rs + p*cs]
 template <typename T>
@@ -26,8 +49,20 @@ struct MatrixPackA {
       T* d = dst + ib * kc;
       const T* src = a + (i0 + ib) * rs + p0 * cs;
       if (cs == 1) {
-        // Row-major A: read each row contiguously, write it with stride mr.
-        for (int64_t i = 0; i < m; ++i) {
+        // Row-major A: a transpose. Blocks of 4 rows × 4 columns go through SSE registers
+        // (float), the rest element by element.
+        int64_t i = 0;
+        if constexpr (std::is_same_v<T, float>) {
+          const int64_t kc4 = kc / 4 * 4;
+          for (; i + 4 <= m; i += 4) {
+            const float* r0 = src + i * rs;
+            for (int64_t p = 0; p < kc4; p += 4)
+              transpose_4x4(d + p * mr + i, mr, r0 + p, r0 + rs + p, r0 + 2 * rs + p, r0 + 3 * rs + p);
+            for (int64_t ii = i; ii < i + 4; ++ii)
+              for (int64_t p = kc4; p < kc; ++p) d[p * mr + ii] = src[ii * rs + p];
+          }
+        }
+        for (; i < m; ++i) {
           const T* row = src + i * rs;
           for (int64_t p = 0; p < kc; ++p) d[p * mr + i] = row[p];
         }
