@@ -349,15 +349,7 @@ struct OutputGradPackA {
         const int64_t img = q / P, pix = q % P;
         const int64_t run = std::min(kc - kk, P - pix);
         const T* src = dyg + img * p.ys_n + (i0 + ib) * p.ys_c + pix * p.ys_w;
-        if (p.ys_w == 1) {
-          for (int64_t i = 0; i < m; ++i)
-            for (int64_t t = 0; t < run; ++t) d[(kk + t) * mr + i] = src[i * p.ys_c + t];
-        } else {
-          for (int64_t t = 0; t < run; ++t)
-            for (int64_t i = 0; i < m; ++i) d[(kk + t) * mr + i] = src[t * p.ys_w + i * p.ys_c];
-        }
-        for (int64_t t = 0; t < run; ++t)
-          for (int64_t i = m; i < mr; ++i) d[(kk + t) * mr + i] = T(0);
+        pack_a_piece(d + kk * mr, src, p.ys_c, p.ys_w, m, run, mr);
         kk += run;
         q += run;
       }
@@ -383,13 +375,8 @@ struct OutputGradPackB {
         const int64_t q = j0 + jb + t;
         const int64_t img = q / P, pix = q % P;
         const int64_t len = std::min(n - t, P - pix);
-        const T* src = dyg + img * p.ys_n + p0 * p.ys_c + pix * p.ys_w;
-        for (int64_t kk = 0; kk < kc; ++kk) {
-          const T* row = src + kk * p.ys_c;
-          T* out = d + kk * nr + t;
-          if (p.ys_w == 1) copy_run(out, row, len);
-          else for (int64_t u = 0; u < len; ++u) out[u] = row[u * p.ys_w];
-        }
+        pack_b_piece(d + t, dyg + img * p.ys_n + p0 * p.ys_c + pix * p.ys_w, p.ys_c, p.ys_w, kc,
+                     len, nr);
         t += len;
       }
       if (n < nr)

@@ -37,6 +37,54 @@ inline void transpose_4x4(float* d, int64_t ld, const float* s0, const float* s1
 #endif
 }
 
+// One A micro-panel from a strided piece: d[p*mr + i] = src[i*rs + p*cs] for i < m,
+// p < k, rows m..mr-1 zero. Row-major pieces (cs == 1) are a transpose: blocks of 4 rows ×
+// 4 columns go through SSE registers (float), the rest element by element.
+template <typename T>
+inline void pack_a_piece(T* d, const T* src, int64_t rs, int64_t cs, int64_t m, int64_t k,
+                         int mr) {
+  if (cs == 1) {
+    int64_t i = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      const int64_t k4 = k / 4 * 4;
+      for (; i + 4 <= m; i += 4) {
+        const float* r0 = src + i * rs;
+        for (int64_t p = 0; p < k4; p += 4)
+          transpose_4x4(d + p * mr + i, mr, r0 + p, r0 + rs + p, r0 + 2 * rs + p, r0 + 3 * rs + p);
+        for (int64_t ii = i; ii < i + 4; ++ii)
+          for (int64_t p = k4; p < k; ++p) d[p * mr + ii] = src[ii * rs + p];
+      }
+    }
+    for (; i < m; ++i) {
+      const T* row = src + i * rs;
+      for (int64_t p = 0; p < k; ++p) d[p * mr + i] = row[p];
+    }
+  } else {
+    for (int64_t p = 0; p < k; ++p) {
+      const T* col = src + p * cs;
+      T* dp = d + p * mr;
+      for (int64_t i = 0; i < m; ++i) dp[i] = col[i * rs];
+    }
+  }
+  if (m < mr)
+    for (int64_t p = 0; p < k; ++p)
+      for (int64_t i = m; i < mr; ++i) d[p * mr + i] = T(0);
+}
+
+// Columns [0, n) of a B micro-panel from a strided piece: d[p*nr + j] = src[p*rs + j*cs]
+// for p < k, j < n. The caller zeroes the panel's columns past its last piece.
+template <typename T>
+inline void pack_b_piece(T* __restrict d, const T* __restrict src, int64_t rs, int64_t cs,
+                         int64_t k, int64_t n, int nr) {
+  if (cs == 1) {
+    for (int64_t p = 0; p < k; ++p)
+      for (int64_t j = 0; j < n; ++j) d[p * nr + j] = src[p * rs + j];
+  } else {
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = 0; p < k; ++p) d[p * nr + j] = src[p * rs + j * cs];
+  }
+}
+
 // A[i][p] = a[i*rs + p*cs]
 template <typename T>
 struct MatrixPackA {
@@ -44,39 +92,9 @@ struct MatrixPackA {
   int64_t rs, cs;
 
   void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
-    for (int64_t ib = 0; ib < mc; ib += mr) {
-      const int64_t m = std::min<int64_t>(mr, mc - ib);
-      T* d = dst + ib * kc;
-      const T* src = a + (i0 + ib) * rs + p0 * cs;
-      if (cs == 1) {
-        // Row-major A: a transpose. Blocks of 4 rows × 4 columns go through SSE registers
-        // (float), the rest element by element.
-        int64_t i = 0;
-        if constexpr (std::is_same_v<T, float>) {
-          const int64_t kc4 = kc / 4 * 4;
-          for (; i + 4 <= m; i += 4) {
-            const float* r0 = src + i * rs;
-            for (int64_t p = 0; p < kc4; p += 4)
-              transpose_4x4(d + p * mr + i, mr, r0 + p, r0 + rs + p, r0 + 2 * rs + p, r0 + 3 * rs + p);
-            for (int64_t ii = i; ii < i + 4; ++ii)
-              for (int64_t p = kc4; p < kc; ++p) d[p * mr + ii] = src[ii * rs + p];
-          }
-        }
-        for (; i < m; ++i) {
-          const T* row = src + i * rs;
-          for (int64_t p = 0; p < kc; ++p) d[p * mr + i] = row[p];
-        }
-      } else {
-        for (int64_t p = 0; p < kc; ++p) {
-          const T* col = src + p * cs;
-          T* dp = d + p * mr;
-          for (int64_t i = 0; i < m; ++i) dp[i] = col[i * rs];
-        }
-      }
-      if (m < mr)
-        for (int64_t p = 0; p < kc; ++p)
-          for (int64_t i = m; i < mr; ++i) d[p * mr + i] = T(0);
-    }
+    for (int64_t ib = 0; ib < mc; ib += mr)
+      pack_a_piece(dst + ib * kc, a + (i0 + ib) * rs + p0 * cs, rs, cs,
+                   std::min<int64_t>(mr, mc - ib), kc, mr);
   }
 };
 
@@ -110,11 +128,7 @@ struct MatrixPackB {
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
       T* d = dst + jb * kc;
-      const T* src = b + p0 * rs + (j0 + jb) * cs;
-      for (int64_t j = 0; j < n; ++j) {
-        const T* col = src + j * cs;
-        for (int64_t p = 0; p < kc; ++p) d[p * nr + j] = col[p * rs];
-      }
+      pack_b_piece(d, b + p0 * rs + (j0 + jb) * cs, rs, cs, kc, n, nr);
       if (n < nr)
         for (int64_t p = 0; p < kc; ++p)
           for (int64_t j = n; j < nr; ++j) d[p * nr + j] = T(0);
