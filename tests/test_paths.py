@@ -7,7 +7,9 @@ backward_data.cpp):
     correlation with flipped weights, which also covers padding larger than the kernel);
   * NCHW, Ho·Wo < 256 and N > 1 -> several images per GEMM (buffered store / col2im);
   * NCHW otherwise -> one implicit-im2col GEMM per image;
-  * NHWC -> pixels × taps GEMM over the batch.
+  * NHWC with >= 8 channels per group -> pixels read in place through row pointers
+    (indirection); backward-data too when the stride is 1 (full correlation);
+  * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data).
 Sizes are chosen so each case lands on the intended path and still crosses tile edges.
 """
 import numpy as np
@@ -27,6 +29,10 @@ CASES = {
     "multi_image_small_map": ((5, 6, 7, 7), (17, 3, 3), dict(padding=1)),
     "multi_image_strided": ((4, 3, 11, 13), (10, 3, 3), dict(stride=2, shape_rule="crop")),
     "per_image_strided": ((2, 4, 40, 37), (9, 3, 3), dict(stride=(2, 1), padding=1, shape_rule="crop")),
+    "indirect_nhwc_3x3": ((2, 12, 9, 10), (16, 3, 3), dict(padding=1)),
+    "indirect_nhwc_strided_dilated": ((3, 9, 13, 12), (10, 3, 2), dict(stride=(2, 3), dilation=(2, 1), padding=(1, 2, 0, 3), shape_rule="crop")),
+    "indirect_nhwc_pad_beyond_kernel": ((1, 8, 6, 7), (9, 2, 3), dict(padding=(3, 4, 5, 3))),
+    "indirect_nhwc_groups": ((2, 16, 8, 9), (24, 3, 3), dict(padding="same", groups=2)),
     "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
 }
 

@@ -11,6 +11,7 @@
 #include "convcore/conv2d.hpp"
 #include "direct_s1.hpp"
 #include "im2col_pack.hpp"
+#include "indirect_nhwc.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
@@ -51,6 +52,35 @@ void backward_data_direct(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   });
 }
 
+// Stride 1 (NHWC, enough channels): the same full correlation through the indirect
+// executor (indirect_nhwc.hpp), rows = pixels of dx, depth = (r, s, k) of dy.
+bool use_indirect(const Conv2dPlan& p) {
+  return p.p.layout == Layout::NHWC && p.sh == 1 && p.sw == 1 && p.Kg >= 8;
+}
+
+template <typename T>
+void backward_data_indirect(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
+  const auto& e = detail::engine<T>();
+  const int64_t M = p.N * p.H * p.W, N = p.Cg, K = p.R * p.S * p.Kg;
+  const int64_t n_padded = detail::round_up(N, e.blocking.nr);
+  const int64_t group_elems = n_padded * K;
+  detail::AlignedArray<T> packed(p.G * group_elems);
+  for (int64_t g = 0; g < p.G; ++g)
+    detail::prepack(e.blocking, detail::FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k}, false,
+                    N, K, packed.data() + g * group_elems);
+  const detail::IndirectNhwc<T> base{dy, p.ys_n, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
+                                     dx, p.xs_w, p.H, p.W, p.R, p.S, 1, 1, p.dh, p.dw,
+                                     (p.R - 1) * p.dh - p.pad_t, (p.S - 1) * p.dw - p.pad_l,
+                                     nullptr, false};
+  detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
+                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    detail::IndirectNhwc<T> d = base;
+    d.in = dy + g * p.Kg * p.ys_c;
+    d.out = dx + g * p.Cg * p.xs_c;
+    d.run_tile(e, detail::Prepacked<T>{packed.data() + g * group_elems, n_padded}, m0, m1, n0, n1);
+  });
+}
+
 }  // namespace
 
 template <typename T>
@@ -59,6 +89,10 @@ void conv2d_backward_data(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   detail::CallScope scope;
   if (p.y_size > 0 && use_direct(p)) {
     backward_data_direct(p, dy, w, dx);
+    return;
+  }
+  if (p.y_size > 0 && use_indirect(p)) {
+    backward_data_indirect(p, dy, w, dx);
     return;
   }
   // Zero dx in parallel chunks (col2im accumulates into it).

@@ -7,6 +7,7 @@
 #include "convcore/conv2d.hpp"
 #include "direct_s1.hpp"
 #include "im2col_pack.hpp"
+#include "indirect_nhwc.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
@@ -77,20 +78,40 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   });
 }
 
+// Below this many channels per group a depth segment is too short for the indirect
+// kernel's per-segment pointer setup to pay off; such layers (RGB stems) pack im2col.
+inline constexpr int64_t kIndirectMinChannels = 8;
+
 template <bool kFused, typename T>
 void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
   const int64_t M = p.N * p.P(), N = p.Kg, K = p.CgRS();
-  const int64_t group_elems = detail::round_up(N, e.blocking.nr) * K;
+  const int64_t n_padded = detail::round_up(N, e.blocking.nr);
+  const int64_t group_elems = n_padded * K;
   detail::AlignedArray<T> packed(p.G * group_elems);
   for (int64_t g = 0; g < p.G; ++g)
     detail::prepack(e.blocking, detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k}, false,
                     N, K, packed.data() + g * group_elems);
+  if (p.Cg >= kIndirectMinChannels) {
+    // Pixels read in place through row pointers (indirect_nhwc.hpp).
+    const detail::IndirectNhwc<T> base{x, p.xs_n, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
+                                       y, p.ys_w, p.Ho, p.Wo, p.R, p.S, p.sh, p.sw, p.dh, p.dw,
+                                       p.pad_t, p.pad_l, nullptr, relu};
+    detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
+                      [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      detail::IndirectNhwc<T> d = base;
+      d.in = x + g * p.Cg * p.xs_c;
+      d.out = y + g * p.Kg * p.ys_c;
+      d.bias = bias ? bias + g * p.Kg : nullptr;
+      d.run_tile(e, detail::Prepacked<T>{packed.data() + g * group_elems, n_padded}, m0, m1, n0,
+                 n1);
+    });
+    return;
+  }
   detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::Im2colPackA_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
-    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems,
-                                      detail::round_up(N, e.blocking.nr)};
+    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, n_padded};
     const auto epi = make_epilogue<kFused>((const T*)nullptr, bias ? bias + g * p.Kg : nullptr, relu);
     T* c = y + g * p.Kg * p.ys_c;
     detail::gemm_rect(e, m0, m1, n0, n1, K, pack_x, pack_w, c, p.ys_w, false, epi);

@@ -467,6 +467,33 @@ struct FlippedWeightTPackA {
   }
 };
 
+// B operand of the NHWC direct backward-data pass (indirect_nhwc.hpp): the weights
+// flipped in both spatial axes, an (R·S·Kg) × Cg matrix with depth in (r, s, k) order:
+// B[(r, s, k)][c] = w[k][R-1-r][S-1-s][c]. wg points at the group's first filter.
+template <typename T>
+struct FlippedWeightPackB {
+  const Conv2dPlan* plan;
+  const T* wg;
+
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const Conv2dPlan& p = *plan;
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const int64_t j = p0 + kk;
+        const int64_t tap = j / p.Kg, k = j % p.Kg;
+        const int64_t r = tap / p.S, s = tap % p.S;
+        const T* src = wg + k * p.ws_k + (p.R - 1 - r) * p.ws_r + (p.S - 1 - s) * p.ws_s +
+                       (j0 + jb) * p.ws_c;
+        T* out = d + kk * nr;
+        for (int64_t t = 0; t < n; ++t) out[t] = src[t * p.ws_c];
+        for (int64_t t = n; t < nr; ++t) out[t] = T(0);
+      }
+    }
+  }
+};
+
 // Forward block epilogue of the multi-image NCHW pass: stores a finished block (rows =
 // filters, columns = pixels of several images) into y image by image, adding the bias and
 // applying ReLU on the way. yg points at filter 0 of the group in image 0.

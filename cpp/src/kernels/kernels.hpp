@@ -24,10 +24,19 @@ template <typename T>
 using GemmUkernelOffsetBFn = void (*)(int64_t kc, const T* a, const T* b, const int64_t* b_off,
                                       T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate);
 
+// The same tile with A read in place through row pointers instead of from a packed panel:
+// A[i][p] = a_rows[i][p] for i < MR (rows >= m must still point at kc readable values,
+// e.g. a zero buffer). Used by the NHWC direct convolution, whose rows are pixels and whose
+// depth runs along contiguous channels (XNNPACK's indirection idea).
+template <typename T>
+using GemmUkernelIndirectAFn = void (*)(int64_t kc, const T* const* a_rows, const T* b, T* c,
+                                        int64_t ldc, int64_t m, int64_t n, bool accumulate);
+
 template <typename T>
 struct GemmUkernel {
   GemmUkernelFn<T> fn = nullptr;
   GemmUkernelOffsetBFn<T> fn_offset_b = nullptr;
+  GemmUkernelIndirectAFn<T> fn_indirect_a = nullptr;
   int mr = 0;
   int nr = 0;
   const char* name = "";

@@ -54,9 +54,13 @@ struct Ymm<double> {
   }
 };
 
-// kOffsetB: B row p is read unaligned at b + b_off[p] (kernels.hpp) instead of b + p*NR.
-template <typename T, int MR, int NV, bool kOffsetB>
-void gemm_ukernel_avx2(int64_t kc, const T* __restrict a, const T* __restrict b,
+// Where the operands come from (kernels.hpp): both packed, B through an offset table, or
+// A through row pointers.
+enum class Operands { kPacked, kOffsetB, kIndirectA };
+
+template <typename T, int MR, int NV, Operands kOps>
+void gemm_ukernel_avx2(int64_t kc, const T* __restrict a, const T* const* a_rows,
+                         const T* __restrict b,
                        const int64_t* __restrict b_off, T* __restrict c, int64_t ldc, int64_t m,
                        int64_t n, bool accumulate) {
   using Y = Ymm<T>;
@@ -73,15 +77,15 @@ void gemm_ukernel_avx2(int64_t kc, const T* __restrict a, const T* __restrict b,
     V bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
-      bv[v] = kOffsetB ? Y::loadu(b + b_off[p] + v * L) : Y::load(b + v * L);
+      bv[v] = kOps == Operands::kOffsetB ? Y::loadu(b + b_off[p] + v * L) : Y::load(b + v * L);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const V ai = Y::broadcast(a + i);
+      const V ai = Y::broadcast(kOps == Operands::kIndirectA ? a_rows[i] + p : a + i);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = Y::fmadd(ai, bv[v], acc[i][v]);
     }
-    a += MR;
-    if (!kOffsetB) b += NR;
+    if (kOps != Operands::kIndirectA) a += MR;
+    if (kOps != Operands::kOffsetB) b += NR;
   }
   if (m == MR && n == NR) {
 #pragma GCC unroll 16
@@ -115,21 +119,29 @@ void gemm_ukernel_avx2(int64_t kc, const T* __restrict a, const T* __restrict b,
 template <typename T, int MR, int NV>
 void packed_b(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t m, int64_t n,
               bool accumulate) {
-  gemm_ukernel_avx2<T, MR, NV, false>(kc, a, b, nullptr, c, ldc, m, n, accumulate);
+  gemm_ukernel_avx2<T, MR, NV, Operands::kPacked>(kc, a, nullptr, b, nullptr, c, ldc, m, n,
+                                                   accumulate);
 }
 template <typename T, int MR, int NV>
 void offset_b(int64_t kc, const T* a, const T* b, const int64_t* b_off, T* c, int64_t ldc,
               int64_t m, int64_t n, bool accumulate) {
-  gemm_ukernel_avx2<T, MR, NV, true>(kc, a, b, b_off, c, ldc, m, n, accumulate);
+  gemm_ukernel_avx2<T, MR, NV, Operands::kOffsetB>(kc, a, nullptr, b, b_off, c, ldc, m, n,
+                                                     accumulate);
+}
+template <typename T, int MR, int NV>
+void indirect_a(int64_t kc, const T* const* a_rows, const T* b, T* c, int64_t ldc, int64_t m,
+                int64_t n, bool accumulate) {
+  gemm_ukernel_avx2<T, MR, NV, Operands::kIndirectA>(kc, nullptr, a_rows, b, nullptr, c, ldc, m,
+                                                       n, accumulate);
 }
 
 }  // namespace
 
 GemmUkernel<float> f32_gemm_ukernel_avx2() {
-  return {&packed_b<float, 6, 2>, &offset_b<float, 6, 2>, 6, 16, "f32_gemm_ukernel_6x16__avx2_fma"};
+  return {&packed_b<float, 6, 2>, &offset_b<float, 6, 2>, &indirect_a<float, 6, 2>, 6, 16, "f32_gemm_ukernel_6x16__avx2_fma"};
 }
 GemmUkernel<double> f64_gemm_ukernel_avx2() {
-  return {&packed_b<double, 6, 2>, &offset_b<double, 6, 2>, 6, 8, "f64_gemm_ukernel_6x8__avx2_fma"};
+  return {&packed_b<double, 6, 2>, &offset_b<double, 6, 2>, &indirect_a<double, 6, 2>, 6, 8, "f64_gemm_ukernel_6x8__avx2_fma"};
 }
 
 }  // namespace convcore::kernels

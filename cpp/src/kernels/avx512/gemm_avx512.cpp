@@ -58,9 +58,13 @@ inline Mask tail_mask(int64_t count) {
   return static_cast<Mask>((1u << count) - 1u);
 }
 
-// kOffsetB: B row p is read unaligned at b + b_off[p] (kernels.hpp) instead of b + p*NR.
-template <typename T, int MR, int NV, bool kOffsetB>
-void gemm_ukernel_avx512(int64_t kc, const T* __restrict a, const T* __restrict b,
+// Where the operands come from (kernels.hpp): both packed, B through an offset table, or
+// A through row pointers.
+enum class Operands { kPacked, kOffsetB, kIndirectA };
+
+template <typename T, int MR, int NV, Operands kOps>
+void gemm_ukernel_avx512(int64_t kc, const T* __restrict a, const T* const* a_rows,
+                         const T* __restrict b,
                          const int64_t* __restrict b_off, T* __restrict c, int64_t ldc,
                          int64_t m, int64_t n, bool accumulate) {
   using Z = Zmm<T>;
@@ -78,15 +82,15 @@ void gemm_ukernel_avx512(int64_t kc, const T* __restrict a, const T* __restrict 
     V bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)
-      bv[v] = kOffsetB ? Z::loadu(b + b_off[p] + v * L) : Z::load(b + v * L);
+      bv[v] = kOps == Operands::kOffsetB ? Z::loadu(b + b_off[p] + v * L) : Z::load(b + v * L);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const V ai = Z::broadcast(a + i);
+      const V ai = Z::broadcast(kOps == Operands::kIndirectA ? a_rows[i] + p : a + i);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = Z::fmadd(ai, bv[v], acc[i][v]);
     }
-    a += MR;
-    if (!kOffsetB) b += NR;
+    if (kOps != Operands::kIndirectA) a += MR;
+    if (kOps != Operands::kOffsetB) b += NR;
   }
 
   if (m == MR && n == NR) {
@@ -121,21 +125,29 @@ void gemm_ukernel_avx512(int64_t kc, const T* __restrict a, const T* __restrict 
 template <typename T, int MR, int NV>
 void packed_b(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t m, int64_t n,
               bool accumulate) {
-  gemm_ukernel_avx512<T, MR, NV, false>(kc, a, b, nullptr, c, ldc, m, n, accumulate);
+  gemm_ukernel_avx512<T, MR, NV, Operands::kPacked>(kc, a, nullptr, b, nullptr, c, ldc, m, n,
+                                                   accumulate);
 }
 template <typename T, int MR, int NV>
 void offset_b(int64_t kc, const T* a, const T* b, const int64_t* b_off, T* c, int64_t ldc,
               int64_t m, int64_t n, bool accumulate) {
-  gemm_ukernel_avx512<T, MR, NV, true>(kc, a, b, b_off, c, ldc, m, n, accumulate);
+  gemm_ukernel_avx512<T, MR, NV, Operands::kOffsetB>(kc, a, nullptr, b, b_off, c, ldc, m, n,
+                                                     accumulate);
+}
+template <typename T, int MR, int NV>
+void indirect_a(int64_t kc, const T* const* a_rows, const T* b, T* c, int64_t ldc, int64_t m,
+                int64_t n, bool accumulate) {
+  gemm_ukernel_avx512<T, MR, NV, Operands::kIndirectA>(kc, nullptr, a_rows, b, nullptr, c, ldc, m,
+                                                       n, accumulate);
 }
 
 }  // namespace
 
 GemmUkernel<float> f32_gemm_ukernel_avx512() {
-  return {&packed_b<float, 8, 2>, &offset_b<float, 8, 2>, 8, 32, "f32_gemm_ukernel_8x32__avx512f"};
+  return {&packed_b<float, 8, 2>, &offset_b<float, 8, 2>, &indirect_a<float, 8, 2>, 8, 32, "f32_gemm_ukernel_8x32__avx512f"};
 }
 GemmUkernel<double> f64_gemm_ukernel_avx512() {
-  return {&packed_b<double, 8, 2>, &offset_b<double, 8, 2>, 8, 16,
+  return {&packed_b<double, 8, 2>, &offset_b<double, 8, 2>, &indirect_a<double, 8, 2>, 8, 16,
           "f64_gemm_ukernel_8x16__avx512f"};
 }
 
