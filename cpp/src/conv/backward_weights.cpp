@@ -12,11 +12,156 @@
 #include "../gemm/driver.hpp"
 
 namespace convcore {
+namespace {
+
+// dYᵀ block for the tap-rows path: depth = pixels [pc, pc+kc) of the batch, columns =
+// filters [jc, jc+nc) of the group, in NR-wide micro-panels.
+template <typename T>
+void pack_output_grad_t(const Conv2dPlan& p, const T* dyg, int64_t pc, int64_t kc, int64_t jc,
+                        int64_t nc, int nr, T* dst) {
+  const int64_t P = p.P();
+  for (int64_t jb = 0; jb < nc; jb += nr) {
+    const int64_t n = std::min<int64_t>(nr, nc - jb);
+    T* d = dst + jb * kc;
+    for (int64_t kk = 0; kk < kc;) {
+      const int64_t q = pc + kk, img = q / P, pix = q % P;
+      const int64_t len = std::min(kc - kk, P - pix);
+      detail::pack_b_piece(d + kk * nr, dyg + img * p.ys_n + (jc + jb) * p.ys_c + pix * p.ys_w,
+                           p.ys_w, p.ys_c, len, n, nr);
+      kk += len;
+    }
+    if (n < nr)
+      for (int64_t kk = 0; kk < kc; ++kk)
+        for (int64_t t = n; t < nr; ++t) d[kk * nr + t] = T(0);
+  }
+}
+
+// Channels [c_lo, c_hi] of one image, input rows [h0, h0 + nrows) (any of them may lie in
+// the padding), each padded to Wp columns: dst[(c - c_lo)][i][0..Wp).
+template <typename T>
+void pad_rows(const Conv2dPlan& p, const T* xn, int64_t c_lo, int64_t c_hi, int64_t h0,
+              int64_t nrows, int64_t Wp, T* dst) {
+  for (int64_t c = c_lo; c <= c_hi; ++c) {
+    const T* xc = xn + c * p.xs_c;
+    for (int64_t i = 0; i < nrows; ++i, dst += Wp) {
+      const int64_t h = h0 + i;
+      if (h < 0 || h >= p.H) {
+        std::fill(dst, dst + Wp, T(0));
+        continue;
+      }
+      std::fill(dst, dst + p.pad_l, T(0));
+      detail::copy_run(dst + p.pad_l, xc + h * p.xs_h, p.W);
+      std::fill(dst + p.pad_l + p.W, dst + Wp, T(0));
+    }
+  }
+}
+
+// NCHW with stride 1 along the width and output rows of at least this many pixels: the
+// transposed problem dWᵀ (taps × Kg) = im2col (taps × pixels) · dYᵀ, with im2col read in
+// place. For one output row, tap (c, r, s) reads a contiguous run of input (or of a
+// zero-padded copy of the rows and channels a block needs), so the indirect microkernel
+// takes MR tap rows as pointers, one output row (a depth segment) at a time; only dYᵀ is
+// packed. Shorter rows make the per-segment cost (pointer setup, a C-tile round trip) too
+// large; they keep the packed path.
+inline constexpr int64_t kTapRowsMinWidth = 16;
+
+bool use_tap_rows(const Conv2dPlan& p) {
+  return p.p.layout == Layout::NCHW && p.sw == 1 && p.Wo >= kTapRowsMinWidth;
+}
+
+template <typename T>
+void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
+  const auto& e = detail::engine<T>();
+  const Blocking& bl = e.blocking;
+  const int64_t M = p.CgRS(), N = p.Kg, K = p.N * p.P(), P = p.P(), RS = p.R * p.S;
+  const bool unpadded = p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
+  const int64_t Wp = p.W + p.pad_l + p.pad_r;  // row length of the padded copies
+  const auto fn = e.ukernel.fn_indirect_a;
+  detail::run_tiles(p.G, M, N, K, bl, 1, bl.nr,
+                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int mr = bl.mr, nr = bl.nr;
+    const int64_t ncb = detail::round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
+    T* buf = detail::thread_scratch_as<T>(detail::Scratch::Tile, bl.mc * ncb);
+    T* pb = detail::thread_scratch_as<T>(detail::Scratch::PackB, bl.kc * ncb);
+    int64_t chan[detail::kMaxTile], tap_off[detail::kMaxTile];
+    const T* rows[detail::kMaxTile];
+    const T* dyg = dy + g * p.Kg * p.ys_c;
+    const T* xg = x + g * p.Cg * p.xs_c;
+    for (int64_t jc = n0; jc < n1; jc += ncb) {
+      const int64_t nc = std::min<int64_t>(ncb, n1 - jc);
+      for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+        const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
+        const int64_t c_lo = ic / RS, c_hi = (ic + mc - 1) / RS;  // channels of these taps
+        for (int64_t pc = 0; pc < K; pc += bl.kc) {
+          const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+          pack_output_grad_t(p, dyg, pc, kc, jc, nc, nr, pb);
+          // Depth segments (output rows), by image run: the input the run reads is x
+          // itself when there is no padding, else a zero-padded copy of its rows.
+          for (int64_t kk = 0; kk < kc;) {
+            const int64_t q = pc + kk, img = q / P, pix = q % P;
+            const int64_t run = std::min(kc - kk, P - pix);
+            const int64_t oh0 = pix / p.Wo, oh1 = (pix + run - 1) / p.Wo;
+            const T* src;
+            int64_t chan_stride, row_stride, row0;  // row0: source row of output row oh0, tap r=0
+            if (unpadded) {
+              src = xg + img * p.xs_n + c_lo * p.xs_c;
+              chan_stride = p.xs_c;
+              row_stride = p.W;
+              row0 = oh0 * p.sh;
+            } else {
+              const int64_t nrows = (oh1 - oh0) * p.sh + (p.R - 1) * p.dh + 1;
+              T* slab = detail::thread_scratch_as<T>(detail::Scratch::Image,
+                                                     (c_hi - c_lo + 1) * nrows * Wp);
+              pad_rows(p, xg + img * p.xs_n, c_lo, c_hi, oh0 * p.sh - p.pad_t, nrows, Wp, slab);
+              src = slab;
+              chan_stride = nrows * Wp;
+              row_stride = Wp;
+              row0 = 0;
+            }
+            for (int64_t ir = ic; ir < ic + mc; ir += mr) {
+              const int64_t m = std::min<int64_t>(mr, ic + mc - ir);
+              detail::TapCursor tap(p, true, ir);
+              for (int64_t i = 0; i < mr; ++i) {  // rows past m repeat the last tap
+                chan[i] = tap.c - c_lo;
+                tap_off[i] = tap.r * p.dh * row_stride + tap.s * p.dw;
+                if (i + 1 < m) tap.next();
+              }
+              for (int64_t jr = 0; jr < nc; jr += nr) {
+                const int64_t n = std::min<int64_t>(nr, nc - jr);
+                T* ct = buf + (ir - ic) * ncb + jr;
+                for (int64_t u = 0; u < run;) {
+                  const int64_t oh = (pix + u) / p.Wo, ow = (pix + u) % p.Wo;
+                  const int64_t len = std::min(run - u, p.Wo - ow);
+                  const int64_t at = (row0 + (oh - oh0) * p.sh) * row_stride + ow;
+                  for (int64_t i = 0; i < mr; ++i) rows[i] = src + chan[i] * chan_stride + tap_off[i] + at;
+                  fn(len, rows, pb + jr * kc + (kk + u) * nr, ct, ncb, m, n, pc > 0 || kk + u > 0);
+                  u += len;
+                }
+              }
+            }
+            kk += run;
+          }
+        }
+        // dW[k][tap] = C[tap][k]
+        for (int64_t k = 0; k < nc; ++k) {
+          T* dst = dw + (g * p.Kg + jc + k) * p.ws_k + ic;
+          for (int64_t t = 0; t < mc; ++t) dst[t] = buf[t * ncb + k];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
 
 template <typename T>
 void conv2d_backward_weight(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
   if (p.w_size == 0) return;
   detail::CallScope scope;
+  if (p.y_size > 0 && use_tap_rows(p)) {
+    backward_weight_tap_rows(p, dy, x, dw);
+    return;
+  }
   const auto& e = detail::engine<T>();
   const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P();
   detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
