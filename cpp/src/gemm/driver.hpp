@@ -80,6 +80,15 @@ void macro_kernel(const GemmEngine<T>& e, int64_t mc, int64_t nc, int64_t kc, co
     for (int64_t ir = 0; ir < mc; ir += mr) {
       const int64_t m = std::min<int64_t>(mr, mc - ir);
       T* ct = c + ir * ldc + jr;
+      if (accumulate && ir + mr < mc) {
+        // The next tile's C comes from memory (C is swept once per KC block): start
+        // fetching it one microkernel call ahead.
+        const T* next = ct + mr * ldc;
+        for (int64_t i = 0, rows = std::min<int64_t>(mr, mc - ir - mr); i < rows; ++i) {
+          __builtin_prefetch(next + i * ldc);
+          __builtin_prefetch(next + i * ldc + n - 1);
+        }
+      }
       fn(kc, pa + ir * kc, b, ct, ldc, m, n, accumulate);
       if constexpr (Epi::kActive) {
         if (last) epi(ct, ldc, i_glob + ir, j_glob + jr, m, n);
