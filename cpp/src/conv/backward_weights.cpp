@@ -77,7 +77,8 @@ void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* d
   const bool unpadded = p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
   const int64_t Wp = p.W + p.pad_l + p.pad_r;  // row length of the padded copies
   const auto fn = e.ukernel.fn_indirect_a;
-  detail::run_tiles(p.G, M, N, K, bl, 1, bl.nr,
+  // Taps read in place (their padded slabs are small); dYᵀ packed per tile.
+  detail::run_tiles(p.G, M, N, K, bl, detail::TileRules{1, bl.nr, 8, 24},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int mr = bl.mr, nr = bl.nr;
     const int64_t ncb = detail::round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
@@ -164,7 +165,8 @@ void conv2d_backward_weight(const Conv2dPlan& p, const T* dy, const T* x, T* dw)
   }
   const auto& e = detail::engine<T>();
   const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P();
-  detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
+  // dY (A) and the im2col operand (B, the dearer one) packed per tile.
+  detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{1, e.blocking.nr, 24, 64},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
     const detail::Im2colPackB_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};

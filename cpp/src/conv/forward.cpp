@@ -14,6 +14,12 @@
 namespace convcore {
 namespace {
 
+// Weights (A) prepacked once; the im2col operand (B) is packed by every tile and costs
+// several times a plain copy per element.
+inline detail::TileRules im2col_b_rules(const Blocking& bl) {
+  return detail::TileRules{1, bl.nr, 0, 64};
+}
+
 // The tile epilogue: nothing when there is neither bias nor activation.
 template <bool kFused, typename T>
 auto make_epilogue(const T* row_bias, const T* col_bias, bool relu) {
@@ -33,10 +39,11 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   const int64_t m_padded = detail::round_up(M, e.blocking.mr);
   // The weights are packed once and shared by every image and tile.
   const int64_t group_elems = m_padded * K;
-  detail::AlignedArray<T> packed(p.G * group_elems);
+  // Packed once by the calling thread, read by all; kept for the next call.
+  T* packed = detail::thread_scratch_as<T>(detail::Scratch::Weights, p.G * group_elems);
   for (int64_t g = 0; g < p.G; ++g)
     detail::prepack(e.blocking, detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1}, true,
-                    M, K, packed.data() + g * group_elems);
+                    M, K, packed + g * group_elems);
 
   if (p.sh == 1 && p.sw == 1 && 2 * (p.S - 1) * p.dw <= p.Wo &&
       (p.P() >= kMultiImageMaxPixels || p.N == 1)) {
@@ -44,22 +51,24 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
     detail::DirectS1<T> base{x, p.xs_n, p.xs_c, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
                              y, p.ys_n, p.ys_c, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
                              p.R, p.S, p.dh, p.dw, p.pad_t, p.pad_l, nullptr, relu};
-    detail::run_tiles(p.N * p.G, M, base.columns(), K, e.blocking, 1, e.blocking.nr,
+    // Weights prepacked; a tile's only copy is its padded input rows.
+    const detail::TileRules rules{1, e.blocking.nr, 0, 8};
+    detail::run_tiles(p.N * p.G, M, base.columns(), K, e.blocking, rules,
                       [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       const int64_t img = prob / p.G, g = prob % p.G;
       detail::DirectS1<T> d = base;
       d.in = x + g * p.Cg * p.xs_c;
       d.out = y + g * p.Kg * p.ys_c;
       d.bias = bias ? bias + g * p.Kg : nullptr;
-      d.run_tile(e, detail::Prepacked<T>{packed.data() + g * group_elems, m_padded}, img, m0, m1,
+      d.run_tile(e, detail::Prepacked<T>{packed + g * group_elems, m_padded}, img, m0, m1,
                  n0, n1);
     });
     return;
   }
   if (p.P() < kMultiImageMaxPixels && p.N > 1) {
-    detail::run_tiles(p.G, M, p.N * p.P(), K, e.blocking, 1, e.blocking.nr,
+    detail::run_tiles(p.G, M, p.N * p.P(), K, e.blocking, im2col_b_rules(e.blocking),
                       [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-      const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, m_padded};
+      const detail::Prepacked<T> pack_w{packed + g * group_elems, m_padded};
       const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + g * p.Cg * p.xs_c};
       const detail::StoreImagesEpilogue<T> store{&p, y + g * p.Kg * p.ys_c,
                                                  bias ? bias + g * p.Kg : nullptr, relu};
@@ -67,10 +76,10 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
     });
     return;
   }
-  detail::run_tiles(p.N * p.G, M, p.P(), K, e.blocking, 1, e.blocking.nr,
+  detail::run_tiles(p.N * p.G, M, p.P(), K, e.blocking, im2col_b_rules(e.blocking),
                     [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t img = prob / p.G, g = prob % p.G;
-    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, m_padded};
+    const detail::Prepacked<T> pack_w{packed + g * group_elems, m_padded};
     const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + img * p.xs_n + g * p.Cg * p.xs_c};
     const auto epi = make_epilogue<kFused>(bias ? bias + g * p.Kg : nullptr, (const T*)nullptr, relu);
     T* c = y + img * p.ys_n + g * p.Kg * p.ys_c;
@@ -88,30 +97,33 @@ void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   const int64_t M = p.N * p.P(), N = p.Kg, K = p.CgRS();
   const int64_t n_padded = detail::round_up(N, e.blocking.nr);
   const int64_t group_elems = n_padded * K;
-  detail::AlignedArray<T> packed(p.G * group_elems);
+  // Packed once by the calling thread, read by all; kept for the next call.
+  T* packed = detail::thread_scratch_as<T>(detail::Scratch::Weights, p.G * group_elems);
   for (int64_t g = 0; g < p.G; ++g)
     detail::prepack(e.blocking, detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k}, false,
-                    N, K, packed.data() + g * group_elems);
+                    N, K, packed + g * group_elems);
   if (p.Cg >= kIndirectMinChannels) {
     // Pixels read in place through row pointers (indirect_nhwc.hpp).
     const detail::IndirectNhwc<T> base{x, p.xs_n, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
                                        y, p.ys_w, p.Ho, p.Wo, p.R, p.S, p.sh, p.sw, p.dh, p.dw,
                                        p.pad_t, p.pad_l, nullptr, relu};
-    detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
+    // Pixels read in place, weights prepacked: no per-tile packing.
+    detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{1, e.blocking.nr, 0, 0},
                       [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       detail::IndirectNhwc<T> d = base;
       d.in = x + g * p.Cg * p.xs_c;
       d.out = y + g * p.Kg * p.ys_c;
       d.bias = bias ? bias + g * p.Kg : nullptr;
-      d.run_tile(e, detail::Prepacked<T>{packed.data() + g * group_elems, n_padded}, m0, m1, n0,
+      d.run_tile(e, detail::Prepacked<T>{packed + g * group_elems, n_padded}, m0, m1, n0,
                  n1);
     });
     return;
   }
-  detail::run_tiles(p.G, M, N, K, e.blocking, 1, e.blocking.nr,
+  // im2col rows (A) packed per tile, weights (B) prepacked.
+  detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{1, e.blocking.nr, 64, 0},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::Im2colPackA_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
-    const detail::Prepacked<T> pack_w{packed.data() + g * group_elems, n_padded};
+    const detail::Prepacked<T> pack_w{packed + g * group_elems, n_padded};
     const auto epi = make_epilogue<kFused>((const T*)nullptr, bias ? bias + g * p.Kg : nullptr, relu);
     T* c = y + g * p.Kg * p.ys_c;
     detail::gemm_rect(e, m0, m1, n0, n1, K, pack_x, pack_w, c, p.ys_w, false, epi);

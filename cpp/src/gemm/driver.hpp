@@ -236,22 +236,29 @@ struct TileGrid {
   int64_t tiles_m = 1, tiles_n = 1;  // tiles per problem
 };
 
+// Where tiles may be cut and what each tile's packing costs.
+struct TileRules {
+  int64_t row_align = 1;  // rows cut at multiples of this (1: of MR; whole channels for col2im)
+  int64_t col_align = 0;  // columns cut at multiples of this (NR, or whole images); 0: never
+  // Cost of packing one element of A (per row and depth) or B (per column and depth), in
+  // FLOPs of microkernel work: 0 for operands prepacked once or read in place.
+  double pack_a = 24.0, pack_b = 24.0;
+};
+
 // Chooses tiles for `problems` independent M×N×K GEMMs on `nthreads` threads: minimises
 // the modelled time of the busiest thread (its tiles' FLOPs, padding waste included, plus
-// the packing its tiles repeat). Rows are cut at multiples of row_align (1: of MR;
-// backward-data needs whole channels), columns at multiples of col_align (NR for plain
-// tiles, whole images for backward-data), or never when col_align is 0.
+// the packing its tiles repeat).
 TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthreads,
-                    const Blocking& bl, int64_t row_align, int64_t col_align);
+                    const Blocking& bl, const TileRules& rules);
 
 // Runs tile_fn(problem, m0, m1, n0, n1) over every tile of every problem, in parallel.
 template <typename TileFn>
 void run_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, const Blocking& bl,
-               int64_t row_align, int64_t col_align, TileFn&& tile_fn) {
+               const TileRules& rules, TileFn&& tile_fn) {
   if (problems <= 0 || M <= 0 || N <= 0) return;
   const double flops = 2.0 * double(problems) * double(M) * double(N) * double(std::max<int64_t>(K, 1));
   int nthreads = threads_for(flops);
-  const TileGrid g = plan_tiles(problems, M, N, K, nthreads, bl, row_align, col_align);
+  const TileGrid g = plan_tiles(problems, M, N, K, nthreads, bl, rules);
   const int64_t per_problem = g.tiles_m * g.tiles_n;
   const int64_t ntiles = problems * per_problem;
   nthreads = static_cast<int>(std::min<int64_t>(nthreads, ntiles));

@@ -17,7 +17,7 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t rsa, int64_t csa,
   const auto& e = detail::engine<T>();
   const detail::MatrixPackA<T> pack_a{a, rsa, csa};
   const detail::MatrixPackB<T> pack_b{b, rsb, csb};
-  detail::run_tiles(1, m, n, k, e.blocking, 1, e.blocking.nr,
+  detail::run_tiles(1, m, n, k, e.blocking, detail::TileRules{1, e.blocking.nr, 24, 24},
                     [&](int64_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
                       detail::gemm_rect(e, m0, m1, n0, n1, k, pack_a, pack_b, c, ldc,
                                         accumulate, detail::NoEpilogue{});

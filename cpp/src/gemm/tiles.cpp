@@ -6,18 +6,18 @@
 namespace convcore::detail {
 
 TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthreads,
-                    const Blocking& bl, int64_t row_align, int64_t col_align) {
+                    const Blocking& bl, const TileRules& rules) {
   TileGrid best;
   best.tile_m = M;
   best.tile_n = N;
   if (nthreads <= 1 || problems <= 0 || M <= 0 || N <= 0) return best;
-  const int64_t align_m = row_align > 1 ? row_align : bl.mr;
+  const int64_t align_m = rules.row_align > 1 ? rules.row_align : bl.mr;
+  const int64_t col_align = rules.col_align;
   const int64_t max_rsplit = std::min<int64_t>(64, ceil_div(M, align_m));
   const int64_t max_csplit = col_align > 0 ? std::min<int64_t>(64, ceil_div(N, col_align)) : 1;
   const double kd = double(std::max<int64_t>(K, 1));
-  // Cost units are FLOPs; packing one element costs about as much as a few dozen FLOPs
-  // of microkernel work, and each tile pays a fixed start-up cost.
-  const double pack_cost = 24.0, tile_overhead = 2e4;
+  // Cost units are FLOPs of microkernel work; each tile also pays a fixed start-up cost.
+  const double tile_overhead = 2e4;
   double best_cost = std::numeric_limits<double>::infinity();
   for (int64_t rs = 1; rs <= max_rsplit; ++rs) {
     const int64_t tm = round_up(ceil_div(M, rs), align_m);
@@ -32,7 +32,8 @@ TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthre
       const double padded_m = double(round_up(std::min(tm, M), bl.mr));
       const double padded_n = double(round_up(std::min(tn, N), bl.nr));
       const double tile = 2.0 * padded_m * padded_n * kd +
-                          pack_cost * kd * (padded_m * double(ceil_div(tn, bl.nc)) + padded_n) +
+                          kd * (rules.pack_a * padded_m * double(ceil_div(tn, bl.nc)) +
+                                rules.pack_b * padded_n) +
                           tile_overhead;
       const double cost = per_thread * tile;
       if (cost < best_cost * 0.999) {

@@ -77,27 +77,11 @@ inline void static_range(int64_t count, int tid, int nthreads, int64_t& begin, i
   end = count * (tid + 1) / nthreads;
 }
 
-// A 64-byte aligned array for one call's lifetime (prepacked weights).
-template <typename T>
-class AlignedArray {
- public:
-  explicit AlignedArray(int64_t n) {
-    const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + 63) / 64 * 64;
-    ptr_ = static_cast<T*>(std::aligned_alloc(64, bytes ? bytes : 64));
-    if (!ptr_) throw std::bad_alloc();
-  }
-  ~AlignedArray() { std::free(ptr_); }
-  AlignedArray(const AlignedArray&) = delete;
-  AlignedArray& operator=(const AlignedArray&) = delete;
-  T* data() { return ptr_; }
-
- private:
-  T* ptr_;
-};
-
 // 64-byte aligned scratch owned by the calling thread, grown on demand and reused across
-// calls (packed A and B blocks, the buffered C blocks, the direct path's padded image).
-enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Image = 3, Count = 4 };
+// calls (packed A and B blocks, the buffered C blocks, padded images, and — in the calling
+// thread — the weights prepacked for all threads). Buffers only grow; they are freed when
+// their thread ends.
+enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Count = 5 };
 void* thread_scratch(Scratch which, std::size_t bytes);
 template <typename T>
 T* thread_scratch_as(Scratch which, int64_t elements) {
