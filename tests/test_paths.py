@@ -1,14 +1,17 @@
 """Each algorithm the core chooses between, driven on purpose by the shape, on every ISA.
 
-The core picks an executor from the problem alone (cpp/src/conv/forward.cpp and
-backward_data.cpp):
+The core picks an executor from the problem alone (cpp/src/conv/algorithms.hpp); each
+case below asserts the choice it is meant to exercise:
   * NCHW, stride 1, Wo >= 2·(S−1)·dilation, and Ho·Wo >= 256 or N == 1 -> the direct
     stride-1 executor (B read in place from a padded copy; backward-data as a full
     correlation with flipped weights, which also covers padding larger than the kernel);
   * NCHW, Ho·Wo < 256 and N > 1 -> several images per GEMM (buffered store / col2im);
   * NCHW otherwise -> one implicit-im2col GEMM per image;
   * NHWC with >= 8 channels per group -> pixels read in place through row pointers
-    (indirection); backward-data too when the stride is 1 (full correlation);
+    (indirection); backward-data too when the stride is 1 and there are >= 8 filters per
+    group (full correlation);
+  * backward-weight, NCHW with unit width stride and output rows >= 16 pixels -> im2col
+    read in place, one output row per depth segment ("tap rows"); otherwise packed;
   * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data).
 Sizes are chosen so each case lands on the intended path and still crosses tile edges.
 """
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 
 import convcore
+from convcore._conv import _algorithms
 from reference import check_backward_input, check_backward_weight, check_forward
 
 CASES = {
@@ -37,6 +41,68 @@ CASES = {
 }
 
 
+# (forward, backward_data, backward_weight) executor per case and layout, as the rules
+# above give them; together the cases reach every executor of every pass.
+EXPECTED = {
+    'direct_1x1': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'direct_3x3_pad1': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'direct_asym_pad_dilated': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'direct_groups': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'direct_one_image_small_map': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'direct_pad_beyond_kernel': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'indirect_nhwc_3x3': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'indirect_nhwc_groups': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'indirect_nhwc_pad_beyond_kernel': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'indirect_nhwc_strided_dilated': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'im2col'),
+    },
+    'multi_image_small_map': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'multi_image_strided': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'per_image_narrow_map': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'per_image_strided': {
+        'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+}
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_path_all_passes(isa, case, layout):
@@ -51,6 +117,9 @@ def test_every_path_all_passes(isa, case, layout):
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         wt = np.ascontiguousarray(wt.transpose(0, 2, 3, 1))
     kw = dict(kw, layout=layout)
+    algos = _algorithms(x.shape, wt.shape, **kw)
+    assert (algos["forward"], algos["backward_data"], algos["backward_weight"]) == \
+        EXPECTED[case][layout]
     y = convcore.conv2d(x, wt, b, activation="relu", **kw)
     check_forward(y, x, wt, b, activation="relu", dtype=np.float64, what=f"{case} fwd", **kw)
     dy = rng.standard_normal(y.shape)

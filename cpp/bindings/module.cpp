@@ -189,7 +189,15 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("pad_bottom", &Conv2dPlan::pad_b)
       .def_readonly("pad_left", &Conv2dPlan::pad_l)
       .def_readonly("pad_right", &Conv2dPlan::pad_r)
-      .def_property_readonly("flops", &Conv2dPlan::flops);
+      .def_property_readonly("flops", &Conv2dPlan::flops)
+      .def_property_readonly("algorithms", [](const Conv2dPlan& p) {
+        const Conv2dAlgorithms a = conv2d_algorithms(p);
+        py::dict d;
+        d["forward"] = a.forward;
+        d["backward_data"] = a.backward_data;
+        d["backward_weight"] = a.backward_weight;
+        return d;
+      }, "The executor of each pass for this plan (see cpp/src/conv/algorithms.hpp).");
 
   m.def(
       "make_plan",

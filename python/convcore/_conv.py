@@ -208,6 +208,15 @@ def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int],
     return prob.user_shape(prob.y_shape)
 
 
+def _algorithms(input_shape: Sequence[int], weight_shape: Sequence[int], *, stride: Any = 1,
+                padding: Any = 0, dilation: Any = 1, groups: int = 1, layout: str = "NCHW",
+                shape_rule: str = "strict") -> dict:
+    """Which executor the core uses for each pass of this convolution (diagnostics/tests)."""
+    prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
+                    shape_rule)
+    return dict(prob.plan.algorithms)
+
+
 def conv2d_num_params(in_channels: int, out_channels: int, kernel_size: Any, *,
                       groups: int = 1, bias: bool = True) -> int:
     """Learnable parameters of a conv layer: K·(C/groups)·R·S weights (+ K biases)."""

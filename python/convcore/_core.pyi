@@ -22,6 +22,8 @@ class Plan:
     pad_right: int
     @property
     def flops(self) -> float: ...
+    @property
+    def algorithms(self) -> Dict[str, str]: ...
 
 def make_plan(batch: int, in_channels: int, in_h: int, in_w: int, out_channels: int,
               kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, dilation_h: int,

@@ -74,6 +74,15 @@ void conv2d_backward_weight(const Conv2dPlan& plan, const T* dy, const T* x, T* 
 template <typename T>
 void conv2d_backward_bias(const Conv2dPlan& plan, const T* dy, T* db);
 
+// The executor each pass uses for this plan (chosen from the shape alone; see
+// cpp/src/conv/algorithms.hpp): for tests and diagnostics.
+struct Conv2dAlgorithms {
+  const char* forward;
+  const char* backward_data;
+  const char* backward_weight;
+};
+Conv2dAlgorithms conv2d_algorithms(const Conv2dPlan& plan);
+
 namespace reference {
 // Direct loops in the obvious order: the oracle for the C++ tests. Single-threaded.
 template <typename T>

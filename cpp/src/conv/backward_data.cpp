@@ -1,4 +1,8 @@
-// Backward-data pass: dx = col2im(Wᵀ · dy). Per group the column gradient
+// Backward-data pass. Executors (choose_backward_data, algorithms.hpp):
+//  * stride 1: dx is the full correlation of dy with the flipped, transposed weights —
+//    a forward-style GEMM through the direct (NCHW) or indirect (NHWC) executor that
+//    writes every element of dx once: no col2im, no zeroing;
+//  * otherwise dx = col2im(Wᵀ · dy), described here. Per group the column gradient
 // dcol (Cg·R·S × N·Ho·Wo) = Wᵀ (Cg·R·S × Kg) · dY (Kg × N·Ho·Wo) is produced block by
 // block in a per-thread buffer and scattered into dx by the col2im epilogue; no full
 // column matrix exists. Rows are taps in (c, r, s) order for both layouts, so a tile of
@@ -9,6 +13,7 @@
 #include <numeric>
 
 #include "convcore/conv2d.hpp"
+#include "algorithms.hpp"
 #include "direct_s1.hpp"
 #include "im2col_pack.hpp"
 #include "indirect_nhwc.hpp"
@@ -19,14 +24,7 @@ namespace convcore {
 
 namespace {
 
-// Stride 1 (NCHW): dx is the full correlation of dy with the flipped, transposed weights,
-// computed by the direct executor (direct_s1.hpp); every element of dx is written once, so
-// there is no col2im and no zeroing.
-bool use_direct(const Conv2dPlan& p) {
-  return p.p.layout == Layout::NCHW && p.sh == 1 && p.sw == 1 &&
-         2 * (p.S - 1) * p.dw <= p.W && (p.H * p.W >= 256 || p.N == 1);
-}
-
+// dx as the full correlation of dy with W flipped and transposed (Cg × Kg·R·S), NCHW.
 template <typename T>
 void backward_data_direct(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   const auto& e = detail::engine<T>();
@@ -54,12 +52,7 @@ void backward_data_direct(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   });
 }
 
-// Stride 1 (NHWC, enough channels): the same full correlation through the indirect
-// executor (indirect_nhwc.hpp), rows = pixels of dx, depth = (r, s, k) of dy.
-bool use_indirect(const Conv2dPlan& p) {
-  return p.p.layout == Layout::NHWC && p.sh == 1 && p.sw == 1 && p.Kg >= 8;
-}
-
+// The same full correlation in NHWC: rows = pixels of dx, depth = (r, s, k) of dy.
 template <typename T>
 void backward_data_indirect(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   const auto& e = detail::engine<T>();
@@ -90,11 +83,12 @@ template <typename T>
 void conv2d_backward_data(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   if (p.x_size == 0) return;
   detail::CallScope scope;
-  if (p.y_size > 0 && use_direct(p)) {
+  const detail::BackwardDataAlgo algo = detail::choose_backward_data(p);
+  if (p.y_size > 0 && algo == detail::BackwardDataAlgo::kDirectStride1) {
     backward_data_direct(p, dy, w, dx);
     return;
   }
-  if (p.y_size > 0 && use_indirect(p)) {
+  if (p.y_size > 0 && algo == detail::BackwardDataAlgo::kIndirectNhwc) {
     backward_data_indirect(p, dy, w, dx);
     return;
   }

@@ -1,4 +1,5 @@
-// Backward-weight and backward-bias passes.
+// Backward-weight and backward-bias passes (executor: choose_backward_weight,
+// algorithms.hpp). Im2col executor:
 // dW (Kg × Cg·R·S) = dY (Kg × N·Ho·Wo) · im2colᵀ (N·Ho·Wo × Cg·R·S) per group: one GEMM
 // whose reduction runs over every pixel of every image (the parameter sharing of the
 // layer: each position's gradient is summed into the one filter). Taps are in the
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "convcore/conv2d.hpp"
+#include "algorithms.hpp"
 #include "im2col_pack.hpp"
 #include "../gemm/driver.hpp"
 
@@ -56,19 +58,11 @@ void pad_rows(const Conv2dPlan& p, const T* xn, int64_t c_lo, int64_t c_hi, int6
   }
 }
 
-// NCHW with stride 1 along the width and output rows of at least this many pixels: the
-// transposed problem dWᵀ (taps × Kg) = im2col (taps × pixels) · dYᵀ, with im2col read in
-// place. For one output row, tap (c, r, s) reads a contiguous run of input (or of a
-// zero-padded copy of the rows and channels a block needs), so the indirect microkernel
-// takes MR tap rows as pointers, one output row (a depth segment) at a time; only dYᵀ is
-// packed. Shorter rows make the per-segment cost (pointer setup, a C-tile round trip) too
-// large; they keep the packed path.
-inline constexpr int64_t kTapRowsMinWidth = 16;
-
-bool use_tap_rows(const Conv2dPlan& p) {
-  return p.p.layout == Layout::NCHW && p.sw == 1 && p.Wo >= kTapRowsMinWidth;
-}
-
+// The tap-rows executor (NCHW, unit width stride): the transposed problem
+// dWᵀ (taps × Kg) = im2col (taps × pixels) · dYᵀ, with im2col read in place. For one
+// output row, tap (c, r, s) reads a contiguous run of input (or of a zero-padded copy of
+// the rows and channels a block needs), so the indirect microkernel takes MR tap rows as
+// pointers, one output row (a depth segment) at a time; only dYᵀ is packed.
 template <typename T>
 void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
   const auto& e = detail::engine<T>();
@@ -159,7 +153,7 @@ template <typename T>
 void conv2d_backward_weight(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
   if (p.w_size == 0) return;
   detail::CallScope scope;
-  if (p.y_size > 0 && use_tap_rows(p)) {
+  if (p.y_size > 0 && detail::choose_backward_weight(p) == detail::BackwardWeightAlgo::kTapRows) {
     backward_weight_tap_rows(p, dy, x, dw);
     return;
   }

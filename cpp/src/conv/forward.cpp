@@ -1,10 +1,14 @@
-// Forward pass: y = act(W ⋆ x + b) as GEMMs whose im2col operand is packed straight
-// from the image.
-//   NCHW: per image and group, Y (Kg × Ho·Wo) = W (Kg × Cg·R·S) · im2col (Cg·R·S × Ho·Wo);
-//         bias is per row of C.
-//   NHWC: per group, Y (N·Ho·Wo × Kg) = im2col (N·Ho·Wo × R·S·Cg) · Wᵀ; bias per column.
+// Forward pass: y = act(W ⋆ x + b) as GEMMs whose image operand is never materialised
+// as an im2col matrix. The executor is chosen by choose_forward (algorithms.hpp):
+//   NCHW: Y (Kg × pixels) = W (Kg × Cg·R·S) · im2col (Cg·R·S × pixels), bias per row of C,
+//         with im2col read in place from padded images (stride 1), or packed straight
+//         from the image per image, or across images for small maps;
+//   NHWC: Y (pixels × Kg) = im2col (pixels × R·S·Cg) · Wᵀ, bias per column, with the
+//         pixels read in place through row pointers, or packed for few channels.
 // Both orientations keep C row-major with unit column stride, as the microkernels want.
+// The weights are packed once per call (by the calling thread) and shared by all tiles.
 #include "convcore/conv2d.hpp"
+#include "algorithms.hpp"
 #include "direct_s1.hpp"
 #include "im2col_pack.hpp"
 #include "indirect_nhwc.hpp"
@@ -27,11 +31,6 @@ auto make_epilogue(const T* row_bias, const T* col_bias, bool relu) {
   else return detail::NoEpilogue{};
 }
 
-// Feature maps smaller than this many pixels are computed several images per GEMM (the
-// columns run across images), so the micro-panels are not mostly padding and each tile
-// has enough columns; the blocks then go through a buffer (StoreImagesEpilogue).
-inline constexpr int64_t kMultiImageMaxPixels = 256;
-
 template <bool kFused, typename T>
 void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
@@ -45,9 +44,9 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
     detail::prepack(e.blocking, detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1}, true,
                     M, K, packed + g * group_elems);
 
-  if (p.sh == 1 && p.sw == 1 && 2 * (p.S - 1) * p.dw <= p.Wo &&
-      (p.P() >= kMultiImageMaxPixels || p.N == 1)) {
-    // Stride 1: B read in place from a padded copy of each image (direct_s1.hpp).
+  const detail::ForwardAlgo algo = detail::choose_forward(p);
+  if (algo == detail::ForwardAlgo::kDirectStride1) {
+    // B read in place from a padded copy of each image (direct_s1.hpp).
     detail::DirectS1<T> base{x, p.xs_n, p.xs_c, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
                              y, p.ys_n, p.ys_c, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
                              p.R, p.S, p.dh, p.dw, p.pad_t, p.pad_l, nullptr, relu};
@@ -65,7 +64,8 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
     });
     return;
   }
-  if (p.P() < kMultiImageMaxPixels && p.N > 1) {
+  if (algo == detail::ForwardAlgo::kIm2colMultiImage) {
+    // Columns run across images; blocks go through a buffer (StoreImagesEpilogue).
     detail::run_tiles(p.G, M, p.N * p.P(), K, e.blocking, im2col_b_rules(e.blocking),
                       [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       const detail::Prepacked<T> pack_w{packed + g * group_elems, m_padded};
@@ -87,10 +87,6 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   });
 }
 
-// Below this many channels per group a depth segment is too short for the indirect
-// kernel's per-segment pointer setup to pay off; such layers (RGB stems) pack im2col.
-inline constexpr int64_t kIndirectMinChannels = 8;
-
 template <bool kFused, typename T>
 void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
@@ -102,7 +98,7 @@ void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   for (int64_t g = 0; g < p.G; ++g)
     detail::prepack(e.blocking, detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k}, false,
                     N, K, packed + g * group_elems);
-  if (p.Cg >= kIndirectMinChannels) {
+  if (detail::choose_forward(p) == detail::ForwardAlgo::kIndirectNhwc) {
     // Pixels read in place through row pointers (indirect_nhwc.hpp).
     const detail::IndirectNhwc<T> base{x, p.xs_n, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
                                        y, p.ys_w, p.Ho, p.Wo, p.R, p.S, p.sh, p.sw, p.dh, p.dw,

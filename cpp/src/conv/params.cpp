@@ -5,6 +5,7 @@
 #include <string>
 
 #include "convcore/conv2d.hpp"
+#include "algorithms.hpp"
 
 namespace convcore {
 namespace {
@@ -135,6 +136,28 @@ Conv2dPlan make_plan(const Conv2dParams& prm) {
     p.ws_c = 1; p.ws_s = p.Cg; p.ws_r = p.S * p.Cg; p.ws_k = p.R * p.S * p.Cg;
   }
   return p;
+}
+
+Conv2dAlgorithms conv2d_algorithms(const Conv2dPlan& p) {
+  using namespace detail;
+  Conv2dAlgorithms a{};
+  switch (choose_forward(p)) {
+    case ForwardAlgo::kDirectStride1: a.forward = "direct_stride1"; break;
+    case ForwardAlgo::kIm2colMultiImage: a.forward = "im2col_multi_image"; break;
+    case ForwardAlgo::kIm2colPerImage: a.forward = "im2col_per_image"; break;
+    case ForwardAlgo::kIndirectNhwc: a.forward = "indirect_nhwc"; break;
+    case ForwardAlgo::kIm2colNhwc: a.forward = "im2col_nhwc"; break;
+  }
+  switch (choose_backward_data(p)) {
+    case BackwardDataAlgo::kDirectStride1: a.backward_data = "direct_stride1"; break;
+    case BackwardDataAlgo::kIndirectNhwc: a.backward_data = "indirect_nhwc"; break;
+    case BackwardDataAlgo::kCol2im: a.backward_data = "col2im"; break;
+  }
+  switch (choose_backward_weight(p)) {
+    case BackwardWeightAlgo::kTapRows: a.backward_weight = "tap_rows"; break;
+    case BackwardWeightAlgo::kIm2col: a.backward_weight = "im2col"; break;
+  }
+  return a;
 }
 
 }  // namespace convcore
