@@ -11,7 +11,9 @@ case below asserts the choice it is meant to exercise:
     (indirection); backward-data too when the stride is 1 and there are >= 8 filters per
     group (full correlation);
   * backward-weight, NCHW with unit width stride and output rows >= 16 pixels -> im2col
-    read in place, one output row per depth segment ("tap rows"); otherwise packed;
+    read in place, one output row per depth segment ("tap rows"); NHWC with channels per
+    group a multiple of 32 (and a kernel larger than 1×1 or <= 64 filters) -> im2col read
+    in place through per-pixel offsets ("pixel rows"); otherwise packed;
   * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data).
 Sizes are chosen so each case lands on the intended path and still crosses tile edges.
 """
@@ -37,6 +39,10 @@ CASES = {
     "indirect_nhwc_strided_dilated": ((3, 9, 13, 12), (10, 3, 2), dict(stride=(2, 3), dilation=(2, 1), padding=(1, 2, 0, 3), shape_rule="crop")),
     "indirect_nhwc_pad_beyond_kernel": ((1, 8, 6, 7), (9, 2, 3), dict(padding=(3, 4, 5, 3))),
     "indirect_nhwc_groups": ((2, 16, 8, 9), (24, 3, 3), dict(padding="same", groups=2)),
+    "pixel_rows_nhwc_3x3": ((2, 32, 9, 10), (12, 3, 3), dict(padding=1)),
+    "pixel_rows_nhwc_unpadded_strided": ((2, 64, 11, 9), (10, 3, 2), dict(stride=2, dilation=(1, 2), shape_rule="crop")),
+    "pixel_rows_nhwc_1x1": ((2, 32, 6, 7), (8, 1, 1), dict()),
+    "pixel_rows_nhwc_groups": ((2, 64, 6, 6), (16, 3, 3), dict(padding=(0, 1, 2, 0), groups=2)),
     "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
 }
 
@@ -91,6 +97,22 @@ EXPECTED = {
     'multi_image_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
         'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'pixel_rows_nhwc_1x1': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
+    },
+    'pixel_rows_nhwc_3x3': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
+    },
+    'pixel_rows_nhwc_groups': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
+    },
+    'pixel_rows_nhwc_unpadded_strided': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_rows'),
     },
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),

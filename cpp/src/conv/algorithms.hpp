@@ -20,6 +20,10 @@ inline constexpr int64_t kIndirectMinChannels = 8;
 // The NCHW tap-rows backward-weight path takes one output row per depth segment; shorter
 // rows make the per-segment cost (pointers, a C-tile round trip) too large.
 inline constexpr int64_t kTapRowsMinWidth = 16;
+// The NHWC pixel-rows backward-weight path reads NR channels of one tap per micro-panel
+// row, so the channels of a group must be a multiple of NR: 32 is one for every kernel.
+inline constexpr int64_t kPixelRowsChannels = 32;
+inline constexpr int64_t kPixelRowsMaxFiltersFor1x1 = 64;
 
 enum class ForwardAlgo {
   kDirectStride1,    // NCHW, stride 1: B read in place from padded images (direct_s1.hpp)
@@ -36,8 +40,9 @@ enum class BackwardDataAlgo {
 };
 
 enum class BackwardWeightAlgo {
-  kTapRows,  // NCHW, unit width stride, rows >= 16: im2col read in place (backward_weights.cpp)
-  kIm2col,   // otherwise: dY · im2colᵀ with both operands packed
+  kTapRows,    // NCHW, unit width stride, rows >= 16: im2col read in place (backward_weights.cpp)
+  kPixelRows,  // NHWC, channels a multiple of 32: im2col read in place through pixel offsets
+  kIm2col,     // otherwise: dY · im2colᵀ with both operands packed
 };
 
 // The direct stride-1 executor computes Wo + (S-1)·dw columns per row and keeps Wo: only
@@ -68,6 +73,13 @@ inline BackwardDataAlgo choose_backward_data(const Conv2dPlan& p) {
 inline BackwardWeightAlgo choose_backward_weight(const Conv2dPlan& p) {
   if (p.p.layout == Layout::NCHW && p.sw == 1 && p.Wo >= kTapRowsMinWidth)
     return BackwardWeightAlgo::kTapRows;
+  // With a 1×1 kernel the packed im2col is a plain contiguous copy; for many filters
+  // (each packed element then feeds >= 2·128 FLOPs) it is cheaper to read than pixel rows
+  // scattered across the input, one page apart in wide layers (measured: 1×1 1024→256
+  // packs faster, 1×1 256→64 reads in place faster).
+  if (p.p.layout == Layout::NHWC && p.Cg % kPixelRowsChannels == 0 &&
+      (p.R * p.S > 1 || p.Kg <= kPixelRowsMaxFiltersFor1x1))
+    return BackwardWeightAlgo::kPixelRows;
   return BackwardWeightAlgo::kIm2col;
 }
 

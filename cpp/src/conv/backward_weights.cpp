@@ -58,6 +58,30 @@ void pad_rows(const Conv2dPlan& p, const T* xn, int64_t c_lo, int64_t c_hi, int6
   }
 }
 
+// Input rows [h0, h0 + nrows) of one NHWC image (rows in the padding are zero), each
+// padded to Wp pixels of the group's Cg channels: dst[i][0..Wp)[0..Cg).
+template <typename T>
+void pad_rows_nhwc(const Conv2dPlan& p, const T* xn, int64_t h0, int64_t nrows, int64_t Wp,
+                   T* dst) {
+  const int64_t Cg = p.Cg, row = Wp * Cg;
+  for (int64_t i = 0; i < nrows; ++i, dst += row) {
+    const int64_t h = h0 + i;
+    if (h < 0 || h >= p.H) {
+      std::fill(dst, dst + row, T(0));
+      continue;
+    }
+    std::fill(dst, dst + p.pad_l * Cg, T(0));
+    const T* src = xn + h * p.xs_h;
+    if (Cg == p.C) {
+      detail::copy_run(dst + p.pad_l * Cg, src, p.W * Cg);
+    } else {
+      for (int64_t w = 0; w < p.W; ++w)
+        detail::copy_run(dst + (p.pad_l + w) * Cg, src + w * p.xs_w, Cg);
+    }
+    std::fill(dst + (p.pad_l + p.W) * Cg, dst + row, T(0));
+  }
+}
+
 // The tap-rows executor (NCHW, unit width stride): the transposed problem
 // dWᵀ (taps × Kg) = im2col (taps × pixels) · dYᵀ, with im2col read in place. For one
 // output row, tap (c, r, s) reads a contiguous run of input (or of a zero-padded copy of
@@ -147,14 +171,103 @@ void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* d
   });
 }
 
+// The pixel-rows executor (NHWC, Cg a multiple of kPixelRowsChannels, itself a multiple of
+// every kernel's NR): dW (Kg × R·S·Cg) = dYᵀ · im2col with im2col read in place. Row p of
+// the B micro-panel for columns (r, s, c0..c0+NR) is NR contiguous channels of the input
+// at pixel p's tap (r, s), so the offset-B microkernel reads it through a per-pixel offset
+// table: into the input itself when there is no padding, else into a zero-padded copy of
+// the input rows a block of pixels needs. Only dYᵀ is packed.
+template <typename T>
+void backward_weight_pixel_rows(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
+  const auto& e = detail::engine<T>();
+  const Blocking& bl = e.blocking;
+  const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P(), P = p.P();
+  const int64_t Wp = p.W + p.pad_l + p.pad_r;  // padded row length in pixels
+  const int64_t Cg = p.Cg;
+  const bool unpadded = p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
+  const auto fn = e.ukernel.fn_offset_b;
+  // dY as the A operand (packed per block), im2col in place: the copies are the only B work.
+  detail::run_tiles(p.G, M, N, K, bl, detail::TileRules{1, bl.nr, 24, 8},
+                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int mr = bl.mr, nr = bl.nr;
+    T* pa = detail::thread_scratch_as<T>(detail::Scratch::PackA, bl.mc * bl.kc);
+    int64_t* b_off = detail::thread_scratch_as<int64_t>(detail::Scratch::PackB, bl.kc);
+    const detail::OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
+    const T* xg = x + g * Cg * p.xs_c;
+    T* c = dw + g * p.Kg * p.ws_k;
+    for (int64_t jc = n0; jc < n1; jc += bl.nc) {
+      const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
+      // C[rows, jc..jc+nc) += dYᵀ[rows, pixels pc..pc+kc) · B, B's rows at base + b_off[.]
+      // with taps (r, s) row_stride / pixel_stride apart in the source.
+      auto multiply_block = [&](int64_t pc, int64_t kc, const T* base, int64_t row_stride,
+                                int64_t pixel_stride) {
+        for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+          const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
+          pack_dy(pa, ic, mc, pc, kc, mr);
+          for (int64_t jr = jc; jr < jc + nc; jr += nr) {
+            const int64_t n = std::min<int64_t>(nr, jc + nc - jr);
+            const int64_t tap = jr / Cg, c0 = jr % Cg;  // a panel never straddles two taps
+            const T* b = base + (tap / p.S) * p.dh * row_stride + (tap % p.S) * p.dw * pixel_stride + c0;
+            for (int64_t ir = ic; ir < ic + mc; ir += mr) {
+              const int64_t m = std::min<int64_t>(mr, ic + mc - ir);
+              fn(kc, pa + (ir - ic) * kc, b, b_off, c + ir * p.ws_k + jr, p.ws_k, m, n, pc > 0);
+            }
+          }
+        }
+      };
+      for (int64_t pc = 0; pc < K; pc += bl.kc) {
+        const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+        // b_off[kk]: where pixel pc+kk's tap (0, 0), channel 0 lies, in the input (no
+        // padding) or in padded copies of the rows each image run of the block reads.
+        if (unpadded) {
+          for (int64_t kk = 0; kk < kc; ++kk) {
+            const int64_t img = (pc + kk) / P, pix = (pc + kk) % P;
+            b_off[kk] = img * p.xs_n + (pix / p.Wo) * p.sh * p.xs_h + (pix % p.Wo) * p.sw * p.xs_w;
+          }
+          multiply_block(pc, kc, xg, p.xs_h, p.xs_w);
+          continue;
+        }
+        int64_t slab_size = 0;
+        for (int64_t kk = 0; kk < kc;) {
+          const int64_t pix = (pc + kk) % P, run = std::min(kc - kk, P - pix);
+          const int64_t oh0 = pix / p.Wo, oh1 = (pix + run - 1) / p.Wo;
+          slab_size += ((oh1 - oh0) * p.sh + (p.R - 1) * p.dh + 1) * Wp * Cg;
+          kk += run;
+        }
+        T* slab = detail::thread_scratch_as<T>(detail::Scratch::Image, slab_size);
+        for (int64_t kk = 0, at = 0; kk < kc;) {
+          const int64_t img = (pc + kk) / P, pix = (pc + kk) % P;
+          const int64_t run = std::min(kc - kk, P - pix);
+          const int64_t oh0 = pix / p.Wo, oh1 = (pix + run - 1) / p.Wo;
+          const int64_t nrows = (oh1 - oh0) * p.sh + (p.R - 1) * p.dh + 1;
+          pad_rows_nhwc(p, xg + img * p.xs_n, oh0 * p.sh - p.pad_t, nrows, Wp, slab + at);
+          for (int64_t u = 0; u < run; ++u) {
+            const int64_t oh = (pix + u) / p.Wo, ow = (pix + u) % p.Wo;
+            b_off[kk + u] = at + ((oh - oh0) * p.sh * Wp + ow * p.sw) * Cg;
+          }
+          at += nrows * Wp * Cg;
+          kk += run;
+        }
+        multiply_block(pc, kc, slab, Wp * Cg, Cg);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_backward_weight(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
   if (p.w_size == 0) return;
   detail::CallScope scope;
-  if (p.y_size > 0 && detail::choose_backward_weight(p) == detail::BackwardWeightAlgo::kTapRows) {
+  const detail::BackwardWeightAlgo algo = detail::choose_backward_weight(p);
+  if (p.y_size > 0 && algo == detail::BackwardWeightAlgo::kTapRows) {
     backward_weight_tap_rows(p, dy, x, dw);
+    return;
+  }
+  if (p.y_size > 0 && algo == detail::BackwardWeightAlgo::kPixelRows &&
+      detail::kPixelRowsChannels % detail::engine<T>().blocking.nr == 0) {
+    backward_weight_pixel_rows(p, dy, x, dw);
     return;
   }
   const auto& e = detail::engine<T>();

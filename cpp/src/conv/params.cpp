@@ -155,6 +155,7 @@ Conv2dAlgorithms conv2d_algorithms(const Conv2dPlan& p) {
   }
   switch (choose_backward_weight(p)) {
     case BackwardWeightAlgo::kTapRows: a.backward_weight = "tap_rows"; break;
+    case BackwardWeightAlgo::kPixelRows: a.backward_weight = "pixel_rows"; break;
     case BackwardWeightAlgo::kIm2col: a.backward_weight = "im2col"; break;
   }
   return a;
