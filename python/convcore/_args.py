@@ -53,6 +53,28 @@ def as_buffer(a: np.ndarray) -> np.ndarray:
     return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
+def output_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype,
+                 inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """The array a result is written to: `out` after checks (exact shape and dtype,
+    writable, C-contiguous, not overlapping an input), or a new one."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError("out must be C-contiguous and aligned (it is written in place)")
+    for a in inputs:
+        if np.may_share_memory(out, a):
+            raise ValueError("out must not overlap an input array")
+    return out
+
+
 def check_layout(layout: Any) -> str:
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")

@@ -7,7 +7,8 @@ import numpy as np
 
 from . import _core
 from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
-                    check_same_dtype, check_shape_rule, is_int, padding4, pair, shape_tuple)
+                    check_same_dtype, check_shape_rule, is_int, output_array, padding4, pair,
+                    shape_tuple)
 
 ShapeError = _core.ShapeError
 
@@ -90,27 +91,6 @@ def _check_grad_output(dy: Any, prob: _Problem, ref: np.ndarray, ref_name: str) 
     return dy
 
 
-def _output(out: Any, shape: Tuple[int, ...], dtype: np.dtype,
-            inputs: Sequence[np.ndarray]) -> np.ndarray:
-    """The array to write: `out` after checks, or a new one."""
-    if out is None:
-        return np.empty(shape, dtype=dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
-    if out.shape != shape:
-        raise ValueError(f"out has shape {out.shape}, expected {shape}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if not (out.flags.c_contiguous and out.flags.aligned):
-        raise ValueError("out must be C-contiguous and aligned (it is written in place)")
-    for a in inputs:
-        if np.may_share_memory(out, a):
-            raise ValueError("out must not overlap an input array")
-    return out
-
-
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, *,
            stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
            layout: str = "NCHW", shape_rule: str = "strict", activation: Optional[str] = None,
@@ -135,7 +115,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
                              f"got {bias.shape}")
         b = as_buffer(bias)
     inputs = [x, weight] + ([bias] if bias is not None else [])
-    y = _output(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
+    y = output_array(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
     _core.conv2d_forward(prob.plan, as_buffer(x), as_buffer(weight), b, y, act == "relu")
     return y
 

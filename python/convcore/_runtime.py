@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from . import _core
-from ._args import check_array, check_same_dtype, is_int
+from ._args import check_array, check_same_dtype, is_int, output_array
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -23,22 +23,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.n
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"gemm: a is {a.shape} and b is {b.shape}: a.shape[1] must equal "
                          "b.shape[0]")
-    shape = (a.shape[0], b.shape[1])
-    if out is None:
-        out = np.empty(shape, dtype=a.dtype)
-    else:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-        if out.dtype != a.dtype:
-            raise TypeError(f"out has dtype {out.dtype}, expected {a.dtype}")
-        if out.shape != shape:
-            raise ValueError(f"out has shape {out.shape}, expected {shape}")
-        if not out.flags.writeable:
-            raise ValueError("out is read-only")
-        if not (out.flags.c_contiguous and out.flags.aligned):
-            raise ValueError("out must be C-contiguous and aligned")
-        if np.may_share_memory(out, a) or np.may_share_memory(out, b):
-            raise ValueError("out must not overlap a or b")
+    out = output_array(out, (a.shape[0], b.shape[1]), a.dtype, (a, b))
     itemsize = a.dtype.itemsize
 
     def readable(m: np.ndarray) -> np.ndarray:
