@@ -29,13 +29,9 @@ template <typename T>
 void backward_data_direct(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   const auto& e = detail::engine<T>();
   const int64_t M = p.Cg, K = p.Kg * p.R * p.S;
-  const int64_t m_padded = detail::round_up(M, e.blocking.mr);
-  const int64_t group_elems = m_padded * K;
-  // Packed once by the calling thread, read by all; kept for the next call.
-  T* packed = detail::thread_scratch_as<T>(detail::Scratch::Weights, p.G * group_elems);
-  for (int64_t g = 0; g < p.G; ++g)
-    detail::prepack(e.blocking, detail::FlippedWeightTPackA<T>{&p, w + g * p.Kg * p.ws_k}, true,
-                    M, K, packed + g * group_elems);
+  const auto weights = detail::prepack_groups<T>(e.blocking, p.G, true, M, K, [&](int64_t g) {
+    return detail::FlippedWeightTPackA<T>{&p, w + g * p.Kg * p.ws_k};
+  });
   const detail::DirectS1<T> base{dy, p.ys_n, p.ys_c, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
                                  dx, p.xs_n, p.xs_c, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
                                  p.R, p.S, p.dh, p.dw, (p.R - 1) * p.dh - p.pad_t,
@@ -47,7 +43,7 @@ void backward_data_direct(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
     detail::DirectS1<T> d = base;
     d.in = dy + g * p.Kg * p.ys_c;
     d.out = dx + g * p.Cg * p.xs_c;
-    d.run_tile(e, detail::Prepacked<T>{packed + g * group_elems, m_padded}, img, m0, m1,
+    d.run_tile(e, weights.group(g), img, m0, m1,
                n0, n1);
   });
 }
@@ -57,13 +53,9 @@ template <typename T>
 void backward_data_indirect(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
   const auto& e = detail::engine<T>();
   const int64_t M = p.N * p.H * p.W, N = p.Cg, K = p.R * p.S * p.Kg;
-  const int64_t n_padded = detail::round_up(N, e.blocking.nr);
-  const int64_t group_elems = n_padded * K;
-  // Packed once by the calling thread, read by all; kept for the next call.
-  T* packed = detail::thread_scratch_as<T>(detail::Scratch::Weights, p.G * group_elems);
-  for (int64_t g = 0; g < p.G; ++g)
-    detail::prepack(e.blocking, detail::FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k}, false,
-                    N, K, packed + g * group_elems);
+  const auto weights = detail::prepack_groups<T>(e.blocking, p.G, false, N, K, [&](int64_t g) {
+    return detail::FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k};
+  });
   const detail::IndirectNhwc<T> base{dy, p.ys_n, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
                                      dx, p.xs_w, p.H, p.W, p.R, p.S, 1, 1, p.dh, p.dw,
                                      (p.R - 1) * p.dh - p.pad_t, (p.S - 1) * p.dw - p.pad_l,
@@ -73,7 +65,7 @@ void backward_data_indirect(const Conv2dPlan& p, const T* dy, const T* w, T* dx)
     detail::IndirectNhwc<T> d = base;
     d.in = dy + g * p.Kg * p.ys_c;
     d.out = dx + g * p.Cg * p.xs_c;
-    d.run_tile(e, detail::Prepacked<T>{packed + g * group_elems, n_padded}, m0, m1, n0, n1);
+    d.run_tile(e, weights.group(g), m0, m1, n0, n1);
   });
 }
 
@@ -103,20 +95,16 @@ void conv2d_backward_data(const Conv2dPlan& p, const T* dy, const T* w, T* dx) {
 
   const auto& e = detail::engine<T>();
   const int64_t M = p.CgRS(), N = p.N * p.P(), K = p.Kg;
-  const int64_t m_padded = detail::round_up(M, e.blocking.mr);
-  const int64_t group_elems = m_padded * K;
-  // Packed once by the calling thread, read by all; kept for the next call.
-  T* packed = detail::thread_scratch_as<T>(detail::Scratch::Weights, p.G * group_elems);
-  for (int64_t g = 0; g < p.G; ++g)
-    detail::prepack(e.blocking, detail::WeightTPackA<T>{&p, w + g * p.Kg * p.ws_k}, true, M, K,
-                    packed + g * group_elems);
+  const auto weights = detail::prepack_groups<T>(e.blocking, p.G, true, M, K, [&](int64_t g) {
+    return detail::WeightTPackA<T>{&p, w + g * p.Kg * p.ws_k};
+  });
   // Tiles hold whole channels (R·S rows, starting on micro-panel boundaries) of whole
   // images (columns run across the batch), so each owns its part of dx.
   const int64_t rs = p.R * p.S, mr = e.blocking.mr;
   const int64_t row_align = rs / std::gcd(rs, mr) * mr;
   detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{row_align, p.P(), 0, 24},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const detail::Prepacked<T> pack_w{packed + g * group_elems, m_padded};
+    const detail::Prepacked<T> pack_w = weights.group(g);
     const detail::OutputGradPackB<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
     const detail::Col2imEpilogue<T> col2im{&p, dx + g * p.Cg * p.xs_c};
     detail::gemm_rect_buffered(e, m0, m1, n0, n1, K, pack_w, pack_dy, col2im);

@@ -35,14 +35,9 @@ template <bool kFused, typename T>
 void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
   const int64_t M = p.Kg, K = p.CgRS();
-  const int64_t m_padded = detail::round_up(M, e.blocking.mr);
-  // The weights are packed once and shared by every image and tile.
-  const int64_t group_elems = m_padded * K;
-  // Packed once by the calling thread, read by all; kept for the next call.
-  T* packed = detail::thread_scratch_as<T>(detail::Scratch::Weights, p.G * group_elems);
-  for (int64_t g = 0; g < p.G; ++g)
-    detail::prepack(e.blocking, detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1}, true,
-                    M, K, packed + g * group_elems);
+  const auto weights = detail::prepack_groups<T>(e.blocking, p.G, true, M, K, [&](int64_t g) {
+    return detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1};
+  });
 
   const detail::ForwardAlgo algo = detail::choose_forward(p);
   if (algo == detail::ForwardAlgo::kDirectStride1) {
@@ -59,7 +54,7 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
       d.in = x + g * p.Cg * p.xs_c;
       d.out = y + g * p.Kg * p.ys_c;
       d.bias = bias ? bias + g * p.Kg : nullptr;
-      d.run_tile(e, detail::Prepacked<T>{packed + g * group_elems, m_padded}, img, m0, m1,
+      d.run_tile(e, weights.group(g), img, m0, m1,
                  n0, n1);
     });
     return;
@@ -68,7 +63,7 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
     // Columns run across images; blocks go through a buffer (StoreImagesEpilogue).
     detail::run_tiles(p.G, M, p.N * p.P(), K, e.blocking, im2col_b_rules(e.blocking),
                       [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-      const detail::Prepacked<T> pack_w{packed + g * group_elems, m_padded};
+      const detail::Prepacked<T> pack_w = weights.group(g);
       const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + g * p.Cg * p.xs_c};
       const detail::StoreImagesEpilogue<T> store{&p, y + g * p.Kg * p.ys_c,
                                                  bias ? bias + g * p.Kg : nullptr, relu};
@@ -79,7 +74,7 @@ void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   detail::run_tiles(p.N * p.G, M, p.P(), K, e.blocking, im2col_b_rules(e.blocking),
                     [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t img = prob / p.G, g = prob % p.G;
-    const detail::Prepacked<T> pack_w{packed + g * group_elems, m_padded};
+    const detail::Prepacked<T> pack_w = weights.group(g);
     const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + img * p.xs_n + g * p.Cg * p.xs_c};
     const auto epi = make_epilogue<kFused>(bias ? bias + g * p.Kg : nullptr, (const T*)nullptr, relu);
     T* c = y + img * p.ys_n + g * p.Kg * p.ys_c;
@@ -91,13 +86,9 @@ template <bool kFused, typename T>
 void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
   const auto& e = detail::engine<T>();
   const int64_t M = p.N * p.P(), N = p.Kg, K = p.CgRS();
-  const int64_t n_padded = detail::round_up(N, e.blocking.nr);
-  const int64_t group_elems = n_padded * K;
-  // Packed once by the calling thread, read by all; kept for the next call.
-  T* packed = detail::thread_scratch_as<T>(detail::Scratch::Weights, p.G * group_elems);
-  for (int64_t g = 0; g < p.G; ++g)
-    detail::prepack(e.blocking, detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k}, false,
-                    N, K, packed + g * group_elems);
+  const auto weights = detail::prepack_groups<T>(e.blocking, p.G, false, N, K, [&](int64_t g) {
+    return detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k};
+  });
   if (detail::choose_forward(p) == detail::ForwardAlgo::kIndirectNhwc) {
     // Pixels read in place through row pointers (indirect_nhwc.hpp).
     const detail::IndirectNhwc<T> base{x, p.xs_n, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
@@ -110,7 +101,7 @@ void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
       d.in = x + g * p.Cg * p.xs_c;
       d.out = y + g * p.Kg * p.ys_c;
       d.bias = bias ? bias + g * p.Kg : nullptr;
-      d.run_tile(e, detail::Prepacked<T>{packed + g * group_elems, n_padded}, m0, m1, n0,
+      d.run_tile(e, weights.group(g), m0, m1, n0,
                  n1);
     });
     return;
@@ -119,7 +110,7 @@ void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bo
   detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{1, e.blocking.nr, 64, 0},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const detail::Im2colPackA_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
-    const detail::Prepacked<T> pack_w{packed + g * group_elems, n_padded};
+    const detail::Prepacked<T> pack_w = weights.group(g);
     const auto epi = make_epilogue<kFused>((const T*)nullptr, bias ? bias + g * p.Kg : nullptr, relu);
     T* c = y + g * p.Kg * p.ys_c;
     detail::gemm_rect(e, m0, m1, n0, n1, K, pack_x, pack_w, c, p.ys_w, false, epi);
