@@ -1,4 +1,4 @@
-// The standard layer suite (DESIGN §4): forward, backward-data and backward-weight of each
+// The standard layer suite: forward, backward-data and backward-weight of each
 // layer, fp32, NCHW, shape_rule crop, with a FLOP/s counter of 2·N·K·Ho·Wo·(C/groups)·R·S
 // per pass.
 //
@@ -90,8 +90,8 @@ convcore::Conv2dParams params_of(const Layer& l) {
   return p;
 }
 
-enum class Pass { Forward, BackwardData, BackwardWeight };
-const char* pass_name(Pass p) {
+using convcore::Pass;
+const char* short_name(Pass p) {
   switch (p) {
     case Pass::Forward: return "fwd";
     case Pass::BackwardData: return "bwd_data";
@@ -100,30 +100,36 @@ const char* pass_name(Pass p) {
 }
 
 // Buffers are allocated and filled once per benchmark run, outside the timed loop.
-void bench_pass(benchmark::State& state, const convcore::Conv2dPlan& plan, Pass pass) {
-  const auto x = random_data<float>(plan.x_size, 1);
-  const auto w = random_data<float>(plan.w_size, 2);
-  const auto bias = random_data<float>(plan.K, 3);
-  const auto dy = random_data<float>(plan.y_size, 4);
-  std::vector<float> out(static_cast<std::size_t>(pass == Pass::Forward        ? plan.y_size
-                                                  : pass == Pass::BackwardData ? plan.x_size
-                                                                               : plan.w_size));
+// The primitive is created per run (after any ISA change) and packs the weights per call,
+// as a functional call does.
+void bench_pass(benchmark::State& state, const convcore::Conv2dDesc& desc, Pass pass) {
+  const convcore::Conv2dPrimitive conv(desc);
+  const convcore::Conv2dShape& sh = conv.shape();
+  const auto x = random_data<float>(sh.input_elements, 1);
+  const auto w = random_data<float>(sh.weight_elements, 2);
+  const auto bias = random_data<float>(sh.bias_elements, 3);
+  const auto dy = random_data<float>(sh.output_elements, 4);
+  std::vector<float> out(static_cast<std::size_t>(pass == Pass::Forward ? sh.output_elements
+                                                  : pass == Pass::BackwardData
+                                                      ? sh.input_elements
+                                                      : sh.weight_elements));
   for (auto _ : state) {
     switch (pass) {
       case Pass::Forward:
-        convcore::conv2d_forward<float>(plan, x.data(), w.data(), bias.data(), out.data());
+        conv.forward<float>(x.data(), w.data(), bias.data(), out.data());
         break;
       case Pass::BackwardData:
-        convcore::conv2d_backward_data<float>(plan, dy.data(), w.data(), out.data());
+        conv.backward_data<float>(dy.data(), w.data(), out.data());
         break;
       case Pass::BackwardWeight:
-        convcore::conv2d_backward_weight<float>(plan, dy.data(), x.data(), out.data());
+        conv.backward_weight<float>(dy.data(), x.data(), out.data());
         break;
     }
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  state.counters["FLOPS"] = benchmark::Counter(plan.flops(), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(conv.implementation(pass));
+  state.counters["FLOPS"] = benchmark::Counter(sh.flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace
@@ -139,25 +145,19 @@ bool register_conv_benchmarks() {
     return false;
   }
   for (const Layer& l : layers) {
-    convcore::Conv2dPlan plan;
+    convcore::Conv2dDesc desc;
+    desc.params = params_of(l);
+    desc.dtype = convcore::DataType::Float32;
     try {
-      plan = convcore::make_plan(params_of(l));
+      convcore::Conv2dPrimitive check(desc);  // validates the layer before registering it
     } catch (const std::exception& e) {
       std::fprintf(stderr, "convcore_bench: layer '%s' in %s: %s\n", l.name.c_str(), path.c_str(), e.what());
       return false;
     }
-    std::ostringstream label;
-    label << "N" << plan.N << " C" << plan.C << " " << plan.H << "x" << plan.W << " -> K" << plan.K << " "
-          << plan.Ho << "x" << plan.Wo << ", " << plan.R << "x" << plan.S << "/" << plan.sh;
-    const auto shared_plan = std::make_shared<const convcore::Conv2dPlan>(plan);
-    const std::string text = label.str();
     for (Pass pass : {Pass::Forward, Pass::BackwardData, Pass::BackwardWeight}) {
-      const std::string name = std::string("conv/") + pass_name(pass) + "/" + l.name;
+      const std::string name = std::string("conv/") + short_name(pass) + "/" + l.name;
       benchmark::RegisterBenchmark(name.c_str(),
-                                   [shared_plan, pass, text](benchmark::State& st) {
-                                     bench_pass(st, *shared_plan, pass);
-                                     st.SetLabel(text);
-                                   })
+                                   [desc, pass](benchmark::State& st) { bench_pass(st, desc, pass); })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }

@@ -1,5 +1,5 @@
-// pybind11 module convcore._core: converts, checks that buffers match the plan, releases
-// the GIL and calls the C++ core. Argument policy (defaults, padding modes, messages that
+// pybind11 module convcore._core: converts, checks that buffers match the primitive,
+// releases the GIL and calls the C++ core. Argument policy (defaults, padding modes, messages that
 // use the Python names) lives in python/convcore; this layer only refuses what would make
 // the core read or write out of bounds.
 #include <pybind11/numpy.h>
@@ -20,11 +20,23 @@ namespace {
 
 enum class DType { F32, F64 };
 
+// Native byte order ('=' or '|', or the explicit marker of this machine's order).
+bool native_order(char order) {
+  const uint16_t probe = 1;
+  const bool little = *reinterpret_cast<const unsigned char*>(&probe) == 1;
+  return order == '=' || order == '|' || order == (little ? '<' : '>');
+}
+
+// Compared by value, not identity: arrays that went through pickle, dtypes with metadata
+// or an explicit native byte order are still float32/float64.
 DType dtype_of(const py::array& a, const char* name) {
-  if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
-  if (a.dtype().is(py::dtype::of<double>())) return DType::F64;
-  throw py::type_error(std::string(name) + " must be float32 or float64, got " +
-                       std::string(py::str(a.dtype())));
+  const py::dtype dt = a.dtype();
+  if (native_order(dt.byteorder())) {
+    if (dt.num() == py::dtype::of<float>().num()) return DType::F32;
+    if (dt.num() == py::dtype::of<double>().num()) return DType::F64;
+  }
+  throw py::type_error(std::string(name) + " must be float32 or float64 (native byte order), got " +
+                       std::string(py::str(dt)));
 }
 
 void require_buffer(const py::array& a, const char* name, DType dt, int64_t size, bool writable) {
@@ -58,62 +70,94 @@ const T* ptr(const py::array& a) { return static_cast<const T*>(a.data()); }
 template <typename T>
 T* mptr(py::array& a) { return static_cast<T*>(a.mutable_data()); }
 
-void forward(const Conv2dPlan& p, const py::array& x, const py::array& w,
+DType dtype_of(const Conv2dPrimitive& prim) {
+  return prim.desc().dtype == DataType::Float32 ? DType::F32 : DType::F64;
+}
+
+// Dispatches body(T{}) on the primitive's dtype with the GIL released.
+template <typename Body>
+void with_dtype(DType dt, Body&& body) {
+  py::gil_scoped_release release;
+  if (dt == DType::F32) body(float{});
+  else body(double{});
+}
+
+void forward(const Conv2dPrimitive& prim, const py::array& x, const py::object& w,
              const py::object& bias, py::array& y, bool relu) {
-  const DType dt = dtype_of(x, "x");
-  require_buffer(x, "x", dt, p.x_size, false);
-  require_buffer(w, "weight", dt, p.w_size, false);
-  require_buffer(y, "out", dt, p.y_size, true);
-  py::array b;
+  const Conv2dShape& sh = prim.shape();
+  const DType dt = dtype_of(prim);
+  require_buffer(x, "x", dt, sh.input_elements, false);
+  py::array wa, b;
+  if (!w.is_none()) {
+    wa = w.cast<py::array>();
+    require_buffer(wa, "weight", dt, sh.weight_elements, false);
+  }
+  require_buffer(y, "out", dt, sh.output_elements, true);
   if (!bias.is_none()) {
     b = bias.cast<py::array>();
-    require_buffer(b, "bias", dt, p.K, false);
+    require_buffer(b, "bias", dt, sh.bias_elements, false);
   }
-  const bool has_bias = !bias.is_none();
+  const bool has_w = !w.is_none(), has_bias = !bias.is_none();
   const Activation act = relu ? Activation::Relu : Activation::None;
-  py::gil_scoped_release release;
-  if (dt == DType::F32)
-    conv2d_forward<float>(p, ptr<float>(x), ptr<float>(w), has_bias ? ptr<float>(b) : nullptr,
-                          mptr<float>(y), act);
-  else
-    conv2d_forward<double>(p, ptr<double>(x), ptr<double>(w), has_bias ? ptr<double>(b) : nullptr,
-                           mptr<double>(y), act);
+  with_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    prim.forward<T>(ptr<T>(x), has_w ? ptr<T>(wa) : nullptr, has_bias ? ptr<T>(b) : nullptr,
+                    mptr<T>(y), act);
+  });
 }
 
-void backward_data(const Conv2dPlan& p, const py::array& dy, const py::array& w, py::array& dx) {
-  const DType dt = dtype_of(dy, "grad_output");
-  require_buffer(dy, "grad_output", dt, p.y_size, false);
-  require_buffer(w, "weight", dt, p.w_size, false);
-  require_buffer(dx, "grad_input", dt, p.x_size, true);
-  py::gil_scoped_release release;
-  if (dt == DType::F32)
-    conv2d_backward_data<float>(p, ptr<float>(dy), ptr<float>(w), mptr<float>(dx));
-  else
-    conv2d_backward_data<double>(p, ptr<double>(dy), ptr<double>(w), mptr<double>(dx));
+void backward_data(const Conv2dPrimitive& prim, const py::array& dy, const py::object& w,
+                   py::array& dx) {
+  const Conv2dShape& sh = prim.shape();
+  const DType dt = dtype_of(prim);
+  require_buffer(dy, "grad_output", dt, sh.output_elements, false);
+  py::array wa;
+  if (!w.is_none()) {
+    wa = w.cast<py::array>();
+    require_buffer(wa, "weight", dt, sh.weight_elements, false);
+  }
+  require_buffer(dx, "grad_input", dt, sh.input_elements, true);
+  const bool has_w = !w.is_none();
+  with_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    prim.backward_data<T>(ptr<T>(dy), has_w ? ptr<T>(wa) : nullptr, mptr<T>(dx));
+  });
 }
 
-void backward_weight(const Conv2dPlan& p, const py::array& dy, const py::array& x, py::array& dw) {
-  const DType dt = dtype_of(dy, "grad_output");
-  require_buffer(dy, "grad_output", dt, p.y_size, false);
-  require_buffer(x, "x", dt, p.x_size, false);
-  require_buffer(dw, "grad_weight", dt, p.w_size, true);
-  py::gil_scoped_release release;
-  if (dt == DType::F32)
-    conv2d_backward_weight<float>(p, ptr<float>(dy), ptr<float>(x), mptr<float>(dw));
-  else
-    conv2d_backward_weight<double>(p, ptr<double>(dy), ptr<double>(x), mptr<double>(dw));
+void backward_weight(const Conv2dPrimitive& prim, const py::array& dy, const py::array& x,
+                     py::array& dw) {
+  const Conv2dShape& sh = prim.shape();
+  const DType dt = dtype_of(prim);
+  require_buffer(dy, "grad_output", dt, sh.output_elements, false);
+  require_buffer(x, "x", dt, sh.input_elements, false);
+  require_buffer(dw, "grad_weight", dt, sh.weight_elements, true);
+  with_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    prim.backward_weight<T>(ptr<T>(dy), ptr<T>(x), mptr<T>(dw));
+  });
 }
 
-void backward_bias(const Conv2dPlan& p, const py::array& dy, py::array& db) {
-  const DType dt = dtype_of(dy, "grad_output");
-  require_buffer(dy, "grad_output", dt, p.y_size, false);
-  require_buffer(db, "grad_bias", dt, p.K, true);
-  py::gil_scoped_release release;
-  if (dt == DType::F32)
-    conv2d_backward_bias<float>(p, ptr<float>(dy), mptr<float>(db));
-  else
-    conv2d_backward_bias<double>(p, ptr<double>(dy), mptr<double>(db));
+void backward_bias(const Conv2dPrimitive& prim, const py::array& dy, py::array& db) {
+  const Conv2dShape& sh = prim.shape();
+  const DType dt = dtype_of(prim);
+  require_buffer(dy, "grad_output", dt, sh.output_elements, false);
+  require_buffer(db, "grad_bias", dt, sh.bias_elements, true);
+  with_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    prim.backward_bias<T>(ptr<T>(dy), mptr<T>(db));
+  });
 }
+
+void set_weights(Conv2dPrimitive& prim, const py::array& w) {
+  const DType dt = dtype_of(prim);
+  require_buffer(w, "weight", dt, prim.shape().weight_elements, false);
+  with_dtype(dt, [&](auto t) {
+    using T = decltype(t);
+    prim.set_weights<T>(ptr<T>(w));
+  });
+}
+
+const Pass kPasses[] = {Pass::Forward, Pass::BackwardData, Pass::BackwardWeight};
 
 // Element strides of a 2-D array; throws when a byte stride is not a multiple of the
 // element size (the Python layer copies such arrays first).
@@ -174,72 +218,96 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
-  py::class_<Conv2dPlan>(m, "Plan", "A validated convolution problem (sizes resolved).")
-      .def_readonly("N", &Conv2dPlan::N)
-      .def_readonly("C", &Conv2dPlan::C)
-      .def_readonly("H", &Conv2dPlan::H)
-      .def_readonly("W", &Conv2dPlan::W)
-      .def_readonly("K", &Conv2dPlan::K)
-      .def_readonly("R", &Conv2dPlan::R)
-      .def_readonly("S", &Conv2dPlan::S)
-      .def_readonly("groups", &Conv2dPlan::G)
-      .def_readonly("out_h", &Conv2dPlan::Ho)
-      .def_readonly("out_w", &Conv2dPlan::Wo)
-      .def_readonly("pad_top", &Conv2dPlan::pad_t)
-      .def_readonly("pad_bottom", &Conv2dPlan::pad_b)
-      .def_readonly("pad_left", &Conv2dPlan::pad_l)
-      .def_readonly("pad_right", &Conv2dPlan::pad_r)
-      .def_property_readonly("flops", &Conv2dPlan::flops)
-      .def_property_readonly("algorithms", [](const Conv2dPlan& p) {
-        const Conv2dAlgorithms a = conv2d_algorithms(p);
+  py::class_<Conv2dPrimitive>(m, "Primitive",
+                              "A validated convolution with one implementation chosen per pass.")
+      .def(py::init([](int64_t batch, int64_t in_channels, int64_t in_h, int64_t in_w,
+                       int64_t out_channels, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                       int64_t stride_w, int64_t dilation_h, int64_t dilation_w, int64_t pad_top,
+                       int64_t pad_bottom, int64_t pad_left, int64_t pad_right, int64_t groups,
+                       const std::string& layout, const std::string& rule,
+                       const std::string& dtype, const std::string& forward,
+                       const std::string& backward_data, const std::string& backward_weight) {
+             Conv2dDesc desc;
+             Conv2dParams& prm = desc.params;
+             prm.batch = batch;
+             prm.in_channels = in_channels;
+             prm.in_h = in_h;
+             prm.in_w = in_w;
+             prm.out_channels = out_channels;
+             prm.kernel_h = kernel_h;
+             prm.kernel_w = kernel_w;
+             prm.stride_h = stride_h;
+             prm.stride_w = stride_w;
+             prm.dilation_h = dilation_h;
+             prm.dilation_w = dilation_w;
+             prm.pad_top = pad_top;
+             prm.pad_bottom = pad_bottom;
+             prm.pad_left = pad_left;
+             prm.pad_right = pad_right;
+             prm.groups = groups;
+             prm.layout = parse_layout(layout);
+             prm.shape_rule = parse_rule(rule);
+             if (dtype == "float32") desc.dtype = DataType::Float32;
+             else if (dtype == "float64") desc.dtype = DataType::Float64;
+             else throw py::type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+             PrimitiveOptions opt;
+             opt.forward = forward;
+             opt.backward_data = backward_data;
+             opt.backward_weight = backward_weight;
+             return Conv2dPrimitive(desc, opt);
+           }),
+           py::arg("batch"), py::arg("in_channels"), py::arg("in_h"), py::arg("in_w"),
+           py::arg("out_channels"), py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"),
+           py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),
+           py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"),
+           py::arg("layout"), py::arg("shape_rule"), py::arg("dtype") = "float32",
+           py::arg("forward") = "", py::arg("backward_data") = "",
+           py::arg("backward_weight") = "")
+      .def_property_readonly("out_h", [](const Conv2dPrimitive& p) { return p.shape().out_h; })
+      .def_property_readonly("out_w", [](const Conv2dPrimitive& p) { return p.shape().out_w; })
+      .def_property_readonly("pad_top", [](const Conv2dPrimitive& p) { return p.shape().pad_top; })
+      .def_property_readonly("pad_bottom",
+                             [](const Conv2dPrimitive& p) { return p.shape().pad_bottom; })
+      .def_property_readonly("pad_left", [](const Conv2dPrimitive& p) { return p.shape().pad_left; })
+      .def_property_readonly("pad_right",
+                             [](const Conv2dPrimitive& p) { return p.shape().pad_right; })
+      .def_property_readonly("flops", [](const Conv2dPrimitive& p) { return p.shape().flops; })
+      .def_property_readonly("dtype", [](const Conv2dPrimitive& p) {
+        return p.desc().dtype == DataType::Float32 ? "float32" : "float64";
+      })
+      .def_property_readonly("isa", [](const Conv2dPrimitive& p) { return isa_name(p.isa()); })
+      .def_property_readonly("algorithms", [](const Conv2dPrimitive& p) {
         py::dict d;
-        d["forward"] = a.forward;
-        d["backward_data"] = a.backward_data;
-        d["backward_weight"] = a.backward_weight;
+        for (Pass pass : kPasses) d[pass_name(pass)] = p.implementation(pass);
         return d;
-      }, "The executor of each pass for this plan (see cpp/src/conv/algorithms.hpp).");
+      }, "The implementation each pass runs (chosen at creation).")
+      .def("implementations", [](const Conv2dPrimitive& p) {
+        py::dict d;
+        for (Pass pass : kPasses) {
+          py::list l;
+          for (const ImplementationStatus& st : p.implementations(pass)) {
+            py::dict e;
+            e["name"] = st.name;
+            e["applies"] = st.applies;
+            e["preferred"] = st.preferred;
+            e["reason"] = st.reason;
+            l.append(e);
+          }
+          d[pass_name(pass)] = l;
+        }
+        return d;
+      }, "Every entry of each pass's list, in preference order, judged for this problem.")
+      .def("forward", &forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+           py::arg("relu"))
+      .def("backward_data", &backward_data, py::arg("grad_output"), py::arg("weight"),
+           py::arg("out"))
+      .def("backward_weight", &backward_weight, py::arg("grad_output"), py::arg("x"),
+           py::arg("out"))
+      .def("backward_bias", &backward_bias, py::arg("grad_output"), py::arg("out"))
+      .def("set_weights", &set_weights, py::arg("weight"))
+      .def("clear_weights", &Conv2dPrimitive::clear_weights)
+      .def_property_readonly("has_weights", &Conv2dPrimitive::has_weights);
 
-  m.def(
-      "make_plan",
-      [](int64_t batch, int64_t in_channels, int64_t in_h, int64_t in_w, int64_t out_channels,
-         int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
-         int64_t dilation_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
-         int64_t pad_right, int64_t groups, const std::string& layout, const std::string& rule) {
-        Conv2dParams prm;
-        prm.batch = batch;
-        prm.in_channels = in_channels;
-        prm.in_h = in_h;
-        prm.in_w = in_w;
-        prm.out_channels = out_channels;
-        prm.kernel_h = kernel_h;
-        prm.kernel_w = kernel_w;
-        prm.stride_h = stride_h;
-        prm.stride_w = stride_w;
-        prm.dilation_h = dilation_h;
-        prm.dilation_w = dilation_w;
-        prm.pad_top = pad_top;
-        prm.pad_bottom = pad_bottom;
-        prm.pad_left = pad_left;
-        prm.pad_right = pad_right;
-        prm.groups = groups;
-        prm.layout = parse_layout(layout);
-        prm.shape_rule = parse_rule(rule);
-        return make_plan(prm);
-      },
-      py::arg("batch"), py::arg("in_channels"), py::arg("in_h"), py::arg("in_w"),
-      py::arg("out_channels"), py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"),
-      py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),
-      py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"),
-      py::arg("layout"), py::arg("shape_rule"));
-
-  m.def("conv2d_forward", &forward, py::arg("plan"), py::arg("x"), py::arg("weight"),
-        py::arg("bias"), py::arg("out"), py::arg("relu"));
-  m.def("conv2d_backward_data", &backward_data, py::arg("plan"), py::arg("grad_output"),
-        py::arg("weight"), py::arg("out"));
-  m.def("conv2d_backward_weight", &backward_weight, py::arg("plan"), py::arg("grad_output"),
-        py::arg("x"), py::arg("out"));
-  m.def("conv2d_backward_bias", &backward_bias, py::arg("plan"), py::arg("grad_output"),
-        py::arg("out"));
   m.def("gemm", &gemm_py, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("accumulate") = false);
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

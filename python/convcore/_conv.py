@@ -1,7 +1,8 @@
 """conv2d and its backward passes: argument checks, buffers, and calls into the core."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence, Tuple
+import contextlib
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,12 +21,38 @@ class Conv2dGrads(NamedTuple):
     bias: Optional[np.ndarray]
 
 
+# Private test hook: implementation names forced on every primitive created while set
+# (see _force_implementations); empty in normal use.
+_FORCED: Dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def _force_implementations(forward: str = "", backward_data: str = "",
+                           backward_weight: str = "") -> Iterator[None]:
+    """Private hook for tests: primitives created inside the block run the named
+    implementation of each pass given (it must apply to the problem, else ValueError)."""
+    saved = dict(_FORCED)
+    _FORCED.update({k: v for k, v in (("forward", forward), ("backward_data", backward_data),
+                                      ("backward_weight", backward_weight)) if v})
+    try:
+        yield
+    finally:
+        _FORCED.clear()
+        _FORCED.update(saved)
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    return "float64" if a.dtype.itemsize == 8 else "float32"
+
+
 class _Problem:
-    """A convolution resolved against concrete shapes: the core's plan plus the shapes the
-    Python side allocates and checks."""
+    """A convolution resolved against concrete shapes: the core's primitive (validated
+    once, one implementation per pass) plus the shapes the Python side allocates and
+    checks."""
 
     def __init__(self, input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
-                 padding: Any, dilation: Any, groups: Any, layout: Any, shape_rule: Any):
+                 padding: Any, dilation: Any, groups: Any, layout: Any, shape_rule: Any,
+                 dtype: str = "float32"):
         self.layout = check_layout(layout)
         rule = check_shape_rule(shape_rule)
         ishape = shape_tuple(input_shape, "input shape", (3, 4))
@@ -53,8 +80,8 @@ class _Problem:
         self.stride = pair(stride, "stride", 1)
         self.dilation = pair(dilation, "dilation", 1)
         self.pads = padding4(padding, (r, s), self.stride, self.dilation)
-        self.plan = _core.make_plan(n, c, h, w, k, r, s, *self.stride, *self.dilation,
-                                    *self.pads, groups, self.layout, rule)
+        self.plan = _core.Primitive(n, c, h, w, k, r, s, *self.stride, *self.dilation,
+                                    *self.pads, groups, self.layout, rule, dtype, **_FORCED)
         ho, wo = self.plan.out_h, self.plan.out_w
         self.x_shape = ishape
         self.w_shape = wshape
@@ -105,7 +132,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")
     act = check_activation(activation)
-    prob = _Problem(x.shape, weight.shape, stride, padding, dilation, groups, layout, shape_rule)
+    prob = _Problem(x.shape, weight.shape, stride, padding, dilation, groups, layout, shape_rule,
+                    _dtype_name(x))
     b = None
     if bias is not None:
         bias = check_array(bias, "bias")
@@ -116,7 +144,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
         b = as_buffer(bias)
     inputs = [x, weight] + ([bias] if bias is not None else [])
     y = output_array(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
-    _core.conv2d_forward(prob.plan, as_buffer(x), as_buffer(weight), b, y, act == "relu")
+    prob.plan.forward(as_buffer(x), as_buffer(weight), b, y, act == "relu")
     return y
 
 
@@ -128,10 +156,10 @@ def conv2d_backward_input(grad_output: np.ndarray, weight: np.ndarray,
     dy = check_array(grad_output, "grad_output")
     weight = _check_weight(weight, dy, "grad_output")
     prob = _Problem(input_shape, weight.shape, stride, padding, dilation, groups, layout,
-                    shape_rule)
+                    shape_rule, _dtype_name(dy))
     dy = _check_grad_output(dy, prob, dy, "grad_output")
     dx = np.empty(prob.user_shape(prob.x_shape), dtype=dy.dtype)
-    _core.conv2d_backward_data(prob.plan, as_buffer(dy), as_buffer(weight), dx)
+    prob.plan.backward_data(as_buffer(dy), as_buffer(weight), dx)
     return dx
 
 
@@ -143,16 +171,16 @@ def conv2d_backward_weight(grad_output: np.ndarray, x: np.ndarray,
     contribution summed into the one shared filter."""
     x = _check_input(x, "x")
     prob = _Problem(x.shape, weight_shape, stride, padding, dilation, groups, layout,
-                    shape_rule)
+                    shape_rule, _dtype_name(x))
     dy = _check_grad_output(grad_output, prob, x, "x")
     dw = np.empty(prob.w_shape, dtype=x.dtype)
-    _core.conv2d_backward_weight(prob.plan, as_buffer(dy), as_buffer(x), dw)
+    prob.plan.backward_weight(as_buffer(dy), as_buffer(x), dw)
     return dw
 
 
 def _bias_grad(prob: _Problem, dy: np.ndarray) -> np.ndarray:
     db = np.empty((prob.out_channels,), dtype=dy.dtype)
-    _core.conv2d_backward_bias(prob.plan, dy, db)
+    prob.plan.backward_bias(dy, db)
     return db
 
 
@@ -168,13 +196,13 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
         raise TypeError(f"bias must be True or False (whether to return its gradient), "
                         f"got {type(bias).__name__}")
     prob = _Problem(x.shape, weight.shape, stride, padding, dilation, groups, layout,
-                    shape_rule)
+                    shape_rule, _dtype_name(x))
     dy = as_buffer(_check_grad_output(grad_output, prob, x, "x"))
     xb, wb = as_buffer(x), as_buffer(weight)
     dx = np.empty(x.shape, dtype=x.dtype)
     dw = np.empty(weight.shape, dtype=x.dtype)
-    _core.conv2d_backward_data(prob.plan, dy, wb, dx)
-    _core.conv2d_backward_weight(prob.plan, dy, xb, dw)
+    prob.plan.backward_data(dy, wb, dx)
+    prob.plan.backward_weight(dy, xb, dw)
     db = _bias_grad(prob, dy) if bias else None
     return Conv2dGrads(dx, dw, db)
 
@@ -190,11 +218,23 @@ def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int],
 
 def _algorithms(input_shape: Sequence[int], weight_shape: Sequence[int], *, stride: Any = 1,
                 padding: Any = 0, dilation: Any = 1, groups: int = 1, layout: str = "NCHW",
-                shape_rule: str = "strict") -> dict:
-    """Which executor the core uses for each pass of this convolution (diagnostics/tests)."""
+                shape_rule: str = "strict", dtype: str = "float32") -> dict:
+    """Which implementation the core runs for each pass of this convolution
+    (diagnostics/tests)."""
     prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
-                    shape_rule)
+                    shape_rule, dtype)
     return dict(prob.plan.algorithms)
+
+
+def _implementations(input_shape: Sequence[int], weight_shape: Sequence[int], *,
+                     stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                     layout: str = "NCHW", shape_rule: str = "strict",
+                     dtype: str = "float32") -> dict:
+    """Every implementation of each pass, in preference order, with whether it applies to
+    this convolution and why not (diagnostics/tests)."""
+    prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
+                    shape_rule, dtype)
+    return dict(prob.plan.implementations())
 
 
 def conv2d_num_params(in_channels: int, out_channels: int, kernel_size: Any, *,

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "convcore/config.hpp"
-#include "convcore/conv2d.hpp"  // convcore::reference::gemm
+#include "reference.hpp"  // reference::gemm
 #include "convcore/gemm.hpp"
 #include "test_support.hpp"
 
@@ -83,10 +83,10 @@ void check_gemm(int64_t m, int64_t n, int64_t k, const GemmLayout& l, std::mt199
   std::vector<T> want(c.data(), c.data() + c_elems);
   const std::vector<T> before = want;
 
-  convcore::reference::gemm<T>(m, n, k, a.storage.data(), a.rs, a.cs, b.storage.data(), b.rs,
+  reference::gemm<T>(m, n, k, a.storage.data(), a.rs, a.cs, b.storage.data(), b.rs,
                                b.cs, want.data(), ldc, l.accumulate);
   std::vector<T> magnitude = abs_copy(before);
-  convcore::reference::gemm<T>(m, n, k, abs_copy(a.storage).data(), a.rs, a.cs,
+  reference::gemm<T>(m, n, k, abs_copy(a.storage).data(), a.rs, a.cs,
                                abs_copy(b.storage).data(), b.rs, b.cs, magnitude.data(), ldc,
                                l.accumulate);
   convcore::gemm<T>(m, n, k, a.storage.data(), a.rs, a.cs, b.storage.data(), b.rs, b.cs,

@@ -1,9 +1,29 @@
-// convcore: 2-D convolution — parameters, the output-size rule, forward and backward passes.
+// convcore: 2-D convolution — descriptor → primitive.
+//
+//   convcore::Conv2dDesc desc;                 // what to compute
+//   desc.params.batch = 8; desc.params.in_channels = 3; ...; desc.dtype = DataType::Float32;
+//   convcore::Conv2dPrimitive conv(desc);      // validated once, executors chosen
+//   conv.forward(x, w, bias, y);               // no further decisions
+//   conv.backward_data(dy, w, dx);
+//   conv.backward_weight(dy, x, dw);
+//   conv.backward_bias(dy, db);
+//
+// Creating a primitive validates the descriptor (ShapeError / std::invalid_argument /
+// std::overflow_error, messages naming the argument, the value and the rule), resolves the
+// shape rule, takes the active ISA's kernels and picks one implementation per pass from an
+// ordered list (docs/design.md lists them and why each exists). A primitive can hold
+// prepacked weights (set_weights), which forward and backward-data then use when passed
+// w == nullptr. Executing is const and thread-safe; set_weights is not concurrent-safe
+// with execution.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "convcore/config.hpp"
 
 namespace convcore {
 
@@ -11,6 +31,21 @@ enum class Layout { NCHW, NHWC };
 // How to treat (in − kernel_eff + pads) not divisible by the stride.
 enum class ShapeRule { Strict, Crop, Pad };
 enum class Activation { None, Relu };
+enum class DataType { Float32, Float64 };
+// The operation a descriptor asks for. Transposed, depthwise and locally-connected
+// convolution join this list as their own kinds.
+enum class OpKind { Conv2d };
+// The passes a primitive computes; the bias gradient is part of backward_weight's family
+// but has a single implementation (backward_bias).
+enum class Pass { Forward, BackwardData, BackwardWeight };
+
+const char* pass_name(Pass pass);  // "forward", "backward_data", "backward_weight"
+template <typename T>
+constexpr DataType data_type_of();
+template <>
+constexpr DataType data_type_of<float>() { return DataType::Float32; }
+template <>
+constexpr DataType data_type_of<double>() { return DataType::Float64; }
 
 // Raised when the hyperparameters don't fit the input (the Python ShapeError).
 class ShapeError : public std::invalid_argument {
@@ -18,7 +53,7 @@ class ShapeError : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// What the caller asks for. Weight layout follows the activation layout:
+// Sizes and hyperparameters. Weight layout follows the activation layout:
 // NCHW: x (N,C,H,W), w (K,C/groups,R,S), y (N,K,Ho,Wo);
 // NHWC: x (N,H,W,C), w (K,R,S,C/groups), y (N,Ho,Wo,K).
 struct Conv2dParams {
@@ -32,69 +67,86 @@ struct Conv2dParams {
   ShapeRule shape_rule = ShapeRule::Strict;
 };
 
-// A validated problem: every size, the resolved padding and the element strides of the
-// three tensors, so the executors make no further decisions (cf. oneDNN's conf structs).
-struct Conv2dPlan {
-  Conv2dParams p;
-  int64_t N, C, H, W, K, R, S, G, Cg, Kg, Ho, Wo;
-  int64_t sh, sw, dh, dw;
-  int64_t pad_t, pad_l, pad_b, pad_r;  // after the shape rule ("pad" grows pad_b/pad_r)
-  // element strides: x[n][c][h][w], y[n][k][h][w], w[k][c][r][s] whatever the layout
-  int64_t xs_n, xs_c, xs_h, xs_w;
-  int64_t ys_n, ys_c, ys_h, ys_w;
-  int64_t ws_k, ws_c, ws_r, ws_s;
-  int64_t x_size, y_size, w_size;  // element counts
-  int64_t P() const { return Ho * Wo; }
-  int64_t CgRS() const { return Cg * R * S; }
-  double flops() const { return 2.0 * double(N) * K * Ho * Wo * Cg * R * S; }
+// What to compute: the operation, its sizes and hyperparameters, and the element type.
+struct Conv2dDesc {
+  OpKind kind = OpKind::Conv2d;
+  Conv2dParams params;
+  DataType dtype = DataType::Float32;
 };
 
-// Validates and resolves; throws ShapeError (sizes that don't fit) or
-// std::invalid_argument (bad hyperparameters), std::overflow_error for sizes that
-// overflow. Messages name the argument, the value and the rule.
-Conv2dPlan make_plan(const Conv2dParams& params);
+// What a validated descriptor resolves to.
+struct Conv2dShape {
+  int64_t out_h = 0, out_w = 0;
+  // Padding after the shape rule ("pad" grows bottom/right).
+  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  // Element counts of the tensors.
+  int64_t input_elements = 0, weight_elements = 0, output_elements = 0, bias_elements = 0;
+  double flops = 0;  // 2·N·K·Ho·Wo·(C/groups)·R·S per pass
+};
 
 // Output size along one axis under a shape rule; `axis` names it in error messages.
-// Returns {out, extra_pad_end}.
+// Returns {out, extra_pad_end}. Throws like primitive creation.
 struct AxisSize { int64_t out; int64_t extra_pad_end; };
 AxisSize conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t dilation,
                           int64_t pad_begin, int64_t pad_end, ShapeRule rule, const char* axis);
 
-// y = act(conv(x, w) + bias); bias may be null.
-template <typename T>
-void conv2d_forward(const Conv2dPlan& plan, const T* x, const T* w, const T* bias, T* y,
-                    Activation act = Activation::None);
-// dx = ∂L/∂x given dy.
-template <typename T>
-void conv2d_backward_data(const Conv2dPlan& plan, const T* dy, const T* w, T* dx);
-// dw = ∂L/∂w given dy and x (the sum over every position and image).
-template <typename T>
-void conv2d_backward_weight(const Conv2dPlan& plan, const T* dy, const T* x, T* dw);
-// db[k] = sum of dy over images and positions of channel k.
-template <typename T>
-void conv2d_backward_bias(const Conv2dPlan& plan, const T* dy, T* db);
-
-// The executor each pass uses for this plan (chosen from the shape alone; see
-// cpp/src/conv/algorithms.hpp): for tests and diagnostics.
-struct Conv2dAlgorithms {
-  const char* forward;
-  const char* backward_data;
-  const char* backward_weight;
+// Options for primitive creation; the defaults choose everything.
+struct PrimitiveOptions {
+  // Implementation names to force per pass ("" = the first preferred entry of the list).
+  // A forced entry must apply to the problem (else std::invalid_argument naming why not).
+  // For tests and diagnostics: the choice affects speed and the last bits, never validity.
+  std::string forward, backward_data, backward_weight;
 };
-Conv2dAlgorithms conv2d_algorithms(const Conv2dPlan& plan);
 
-namespace reference {
-// Direct loops in the obvious order: the oracle for the C++ tests. Single-threaded.
-template <typename T>
-void conv2d_forward(const Conv2dPlan& plan, const T* x, const T* w, const T* bias, T* y,
-                    Activation act = Activation::None);
-template <typename T>
-void conv2d_backward_data(const Conv2dPlan& plan, const T* dy, const T* w, T* dx);
-template <typename T>
-void conv2d_backward_weight(const Conv2dPlan& plan, const T* dy, const T* x, T* dw);
-template <typename T>
-void gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t rsa, int64_t csa,
-          const T* b, int64_t rsb, int64_t csb, T* c, int64_t ldc, bool accumulate);
-}  // namespace reference
+// One entry of a pass's implementation list, as judged for one problem.
+struct ImplementationStatus {
+  std::string name;
+  bool applies = false;   // can compute this problem
+  bool preferred = false; // would be chosen when it is the first applicable and preferred
+  std::string reason;     // why it does not apply, or why it is not preferred ("" if both)
+};
+
+class Conv2dPrimitive {
+ public:
+  explicit Conv2dPrimitive(const Conv2dDesc& desc, const PrimitiveOptions& options = {});
+  ~Conv2dPrimitive();
+  // Move-only: a primitive may own prepacked weights.
+  Conv2dPrimitive(Conv2dPrimitive&&) noexcept;
+  Conv2dPrimitive& operator=(Conv2dPrimitive&&) noexcept;
+
+  const Conv2dDesc& desc() const;
+  const Conv2dShape& shape() const;
+  Isa isa() const;  // the ISA whose kernels this primitive runs
+  // The implementation each pass runs: chosen at creation, reported and run by construction.
+  const char* implementation(Pass pass) const;
+  // Every entry of a pass's list, in preference order, judged for this problem.
+  std::vector<ImplementationStatus> implementations(Pass pass) const;
+
+  // y = act(conv(x, w) + bias); bias may be null; w null uses the prepacked weights.
+  template <typename T>
+  void forward(const T* x, const T* w, const T* bias, T* y,
+               Activation act = Activation::None) const;
+  // dx = ∂L/∂x given dy; w null uses the prepacked weights.
+  template <typename T>
+  void backward_data(const T* dy, const T* w, T* dx) const;
+  // dw = ∂L/∂w given dy and x: the sum over every position and image (parameter sharing).
+  template <typename T>
+  void backward_weight(const T* dy, const T* x, T* dw) const;
+  // db[k] = sum of dy over images and positions of channel k (accumulated in double).
+  template <typename T>
+  void backward_bias(const T* dy, T* db) const;
+
+  // Packs w for the forward and backward-data implementations and keeps it; calls with
+  // w == nullptr then skip the per-call packing. Call again when the weights change.
+  template <typename T>
+  void set_weights(const T* w);
+  void clear_weights();
+  bool has_weights() const;
+
+  struct State;  // internal
+
+ private:
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace convcore

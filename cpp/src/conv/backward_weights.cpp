@@ -1,5 +1,6 @@
-// Backward-weight and backward-bias passes (executor: choose_backward_weight,
-// algorithms.hpp). Im2col executor:
+// Backward-weight and backward-bias passes. Executors, in preference order (the list at
+// the end): tap_rows (NCHW) and pixel_rows (NHWC) read the im2col in place; im2col packs
+// both operands and computes any problem:
 // dW (Kg × Cg·R·S) = dY (Kg × N·Ho·Wo) · im2colᵀ (N·Ho·Wo × Cg·R·S) per group: one GEMM
 // whose reduction runs over every pixel of every image (the parameter sharing of the
 // layer: each position's gradient is summed into the one filter). Taps are in the
@@ -8,18 +9,25 @@
 #include <algorithm>
 #include <vector>
 
-#include "convcore/conv2d.hpp"
-#include "algorithms.hpp"
+#include "implementation.hpp"
 #include "im2col_pack.hpp"
 #include "../gemm/driver.hpp"
 
-namespace convcore {
+namespace convcore::detail {
 namespace {
+
+// The NCHW tap-rows path takes one output row per depth segment; shorter rows make the
+// per-segment cost (pointers, a C-tile round trip) too large.
+constexpr int64_t kTapRowsMinWidth = 16;
+// The NHWC pixel-rows path reads NR channels of one tap per micro-panel row; it is
+// preferred when the channels of a group are a multiple of 32 (of every kernel's NR).
+constexpr int64_t kPixelRowsChannels = 32;
+constexpr int64_t kPixelRowsMaxFiltersFor1x1 = 64;
 
 // dYᵀ block for the tap-rows path: depth = pixels [pc, pc+kc) of the batch, columns =
 // filters [jc, jc+nc) of the group, in NR-wide micro-panels.
 template <typename T>
-void pack_output_grad_t(const Conv2dPlan& p, const T* dyg, int64_t pc, int64_t kc, int64_t jc,
+void pack_output_grad_t(const ConvPlan& p, const T* dyg, int64_t pc, int64_t kc, int64_t jc,
                         int64_t nc, int nr, T* dst) {
   const int64_t P = p.P();
   for (int64_t jb = 0; jb < nc; jb += nr) {
@@ -28,7 +36,7 @@ void pack_output_grad_t(const Conv2dPlan& p, const T* dyg, int64_t pc, int64_t k
     for (int64_t kk = 0; kk < kc;) {
       const int64_t q = pc + kk, img = q / P, pix = q % P;
       const int64_t len = std::min(kc - kk, P - pix);
-      detail::pack_b_piece(d + kk * nr, dyg + img * p.ys_n + (jc + jb) * p.ys_c + pix * p.ys_w,
+      pack_b_piece(d + kk * nr, dyg + img * p.ys_n + (jc + jb) * p.ys_c + pix * p.ys_w,
                            p.ys_w, p.ys_c, len, n, nr);
       kk += len;
     }
@@ -41,7 +49,7 @@ void pack_output_grad_t(const Conv2dPlan& p, const T* dyg, int64_t pc, int64_t k
 // Channels [c_lo, c_hi] of one image, input rows [h0, h0 + nrows) (any of them may lie in
 // the padding), each padded to Wp columns: dst[(c - c_lo)][i][0..Wp).
 template <typename T>
-void pad_rows(const Conv2dPlan& p, const T* xn, int64_t c_lo, int64_t c_hi, int64_t h0,
+void pad_rows(const ConvPlan& p, const T* xn, int64_t c_lo, int64_t c_hi, int64_t h0,
               int64_t nrows, int64_t Wp, T* dst) {
   for (int64_t c = c_lo; c <= c_hi; ++c) {
     const T* xc = xn + c * p.xs_c;
@@ -52,7 +60,7 @@ void pad_rows(const Conv2dPlan& p, const T* xn, int64_t c_lo, int64_t c_hi, int6
         continue;
       }
       std::fill(dst, dst + p.pad_l, T(0));
-      detail::copy_run(dst + p.pad_l, xc + h * p.xs_h, p.W);
+      copy_run(dst + p.pad_l, xc + h * p.xs_h, p.W);
       std::fill(dst + p.pad_l + p.W, dst + Wp, T(0));
     }
   }
@@ -61,7 +69,7 @@ void pad_rows(const Conv2dPlan& p, const T* xn, int64_t c_lo, int64_t c_hi, int6
 // Input rows [h0, h0 + nrows) of one NHWC image (rows in the padding are zero), each
 // padded to Wp pixels of the group's Cg channels: dst[i][0..Wp)[0..Cg).
 template <typename T>
-void pad_rows_nhwc(const Conv2dPlan& p, const T* xn, int64_t h0, int64_t nrows, int64_t Wp,
+void pad_rows_nhwc(const ConvPlan& p, const T* xn, int64_t h0, int64_t nrows, int64_t Wp,
                    T* dst) {
   const int64_t Cg = p.Cg, row = Wp * Cg;
   for (int64_t i = 0; i < nrows; ++i, dst += row) {
@@ -73,10 +81,10 @@ void pad_rows_nhwc(const Conv2dPlan& p, const T* xn, int64_t h0, int64_t nrows, 
     std::fill(dst, dst + p.pad_l * Cg, T(0));
     const T* src = xn + h * p.xs_h;
     if (Cg == p.C) {
-      detail::copy_run(dst + p.pad_l * Cg, src, p.W * Cg);
+      copy_run(dst + p.pad_l * Cg, src, p.W * Cg);
     } else {
       for (int64_t w = 0; w < p.W; ++w)
-        detail::copy_run(dst + (p.pad_l + w) * Cg, src + w * p.xs_w, Cg);
+        copy_run(dst + (p.pad_l + w) * Cg, src + w * p.xs_w, Cg);
     }
     std::fill(dst + (p.pad_l + p.W) * Cg, dst + row, T(0));
   }
@@ -88,22 +96,22 @@ void pad_rows_nhwc(const Conv2dPlan& p, const T* xn, int64_t h0, int64_t nrows, 
 // the rows and channels a block needs), so the indirect microkernel takes MR tap rows as
 // pointers, one output row (a depth segment) at a time; only dYᵀ is packed.
 template <typename T>
-void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
-  const auto& e = detail::engine<T>();
+void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
+                              const T* x, T* dw) {
   const Blocking& bl = e.blocking;
   const int64_t M = p.CgRS(), N = p.Kg, K = p.N * p.P(), P = p.P(), RS = p.R * p.S;
   const bool unpadded = p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
   const int64_t Wp = p.W + p.pad_l + p.pad_r;  // row length of the padded copies
   const auto fn = e.ukernel.fn_indirect_a;
   // Taps read in place (their padded slabs are small); dYᵀ packed per tile.
-  detail::run_tiles(p.G, M, N, K, bl, detail::TileRules{1, bl.nr, 8, 24},
+  run_tiles(p.G, M, N, K, bl, TileRules{1, bl.nr, 8, 24},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int mr = bl.mr, nr = bl.nr;
-    const int64_t ncb = detail::round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
-    T* buf = detail::thread_scratch_as<T>(detail::Scratch::Tile, bl.mc * ncb);
-    T* pb = detail::thread_scratch_as<T>(detail::Scratch::PackB, bl.kc * ncb);
-    int64_t chan[detail::kMaxTile], tap_off[detail::kMaxTile];
-    const T* rows[detail::kMaxTile];
+    const int64_t ncb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
+    T* buf = thread_scratch_as<T>(Scratch::Tile, bl.mc * ncb);
+    T* pb = thread_scratch_as<T>(Scratch::PackB, bl.kc * ncb);
+    int64_t chan[kMaxTile], tap_off[kMaxTile];
+    const T* rows[kMaxTile];
     const T* dyg = dy + g * p.Kg * p.ys_c;
     const T* xg = x + g * p.Cg * p.xs_c;
     for (int64_t jc = n0; jc < n1; jc += ncb) {
@@ -129,7 +137,7 @@ void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* d
               row0 = oh0 * p.sh;
             } else {
               const int64_t nrows = (oh1 - oh0) * p.sh + (p.R - 1) * p.dh + 1;
-              T* slab = detail::thread_scratch_as<T>(detail::Scratch::Image,
+              T* slab = thread_scratch_as<T>(Scratch::Image,
                                                      (c_hi - c_lo + 1) * nrows * Wp);
               pad_rows(p, xg + img * p.xs_n, c_lo, c_hi, oh0 * p.sh - p.pad_t, nrows, Wp, slab);
               src = slab;
@@ -139,7 +147,7 @@ void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* d
             }
             for (int64_t ir = ic; ir < ic + mc; ir += mr) {
               const int64_t m = std::min<int64_t>(mr, ic + mc - ir);
-              detail::TapCursor tap(p, true, ir);
+              TapCursor tap(p, true, ir);
               for (int64_t i = 0; i < mr; ++i) {  // rows past m repeat the last tap
                 chan[i] = tap.c - c_lo;
                 tap_off[i] = tap.r * p.dh * row_stride + tap.s * p.dw;
@@ -178,8 +186,8 @@ void backward_weight_tap_rows(const Conv2dPlan& p, const T* dy, const T* x, T* d
 // table: into the input itself when there is no padding, else into a zero-padded copy of
 // the input rows a block of pixels needs. Only dYᵀ is packed.
 template <typename T>
-void backward_weight_pixel_rows(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
-  const auto& e = detail::engine<T>();
+void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
+                                const T* x, T* dw) {
   const Blocking& bl = e.blocking;
   const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P(), P = p.P();
   const int64_t Wp = p.W + p.pad_l + p.pad_r;  // padded row length in pixels
@@ -187,12 +195,12 @@ void backward_weight_pixel_rows(const Conv2dPlan& p, const T* dy, const T* x, T*
   const bool unpadded = p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
   const auto fn = e.ukernel.fn_offset_b;
   // dY as the A operand (packed per block), im2col in place: the copies are the only B work.
-  detail::run_tiles(p.G, M, N, K, bl, detail::TileRules{1, bl.nr, 24, 8},
+  run_tiles(p.G, M, N, K, bl, TileRules{1, bl.nr, 24, 8},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int mr = bl.mr, nr = bl.nr;
-    T* pa = detail::thread_scratch_as<T>(detail::Scratch::PackA, bl.mc * bl.kc);
-    int64_t* b_off = detail::thread_scratch_as<int64_t>(detail::Scratch::PackB, bl.kc);
-    const detail::OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
+    T* pa = thread_scratch_as<T>(Scratch::PackA, bl.mc * bl.kc);
+    int64_t* b_off = thread_scratch_as<int64_t>(Scratch::PackB, bl.kc);
+    const OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
     const T* xg = x + g * Cg * p.xs_c;
     T* c = dw + g * p.Kg * p.ws_k;
     for (int64_t jc = n0; jc < n1; jc += bl.nc) {
@@ -234,7 +242,7 @@ void backward_weight_pixel_rows(const Conv2dPlan& p, const T* dy, const T* x, T*
           slab_size += ((oh1 - oh0) * p.sh + (p.R - 1) * p.dh + 1) * Wp * Cg;
           kk += run;
         }
-        T* slab = detail::thread_scratch_as<T>(detail::Scratch::Image, slab_size);
+        T* slab = thread_scratch_as<T>(Scratch::Image, slab_size);
         for (int64_t kk = 0, at = 0; kk < kc;) {
           const int64_t img = (pc + kk) / P, pix = (pc + kk) % P;
           const int64_t run = std::min(kc - kk, P - pix);
@@ -254,45 +262,96 @@ void backward_weight_pixel_rows(const Conv2dPlan& p, const T* dy, const T* x, T*
   });
 }
 
+// NCHW, unit width stride: im2col read in place, one output row per depth segment.
+struct TapRows : NoWeights {
+  static constexpr const char* kName = "tap_rows";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (!p.nchw()) return "NCHW only";
+    if (p.sw != 1) return "unit width stride only";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    return p.Wo < kTapRowsMinWidth
+               ? "output rows under 16 pixels: the per-segment cost outweighs the packing "
+                 "it saves"
+               : nullptr;
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    backward_weight_tap_rows(p, e, a.dy, a.x, a.out);
+  }
+};
+
+// NHWC, channels per group a multiple of NR: im2col read in place through pixel offsets.
+struct PixelRows : NoWeights {
+  static constexpr const char* kName = "pixel_rows";
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    if (p.nchw()) return "NHWC only";
+    // A B micro-panel (NR channels of one tap) must never straddle two taps.
+    if (p.Cg % bl.nr != 0) return "channels per group must be a multiple of the kernel's NR";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    if (p.Cg % kPixelRowsChannels != 0)
+      return "channels per group not a multiple of 32: the same choice on every ISA";
+    // With a 1×1 kernel the packed im2col is a plain contiguous copy; for many filters
+    // (each packed element then feeds >= 2·128 FLOPs) it is cheaper to read than pixel
+    // rows scattered across the input, one page apart in wide layers (measured: 1×1
+    // 1024→256 packs faster, 1×1 256→64 reads in place faster).
+    if (p.R * p.S == 1 && p.Kg > kPixelRowsMaxFiltersFor1x1)
+      return "1×1 kernel with more than 64 filters: the packed copy is cheaper";
+    return nullptr;
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    backward_weight_pixel_rows(p, e, a.dy, a.x, a.out);
+  }
+};
+
+// dW = dY · im2colᵀ with dY (A) and the im2col operand (B, the dearer one) packed per tile.
+struct Im2col : NoWeights, AlwaysPreferred {
+  static constexpr const char* kName = "im2col";
+  static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P();
+    run_tiles(p.G, M, N, K, e.blocking, TileRules{1, e.blocking.nr, 24, 64},
+              [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const OutputGradPackA<T> pack_dy{&p, a.dy + g * p.Kg * p.ys_c};
+      const Im2colPackB_PixelsByTaps<T> pack_x{&p, a.x + g * p.Cg * p.xs_c};
+      T* c = a.out + g * p.Kg * p.ws_k;
+      gemm_rect(e, m0, m1, n0, n1, K, pack_dy, pack_x, c, p.ws_k, false, NoEpilogue{});
+    });
+  }
+};
+
 }  // namespace
 
+// In preference order: the first that applies and does not decline runs.
 template <typename T>
-void conv2d_backward_weight(const Conv2dPlan& p, const T* dy, const T* x, T* dw) {
-  if (p.w_size == 0) return;
-  detail::CallScope scope;
-  const detail::BackwardWeightAlgo algo = detail::choose_backward_weight(p);
-  if (p.y_size > 0 && algo == detail::BackwardWeightAlgo::kTapRows) {
-    backward_weight_tap_rows(p, dy, x, dw);
-    return;
-  }
-  if (p.y_size > 0 && algo == detail::BackwardWeightAlgo::kPixelRows &&
-      detail::kPixelRowsChannels % detail::engine<T>().blocking.nr == 0) {
-    backward_weight_pixel_rows(p, dy, x, dw);
-    return;
-  }
-  const auto& e = detail::engine<T>();
-  const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P();
-  // dY (A) and the im2col operand (B, the dearer one) packed per tile.
-  detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{1, e.blocking.nr, 24, 64},
-                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const detail::OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
-    const detail::Im2colPackB_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
-    T* c = dw + g * p.Kg * p.ws_k;
-    detail::gemm_rect(e, m0, m1, n0, n1, K, pack_dy, pack_x, c, p.ws_k, false,
-                      detail::NoEpilogue{});
-  });
+const ImplList<T>& backward_weight_implementations() {
+  static const ImplList<T> list = {
+      implementation_of<TapRows, T>(),
+      implementation_of<PixelRows, T>(),
+      implementation_of<Im2col, T>(),
+  };
+  return list;
 }
+template const ImplList<float>& backward_weight_implementations<float>();
+template const ImplList<double>& backward_weight_implementations<double>();
 
 // db[k] = Σ_n Σ_pixels dy[n][k][pixel], accumulated in double in a fixed order
 // (image, then pixel) whatever the thread count.
 template <typename T>
-void conv2d_backward_bias(const Conv2dPlan& p, const T* dy, T* db) {
-  detail::CallScope scope;
+void backward_bias(const ConvPlan& p, const T* dy, T* db) {
   const int64_t P = p.P();
-  const int nthreads = detail::threads_for(double(p.y_size) * 4);
-  detail::parallel_run(std::max(1, std::min<int>(nthreads, int(p.K))), [&](int tid, int nt) {
+  const int nthreads = threads_for(double(p.y_size) * 4);
+  parallel_run(std::max(1, std::min<int>(nthreads, int(p.K))), [&](int tid, int nt) {
     int64_t k0, k1;
-    detail::static_range(p.K, tid, nt, k0, k1);
+    static_range(p.K, tid, nt, k0, k1);
     if (k1 <= k0) return;
     std::vector<double> acc(static_cast<size_t>(k1 - k0), 0.0);
     for (int64_t n = 0; n < p.N; ++n) {
@@ -320,10 +379,7 @@ void conv2d_backward_bias(const Conv2dPlan& p, const T* dy, T* db) {
   });
 }
 
-template void conv2d_backward_weight<float>(const Conv2dPlan&, const float*, const float*, float*);
-template void conv2d_backward_weight<double>(const Conv2dPlan&, const double*, const double*,
-                                             double*);
-template void conv2d_backward_bias<float>(const Conv2dPlan&, const float*, float*);
-template void conv2d_backward_bias<double>(const Conv2dPlan&, const double*, double*);
+template void backward_bias<float>(const ConvPlan&, const float*, float*);
+template void backward_bias<double>(const ConvPlan&, const double*, double*);
 
-}  // namespace convcore
+}  // namespace convcore::detail

@@ -21,8 +21,15 @@
 
 #include "../gemm/driver.hpp"
 #include "im2col_pack.hpp"
+#include "plan.hpp"
 
 namespace convcore::detail {
+
+// The executor computes Wo + (S-1)·dw columns per row and keeps Wo: only worth it while
+// the discarded part is at most half.
+inline bool direct_stride1_fits(int64_t out_w, int64_t S, int64_t dw) {
+  return 2 * (S - 1) * dw <= out_w;
+}
 
 template <typename T>
 struct DirectS1 {
@@ -38,6 +45,40 @@ struct DirectS1 {
   int64_t pad_top, pad_left;  // padded(i, j) = in(i - pad_top, j - pad_left)
   const T* bias;              // per output channel of the group, or null
   bool relu;
+
+  // The forward pass of a stride-1 NCHW plan: in = x, out = y (group 0; a tile sets its
+  // group's pointers and bias).
+  static DirectS1 forward(const ConvPlan& p, const T* x, T* y, bool relu) {
+    DirectS1 d;
+    d.in = x;
+    d.in_sn = p.xs_n; d.in_sc = p.xs_c; d.in_sh = p.xs_h; d.in_sw = p.xs_w;
+    d.Cin = p.Cg; d.Hin = p.H; d.Win = p.W;
+    d.out = y;
+    d.out_sn = p.ys_n; d.out_sc = p.ys_c; d.out_sh = p.ys_h; d.out_sw = p.ys_w;
+    d.Cout = p.Kg; d.Hout = p.Ho; d.Wout = p.Wo;
+    d.R = p.R; d.S = p.S; d.dh = p.dh; d.dw = p.dw;
+    d.pad_top = p.pad_t; d.pad_left = p.pad_l;
+    d.bias = nullptr;
+    d.relu = relu;
+    return d;
+  }
+  // Backward-data of a stride-1 NCHW plan as the full correlation of dy with the flipped
+  // weights: in = dy, out = dx, shifted by the kernel extent minus the padding.
+  static DirectS1 backward_data(const ConvPlan& p, const T* dy, T* dx) {
+    DirectS1 d;
+    d.in = dy;
+    d.in_sn = p.ys_n; d.in_sc = p.ys_c; d.in_sh = p.ys_h; d.in_sw = p.ys_w;
+    d.Cin = p.Kg; d.Hin = p.Ho; d.Win = p.Wo;
+    d.out = dx;
+    d.out_sn = p.xs_n; d.out_sc = p.xs_c; d.out_sh = p.xs_h; d.out_sw = p.xs_w;
+    d.Cout = p.Cg; d.Hout = p.H; d.Wout = p.W;
+    d.R = p.R; d.S = p.S; d.dh = p.dh; d.dw = p.dw;
+    d.pad_top = (p.R - 1) * p.dh - p.pad_t;
+    d.pad_left = (p.S - 1) * p.dw - p.pad_l;
+    d.bias = nullptr;
+    d.relu = false;
+    return d;
+  }
 
   int64_t Wp() const { return Wout + (S - 1) * dw; }
   int64_t columns() const { return Hout * Wp(); }

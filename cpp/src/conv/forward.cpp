@@ -1,141 +1,213 @@
 // Forward pass: y = act(W ⋆ x + b) as GEMMs whose image operand is never materialised
-// as an im2col matrix. The executor is chosen by choose_forward (algorithms.hpp):
+// as an im2col matrix. The executors, in preference order (the list at the end):
 //   NCHW: Y (Kg × pixels) = W (Kg × Cg·R·S) · im2col (Cg·R·S × pixels), bias per row of C,
 //         with im2col read in place from padded images (stride 1), or packed straight
-//         from the image per image, or across images for small maps;
+//         from the image across images for small maps, or per image;
 //   NHWC: Y (pixels × Kg) = im2col (pixels × R·S·Cg) · Wᵀ, bias per column, with the
 //         pixels read in place through row pointers, or packed for few channels.
 // Both orientations keep C row-major with unit column stride, as the microkernels want.
-// The weights are packed once per call (by the calling thread) and shared by all tiles.
-#include "convcore/conv2d.hpp"
-#include "algorithms.hpp"
+// The weights arrive prepacked (per call or kept by the primitive), shared by all tiles.
+#include "implementation.hpp"
 #include "direct_s1.hpp"
 #include "im2col_pack.hpp"
 #include "indirect_nhwc.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
-namespace convcore {
+namespace convcore::detail {
 namespace {
 
-// Weights (A) prepacked once; the im2col operand (B) is packed by every tile and costs
+// Feature maps smaller than this many pixels are computed several images per GEMM (the
+// columns run across images), so the micro-panels are not mostly padding and each tile
+// has enough columns.
+constexpr int64_t kMultiImageMaxPixels = 256;
+// Below this many channels per group an indirect depth segment (one tap's channels) is
+// too short for its per-segment pointer setup to pay off; such layers (RGB stems) pack.
+constexpr int64_t kIndirectMinChannels = 8;
+
+// Weights (A) prepacked; the im2col operand (B) is packed by every tile and costs
 // several times a plain copy per element.
-inline detail::TileRules im2col_b_rules(const Blocking& bl) {
-  return detail::TileRules{1, bl.nr, 0, 64};
-}
+inline TileRules im2col_b_rules(const Blocking& bl) { return TileRules{1, bl.nr, 0, 64}; }
 
 // The tile epilogue: nothing when there is neither bias nor activation.
 template <bool kFused, typename T>
 auto make_epilogue(const T* row_bias, const T* col_bias, bool relu) {
-  if constexpr (kFused) return detail::BiasReluEpilogue<T>{row_bias, col_bias, relu};
-  else return detail::NoEpilogue{};
+  if constexpr (kFused) return BiasReluEpilogue<T>{row_bias, col_bias, relu};
+  else return NoEpilogue{};
 }
 
-template <bool kFused, typename T>
-void forward_nchw(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
-  const auto& e = detail::engine<T>();
-  const int64_t M = p.Kg, K = p.CgRS();
-  const auto weights = detail::prepack_groups<T>(e.blocking, p.G, true, M, K, [&](int64_t g) {
-    return detail::MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1};
-  });
+const char* needs_nchw(const ConvPlan& p) { return p.nchw() ? nullptr : "NCHW only"; }
+const char* needs_nhwc(const ConvPlan& p) { return p.nchw() ? "NHWC only" : nullptr; }
 
-  const detail::ForwardAlgo algo = detail::choose_forward(p);
-  if (algo == detail::ForwardAlgo::kDirectStride1) {
-    // B read in place from a padded copy of each image (direct_s1.hpp).
-    detail::DirectS1<T> base{x, p.xs_n, p.xs_c, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
-                             y, p.ys_n, p.ys_c, p.ys_h, p.ys_w, p.Kg, p.Ho, p.Wo,
-                             p.R, p.S, p.dh, p.dw, p.pad_t, p.pad_l, nullptr, relu};
+// NCHW: the weights as the A operand, Kg × (Cg·R·S), taps in memory order.
+struct WeightsAsA {
+  static WeightPacking weight_packing(const ConvPlan& p) { return {true, p.Kg, p.CgRS()}; }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const WeightPacking wp = weight_packing(p);
+    pack_groups<T>(bl, p.G, wp.is_a, wp.extent, wp.depth, [&](int64_t g) {
+      return MatrixPackA<T>{w + g * p.Kg * p.ws_k, p.ws_k, 1};
+    }, dst);
+  }
+};
+
+// NHWC: the weights as the B operand, (R·S·Cg) × Kg.
+struct WeightsAsB {
+  static WeightPacking weight_packing(const ConvPlan& p) { return {false, p.Kg, p.CgRS()}; }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const WeightPacking wp = weight_packing(p);
+    pack_groups<T>(bl, p.G, wp.is_a, wp.extent, wp.depth, [&](int64_t g) {
+      return MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k};
+    }, dst);
+  }
+};
+
+// NCHW, stride 1: B read in place from a padded copy of each image (direct_s1.hpp).
+struct DirectStride1 : WeightsAsA {
+  static constexpr const char* kName = "direct_stride1";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (!p.nchw()) return "NCHW only";
+    if (p.sh != 1 || p.sw != 1) return "stride 1 only";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    if (!direct_stride1_fits(p.Wo, p.S, p.dw))
+      return "output rows narrower than 2·(S−1)·dilation: over half the computed columns "
+             "would be discarded";
+    if (p.P() < kMultiImageMaxPixels && p.N > 1)
+      return "small maps of several images: im2col_multi_image fills the tiles better";
+    return nullptr;
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const DirectS1<T> base = DirectS1<T>::forward(p, a.x, a.out, a.relu);
     // Weights prepacked; a tile's only copy is its padded input rows.
-    const detail::TileRules rules{1, e.blocking.nr, 0, 8};
-    detail::run_tiles(p.N * p.G, M, base.columns(), K, e.blocking, rules,
-                      [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    run_tiles(p.N * p.G, p.Kg, base.columns(), p.CgRS(), e.blocking,
+              TileRules{1, e.blocking.nr, 0, 8},
+              [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       const int64_t img = prob / p.G, g = prob % p.G;
-      detail::DirectS1<T> d = base;
-      d.in = x + g * p.Cg * p.xs_c;
-      d.out = y + g * p.Kg * p.ys_c;
-      d.bias = bias ? bias + g * p.Kg : nullptr;
-      d.run_tile(e, weights.group(g), img, m0, m1,
-                 n0, n1);
+      DirectS1<T> d = base;
+      d.in = a.x + g * p.Cg * p.xs_c;
+      d.out = a.out + g * p.Kg * p.ys_c;
+      d.bias = a.bias ? a.bias + g * p.Kg : nullptr;
+      d.run_tile(e, weights.group(g), img, m0, m1, n0, n1);
     });
-    return;
   }
-  if (algo == detail::ForwardAlgo::kIm2colMultiImage) {
-    // Columns run across images; blocks go through a buffer (StoreImagesEpilogue).
-    detail::run_tiles(p.G, M, p.N * p.P(), K, e.blocking, im2col_b_rules(e.blocking),
-                      [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-      const detail::Prepacked<T> pack_w = weights.group(g);
-      const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + g * p.Cg * p.xs_c};
-      const detail::StoreImagesEpilogue<T> store{&p, y + g * p.Kg * p.ys_c,
-                                                 bias ? bias + g * p.Kg : nullptr, relu};
-      detail::gemm_rect_buffered(e, m0, m1, n0, n1, K, pack_w, pack_x, store);
-    });
-    return;
-  }
-  detail::run_tiles(p.N * p.G, M, p.P(), K, e.blocking, im2col_b_rules(e.blocking),
-                    [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const int64_t img = prob / p.G, g = prob % p.G;
-    const detail::Prepacked<T> pack_w = weights.group(g);
-    const detail::Im2colPackB_TapsByPixels<T> pack_x{&p, x + img * p.xs_n + g * p.Cg * p.xs_c};
-    const auto epi = make_epilogue<kFused>(bias ? bias + g * p.Kg : nullptr, (const T*)nullptr, relu);
-    T* c = y + img * p.ys_n + g * p.Kg * p.ys_c;
-    detail::gemm_rect(e, m0, m1, n0, n1, K, pack_w, pack_x, c, p.ys_c, false, epi);
-  });
-}
+};
 
-template <bool kFused, typename T>
-void forward_nhwc(const Conv2dPlan& p, const T* x, const T* w, const T* bias, bool relu, T* y) {
-  const auto& e = detail::engine<T>();
-  const int64_t M = p.N * p.P(), N = p.Kg, K = p.CgRS();
-  const auto weights = detail::prepack_groups<T>(e.blocking, p.G, false, N, K, [&](int64_t g) {
-    return detail::MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k};
-  });
-  if (detail::choose_forward(p) == detail::ForwardAlgo::kIndirectNhwc) {
-    // Pixels read in place through row pointers (indirect_nhwc.hpp).
-    const detail::IndirectNhwc<T> base{x, p.xs_n, p.xs_h, p.xs_w, p.Cg, p.H, p.W,
-                                       y, p.ys_w, p.Ho, p.Wo, p.R, p.S, p.sh, p.sw, p.dh, p.dw,
-                                       p.pad_t, p.pad_l, nullptr, relu};
-    // Pixels read in place, weights prepacked: no per-tile packing.
-    detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{1, e.blocking.nr, 0, 0},
-                      [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-      detail::IndirectNhwc<T> d = base;
-      d.in = x + g * p.Cg * p.xs_c;
-      d.out = y + g * p.Kg * p.ys_c;
-      d.bias = bias ? bias + g * p.Kg : nullptr;
-      d.run_tile(e, weights.group(g), m0, m1, n0,
-                 n1);
-    });
-    return;
+// NCHW, small maps: columns run across images; blocks go through a buffer
+// (StoreImagesEpilogue).
+struct Im2colMultiImage : WeightsAsA {
+  static constexpr const char* kName = "im2col_multi_image";
+  static const char* why_not(const ConvPlan& p, const Blocking&) { return needs_nchw(p); }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    if (p.N <= 1) return "one image: nothing to gather across images";
+    if (p.P() >= kMultiImageMaxPixels) return "maps of 256 pixels or more fill tiles per image";
+    return nullptr;
   }
-  // im2col rows (A) packed per tile, weights (B) prepacked.
-  detail::run_tiles(p.G, M, N, K, e.blocking, detail::TileRules{1, e.blocking.nr, 64, 0},
-                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const detail::Im2colPackA_PixelsByTaps<T> pack_x{&p, x + g * p.Cg * p.xs_c};
-    const detail::Prepacked<T> pack_w = weights.group(g);
-    const auto epi = make_epilogue<kFused>((const T*)nullptr, bias ? bias + g * p.Kg : nullptr, relu);
-    T* c = y + g * p.Kg * p.ys_c;
-    detail::gemm_rect(e, m0, m1, n0, n1, K, pack_x, pack_w, c, p.ys_w, false, epi);
-  });
-}
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    run_tiles(p.G, p.Kg, p.N * p.P(), p.CgRS(), e.blocking, im2col_b_rules(e.blocking),
+              [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const Im2colPackB_TapsByPixels<T> pack_x{&p, a.x + g * p.Cg * p.xs_c};
+      const StoreImagesEpilogue<T> store{&p, a.out + g * p.Kg * p.ys_c,
+                                         a.bias ? a.bias + g * p.Kg : nullptr, a.relu};
+      gemm_rect_buffered(e, m0, m1, n0, n1, p.CgRS(), weights.group(g), pack_x, store);
+    });
+  }
+};
+
+// NCHW: one implicit-im2col GEMM per image (and group).
+struct Im2colPerImage : WeightsAsA, AlwaysPreferred {
+  static constexpr const char* kName = "im2col_per_image";
+  static const char* why_not(const ConvPlan& p, const Blocking&) { return needs_nchw(p); }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    if (a.bias || a.relu) run_impl<true>(p, e, a, weights);
+    else run_impl<false>(p, e, a, weights);
+  }
+  template <bool kFused, typename T>
+  static void run_impl(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                       const PrepackedGroups<T>& weights) {
+    run_tiles(p.N * p.G, p.Kg, p.P(), p.CgRS(), e.blocking, im2col_b_rules(e.blocking),
+              [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const int64_t img = prob / p.G, g = prob % p.G;
+      const Im2colPackB_TapsByPixels<T> pack_x{&p, a.x + img * p.xs_n + g * p.Cg * p.xs_c};
+      const auto epi = make_epilogue<kFused>(a.bias ? a.bias + g * p.Kg : nullptr,
+                                             static_cast<const T*>(nullptr), a.relu);
+      T* c = a.out + img * p.ys_n + g * p.Kg * p.ys_c;
+      gemm_rect(e, m0, m1, n0, n1, p.CgRS(), weights.group(g), pack_x, c, p.ys_c, false, epi);
+    });
+  }
+};
+
+// NHWC: pixels read in place through row pointers (indirect_nhwc.hpp).
+struct IndirectNhwcForward : WeightsAsB {
+  static constexpr const char* kName = "indirect_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) { return needs_nhwc(p); }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    return p.Cg < kIndirectMinChannels
+               ? "fewer than 8 channels per group: a tap's segment is too short for its "
+                 "pointer setup to pay off"
+               : nullptr;
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const IndirectNhwc<T> base = IndirectNhwc<T>::forward(p, a.x, a.out, a.relu);
+    // Pixels read in place, weights prepacked: no per-tile packing.
+    run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
+              [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      IndirectNhwc<T> d = base;
+      d.in = a.x + g * p.Cg * p.xs_c;
+      d.out = a.out + g * p.Kg * p.ys_c;
+      d.bias = a.bias ? a.bias + g * p.Kg : nullptr;
+      d.run_tile(e, weights.group(g), m0, m1, n0, n1);
+    });
+  }
+};
+
+// NHWC: im2col rows (A) packed per tile, weights (B) prepacked.
+struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
+  static constexpr const char* kName = "im2col_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) { return needs_nhwc(p); }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    if (a.bias || a.relu) run_impl<true>(p, e, a, weights);
+    else run_impl<false>(p, e, a, weights);
+  }
+  template <bool kFused, typename T>
+  static void run_impl(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                       const PrepackedGroups<T>& weights) {
+    run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 64, 0},
+              [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const Im2colPackA_PixelsByTaps<T> pack_x{&p, a.x + g * p.Cg * p.xs_c};
+      const auto epi = make_epilogue<kFused>(static_cast<const T*>(nullptr),
+                                             a.bias ? a.bias + g * p.Kg : nullptr, a.relu);
+      T* c = a.out + g * p.Kg * p.ys_c;
+      gemm_rect(e, m0, m1, n0, n1, p.CgRS(), pack_x, weights.group(g), c, p.ys_w, false, epi);
+    });
+  }
+};
 
 }  // namespace
 
+// In preference order: the first that applies and does not decline runs.
 template <typename T>
-void conv2d_forward(const Conv2dPlan& p, const T* x, const T* w, const T* bias, T* y,
-                    Activation act) {
-  if (p.y_size == 0) return;
-  detail::CallScope scope;
-  const bool relu = act == Activation::Relu;
-  const bool fused = bias != nullptr || relu;
-  if (p.p.layout == Layout::NCHW) {
-    fused ? forward_nchw<true>(p, x, w, bias, relu, y) : forward_nchw<false>(p, x, w, bias, relu, y);
-  } else {
-    fused ? forward_nhwc<true>(p, x, w, bias, relu, y) : forward_nhwc<false>(p, x, w, bias, relu, y);
-  }
+const ImplList<T>& forward_implementations() {
+  static const ImplList<T> list = {
+      implementation_of<DirectStride1, T>(),  implementation_of<Im2colMultiImage, T>(),
+      implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcForward, T>(),
+      implementation_of<Im2colNhwc, T>(),
+  };
+  return list;
 }
+template const ImplList<float>& forward_implementations<float>();
+template const ImplList<double>& forward_implementations<double>();
 
-template void conv2d_forward<float>(const Conv2dPlan&, const float*, const float*, const float*,
-                                    float*, Activation);
-template void conv2d_forward<double>(const Conv2dPlan&, const double*, const double*,
-                                     const double*, double*, Activation);
-
-}  // namespace convcore
+}  // namespace convcore::detail

@@ -2,7 +2,7 @@
 // or output gradient) in place and write the micro-panel format directly, so no im2col
 // matrix is ever materialised, plus the epilogues that finish tiles of C.
 //
-// Notation (Conv2dPlan): the im2col matrix of one image and group has a row per filter
+// Notation (ConvPlan): the im2col matrix of one image and group has a row per filter
 // tap j and a column per output pixel p = oh*Wo + ow; tap j decodes to (c, r, s) and its
 // value is x[c][oh*sh - pad_t + r*dh][ow*sw - pad_l + s*dw] (0 outside the image).
 // Taps are numbered in the weight's memory order — (c, r, s) for NCHW, (r, s, c) for
@@ -33,7 +33,7 @@ struct TapCursor {
   int64_t Cg, R, S;
   bool channel_major;  // (c, r, s) order
 
-  TapCursor(const Conv2dPlan& p, bool crs_order, int64_t j)
+  TapCursor(const ConvPlan& p, bool crs_order, int64_t j)
       : Cg(p.Cg), R(p.R), S(p.S), channel_major(crs_order) {
     if (channel_major) {
       c = j / (R * S);
@@ -54,7 +54,7 @@ struct TapCursor {
   }
 };
 
-inline bool crs_order(const Conv2dPlan& p) { return p.p.layout == Layout::NCHW; }
+inline bool crs_order(const ConvPlan& p) { return p.p.layout == Layout::NCHW; }
 
 // A run of consecutive output pixels on one output row of one image: columns
 // [col, col+len) of a block.
@@ -65,7 +65,7 @@ struct PixelRun {
 
 // Splits pixels [q, q+n) (q = img*Ho*Wo + oh*Wo + ow) into runs along output rows;
 // returns the run count (at most n).
-inline int pixel_runs(const Conv2dPlan& p, int64_t q, int64_t n, PixelRun* runs) {
+inline int pixel_runs(const ConvPlan& p, int64_t q, int64_t n, PixelRun* runs) {
   int count = 0;
   const int64_t P = p.P();
   int64_t img = q / P, oh = (q % P) / p.Wo, ow = q % p.Wo;
@@ -123,7 +123,7 @@ inline int64_t gather_strided_sse(float* __restrict out, const float* __restrict
 // zero where the column falls in the padding.
 template <typename T>
 inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, int64_t iw0,
-                       const Conv2dPlan& p) {
+                       const ConvPlan& p) {
   if (p.sw == 1 && p.xs_w == 1) {
     const int64_t lo = std::clamp<int64_t>(-iw0, 0, len);
     const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, len);
@@ -155,7 +155,7 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
 // outer loop so the per-segment bookkeeping is computed once per block, not per tap.
 template <typename T>
 struct Im2colPackB_TapsByPixels {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* xg;
 
   struct Segment {
@@ -166,7 +166,7 @@ struct Im2colPackB_TapsByPixels {
   };
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     thread_local std::vector<Segment> segments;
     segments.clear();
     const int64_t P = p.P();
@@ -205,11 +205,11 @@ struct Im2colPackB_TapsByPixels {
 // (q = n*Ho*Wo + p), depth = taps. xg points at channel 0 of the group in image 0.
 template <typename T>
 struct Im2colPackA_PixelsByTaps {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* xg;
 
   void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     const int64_t P = p.P();
     for (int64_t ib = 0; ib < mc; ib += mr) {
       const int64_t m = std::min<int64_t>(mr, mc - ib);
@@ -263,11 +263,11 @@ inline void put_tap_column(T* __restrict d, int64_t ld, const T* src, int64_t lo
 // columns = taps. xg points at channel 0 of the group in image 0.
 template <typename T>
 struct Im2colPackB_PixelsByTaps {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* xg;
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     int64_t off[kMaxTile], rr[kMaxTile], ss[kMaxTile];
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
@@ -288,7 +288,7 @@ struct Im2colPackB_PixelsByTaps {
   // Any layout and stride: each packed row gathers its taps through the offset table.
   void pack_gather(T* d, int64_t p0, int64_t kc, int64_t n, int nr, const int64_t* off,
                    const int64_t* rr, const int64_t* ss) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     const int64_t P = p.P();
     const int64_t reach_h = (p.R - 1) * p.dh, reach_w = (p.S - 1) * p.dw;
     int64_t img = p0 / P, pix = p0 % P;
@@ -319,7 +319,7 @@ struct Im2colPackB_PixelsByTaps {
   // four pixels at a time into the packed rows.
   void pack_unit_stride(T* d, int64_t p0, int64_t kc, int64_t n, int nr, const int64_t* off,
                         const int64_t* rr, const int64_t* ss) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     const int64_t P = p.P();
     for (int64_t kk = 0, q = p0; kk < kc;) {
       const int64_t img = q / P, pix = q % P;
@@ -374,11 +374,11 @@ struct Im2colPackB_PixelsByTaps {
 // A[k][q] = dy[img][k][pix]; dyg points at channel 0 of the group in image 0.
 template <typename T>
 struct OutputGradPackA {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* dyg;
 
   void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     const int64_t P = p.P();
     for (int64_t ib = 0; ib < mc; ib += mr) {
       const int64_t m = std::min<int64_t>(mr, mc - ib);
@@ -399,11 +399,11 @@ struct OutputGradPackA {
 // B[k][q] = dy[img][k][pix]; dyg points at channel 0 of the group in image 0.
 template <typename T>
 struct OutputGradPackB {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* dyg;
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     const int64_t P = p.P();
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
@@ -429,11 +429,11 @@ struct OutputGradPackB {
 // first filter.
 template <typename T>
 struct WeightTPackA {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* wg;
 
   void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     int64_t off[kMaxTile];
     for (int64_t ib = 0; ib < mc; ib += mr) {
       const int64_t m = std::min<int64_t>(mr, mc - ib);
@@ -483,11 +483,11 @@ struct BiasReluEpilogue {
 // first filter.
 template <typename T>
 struct FlippedWeightTPackA {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* wg;
 
   void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     const int64_t RS = p.R * p.S;
     for (int64_t ib = 0; ib < mc; ib += mr) {
       const int64_t m = std::min<int64_t>(mr, mc - ib);
@@ -510,11 +510,11 @@ struct FlippedWeightTPackA {
 // B[(r, s, k)][c] = w[k][R-1-r][S-1-s][c]. wg points at the group's first filter.
 template <typename T>
 struct FlippedWeightPackB {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   const T* wg;
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
       T* d = dst + jb * kc;
@@ -537,13 +537,13 @@ struct FlippedWeightPackB {
 // applying ReLU on the way. yg points at filter 0 of the group in image 0.
 template <typename T>
 struct StoreImagesEpilogue {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   T* yg;
   const T* bias;  // the group's biases, or null
   bool relu;
 
   void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     const int64_t P = p.P();
     for (int64_t t = 0; t < n;) {
       const int64_t q = j0 + t;
@@ -571,11 +571,11 @@ struct StoreImagesEpilogue {
 // (col2im). dxg points at channel 0 of the group in image 0.
 template <typename T>
 struct Col2imEpilogue {
-  const Conv2dPlan* plan;
+  const ConvPlan* plan;
   T* dxg;
 
   void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
-    const Conv2dPlan& p = *plan;
+    const ConvPlan& p = *plan;
     // Runs of pixels along output rows: a block has at most kBufferedNC columns.
     PixelRun runs[kBufferedNC];
     const int nruns = pixel_runs(p, j0, n, runs);

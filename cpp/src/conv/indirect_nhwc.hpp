@@ -14,6 +14,7 @@
 
 #include "../gemm/driver.hpp"
 #include "im2col_pack.hpp"
+#include "plan.hpp"
 
 namespace convcore::detail {
 
@@ -33,6 +34,40 @@ struct IndirectNhwc {
   int64_t pad_top, pad_left;  // input row of (oh, r) is oh*sh - pad_top + r*dh
   const T* bias;              // per output channel of the group, or null
   bool relu;
+
+  // The forward pass of an NHWC plan: in = x, out = y (group 0; a tile sets its group's
+  // pointers and bias).
+  static IndirectNhwc forward(const ConvPlan& p, const T* x, T* y, bool relu) {
+    IndirectNhwc d;
+    d.in = x;
+    d.in_sn = p.xs_n; d.in_sh = p.xs_h; d.in_sw = p.xs_w;
+    d.Cin = p.Cg; d.Hin = p.H; d.Win = p.W;
+    d.out = y;
+    d.ldo = p.ys_w;
+    d.Hout = p.Ho; d.Wout = p.Wo;
+    d.R = p.R; d.S = p.S; d.sh = p.sh; d.sw = p.sw; d.dh = p.dh; d.dw = p.dw;
+    d.pad_top = p.pad_t; d.pad_left = p.pad_l;
+    d.bias = nullptr;
+    d.relu = relu;
+    return d;
+  }
+  // Backward-data of a stride-1 NHWC plan as the full correlation of dy with the flipped
+  // weights: rows = pixels of dx, depth = (r, s, k) of dy.
+  static IndirectNhwc backward_data(const ConvPlan& p, const T* dy, T* dx) {
+    IndirectNhwc d;
+    d.in = dy;
+    d.in_sn = p.ys_n; d.in_sh = p.ys_h; d.in_sw = p.ys_w;
+    d.Cin = p.Kg; d.Hin = p.Ho; d.Win = p.Wo;
+    d.out = dx;
+    d.ldo = p.xs_w;
+    d.Hout = p.H; d.Wout = p.W;
+    d.R = p.R; d.S = p.S; d.sh = 1; d.sw = 1; d.dh = p.dh; d.dw = p.dw;
+    d.pad_top = (p.R - 1) * p.dh - p.pad_t;
+    d.pad_left = (p.S - 1) * p.dw - p.pad_l;
+    d.bias = nullptr;
+    d.relu = false;
+    return d;
+  }
 
   int64_t depth() const { return R * S * Cin; }
 

@@ -1,11 +1,11 @@
-// Validation of the hyperparameters and the output-size rule (DESIGN §1–2).
+// Validation of the hyperparameters and the output-size rule.
 #include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 
 #include "convcore/conv2d.hpp"
-#include "algorithms.hpp"
+#include "plan.hpp"
 
 namespace convcore {
 namespace {
@@ -82,7 +82,9 @@ AxisSize conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t di
   throw ShapeError(os.str());
 }
 
-Conv2dPlan make_plan(const Conv2dParams& prm) {
+namespace detail {
+
+ConvPlan make_plan(const Conv2dParams& prm) {
   if (prm.batch < 0) bad("batch size must be >= 0, got " + std::to_string(prm.batch));
   require_positive(prm.in_channels, "in_channels");
   require_positive(prm.out_channels, "out_channels");
@@ -98,7 +100,7 @@ Conv2dPlan make_plan(const Conv2dParams& prm) {
                                        prm.pad_top, prm.pad_bottom, prm.shape_rule, "height");
   const AxisSize ow = conv_output_size(prm.in_w, prm.kernel_w, prm.stride_w, prm.dilation_w,
                                        prm.pad_left, prm.pad_right, prm.shape_rule, "width");
-  Conv2dPlan p;
+  ConvPlan p;
   p.p = prm;
   p.N = prm.batch;
   p.C = prm.in_channels;
@@ -138,27 +140,6 @@ Conv2dPlan make_plan(const Conv2dParams& prm) {
   return p;
 }
 
-Conv2dAlgorithms conv2d_algorithms(const Conv2dPlan& p) {
-  using namespace detail;
-  Conv2dAlgorithms a{};
-  switch (choose_forward(p)) {
-    case ForwardAlgo::kDirectStride1: a.forward = "direct_stride1"; break;
-    case ForwardAlgo::kIm2colMultiImage: a.forward = "im2col_multi_image"; break;
-    case ForwardAlgo::kIm2colPerImage: a.forward = "im2col_per_image"; break;
-    case ForwardAlgo::kIndirectNhwc: a.forward = "indirect_nhwc"; break;
-    case ForwardAlgo::kIm2colNhwc: a.forward = "im2col_nhwc"; break;
-  }
-  switch (choose_backward_data(p)) {
-    case BackwardDataAlgo::kDirectStride1: a.backward_data = "direct_stride1"; break;
-    case BackwardDataAlgo::kIndirectNhwc: a.backward_data = "indirect_nhwc"; break;
-    case BackwardDataAlgo::kCol2im: a.backward_data = "col2im"; break;
-  }
-  switch (choose_backward_weight(p)) {
-    case BackwardWeightAlgo::kTapRows: a.backward_weight = "tap_rows"; break;
-    case BackwardWeightAlgo::kPixelRows: a.backward_weight = "pixel_rows"; break;
-    case BackwardWeightAlgo::kIm2col: a.backward_weight = "im2col"; break;
-  }
-  return a;
-}
+}  // namespace detail
 
 }  // namespace convcore

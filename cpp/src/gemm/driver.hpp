@@ -67,24 +67,24 @@ Prepacked<T> prepack(const Blocking& bl, const Packer& packer, bool is_a, int64_
   return Prepacked<T>{out, padded};
 }
 
-// One operand per group (the weights), prepacked once per call into the calling thread's
-// Weights scratch — kept for the next call, read by every tile; group g's is group(g).
+// One operand per group (the weights), prepacked once (per call, or once for a primitive
+// that keeps its weights) and read by every tile; group g's is group(g).
 template <typename T>
 struct PrepackedGroups {
-  T* data;
+  const T* data;
   int64_t padded, group_elems;
   Prepacked<T> group(int64_t g) const { return Prepacked<T>{data + g * group_elems, padded}; }
 };
 
+// Packs every group's operand into `dst` (groups × round_up(extent, tile) × K elements);
 // packer_for(g) gives group g's packer; is_a, extent and K as for prepack().
 template <typename T, typename PackerFor>
-PrepackedGroups<T> prepack_groups(const Blocking& bl, int64_t groups, bool is_a, int64_t extent,
-                                  int64_t K, PackerFor packer_for) {
+PrepackedGroups<T> pack_groups(const Blocking& bl, int64_t groups, bool is_a, int64_t extent,
+                               int64_t K, PackerFor packer_for, T* dst) {
   const int64_t padded = round_up(extent, is_a ? bl.mr : bl.nr);
-  T* data = thread_scratch_as<T>(Scratch::Weights, groups * padded * K);
   for (int64_t g = 0; g < groups; ++g)
-    prepack(bl, packer_for(g), is_a, extent, K, data + g * padded * K);
-  return PrepackedGroups<T>{data, padded, padded * K};
+    prepack(bl, packer_for(g), is_a, extent, K, dst + g * padded * K);
+  return PrepackedGroups<T>{dst, padded, padded * K};
 }
 
 // All micro-tiles of one packed mc×nc block (the jr and ir loops).

@@ -1,0 +1,104 @@
+// The implementation lists: one ordered list of executors per pass (forward.cpp,
+// backward_data.cpp, backward_weights.cpp each hold their pass's list next to its
+// executors). An executor is a class with
+//
+//   static constexpr const char* kName;                          // reported and forceable
+//   static const char* why_not(const ConvPlan&, const Blocking&); // nullptr: it can compute
+//                                                                 // the problem; else why not
+//   static const char* declines(const ConvPlan&, const Blocking&);// nullptr: the automatic
+//                                                                 // choice takes it; else why
+//                                                                 // a later entry is better
+//   static WeightPacking weight_packing(const ConvPlan&);         // how it wants the weights
+//   template <typename T> static void pack_weights(const ConvPlan&, const Blocking&,
+//                                                  const T* w, T* dst);
+//   template <typename T> static void run(const ConvPlan&, const GemmEngine<T>&,
+//                                         const ExecArgs<T>&, const PrepackedGroups<T>&);
+//
+// The primitive (primitive.cpp) takes the first entry that applies and does not decline —
+// or the entry a caller forces, if it applies — and that entry is both the one reported and
+// the one run. why_not is the correctness condition (tests sweep every entry over shapes it
+// applies to); declines carries the performance rules, each with its reason.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "plan.hpp"
+#include "../gemm/driver.hpp"
+
+namespace convcore::detail {
+
+// The pointers of one call; each pass reads its own.
+template <typename T>
+struct ExecArgs {
+  const T* x = nullptr;     // forward, backward_weight
+  const T* bias = nullptr;  // forward (or null)
+  const T* dy = nullptr;    // backward passes
+  T* out = nullptr;         // y, dx or dw
+  bool relu = false;        // forward
+};
+
+// How an executor wants the weights prepacked: per group, an A operand with `extent` rows
+// or a B operand with `extent` columns, `depth` deep, in the driver's Prepacked layout.
+// extent == 0: the executor does not read packed weights.
+struct WeightPacking {
+  bool is_a = true;
+  int64_t extent = 0, depth = 0;
+  bool none() const { return extent == 0; }
+  int64_t padded(const Blocking& bl) const { return round_up(extent, is_a ? bl.mr : bl.nr); }
+  int64_t group_elems(const Blocking& bl) const { return padded(bl) * depth; }
+};
+
+// Base of executors that take no packed weights (backward-weight).
+struct NoWeights {
+  static WeightPacking weight_packing(const ConvPlan&) { return {}; }
+  template <typename T>
+  static void pack_weights(const ConvPlan&, const Blocking&, const T*, T*) {}
+};
+
+// Base of executors that never decline where they apply.
+struct AlwaysPreferred {
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+};
+
+template <typename T>
+struct Implementation {
+  const char* name;
+  const char* (*why_not)(const ConvPlan&, const Blocking&);
+  const char* (*declines)(const ConvPlan&, const Blocking&);
+  WeightPacking (*weight_packing)(const ConvPlan&);
+  void (*pack_weights)(const ConvPlan&, const Blocking&, const T* w, T* dst);
+  void (*run)(const ConvPlan&, const GemmEngine<T>&, const ExecArgs<T>&,
+              const PrepackedGroups<T>& weights);
+};
+
+template <typename E, typename T>
+Implementation<T> implementation_of() {
+  return {E::kName, &E::why_not, &E::declines, &E::weight_packing,
+          &E::template pack_weights<T>, &E::template run<T>};
+}
+
+template <typename T>
+using ImplList = std::vector<Implementation<T>>;
+
+template <typename T>
+const ImplList<T>& forward_implementations();
+template <typename T>
+const ImplList<T>& backward_data_implementations();
+template <typename T>
+const ImplList<T>& backward_weight_implementations();
+
+template <typename T>
+const ImplList<T>& implementations(Pass pass) {
+  switch (pass) {
+    case Pass::Forward: return forward_implementations<T>();
+    case Pass::BackwardData: return backward_data_implementations<T>();
+    default: return backward_weight_implementations<T>();
+  }
+}
+
+// The bias gradient: one implementation (backward_weights.cpp).
+template <typename T>
+void backward_bias(const ConvPlan& p, const T* dy, T* db);
+
+}  // namespace convcore::detail

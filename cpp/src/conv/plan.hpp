@@ -1,0 +1,34 @@
+// The internal form of a validated convolution: every size, the resolved padding and the
+// element strides of the three tensors, so executors make no further decisions (cf.
+// oneDNN's conf structs). Short field names because every executor's index arithmetic
+// reads them; the public API (convcore/conv2d.hpp) exposes Conv2dShape instead.
+#pragma once
+
+#include <cstdint>
+
+#include "convcore/conv2d.hpp"
+
+namespace convcore::detail {
+
+struct ConvPlan {
+  Conv2dParams p;
+  int64_t N, C, H, W, K, R, S, G, Cg, Kg, Ho, Wo;
+  int64_t sh, sw, dh, dw;
+  int64_t pad_t, pad_l, pad_b, pad_r;  // after the shape rule ("pad" grows pad_b/pad_r)
+  // element strides: x[n][c][h][w], y[n][k][h][w], w[k][c][r][s] whatever the layout
+  int64_t xs_n, xs_c, xs_h, xs_w;
+  int64_t ys_n, ys_c, ys_h, ys_w;
+  int64_t ws_k, ws_c, ws_r, ws_s;
+  int64_t x_size, y_size, w_size;  // element counts
+  int64_t P() const { return Ho * Wo; }
+  int64_t CgRS() const { return Cg * R * S; }
+  double flops() const { return 2.0 * double(N) * K * Ho * Wo * Cg * R * S; }
+  bool nchw() const { return p.layout == Layout::NCHW; }
+};
+
+// Validates and resolves; throws ShapeError (sizes that don't fit) or
+// std::invalid_argument (bad hyperparameters), std::overflow_error for sizes that
+// overflow. Messages name the argument, the value and the rule.
+ConvPlan make_plan(const Conv2dParams& params);
+
+}  // namespace convcore::detail

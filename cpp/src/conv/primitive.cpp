@@ -1,0 +1,290 @@
+// Conv2dPrimitive: validates a descriptor once, takes the ISA engine, picks one
+// implementation per pass from the ordered lists (implementation.hpp) and runs exactly
+// that one. Weights are packed per call into the calling thread's scratch, or once by
+// set_weights into buffers the primitive owns.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "convcore/conv2d.hpp"
+#include "implementation.hpp"
+#include "plan.hpp"
+
+namespace convcore {
+
+const char* pass_name(Pass pass) {
+  switch (pass) {
+    case Pass::Forward: return "forward";
+    case Pass::BackwardData: return "backward_data";
+    default: return "backward_weight";
+  }
+}
+
+namespace {
+
+constexpr int kPasses = 3;
+
+// A 64-byte aligned buffer owned by a primitive (its prepacked weights).
+struct AlignedBuffer {
+  void* ptr = nullptr;
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::size_t bytes) {
+    ptr = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!ptr) throw std::bad_alloc();
+  }
+  AlignedBuffer(AlignedBuffer&& o) noexcept : ptr(o.ptr) { o.ptr = nullptr; }
+  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
+    std::swap(ptr, o.ptr);
+    return *this;
+  }
+  ~AlignedBuffer() { std::free(ptr); }
+};
+
+// Every list entry's name, dtype-independent (the lists are the same for both dtypes).
+const char* entry_name(Pass pass, std::size_t i) {
+  return detail::implementations<float>(pass)[i].name;
+}
+
+template <typename T>
+std::size_t choose(Pass pass, const detail::ConvPlan& plan, const Blocking& bl,
+                   const std::string& forced) {
+  const auto& list = detail::implementations<T>(pass);
+  if (!forced.empty()) {
+    std::string names;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (forced != list[i].name) {
+        names += (names.empty() ? "'" : ", '") + std::string(list[i].name) + "'";
+        continue;
+      }
+      if (const char* why = list[i].why_not(plan, bl))
+        throw std::invalid_argument(std::string(pass_name(pass)) + " implementation '" + forced +
+                                    "' does not apply to this problem: " + why);
+      return i;
+    }
+    throw std::invalid_argument(std::string(pass_name(pass)) + " implementation '" + forced +
+                                "' does not exist; the list is " + names);
+  }
+  for (std::size_t i = 0; i < list.size(); ++i)
+    if (!list[i].why_not(plan, bl) && !list[i].declines(plan, bl)) return i;
+  // Each list ends, per layout, with an entry that applies to every problem and never
+  // declines (the path tests check it).
+  throw std::logic_error(std::string("no ") + pass_name(pass) + " implementation applies");
+}
+
+Conv2dShape shape_of(const detail::ConvPlan& p) {
+  Conv2dShape s;
+  s.out_h = p.Ho;
+  s.out_w = p.Wo;
+  s.pad_top = p.pad_t;
+  s.pad_bottom = p.pad_b;
+  s.pad_left = p.pad_l;
+  s.pad_right = p.pad_r;
+  s.input_elements = p.x_size;
+  s.weight_elements = p.w_size;
+  s.output_elements = p.y_size;
+  s.bias_elements = p.K;
+  s.flops = p.flops();
+  return s;
+}
+
+}  // namespace
+
+struct Conv2dPrimitive::State {
+  Conv2dDesc desc;
+  detail::ConvPlan plan;
+  Conv2dShape shape;
+  Isa isa;
+  std::size_t chosen[kPasses];
+  // Weights prepacked by set_weights for the forward and backward-data executors.
+  AlignedBuffer packed[kPasses];
+  bool has_weights = false;
+
+  template <typename T>
+  const detail::GemmEngine<T>& engine() const { return detail::engine_for<T>(isa); }
+
+  template <typename T>
+  const detail::Implementation<T>& impl(Pass pass) const {
+    return detail::implementations<T>(pass)[chosen[static_cast<int>(pass)]];
+  }
+
+  template <typename T>
+  void check_dtype(const char* what) const {
+    if (data_type_of<T>() != desc.dtype)
+      throw std::invalid_argument(std::string(what) +
+                                  ": the element type differs from the descriptor's dtype");
+  }
+
+  // Runs a pass's chosen executor with the weights packed now (w given), kept (w null and
+  // set_weights called), or not needed.
+  template <typename T>
+  void run(Pass pass, const detail::ExecArgs<T>& args, const T* w) const {
+    const detail::Implementation<T>& im = impl<T>(pass);
+    const detail::GemmEngine<T>& e = engine<T>();
+    const detail::WeightPacking wp = im.weight_packing(plan);
+    detail::PrepackedGroups<T> weights{nullptr, 0, 0};
+    if (!wp.none()) {
+      const int64_t group_elems = wp.group_elems(e.blocking);
+      const T* data;
+      if (w) {
+        T* dst = detail::thread_scratch_as<T>(detail::Scratch::Weights, plan.G * group_elems);
+        im.pack_weights(plan, e.blocking, w, dst);
+        data = dst;
+      } else {
+        if (!has_weights)
+          throw std::invalid_argument(std::string(pass_name(pass)) +
+                                      ": weight is null and no weights were set (set_weights)");
+        data = static_cast<const T*>(packed[static_cast<int>(pass)].ptr);
+      }
+      weights = detail::PrepackedGroups<T>{data, wp.padded(e.blocking), group_elems};
+    }
+    im.run(plan, e, args, weights);
+  }
+};
+
+Conv2dPrimitive::Conv2dPrimitive(const Conv2dDesc& desc, const PrimitiveOptions& options)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.desc = desc;
+  s.plan = detail::make_plan(desc.params);
+  s.shape = shape_of(s.plan);
+  s.isa = active_isa();
+  const std::string* forced[kPasses] = {&options.forward, &options.backward_data,
+                                        &options.backward_weight};
+  for (int i = 0; i < kPasses; ++i) {
+    const Pass pass = static_cast<Pass>(i);
+    s.chosen[i] = desc.dtype == DataType::Float32
+                      ? choose<float>(pass, s.plan, s.engine<float>().blocking, *forced[i])
+                      : choose<double>(pass, s.plan, s.engine<double>().blocking, *forced[i]);
+  }
+}
+
+Conv2dPrimitive::~Conv2dPrimitive() = default;
+Conv2dPrimitive::Conv2dPrimitive(Conv2dPrimitive&&) noexcept = default;
+Conv2dPrimitive& Conv2dPrimitive::operator=(Conv2dPrimitive&&) noexcept = default;
+
+const Conv2dDesc& Conv2dPrimitive::desc() const { return state_->desc; }
+const Conv2dShape& Conv2dPrimitive::shape() const { return state_->shape; }
+Isa Conv2dPrimitive::isa() const { return state_->isa; }
+
+const char* Conv2dPrimitive::implementation(Pass pass) const {
+  return entry_name(pass, state_->chosen[static_cast<int>(pass)]);
+}
+
+std::vector<ImplementationStatus> Conv2dPrimitive::implementations(Pass pass) const {
+  const State& s = *state_;
+  auto judge = [&](const auto& list, const Blocking& bl) {
+    std::vector<ImplementationStatus> out;
+    for (const auto& im : list) {
+      ImplementationStatus st;
+      st.name = im.name;
+      const char* why = im.why_not(s.plan, bl);
+      st.applies = why == nullptr;
+      const char* declined = st.applies ? im.declines(s.plan, bl) : nullptr;
+      st.preferred = st.applies && declined == nullptr;
+      st.reason = why ? why : (declined ? declined : "");
+      out.push_back(std::move(st));
+    }
+    return out;
+  };
+  return s.desc.dtype == DataType::Float32
+             ? judge(detail::implementations<float>(pass), s.engine<float>().blocking)
+             : judge(detail::implementations<double>(pass), s.engine<double>().blocking);
+}
+
+template <typename T>
+void Conv2dPrimitive::forward(const T* x, const T* w, const T* bias, T* y, Activation act) const {
+  const State& s = *state_;
+  s.check_dtype<T>("forward");
+  if (s.plan.y_size == 0) return;
+  detail::CallScope scope;
+  detail::ExecArgs<T> args;
+  args.x = x;
+  args.bias = bias;
+  args.out = y;
+  args.relu = act == Activation::Relu;
+  s.run<T>(Pass::Forward, args, w);
+}
+
+template <typename T>
+void Conv2dPrimitive::backward_data(const T* dy, const T* w, T* dx) const {
+  const State& s = *state_;
+  s.check_dtype<T>("backward_data");
+  if (s.plan.x_size == 0) return;
+  if (s.plan.y_size == 0) {  // no output position: nothing reaches the input
+    std::memset(dx, 0, sizeof(T) * static_cast<std::size_t>(s.plan.x_size));
+    return;
+  }
+  detail::CallScope scope;
+  detail::ExecArgs<T> args;
+  args.dy = dy;
+  args.out = dx;
+  s.run<T>(Pass::BackwardData, args, w);
+}
+
+template <typename T>
+void Conv2dPrimitive::backward_weight(const T* dy, const T* x, T* dw) const {
+  const State& s = *state_;
+  s.check_dtype<T>("backward_weight");
+  if (s.plan.w_size == 0) return;
+  if (s.plan.y_size == 0) {  // an empty batch: the sum over positions is empty
+    std::memset(dw, 0, sizeof(T) * static_cast<std::size_t>(s.plan.w_size));
+    return;
+  }
+  detail::CallScope scope;
+  detail::ExecArgs<T> args;
+  args.dy = dy;
+  args.x = x;
+  args.out = dw;
+  s.run<T>(Pass::BackwardWeight, args, nullptr);
+}
+
+template <typename T>
+void Conv2dPrimitive::backward_bias(const T* dy, T* db) const {
+  const State& s = *state_;
+  s.check_dtype<T>("backward_bias");
+  detail::CallScope scope;
+  detail::backward_bias<T>(s.plan, dy, db);
+}
+
+template <typename T>
+void Conv2dPrimitive::set_weights(const T* w) {
+  State& s = *state_;
+  s.check_dtype<T>("set_weights");
+  if (!w) throw std::invalid_argument("set_weights: weight is null");
+  const detail::GemmEngine<T>& e = s.engine<T>();
+  AlignedBuffer packed[kPasses];
+  detail::CallScope scope;
+  for (Pass pass : {Pass::Forward, Pass::BackwardData}) {
+    const detail::Implementation<T>& im = s.impl<T>(pass);
+    const detail::WeightPacking wp = im.weight_packing(s.plan);
+    if (wp.none() || s.plan.w_size == 0) continue;
+    const int64_t elems = s.plan.G * wp.group_elems(e.blocking);
+    AlignedBuffer buf(static_cast<std::size_t>(elems) * sizeof(T));
+    im.pack_weights(s.plan, e.blocking, w, static_cast<T*>(buf.ptr));
+    packed[static_cast<int>(pass)] = std::move(buf);
+  }
+  for (int i = 0; i < kPasses; ++i) s.packed[i] = std::move(packed[i]);
+  s.has_weights = true;
+}
+
+void Conv2dPrimitive::clear_weights() {
+  for (auto& b : state_->packed) b = AlignedBuffer();
+  state_->has_weights = false;
+}
+
+bool Conv2dPrimitive::has_weights() const { return state_->has_weights; }
+
+#define CONVCORE_INSTANTIATE_PRIMITIVE(T)                                                  \
+  template void Conv2dPrimitive::forward<T>(const T*, const T*, const T*, T*, Activation) \
+      const;                                                                               \
+  template void Conv2dPrimitive::backward_data<T>(const T*, const T*, T*) const;           \
+  template void Conv2dPrimitive::backward_weight<T>(const T*, const T*, T*) const;         \
+  template void Conv2dPrimitive::backward_bias<T>(const T*, T*) const;                     \
+  template void Conv2dPrimitive::set_weights<T>(const T*);
+CONVCORE_INSTANTIATE_PRIMITIVE(float)
+CONVCORE_INSTANTIATE_PRIMITIVE(double)
+#undef CONVCORE_INSTANTIATE_PRIMITIVE
+
+}  // namespace convcore
