@@ -1,7 +1,12 @@
-"""Each algorithm the core chooses between, driven on purpose by the shape, on every ISA.
+"""Every implementation of every pass, on every ISA.
 
-The core picks an executor from the problem alone (cpp/src/conv/algorithms.hpp); each
-case below asserts the choice it is meant to exercise:
+test_every_implementation_forced sweeps each pass's whole implementation list (as the core
+reports it for the problem): every entry that applies is forced through the private hook
+convcore._conv._force_implementations and checked against the float64 direct loops.
+
+The core also picks an implementation from the problem alone (the ordered lists in
+cpp/src/conv/forward.cpp, backward_data.cpp, backward_weights.cpp); each case below asserts
+the choice it is meant to exercise:
   * NCHW, stride 1, Wo >= 2·(S−1)·dilation, and Ho·Wo >= 256 or N == 1 -> the direct
     stride-1 executor (B read in place from a padded copy; backward-data as a full
     correlation with flipped weights, which also covers padding larger than the kernel);
@@ -21,7 +26,7 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore._conv import _algorithms
+from convcore._conv import _algorithms, _force_implementations, _implementations
 from reference import check_backward_input, check_backward_weight, check_forward
 
 CASES = {
@@ -175,3 +180,70 @@ def test_every_path_bitwise_across_threads(case, restore_threads):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
+
+
+def _case_arrays(case, layout, dtype):
+    x_shape, (k, r, s), kw = CASES[case]
+    n, c, h, w = x_shape
+    groups = kw.get("groups", 1)
+    rng = np.random.default_rng(hash((case, layout)) % 2**32)
+    x = rng.standard_normal(x_shape)
+    wt = rng.standard_normal((k, c // groups, r, s))
+    b = rng.standard_normal(k)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        wt = np.ascontiguousarray(wt.transpose(0, 2, 3, 1))
+    return x.astype(dtype), wt.astype(dtype), b.astype(dtype), dict(kw, layout=layout)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_implementation_forced(isa, case, layout, dtype):
+    x, wt, b, kw = _case_arrays(case, layout, dtype)
+    name = np.dtype(dtype).name
+    lists = _implementations(x.shape, wt.shape, dtype=name, **kw)
+    y_shape = convcore.conv2d_output_shape(x.shape, wt.shape, **kw)
+    dy = np.random.default_rng(3).standard_normal(y_shape).astype(dtype)
+    for entry in lists["forward"]:
+        if entry["applies"]:
+            with _force_implementations(forward=entry["name"]):
+                assert _algorithms(x.shape, wt.shape, dtype=name, **kw)["forward"] == entry["name"]
+                y = convcore.conv2d(x, wt, b, activation="relu", **kw)
+            check_forward(y, x, wt, b, activation="relu", dtype=dtype,
+                          what=f"{case} fwd {entry['name']}", **kw)
+    for entry in lists["backward_data"]:
+        if entry["applies"]:
+            with _force_implementations(backward_data=entry["name"]):
+                dx = convcore.conv2d_backward_input(dy, wt, x.shape, **kw)
+            check_backward_input(dx, dy, wt, x.shape, dtype=dtype,
+                                 what=f"{case} bwd-data {entry['name']}", **kw)
+    for entry in lists["backward_weight"]:
+        if entry["applies"]:
+            with _force_implementations(backward_weight=entry["name"]):
+                dw = convcore.conv2d_backward_weight(dy, x, wt.shape, **kw)
+            check_backward_weight(dw, dy, x, wt.shape, dtype=dtype,
+                                  what=f"{case} bwd-weight {entry['name']}", **kw)
+
+
+def test_every_implementation_is_reached_and_explained():
+    """Over the cases, every entry of every list applies somewhere (so the sweep above runs
+    it); an entry that does not apply says why; forcing one that does not apply fails."""
+    reached = {}
+    for case in CASES:
+        for layout in ("NCHW", "NHWC"):
+            x, wt, _, kw = _case_arrays(case, layout, np.float32)
+            for pass_, entries in _implementations(x.shape, wt.shape, **kw).items():
+                for e in entries:
+                    reached.setdefault((pass_, e["name"]), False)
+                    reached[(pass_, e["name"])] |= e["applies"]
+                    if not e["applies"]:
+                        assert e["reason"], e
+    assert all(reached.values()), [k for k, v in reached.items() if not v]
+    assert len(reached) >= 11
+    with _force_implementations(forward="direct_stride1"):
+        with pytest.raises(ValueError, match="stride 1"):
+            convcore.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), stride=2)
+    with _force_implementations(backward_weight="bogus"):
+        with pytest.raises(ValueError, match="does not exist"):
+            convcore.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)))
