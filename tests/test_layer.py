@@ -156,3 +156,46 @@ def test_layer_hyperparameters_and_repr():
     assert layer.groups == 2 and layer.layout == "NHWC" and layer.activation == "relu"
     text = repr(layer)
     assert text.startswith("Conv2d(") and "float64" in text
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_prepacked_weights_follow_every_documented_change(isa, layout, rng):
+    """The layer keeps its weights prepacked per input shape; each documented way of
+    changing them is seen by the next call (results equal the functional call bitwise)."""
+    kw = dict(padding=1, layout=layout)
+    layer = convcore.Conv2d(8, 16, 3, rng=5, **kw)
+    xs = (2, 8, 7, 9) if layout == "NCHW" else (2, 7, 9, 8)
+    x = rng.standard_normal(xs).astype(np.float32)
+    x_other = rng.standard_normal((1,) + xs[1:]).astype(np.float32)
+
+    def check():
+        for inp in (x, x_other):  # two cached primitives
+            y = layer.forward(inp)
+            np.testing.assert_array_equal(y, convcore.conv2d(inp, layer.weight, layer.bias, **kw))
+            dy = np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
+            dx = layer.backward(dy)
+            g = convcore.conv2d_backward(dy, inp, layer.weight, **kw)
+            np.testing.assert_array_equal(dx, g.input)
+            np.testing.assert_array_equal(layer.grad_weight, g.weight)
+
+    check()
+    layer.weight = rng.standard_normal(layer.weight.shape).astype(np.float32)  # assignment
+    check()
+    layer.weight -= 0.5 * layer.grad_weight                                     # SGD step
+    check()
+    layer.weight[0] = 3.0                                                       # in place ...
+    layer.weight_changed()                                                      # ... signalled
+    check()
+    with pytest.raises(ValueError, match="weight must have shape"):
+        layer.weight = np.ones((1, 2, 3, 4), dtype=np.float32)
+
+
+def test_layer_reuses_its_primitive():
+    layer = convcore.Conv2d(3, 4, 3, rng=0)
+    x = np.ones((1, 3, 6, 6), dtype=np.float32)
+    layer.forward(x)
+    layer.forward(x)
+    assert len(layer._primitives) == 1
+    for n in range(2, 9):
+        layer.forward(np.ones((n, 3, 6, 6), dtype=np.float32))
+    assert len(layer._primitives) == 4  # bounded

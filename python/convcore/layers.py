@@ -1,12 +1,20 @@
 """Conv2d: a convolutional layer object holding its parameters and gradients."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections import OrderedDict
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._args import check_activation, check_array, check_groups, check_layout, is_int, pair
-from ._conv import _Problem, conv2d, conv2d_backward, conv2d_num_params
+from . import _core
+from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
+                    is_int, pair)
+from ._conv import (_check_grad_output, _check_input, _dtype_name, _Problem, _FORCED,
+                    conv2d_num_params)
+
+# Primitives a layer keeps, one per input shape (and ISA): enough for a training batch, a
+# last partial batch and an evaluation batch.
+_MAX_PRIMITIVES = 4
 
 
 def _rng(rng: Any) -> np.random.Generator:
@@ -24,6 +32,14 @@ class Conv2d:
 
     Weights are initialised as PyTorch does: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both
     weights and biases, fan_in = (C/groups)·R·S.
+
+    The layer keeps a validated primitive per input shape with its weights prepacked, so a
+    call pays for neither planning nor packing twice. The weights are repacked when
+    ``layer.weight`` is assigned — ``layer.weight = w`` or ``layer.weight -= lr * g``
+    (augmented assignment to an attribute assigns back) — or after
+    ``layer.weight_changed()``, which you must call when you edit the array in place any
+    other way (``layer.weight[...] = v``, ``np.copyto(layer.weight, v)``, an optimiser
+    writing into it): convcore cannot see such writes.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
@@ -53,7 +69,9 @@ class Conv2d:
         shape = (out_channels, cg, r, s) if layout == "NCHW" else (out_channels, r, s, cg)
         gen = _rng(rng)
         bound = 1.0 / np.sqrt(cg * r * s)
-        self.weight = gen.uniform(-bound, bound, size=shape).astype(self.dtype)
+        self._weight = as_buffer(gen.uniform(-bound, bound, size=shape).astype(self.dtype))
+        self._weight_version = 0
+        self._primitives: "OrderedDict[tuple, Tuple[_Problem, int]]" = OrderedDict()
         self.bias = gen.uniform(-bound, bound, size=(out_channels,)).astype(self.dtype) if bias else None
         self.grad_weight: Optional[np.ndarray] = None
         self.grad_bias: Optional[np.ndarray] = None
@@ -64,6 +82,44 @@ class Conv2d:
                  if layout == "NCHW" else (1, r * self.dilation[0], s * self.dilation[1], self.in_channels),
                  shape, self.stride, padding, self.dilation, self.groups, layout, "crop")
 
+    @property
+    def weight(self) -> np.ndarray:
+        """The filters: (K, C/groups, R, S) in NCHW, (K, R, S, C/groups) in NHWC."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: np.ndarray) -> None:
+        value = check_array(value, "weight")
+        if value.shape != self._weight.shape or value.dtype != self.dtype:
+            raise ValueError(f"weight must have shape {self._weight.shape} and dtype "
+                             f"{self.dtype}, got {value.shape} {value.dtype}")
+        self._weight = as_buffer(value)
+        self.weight_changed()
+
+    def weight_changed(self) -> None:
+        """Tells the layer its weight array was edited in place (repacks on the next call).
+        Assigning ``layer.weight`` does this itself."""
+        self._weight_version += 1
+
+    def _primitive(self, x_shape: Tuple[int, ...]) -> _Problem:
+        """The primitive for this input shape with the current weights prepacked."""
+        key = (x_shape, _core.get_isa(), tuple(sorted(_FORCED.items())))
+        entry = self._primitives.get(key)
+        if entry is None:
+            prob = _Problem(x_shape, self._weight.shape, self.stride, self.padding,
+                            self.dilation, self.groups, self.layout, self.shape_rule,
+                            _dtype_name(self._weight))
+            version = -1
+            if len(self._primitives) >= _MAX_PRIMITIVES:
+                self._primitives.popitem(last=False)
+        else:
+            prob, version = entry
+            self._primitives.move_to_end(key)
+        if version != self._weight_version:
+            prob.plan.set_weights(self._weight)
+        self._primitives[key] = (prob, self._weight_version)
+        return prob
+
     def _kw(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, layout=self.layout, shape_rule=self.shape_rule)
@@ -73,10 +129,13 @@ class Conv2d:
         return conv2d_output_shape(input_shape, self.weight.shape, **self._kw())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = check_array(x, "x")
+        x = _check_input(x, "x")
         if x.dtype != self.dtype:
             raise TypeError(f"x has dtype {x.dtype} but this layer is {self.dtype}")
-        y = conv2d(x, self.weight, self.bias, activation=self.activation, **self._kw())
+        prob = self._primitive(x.shape)
+        y = np.empty(prob.user_shape(prob.y_shape), dtype=self.dtype)
+        bias = as_buffer(self.bias) if self.bias is not None else None
+        prob.plan.forward(as_buffer(x), None, bias, y, self.activation == "relu")
         self._x = x
         self._y = y if self.activation == "relu" else None
         return y
@@ -92,11 +151,21 @@ class Conv2d:
             if grad_y.shape != self._y.shape:
                 raise ValueError(f"grad_y has shape {grad_y.shape}, expected {self._y.shape}")
             grad_y = np.where(self._y > 0, grad_y, np.zeros((), dtype=grad_y.dtype))
-        grads = conv2d_backward(grad_y, self._x, self.weight, bias=self.bias is not None,
-                                **self._kw())
-        self.grad_weight = grads.weight
-        self.grad_bias = grads.bias
-        return grads.input
+        x = self._x
+        prob = self._primitive(x.shape)
+        dy = as_buffer(_check_grad_output(grad_y, prob, x, "x"))
+        dx = np.empty(x.shape, dtype=self.dtype)
+        dw = np.empty(self._weight.shape, dtype=self.dtype)
+        prob.plan.backward_data(dy, None, dx)
+        prob.plan.backward_weight(dy, as_buffer(x), dw)
+        self.grad_weight = dw
+        if self.bias is not None:
+            db = np.empty((self.out_channels,), dtype=self.dtype)
+            prob.plan.backward_bias(dy, db)
+            self.grad_bias = db
+        else:
+            self.grad_bias = None
+        return dx
 
     def __repr__(self) -> str:
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
