@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "../gemm/driver.hpp"
+#include "epilogue.hpp"
 #include "im2col_pack.hpp"
 #include "plan.hpp"
 
@@ -43,12 +44,11 @@ struct DirectS1 {
   int64_t Cout, Hout, Wout;
   int64_t R, S, dh, dw;
   int64_t pad_top, pad_left;  // padded(i, j) = in(i - pad_top, j - pad_left)
-  const T* bias;              // per output channel of the group, or null
-  bool relu;
+  BiasActivation<T> act;      // bias per output channel of the group (a row of C), ReLU
 
   // The forward pass of a stride-1 NCHW plan: in = x, out = y (group 0; a tile sets its
   // group's pointers and bias).
-  static DirectS1 forward(const ConvPlan& p, const T* x, T* y, bool relu) {
+  static DirectS1 forward(const ConvPlan& p, const T* x, T* y, const BiasActivation<T>& act) {
     DirectS1 d;
     d.in = x;
     d.in_sn = p.xs_n; d.in_sc = p.xs_c; d.in_sh = p.xs_h; d.in_sw = p.xs_w;
@@ -58,8 +58,7 @@ struct DirectS1 {
     d.Cout = p.Kg; d.Hout = p.Ho; d.Wout = p.Wo;
     d.R = p.R; d.S = p.S; d.dh = p.dh; d.dw = p.dw;
     d.pad_top = p.pad_t; d.pad_left = p.pad_l;
-    d.bias = nullptr;
-    d.relu = relu;
+    d.act = act;
     return d;
   }
   // Backward-data of a stride-1 NCHW plan as the full correlation of dy with the flipped
@@ -75,8 +74,7 @@ struct DirectS1 {
     d.R = p.R; d.S = p.S; d.dh = p.dh; d.dw = p.dw;
     d.pad_top = (p.R - 1) * p.dh - p.pad_t;
     d.pad_left = (p.S - 1) * p.dw - p.pad_l;
-    d.bias = nullptr;
-    d.relu = false;
+    d.act = BiasActivation<T>{};
     return d;
   }
 
@@ -146,27 +144,9 @@ struct DirectS1 {
       const int64_t oh = q / wp, ow = q % wp;
       const int64_t len = std::min(n - t, wp - ow);
       const int64_t keep = std::max<int64_t>(0, std::min(len, Wout - ow));
-      for (int64_t ii = 0; ii < m && keep > 0; ++ii) {
-        const T* __restrict src = buf + ii * ldb + t;
-        T* __restrict dst = out + img * out_sn + (i0 + ii) * out_sc + oh * out_sh + ow * out_sw;
-        if (out_sw == 1) {
-          if (bias) {
-            const T bv = bias[i0 + ii];
-            for (int64_t u = 0; u < keep; ++u) dst[u] = src[u] + bv;
-          } else {
-            copy_run(dst, src, keep);
-          }
-          if (relu)
-            for (int64_t u = 0; u < keep; ++u) dst[u] = dst[u] < T(0) ? T(0) : dst[u];
-        } else {
-          const T bv = bias ? bias[i0 + ii] : T(0);
-          for (int64_t u = 0; u < keep; ++u) {
-            T v = bias ? src[u] + bv : src[u];
-            if (relu && v < T(0)) v = T(0);
-            dst[u * out_sw] = v;
-          }
-        }
-      }
+      for (int64_t ii = 0; ii < m && keep > 0; ++ii)
+        act.store(out + img * out_sn + (i0 + ii) * out_sc + oh * out_sh + ow * out_sw, out_sw,
+                  buf + ii * ldb + t, keep, i0 + ii, oh * Wout + ow);
       t += len;
     }
   }

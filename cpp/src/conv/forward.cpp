@@ -9,6 +9,7 @@
 // The weights arrive prepacked (per call or kept by the primitive), shared by all tiles.
 #include "implementation.hpp"
 #include "direct_s1.hpp"
+#include "epilogue.hpp"
 #include "im2col_pack.hpp"
 #include "indirect_nhwc.hpp"
 #include "../gemm/driver.hpp"
@@ -31,8 +32,8 @@ inline TileRules im2col_b_rules(const Blocking& bl) { return TileRules{1, bl.nr,
 
 // The tile epilogue: nothing when there is neither bias nor activation.
 template <bool kFused, typename T>
-auto make_epilogue(const T* row_bias, const T* col_bias, bool relu) {
-  if constexpr (kFused) return BiasReluEpilogue<T>{row_bias, col_bias, relu};
+auto make_epilogue(const BiasActivation<T>& act) {
+  if constexpr (kFused) return act;
   else return NoEpilogue{};
 }
 
@@ -82,7 +83,7 @@ struct DirectStride1 : WeightsAsA {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
-    const DirectS1<T> base = DirectS1<T>::forward(p, a.x, a.out, a.relu);
+    const DirectS1<T> base = DirectS1<T>::forward(p, a.x, a.out, {a.bias, nullptr, a.relu});
     // Weights prepacked; a tile's only copy is its padded input rows.
     run_tiles(p.N * p.G, p.Kg, base.columns(), p.CgRS(), e.blocking,
               TileRules{1, e.blocking.nr, 0, 8},
@@ -91,7 +92,7 @@ struct DirectStride1 : WeightsAsA {
       DirectS1<T> d = base;
       d.in = a.x + g * p.Cg * p.xs_c;
       d.out = a.out + g * p.Kg * p.ys_c;
-      d.bias = a.bias ? a.bias + g * p.Kg : nullptr;
+      d.act = base.act.rows_from(g * p.Kg);
       d.run_tile(e, weights.group(g), img, m0, m1, n0, n1);
     });
   }
@@ -113,8 +114,9 @@ struct Im2colMultiImage : WeightsAsA {
     run_tiles(p.G, p.Kg, p.N * p.P(), p.CgRS(), e.blocking, im2col_b_rules(e.blocking),
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       const Im2colPackB_TapsByPixels<T> pack_x{&p, a.x + g * p.Cg * p.xs_c};
-      const StoreImagesEpilogue<T> store{&p, a.out + g * p.Kg * p.ys_c,
-                                         a.bias ? a.bias + g * p.Kg : nullptr, a.relu};
+      const StoreImagesEpilogue<T> store{
+          &p, a.out + g * p.Kg * p.ys_c,
+          BiasActivation<T>{a.bias, nullptr, a.relu}.rows_from(g * p.Kg)};
       gemm_rect_buffered(e, m0, m1, n0, n1, p.CgRS(), weights.group(g), pack_x, store);
     });
   }
@@ -137,8 +139,8 @@ struct Im2colPerImage : WeightsAsA, AlwaysPreferred {
               [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       const int64_t img = prob / p.G, g = prob % p.G;
       const Im2colPackB_TapsByPixels<T> pack_x{&p, a.x + img * p.xs_n + g * p.Cg * p.xs_c};
-      const auto epi = make_epilogue<kFused>(a.bias ? a.bias + g * p.Kg : nullptr,
-                                             static_cast<const T*>(nullptr), a.relu);
+      const auto epi =
+          make_epilogue<kFused>(BiasActivation<T>{a.bias, nullptr, a.relu}.rows_from(g * p.Kg));
       T* c = a.out + img * p.ys_n + g * p.Kg * p.ys_c;
       gemm_rect(e, m0, m1, n0, n1, p.CgRS(), weights.group(g), pack_x, c, p.ys_c, false, epi);
     });
@@ -158,14 +160,15 @@ struct IndirectNhwcForward : WeightsAsB {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
-    const IndirectNhwc<T> base = IndirectNhwc<T>::forward(p, a.x, a.out, a.relu);
+    const IndirectNhwc<T> base =
+        IndirectNhwc<T>::forward(p, a.x, a.out, {nullptr, a.bias, a.relu});
     // Pixels read in place, weights prepacked: no per-tile packing.
     run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       IndirectNhwc<T> d = base;
       d.in = a.x + g * p.Cg * p.xs_c;
       d.out = a.out + g * p.Kg * p.ys_c;
-      d.bias = a.bias ? a.bias + g * p.Kg : nullptr;
+      d.act = base.act.cols_from(g * p.Kg);
       d.run_tile(e, weights.group(g), m0, m1, n0, n1);
     });
   }
@@ -187,8 +190,8 @@ struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
     run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 64, 0},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       const Im2colPackA_PixelsByTaps<T> pack_x{&p, a.x + g * p.Cg * p.xs_c};
-      const auto epi = make_epilogue<kFused>(static_cast<const T*>(nullptr),
-                                             a.bias ? a.bias + g * p.Kg : nullptr, a.relu);
+      const auto epi =
+          make_epilogue<kFused>(BiasActivation<T>{nullptr, a.bias, a.relu}.cols_from(g * p.Kg));
       T* c = a.out + g * p.Kg * p.ys_c;
       gemm_rect(e, m0, m1, n0, n1, p.CgRS(), pack_x, weights.group(g), c, p.ys_w, false, epi);
     });

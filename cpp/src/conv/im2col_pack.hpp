@@ -20,6 +20,8 @@
 #endif
 
 #include "convcore/conv2d.hpp"
+#include "epilogue.hpp"
+#include "plan.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
@@ -77,16 +79,6 @@ inline int pixel_runs(const ConvPlan& p, int64_t q, int64_t n, PixelRun* runs) {
     if (++oh == p.Ho) { oh = 0; ++img; }
   }
   return count;
-}
-
-// dst[0:n] = src[0:n] for short runs: whole 32-byte chunks, then single elements (a
-// library memcpy call costs more than the copy at these lengths).
-template <typename T>
-inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n) {
-  constexpr int64_t chunk = 32 / sizeof(T);
-  int64_t t = 0;
-  for (; t + chunk <= n; t += chunk) __builtin_memcpy(dst + t, src + t, 32);
-  for (; t < n; ++t) dst[t] = src[t];
 }
 
 // out[t] = src[t*step] for step 2 or 4, four outputs at a time with SSE shuffles (the
@@ -451,32 +443,6 @@ struct WeightTPackA {
   }
 };
 
-// Forward epilogue: bias (per row for NCHW, per column for NHWC) and optional ReLU.
-// ReLU keeps NaN (x < 0 ? 0 : x), as frameworks do.
-template <typename T>
-struct BiasReluEpilogue {
-  static constexpr bool kActive = true;
-  const T* row_bias;  // indexed by the tile's global row, or null
-  const T* col_bias;  // indexed by the tile's global column, or null
-  bool relu;
-
-  void operator()(T* c, int64_t ldc, int64_t i, int64_t j, int64_t m, int64_t n) const {
-    for (int64_t ii = 0; ii < m; ++ii) {
-      T* __restrict row = c + ii * ldc;
-      if (row_bias) {
-        const T b = row_bias[i + ii];
-        for (int64_t jj = 0; jj < n; ++jj) row[jj] += b;
-      }
-      if (col_bias) {
-        const T* __restrict b = col_bias + j;
-        for (int64_t jj = 0; jj < n; ++jj) row[jj] += b[jj];
-      }
-      if (relu)
-        for (int64_t jj = 0; jj < n; ++jj) row[jj] = row[jj] < T(0) ? T(0) : row[jj];
-    }
-  }
-};
-
 // A operand of the stride-1 direct backward-data pass (direct_s1.hpp): the weights
 // flipped in both spatial axes and transposed, a Cg × (Kg·R·S) matrix with columns in
 // (k, r, s) order: A[c][(k, r, s)] = w[k][c][R-1-r][S-1-s]. wg points at the group's
@@ -539,8 +505,7 @@ template <typename T>
 struct StoreImagesEpilogue {
   const ConvPlan* plan;
   T* yg;
-  const T* bias;  // the group's biases, or null
-  bool relu;
+  BiasActivation<T> act;  // row bias: the group's filters
 
   void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
     const ConvPlan& p = *plan;
@@ -549,18 +514,9 @@ struct StoreImagesEpilogue {
       const int64_t q = j0 + t;
       const int64_t img = q / P, pix = q % P;
       const int64_t len = std::min(n - t, P - pix);
-      for (int64_t ii = 0; ii < m; ++ii) {
-        const T* __restrict src = buf + ii * ldb + t;
-        T* __restrict out = yg + img * p.ys_n + (i0 + ii) * p.ys_c + pix;
-        if (bias) {
-          const T b = bias[i0 + ii];
-          for (int64_t u = 0; u < len; ++u) out[u] = src[u] + b;
-        } else {
-          copy_run(out, src, len);
-        }
-        if (relu)
-          for (int64_t u = 0; u < len; ++u) out[u] = out[u] < T(0) ? T(0) : out[u];
-      }
+      for (int64_t ii = 0; ii < m; ++ii)
+        act.store(yg + img * p.ys_n + (i0 + ii) * p.ys_c + pix, 1, buf + ii * ldb + t, len,
+                  i0 + ii, q);
       t += len;
     }
   }

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "../gemm/driver.hpp"
+#include "epilogue.hpp"
 #include "im2col_pack.hpp"
 #include "plan.hpp"
 
@@ -32,12 +33,12 @@ struct IndirectNhwc {
   int64_t Hout, Wout;
   int64_t R, S, sh, sw, dh, dw;
   int64_t pad_top, pad_left;  // input row of (oh, r) is oh*sh - pad_top + r*dh
-  const T* bias;              // per output channel of the group, or null
-  bool relu;
+  BiasActivation<T> act;      // bias per output channel of the group (a column of C), ReLU
 
   // The forward pass of an NHWC plan: in = x, out = y (group 0; a tile sets its group's
   // pointers and bias).
-  static IndirectNhwc forward(const ConvPlan& p, const T* x, T* y, bool relu) {
+  static IndirectNhwc forward(const ConvPlan& p, const T* x, T* y,
+                              const BiasActivation<T>& act) {
     IndirectNhwc d;
     d.in = x;
     d.in_sn = p.xs_n; d.in_sh = p.xs_h; d.in_sw = p.xs_w;
@@ -47,8 +48,7 @@ struct IndirectNhwc {
     d.Hout = p.Ho; d.Wout = p.Wo;
     d.R = p.R; d.S = p.S; d.sh = p.sh; d.sw = p.sw; d.dh = p.dh; d.dw = p.dw;
     d.pad_top = p.pad_t; d.pad_left = p.pad_l;
-    d.bias = nullptr;
-    d.relu = relu;
+    d.act = act;
     return d;
   }
   // Backward-data of a stride-1 NHWC plan as the full correlation of dy with the flipped
@@ -64,8 +64,7 @@ struct IndirectNhwc {
     d.R = p.R; d.S = p.S; d.sh = 1; d.sw = 1; d.dh = p.dh; d.dw = p.dw;
     d.pad_top = (p.R - 1) * p.dh - p.pad_t;
     d.pad_left = (p.S - 1) * p.dw - p.pad_l;
-    d.bias = nullptr;
-    d.relu = false;
+    d.act = BiasActivation<T>{};
     return d;
   }
 
@@ -118,8 +117,7 @@ struct IndirectNhwc {
               fn(len, rows, b_block + jr * kc + (d - pc) * nr, c, ldo, m, n, pc > 0 || d > pc);
               d += len;
             }
-            if (last && (bias || relu))
-              BiasReluEpilogue<T>{nullptr, bias, relu}(c, ldo, ir, jc + jr, m, n);
+            if (last && act.active()) act(c, ldo, ir, jc + jr, m, n);
           }
         }
       }
