@@ -108,8 +108,8 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int mr = bl.mr, nr = bl.nr;
     const int64_t ncb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
-    T* buf = thread_scratch_as<T>(Scratch::Tile, bl.mc * ncb);
-    T* pb = thread_scratch_as<T>(Scratch::PackB, bl.kc * ncb);
+    T* buf = thread_scratch_as<Scratch::Tile, T>(bl.mc * ncb);
+    T* pb = thread_scratch_as<Scratch::PackB, T>(bl.kc * ncb);
     int64_t chan[kMaxTile], tap_off[kMaxTile];
     const T* rows[kMaxTile];
     const T* dyg = dy + g * p.Kg * p.ys_c;
@@ -136,9 +136,13 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
               row_stride = p.W;
               row0 = oh0 * p.sh;
             } else {
-              const int64_t nrows = (oh1 - oh0) * p.sh + (p.R - 1) * p.dh + 1;
-              T* slab = thread_scratch_as<T>(Scratch::Image,
-                                                     (c_hi - c_lo + 1) * nrows * Wp);
+              const char* what = "the padded input rows of a weight-gradient block";
+              const int64_t nrows = checked_add(
+                  checked_add(checked_mul(oh1 - oh0, p.sh, what), checked_mul(p.R - 1, p.dh, what),
+                              what),
+                  1, what);
+              T* slab = thread_scratch_as<Scratch::Image, T>(
+                  checked_product({c_hi - c_lo + 1, nrows, Wp}, what));
               pad_rows(p, xg + img * p.xs_n, c_lo, c_hi, oh0 * p.sh - p.pad_t, nrows, Wp, slab);
               src = slab;
               chan_stride = nrows * Wp;
@@ -198,8 +202,8 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
   run_tiles(p.G, M, N, K, bl, TileRules{1, bl.nr, 24, 8},
                     [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int mr = bl.mr, nr = bl.nr;
-    T* pa = thread_scratch_as<T>(Scratch::PackA, bl.mc * bl.kc);
-    int64_t* b_off = thread_scratch_as<int64_t>(Scratch::PackB, bl.kc);
+    T* pa = thread_scratch_as<Scratch::PackA, T>(bl.mc * bl.kc);
+    int64_t* b_off = thread_scratch_as<Scratch::Offsets, int64_t>(bl.kc);
     const OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
     const T* xg = x + g * Cg * p.xs_c;
     T* c = dw + g * p.Kg * p.ws_k;
@@ -236,13 +240,18 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
           continue;
         }
         int64_t slab_size = 0;
+        const char* what = "the padded input rows of a weight-gradient block";
         for (int64_t kk = 0; kk < kc;) {
           const int64_t pix = (pc + kk) % P, run = std::min(kc - kk, P - pix);
           const int64_t oh0 = pix / p.Wo, oh1 = (pix + run - 1) / p.Wo;
-          slab_size += ((oh1 - oh0) * p.sh + (p.R - 1) * p.dh + 1) * Wp * Cg;
+          const int64_t nrows = checked_add(
+              checked_add(checked_mul(oh1 - oh0, p.sh, what), checked_mul(p.R - 1, p.dh, what),
+                          what),
+              1, what);
+          slab_size = checked_add(slab_size, checked_product({nrows, Wp, Cg}, what), what);
           kk += run;
         }
-        T* slab = thread_scratch_as<T>(Scratch::Image, slab_size);
+        T* slab = thread_scratch_as<Scratch::Image, T>(slab_size);
         for (int64_t kk = 0, at = 0; kk < kc;) {
           const int64_t img = (pc + kk) / P, pix = (pc + kk) % P;
           const int64_t run = std::min(kc - kk, P - pix);

@@ -78,7 +78,10 @@ struct DirectS1 {
     return d;
   }
 
-  int64_t Wp() const { return Wout + (S - 1) * dw; }
+  int64_t Wp() const {
+    return checked_add(Wout, checked_mul(S - 1, dw, "a direct-convolution row"),
+                       "a direct-convolution row");
+  }
   int64_t columns() const { return Hout * Wp(); }
   int64_t depth() const { return Cin * R * S; }
 
@@ -88,16 +91,19 @@ struct DirectS1 {
                 int64_t m1, int64_t n0, int64_t n1) const {
     const int64_t wp = Wp();
     const int64_t oh_lo = n0 / wp, oh_hi = (n1 - 1) / wp;
-    const int64_t rows = oh_hi - oh_lo + 1 + (R - 1) * dh;
-    const int64_t plane = rows * wp;
+    const char* what = "the padded rows of a direct-convolution tile";
+    const int64_t rows =
+        checked_add(oh_hi - oh_lo + 1, checked_mul(R - 1, dh, what), what);
+    const int64_t plane = checked_mul(rows, wp, what);
     // Reads of discarded columns may run up to one row plus one micro-panel past the end.
     const int64_t slack = wp + e.blocking.nr;
-    T* padded = thread_scratch_as<T>(Scratch::Image, Cin * plane + slack);
+    T* padded = thread_scratch_as<Scratch::Image, T>(
+        checked_add(checked_mul(Cin, plane, what), slack, what));
     pad_rows(padded, img, oh_lo, rows, plane);
     std::fill(padded + Cin * plane, padded + Cin * plane + slack, T(0));
 
     const int64_t K = depth();
-    int64_t* b_off = thread_scratch_as<int64_t>(Scratch::PackB, K);
+    int64_t* b_off = thread_scratch_as<Scratch::Offsets, int64_t>(K);
     for (int64_t c = 0, j = 0; c < Cin; ++c)
       for (int64_t r = 0; r < R; ++r)
         for (int64_t s = 0; s < S; ++s) b_off[j++] = c * plane + r * dh * wp + s * dw;

@@ -27,7 +27,6 @@
 
 namespace convcore::detail {
 
-inline constexpr int kMaxTile = 64;  // largest MR or NR any kernel uses
 
 // Walks filter taps in the (c, r, s) or (r, s, c) order.
 struct TapCursor {

@@ -46,7 +46,9 @@ struct WeightPacking {
   int64_t extent = 0, depth = 0;
   bool none() const { return extent == 0; }
   int64_t padded(const Blocking& bl) const { return round_up(extent, is_a ? bl.mr : bl.nr); }
-  int64_t group_elems(const Blocking& bl) const { return padded(bl) * depth; }
+  int64_t group_elems(const Blocking& bl) const {
+    return checked_mul(padded(bl), depth, "the packed weights");
+  }
 };
 
 // Base of executors that take no packed weights (backward-weight).

@@ -78,9 +78,9 @@ struct IndirectNhwc {
     const int mr = bl.mr, nr = bl.nr;
     const int64_t K = depth();
     const auto fn = e.ukernel.fn_indirect_a;
-    static_assert(kMaxTile <= 64, "row pointer table");
-    // Zeros for taps in the padding (a segment never exceeds KC <= 512 values).
-    alignas(64) static const T zeros[512] = {};
+    // Zeros for taps in the padding: a segment is at most one KC block deep, and the
+    // blocking never derives KC > kMaxKC (runtime.cpp checks it).
+    alignas(64) static const T zeros[kMaxKC] = {};
     const T* rows[kMaxTile];
     int64_t ih0[kMaxTile], iw0[kMaxTile], base[kMaxTile];
     const int64_t P = Hout * Wout;

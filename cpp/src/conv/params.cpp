@@ -6,6 +6,7 @@
 
 #include "convcore/conv2d.hpp"
 #include "plan.hpp"
+#include "../runtime/checked.hpp"
 
 namespace convcore {
 namespace {
@@ -16,18 +17,10 @@ void require_positive(int64_t v, const char* what, const char* rule = ">= 1") {
   if (v < 1) bad(std::string(what) + " must be " + rule + ", got " + std::to_string(v));
 }
 
-int64_t checked_mul(int64_t a, int64_t b, const char* what) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r))
-    throw std::overflow_error(std::string(what) + " is too large: the element count overflows 64 bits");
-  return r;
-}
-
 int64_t checked_count(std::initializer_list<int64_t> dims, const char* what) {
-  int64_t r = 1;
-  for (int64_t d : dims) r = checked_mul(r, d, what);
+  const int64_t r = detail::checked_product(dims, what);
   // Every buffer is addressed in bytes as well: keep 8·count representable.
-  checked_mul(r, 8, what);
+  detail::checked_mul(r, 8, what);
   return r;
 }
 

@@ -128,7 +128,8 @@ struct Conv2dPrimitive::State {
       const int64_t group_elems = wp.group_elems(e.blocking);
       const T* data;
       if (w) {
-        T* dst = detail::thread_scratch_as<T>(detail::Scratch::Weights, plan.G * group_elems);
+        T* dst = detail::thread_scratch_as<detail::Scratch::Weights, T>(
+            detail::checked_mul(plan.G, group_elems, "the packed weights"));
         im.pack_weights(plan, e.blocking, w, dst);
         data = dst;
       } else {
@@ -260,8 +261,8 @@ void Conv2dPrimitive::set_weights(const T* w) {
     const detail::Implementation<T>& im = s.impl<T>(pass);
     const detail::WeightPacking wp = im.weight_packing(s.plan);
     if (wp.none() || s.plan.w_size == 0) continue;
-    const int64_t elems = s.plan.G * wp.group_elems(e.blocking);
-    AlignedBuffer buf(static_cast<std::size_t>(elems) * sizeof(T));
+    const int64_t elems = detail::checked_mul(s.plan.G, wp.group_elems(e.blocking), "the packed weights");
+    AlignedBuffer buf(detail::checked_bytes<T>(elems, "the packed weights"));
     im.pack_weights(s.plan, e.blocking, w, static_cast<T*>(buf.ptr));
     packed[static_cast<int>(pass)] = std::move(buf);
   }

@@ -158,8 +158,8 @@ void gemm_rect(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t n0, int64
   }
   const Blocking& bl = e.blocking;
   const int mr = bl.mr, nr = bl.nr;
-  T* pa = thread_scratch_as<T>(Scratch::PackA, bl.mc * bl.kc);
-  T* pb = thread_scratch_as<T>(Scratch::PackB, bl.kc * round_up(bl.nc, nr));
+  T* pa = thread_scratch_as<Scratch::PackA, T>(bl.mc * bl.kc);
+  T* pb = thread_scratch_as<Scratch::PackB, T>(bl.kc * round_up(bl.nc, nr));
   for (int64_t jc = n0; jc < n1; jc += bl.nc) {
     const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
     for (int64_t pc = 0; pc < K; pc += bl.kc) {
@@ -195,9 +195,9 @@ void gemm_rect_buffered(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t 
   const Blocking& bl = e.blocking;
   const int mr = bl.mr, nr = bl.nr;
   const int64_t ncb = round_up(std::min<int64_t>(kBufferedNC, bl.nc), nr);
-  T* pa = thread_scratch_as<T>(Scratch::PackA, bl.mc * bl.kc);
-  T* pb = thread_scratch_as<T>(Scratch::PackB, bl.kc * ncb);
-  T* buf = thread_scratch_as<T>(Scratch::Tile, bl.mc * ncb);
+  T* pa = thread_scratch_as<Scratch::PackA, T>(bl.mc * bl.kc);
+  T* pb = thread_scratch_as<Scratch::PackB, T>(bl.kc * ncb);
+  T* buf = thread_scratch_as<Scratch::Tile, T>(bl.mc * ncb);
   for (int64_t jc = n0; jc < n1;) {
     const int64_t nc = std::min<int64_t>((jc / ncb + 1) * ncb, n1) - jc;
     for (int64_t ic = m0; ic < m1; ic += bl.mc) {
@@ -227,7 +227,7 @@ void gemm_rect_offset_b(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t 
   const int mr = bl.mr, nr = bl.nr;
   const auto fn = e.ukernel.fn_offset_b;
   const int64_t ncb = round_up(std::min<int64_t>(kBufferedNC, bl.nc), nr);
-  T* buf = thread_scratch_as<T>(Scratch::Tile, bl.mc * ncb);
+  T* buf = thread_scratch_as<Scratch::Tile, T>(bl.mc * ncb);
   for (int64_t jc = n0; jc < n1;) {
     const int64_t nc = std::min<int64_t>((jc / ncb + 1) * ncb, n1) - jc;
     for (int64_t ic = m0; ic < m1; ic += bl.mc) {

@@ -42,7 +42,7 @@ Blocking derive_blocking(const kernels::GemmUkernel<T>& k) {
   b.mr = k.mr;
   b.nr = k.nr;
   b.kernel_name = k.name;
-  b.kc = std::clamp<int64_t>(round_down(l1 / 2 / (k.nr * sz), 16), 64, 512);
+  b.kc = std::clamp<int64_t>(round_down(l1 / 2 / (k.nr * sz), 16), 64, kMaxKC);
   b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * sz), k.mr), k.mr, 1024 / k.mr * k.mr);
   // Virtual machines often report the whole socket's (or a bogus) L3: cap the share.
   const long l3_share = std::min<long>(l3, 32l * 1024 * 1024) / 4;

@@ -8,9 +8,11 @@
 #include <exception>
 #include <mutex>
 #include <new>
+#include <type_traits>
 
 #include "convcore/config.hpp"
 #include "../kernels/kernels.hpp"
+#include "checked.hpp"
 
 #if defined(CONVCORE_OPENMP)
 #include <omp.h>
@@ -77,15 +79,26 @@ inline void static_range(int64_t count, int tid, int nthreads, int64_t& begin, i
   end = count * (tid + 1) / nthreads;
 }
 
+// Limits the kernels and blocking must respect; buffers sized by them are checked where
+// the blocking is made (runtime.cpp) and static_assert-ed where they are declared.
+inline constexpr int kMaxTile = 64;     // largest MR or NR of any kernel
+inline constexpr int64_t kMaxKC = 512;  // largest KC the blocking derives
+
 // 64-byte aligned scratch owned by the calling thread, grown on demand and reused across
 // calls (packed A and B blocks, the buffered C blocks, padded images, and — in the calling
 // thread — the weights prepacked for all threads). Buffers only grow; they are freed when
-// their thread ends.
-enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Count = 5 };
+// their thread ends. Each slot holds one kind of value: element slots hold float or double
+// (a thread may use a slot for either dtype, one call at a time), Offsets holds int64 offset
+// tables. thread_scratch_as checks the pairing at compile time.
+enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Offsets = 5, Count = 6 };
 void* thread_scratch(Scratch which, std::size_t bytes);
-template <typename T>
-T* thread_scratch_as(Scratch which, int64_t elements) {
-  return static_cast<T*>(thread_scratch(which, static_cast<std::size_t>(elements) * sizeof(T)));
+template <Scratch kSlot, typename T>
+T* thread_scratch_as(int64_t elements) {
+  static_assert(kSlot != Scratch::Count, "not a slot");
+  static_assert((kSlot == Scratch::Offsets) == std::is_same_v<T, int64_t>,
+                "Offsets holds int64_t offset tables; the other slots hold elements");
+  static_assert(kSlot == Scratch::Offsets || std::is_floating_point_v<T>, "element slot");
+  return static_cast<T*>(thread_scratch(kSlot, checked_bytes<T>(elements, "a scratch buffer")));
 }
 
 }  // namespace convcore::detail
