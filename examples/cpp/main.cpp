@@ -53,7 +53,12 @@ void print_library_info() {
 
 Results run_convcore(const Problem& p, const std::vector<float>& x, const std::vector<float>& w,
                      const std::vector<float>& b, const std::vector<float>& dy) {
-  convcore::Conv2dParams params;
+  // The descriptor says what to compute; the primitive validates it once and picks one
+  // implementation per pass. set_weights prepacks the weights for forward and
+  // backward-data, which then take weight = nullptr (as a layer reused over batches would).
+  convcore::Conv2dDesc desc;
+  desc.dtype = convcore::DataType::Float32;
+  convcore::Conv2dParams& params = desc.params;
   params.batch = p.N;
   params.in_channels = p.C;
   params.in_h = p.H;
@@ -71,17 +76,23 @@ Results run_convcore(const Problem& p, const std::vector<float>& x, const std::v
   params.pad_right = p.pr;
   params.groups = p.G;
   params.layout = p.nhwc ? convcore::Layout::NHWC : convcore::Layout::NCHW;
-  const convcore::Conv2dPlan plan = convcore::make_plan(params);
+  convcore::Conv2dPrimitive conv(desc);
+  const convcore::Conv2dShape& shape = conv.shape();
+  std::printf("  %-28s forward: %-18s backward_data: %-14s backward_weight: %s\n", p.name,
+              conv.implementation(convcore::Pass::Forward),
+              conv.implementation(convcore::Pass::BackwardData),
+              conv.implementation(convcore::Pass::BackwardWeight));
 
   Results r;
-  r.y.resize(static_cast<size_t>(plan.y_size));
-  r.dx.resize(static_cast<size_t>(plan.x_size));
-  r.dw.resize(static_cast<size_t>(plan.w_size));
-  r.db.resize(static_cast<size_t>(p.K));
-  convcore::conv2d_forward<float>(plan, x.data(), w.data(), b.data(), r.y.data());
-  convcore::conv2d_backward_data<float>(plan, dy.data(), w.data(), r.dx.data());
-  convcore::conv2d_backward_weight<float>(plan, dy.data(), x.data(), r.dw.data());
-  convcore::conv2d_backward_bias<float>(plan, dy.data(), r.db.data());
+  r.y.resize(static_cast<size_t>(shape.output_elements));
+  r.dx.resize(static_cast<size_t>(shape.input_elements));
+  r.dw.resize(static_cast<size_t>(shape.weight_elements));
+  r.db.resize(static_cast<size_t>(shape.bias_elements));
+  conv.set_weights(w.data());
+  conv.forward<float>(x.data(), nullptr, b.data(), r.y.data());
+  conv.backward_data<float>(dy.data(), nullptr, r.dx.data());
+  conv.backward_weight(dy.data(), x.data(), r.dw.data());
+  conv.backward_bias(dy.data(), r.db.data());
   return r;
 }
 // ---- end of the convcore C++ API -------------------------------------------------------

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "convcore/config.hpp"
@@ -297,6 +298,22 @@ TEST(Runtime, AvailableIsasBestFirstAndSettable) {
     }
   }
   EXPECT_THROW(convcore::parse_isa("sse2"), std::invalid_argument);
+}
+
+// The target table: each ISA at most once, and each one's engine built from its own
+// target (its kernel names carry the ISA's suffix), so no entry points at another's code.
+TEST(Runtime, EachAvailableIsaHasItsOwnKernels) {
+  RuntimeGuard guard;
+  const auto isas = convcore::available_isas();
+  for (std::size_t i = 0; i < isas.size(); ++i) {
+    for (std::size_t j = i + 1; j < isas.size(); ++j) EXPECT_NE(isas[i], isas[j]);
+    convcore::set_active_isa(isas[i]);
+    const std::string suffix = std::string("__") + convcore::isa_name(isas[i]);
+    EXPECT_NE(std::string(convcore::blocking<float>().kernel_name).find(suffix), std::string::npos)
+        << convcore::blocking<float>().kernel_name;
+    EXPECT_NE(std::string(convcore::blocking<double>().kernel_name).find(suffix), std::string::npos)
+        << convcore::blocking<double>().kernel_name;
+  }
 }
 
 TEST(Runtime, ThreadCount) {

@@ -9,21 +9,24 @@ namespace convcore {
 
 inline constexpr const char* kVersion = "0.1.0";
 
-// Instruction-set paths a build can carry. Generic is portable C++ and always present.
+// Instruction-set paths a build can carry (CONVCORE_KERNEL_TARGETS picks which). Generic is
+// portable C++ and always present. The values only name targets: the preference between
+// them is the build's target table, not this order.
 enum class Isa { Generic = 0, Avx2 = 1, Avx512 = 2 };
 
 const char* isa_name(Isa isa);
 // Parses "generic" / "avx2" / "avx512"; throws std::invalid_argument otherwise.
 Isa parse_isa(const std::string& name);
 
-// The best ISA the CPU (and the OS, for the wide register state) supports.
+// The best ISA compiled into this build that the CPU (and the OS, for the wide register
+// state) supports.
 Isa detected_isa();
-// Every ISA this CPU can run, best first.
+// Every ISA compiled into this build that this CPU can run, best first (generic last).
 std::vector<Isa> available_isas();
 // The ISA in use: detected_isa() unless CONVCORE_ISA or set_active_isa() forced another.
 Isa active_isa();
 // Forces an ISA (tests use this to exercise every path). Throws std::invalid_argument
-// when the CPU cannot run it.
+// when it is not one of available_isas().
 void set_active_isa(Isa isa);
 
 // Register and cache blocking of the GEMM for one dtype on the active ISA.

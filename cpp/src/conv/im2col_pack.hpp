@@ -15,10 +15,6 @@
 #include <vector>
 
 
-#if defined(__SSE2__)
-#include <xmmintrin.h>
-#endif
-
 #include "convcore/conv2d.hpp"
 #include "epilogue.hpp"
 #include "plan.hpp"
@@ -80,34 +76,17 @@ inline int pixel_runs(const ConvPlan& p, int64_t q, int64_t n, PixelRun* runs) {
   return count;
 }
 
-// out[t] = src[t*step] for step 2 or 4, four outputs at a time with SSE shuffles (the
-// strided convolutions' im2col rows); returns how many it wrote (a multiple of 4). It reads
-// no further than src[(n-1)*step], so nothing past the input row's last needed element.
-inline int64_t gather_strided_sse(float* __restrict out, const float* __restrict src, int64_t n,
-                                  int64_t step) {
-#if defined(__SSE2__)
-  int64_t t = 0;
+// out[t] = src[t*step] for t < n and step 2 or 4 (the strided convolutions' im2col rows);
+// returns n. Plain C++ with a constant step, which compilers vectorise into loads and
+// shuffles as fast as hand-written SSE, reading nothing past src[(n-1)*step].
+inline int64_t gather_strided(float* __restrict out, const float* __restrict src, int64_t n,
+                              int64_t step) {
   if (step == 2) {
-    // [s0 s1 s2 s3] [s4 s5 s6 s7] -> [s0 s2 s4 s6]; a group reads up to src[2t + 7], which
-    // must not pass the last element needed, src[2(n-1)].
-    for (; 2 * t + 7 <= 2 * (n - 1); t += 4) {
-      const __m128 a = _mm_loadu_ps(src + 2 * t), b = _mm_loadu_ps(src + 2 * t + 4);
-      _mm_storeu_ps(out + t, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-    }
+    for (int64_t t = 0; t < n; ++t) out[t] = src[2 * t];
   } else {
-    // Element 0 of four vectors; a group reads up to src[4t + 15], which must not pass the
-    // last element needed, src[4(n-1)].
-    for (; 4 * t + 15 <= 4 * (n - 1); t += 4) {
-      const __m128 a = _mm_loadu_ps(src + 4 * t), b = _mm_loadu_ps(src + 4 * t + 4);
-      const __m128 c = _mm_loadu_ps(src + 4 * t + 8), d = _mm_loadu_ps(src + 4 * t + 12);
-      _mm_storeu_ps(out + t, _mm_movelh_ps(_mm_unpacklo_ps(a, b), _mm_unpacklo_ps(c, d)));
-    }
+    for (int64_t t = 0; t < n; ++t) out[t] = src[4 * t];
   }
-  return t;
-#else
-  (void)out; (void)src; (void)n; (void)step;
-  return 0;
-#endif
+  return n;
 }
 
 // Copies the in-image part of one tap's row of pixels: out[t] = row[(iw0 + t*sw)*xs_w],
@@ -130,7 +109,7 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
     const T* src = row + (iw0 + lo * p.sw) * p.xs_w;
     int64_t t = lo;
     if constexpr (std::is_same_v<T, float>) {
-      if (step == 2 || step == 4) t += gather_strided_sse(out + lo, src, hi - lo, step);
+      if (step == 2 || step == 4) t += gather_strided(out + lo, src, hi - lo, step);
     }
     for (; t < hi; ++t) out[t] = src[(t - lo) * step];
     for (int64_t t2 = hi; t2 < len; ++t2) out[t2] = T(0);

@@ -1,6 +1,8 @@
-// Microkernel interface shared by every ISA folder. Only declarations and plain data live
-// here: each ISA's source is compiled with its own -m flags, so no inline SIMD code may be
-// shared between them (the linker could keep a wide-ISA copy for everyone).
+// Microkernel interface shared by every target folder (kernels/<target>/) and the runtime.
+// Only declarations and plain data live here: each target's source is compiled with its
+// own -m flags, so no inline SIMD code may be shared between them (the linker could keep a
+// wide-ISA copy for everyone). The families themselves are templates (gemm_family.inl)
+// instantiated by each target in its own namespace, convcore::kernels::<target>.
 #pragma once
 
 #include <cstdint>
@@ -42,14 +44,20 @@ struct GemmUkernel {
   const char* name = "";
 };
 
-// One entry per ISA folder; each returns the best tile for that ISA.
-GemmUkernel<float> f32_gemm_ukernel_generic();
-GemmUkernel<double> f64_gemm_ukernel_generic();
-#if defined(CONVCORE_HAVE_X86_KERNELS)
-GemmUkernel<float> f32_gemm_ukernel_avx2();
-GemmUkernel<double> f64_gemm_ukernel_avx2();
-GemmUkernel<float> f32_gemm_ukernel_avx512();
-GemmUkernel<double> f64_gemm_ukernel_avx512();
-#endif
+// Every kernel family of one target for one dtype: what a target TU hands the runtime.
+template <typename T>
+struct Families {
+  GemmUkernel<T> gemm;
+  // Later families (igemm, dwconv, winograd) become members here, each written once as a
+  // template beside gemm_family.inl and instantiated by the same target TUs.
+};
 
 }  // namespace convcore::kernels
+
+// Declares the entry points a target TU defines in convcore::kernels::<target>: its
+// families per dtype. Used at namespace scope by runtime/targets.cpp, once per target.
+#define CONVCORE_DECLARE_KERNEL_TARGET(target)                \
+  namespace convcore::kernels::target {                       \
+  ::convcore::kernels::Families<float> f32_families();        \
+  ::convcore::kernels::Families<double> f64_families();       \
+  }

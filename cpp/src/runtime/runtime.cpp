@@ -7,6 +7,10 @@
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "targets.hpp"
 
 namespace convcore {
 namespace detail {
@@ -51,34 +55,26 @@ Blocking derive_blocking(const kernels::GemmUkernel<T>& k) {
 }
 
 template <typename T>
-kernels::GemmUkernel<T> ukernel_for(Isa isa);
-
+kernels::Families<T> families_of(const Target& t);
 template <>
-kernels::GemmUkernel<float> ukernel_for<float>(Isa isa) {
-#if defined(CONVCORE_HAVE_X86_KERNELS)
-  if (isa == Isa::Avx512) return kernels::f32_gemm_ukernel_avx512();
-  if (isa == Isa::Avx2) return kernels::f32_gemm_ukernel_avx2();
-#endif
-  (void)isa;
-  return kernels::f32_gemm_ukernel_generic();
-}
+kernels::Families<float> families_of<float>(const Target& t) { return t.f32(); }
 template <>
-kernels::GemmUkernel<double> ukernel_for<double>(Isa isa) {
-#if defined(CONVCORE_HAVE_X86_KERNELS)
-  if (isa == Isa::Avx512) return kernels::f64_gemm_ukernel_avx512();
-  if (isa == Isa::Avx2) return kernels::f64_gemm_ukernel_avx2();
-#endif
-  (void)isa;
-  return kernels::f64_gemm_ukernel_generic();
-}
+kernels::Families<double> families_of<double>(const Target& t) { return t.f64(); }
 
+// One engine per compiled target this CPU supports, in table order. The others' getters
+// are never called: they run code compiled with flags the CPU may lack.
 template <typename T>
 struct EngineTable {
-  GemmEngine<T> entries[3];
+  struct Entry {
+    Isa isa;
+    Engine<T> engine;
+  };
+  std::vector<Entry> entries;
   EngineTable() {
-    for (int i = 0; i < 3; ++i) {
-      const auto k = ukernel_for<T>(static_cast<Isa>(i));
-      entries[i] = GemmEngine<T>{k, derive_blocking(k)};
+    for (const Target& t : compiled_targets()) {
+      if (!t.supported()) continue;
+      const kernels::Families<T> f = families_of<T>(t);
+      entries.push_back({t.isa, Engine<T>{f.gemm, derive_blocking(f.gemm)}});
     }
   }
 };
@@ -105,7 +101,10 @@ struct ScratchBuffer {
 template <typename T>
 const GemmEngine<T>& engine_for(Isa isa) {
   static const EngineTable<T> table;
-  return table.entries[static_cast<int>(isa)];
+  for (const auto& e : table.entries)
+    if (e.isa == isa) return e.engine;
+  throw std::invalid_argument(std::string("no engine for isa '") + isa_name(isa) +
+                              "': not compiled into this build or not supported by this CPU");
 }
 template <typename T>
 const GemmEngine<T>& engine() {

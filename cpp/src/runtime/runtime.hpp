@@ -1,4 +1,4 @@
-// Internal runtime services: the per-ISA GEMM engine (kernel + blocking), threads and
+// Internal runtime services: the per-target engine (kernel families + blocking), threads and
 // per-thread packing workspace.
 #pragma once
 
@@ -20,14 +20,19 @@
 
 namespace convcore::detail {
 
-// Everything the GEMM driver needs to know about the active ISA for one dtype.
+// Everything the drivers need from one target for one dtype: its kernel families
+// (kernels::Families) and what the runtime derives for them.
 template <typename T>
-struct GemmEngine {
-  kernels::GemmUkernel<T> ukernel;
-  Blocking blocking;
+struct Engine {
+  kernels::GemmUkernel<T> ukernel;  // the gemm family
+  Blocking blocking;                // cache blocking for ukernel's tile
+  // Later families (igemm, dwconv, winograd) join here, with their own parameters.
 };
+template <typename T>
+using GemmEngine = Engine<T>;
 
-// The engine of the active ISA (one table entry per ISA, built once).
+// The engine of the active ISA, and of any available one (built once per target the CPU
+// supports; engine_for throws std::invalid_argument for an ISA that is not available).
 template <typename T>
 const GemmEngine<T>& engine();
 template <typename T>

@@ -1,0 +1,19 @@
+// The AVX2 + FMA target: the kernel families instantiated for ymm, compiled with
+// -mavx2 -mfma.
+//
+// Gemm tile: 6 rows × 2 vectors = 12 accumulators, the classic Haswell-class tile (16 ymm
+// registers: 12 accumulators, 2 B vectors, 1 broadcast).
+#include "traits.hpp"
+#define CONVCORE_KERNEL_NS avx2
+#include "../gemm_family.inl"
+
+namespace convcore::kernels::avx2 {
+
+Families<float> f32_families() {
+  return {gemm_family<Vec<float>, 6, 2>("f32_gemm_ukernel_6x16__avx2_fma")};
+}
+Families<double> f64_families() {
+  return {gemm_family<Vec<double>, 6, 2>("f64_gemm_ukernel_6x8__avx2_fma")};
+}
+
+}  // namespace convcore::kernels::avx2

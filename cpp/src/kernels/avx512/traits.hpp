@@ -1,0 +1,58 @@
+// AVX-512F vector traits (zmm) for the kernel families. Included only by this folder's
+// target TU, compiled with -mavx512f (see gemm_family.inl for the interface).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace convcore::kernels::avx512 {
+
+template <typename T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  using T = float;
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int kLanes = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static V load(const float* p) { return _mm512_load_ps(p); }
+  static V loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static Mask mask(int64_t count) {
+    if (count >= kLanes) return static_cast<Mask>(0xFFFFu);
+    if (count <= 0) return 0;
+    return static_cast<Mask>((1u << count) - 1u);
+  }
+  static V load_masked(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store_masked(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+};
+
+template <>
+struct Vec<double> {
+  using T = double;
+  using V = __m512d;
+  using Mask = __mmask8;
+  static constexpr int kLanes = 8;
+  static V zero() { return _mm512_setzero_pd(); }
+  static V broadcast(const double* p) { return _mm512_set1_pd(*p); }
+  static V load(const double* p) { return _mm512_load_pd(p); }
+  static V loadu(const double* p) { return _mm512_loadu_pd(p); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static void storeu(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static Mask mask(int64_t count) {
+    if (count >= kLanes) return static_cast<Mask>(0xFFu);
+    if (count <= 0) return 0;
+    return static_cast<Mask>((1u << count) - 1u);
+  }
+  static V load_masked(const double* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
+  static void store_masked(double* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+};
+
+}  // namespace convcore::kernels::avx512

@@ -1,0 +1,120 @@
+// The gemm family — packed, offset-B and indirect-A tiles (contracts in kernels.hpp) —
+// written once over a vector-traits type and instantiated by each target TU.
+//
+// Included only by the target TUs (kernels/<target>/kernels_<target>.cpp), each compiled
+// with its own -m flags, after they define CONVCORE_KERNEL_NS: every function here then
+// lives in convcore::kernels::<target> with internal linkage, so no inline SIMD code is
+// shared between flag sets (the linker could otherwise keep a wide-ISA copy for everyone).
+// Hence no include guard, and never include this from a baseline TU.
+//
+// The traits type VT (kernels/<target>/traits.hpp) provides:
+//   T, V (one register of kLanes T), Mask; zero(), broadcast(const T*), load(const T*)
+//   (vector-aligned), loadu(const T*), fmadd(a, b, c) = a·b + c, add(a, b), storeu(T*, V);
+//   mask(count): the first count lanes, count clamped to [0, kLanes];
+//   load_masked(const T*, Mask) (lanes off read as 0, their memory untouched) and
+//   store_masked(T*, Mask, V).
+// Every target performs the same operations in the same order, so a target's results
+// depend only on its fmadd (fused or not) — bitwise reproducible per target.
+#if !defined(CONVCORE_KERNEL_NS)
+#error "define CONVCORE_KERNEL_NS (the target's namespace) before including gemm_family.inl"
+#endif
+
+#include "kernels.hpp"
+
+namespace convcore::kernels::CONVCORE_KERNEL_NS {
+namespace {
+
+// Where the operands come from: both packed, B through an offset table, or A through row
+// pointers.
+enum class Operands { kPacked, kOffsetB, kIndirectA };
+
+// Tile shape: MR rows broadcast from A times NR = NV·kLanes columns of B, MR·NV register
+// accumulators. Edge tiles (m < MR or n < NR) run the same loop and mask the stores, so
+// every element of C is computed by the same instruction sequence wherever its tile lies.
+template <class VT, int MR, int NV, Operands kOps>
+void gemm_tile(int64_t kc, const typename VT::T* __restrict a,
+               const typename VT::T* const* a_rows, const typename VT::T* __restrict b,
+               const int64_t* __restrict b_off, typename VT::T* __restrict c, int64_t ldc,
+               int64_t m, int64_t n, bool accumulate) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  constexpr int NR = L * NV;
+  V acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = VT::zero();
+
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kc; ++p) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)
+      bv[v] = kOps == Operands::kOffsetB ? VT::loadu(b + b_off[p] + v * L) : VT::load(b + v * L);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const V ai = VT::broadcast(kOps == Operands::kIndirectA ? a_rows[i] + p : a + i);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = VT::fmadd(ai, bv[v], acc[i][v]);
+    }
+    if (kOps != Operands::kIndirectA) a += MR;
+    if (kOps != Operands::kOffsetB) b += NR;
+  }
+
+  if (m == MR && n == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      T* ci = c + i * ldc;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        V r = acc[i][v];
+        if (accumulate) r = VT::add(VT::loadu(ci + v * L), r);
+        VT::storeu(ci + v * L, r);
+      }
+    }
+    return;
+  }
+  typename VT::Mask mask[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) mask[v] = VT::mask(n - v * L);
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    T* ci = c + i * ldc;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      V r = acc[i][v];
+      if (accumulate) r = VT::add(VT::load_masked(ci + v * L, mask[v]), r);
+      VT::store_masked(ci + v * L, mask[v], r);
+    }
+  }
+}
+
+template <class VT, int MR, int NV>
+void packed(int64_t kc, const typename VT::T* a, const typename VT::T* b, typename VT::T* c,
+            int64_t ldc, int64_t m, int64_t n, bool accumulate) {
+  gemm_tile<VT, MR, NV, Operands::kPacked>(kc, a, nullptr, b, nullptr, c, ldc, m, n,
+                                           accumulate);
+}
+template <class VT, int MR, int NV>
+void offset_b(int64_t kc, const typename VT::T* a, const typename VT::T* b, const int64_t* b_off,
+              typename VT::T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate) {
+  gemm_tile<VT, MR, NV, Operands::kOffsetB>(kc, a, nullptr, b, b_off, c, ldc, m, n, accumulate);
+}
+template <class VT, int MR, int NV>
+void indirect_a(int64_t kc, const typename VT::T* const* a_rows, const typename VT::T* b,
+                typename VT::T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate) {
+  gemm_tile<VT, MR, NV, Operands::kIndirectA>(kc, nullptr, a_rows, b, nullptr, c, ldc, m, n,
+                                              accumulate);
+}
+
+// The family for one tile shape: MR rows × NV vectors of VT.
+template <class VT, int MR, int NV>
+GemmUkernel<typename VT::T> gemm_family(const char* name) {
+  return {&packed<VT, MR, NV>, &offset_b<VT, MR, NV>, &indirect_a<VT, MR, NV>, MR,
+          NV * VT::kLanes, name};
+}
+
+}  // namespace
+}  // namespace convcore::kernels::CONVCORE_KERNEL_NS

@@ -1,0 +1,18 @@
+// The portable target: the kernel families over plain arrays (traits.hpp), compiled for
+// the baseline of the build; always present.
+//
+// Gemm tile: 4 rows × one 32-byte "vector" (4×8 f32, 4×4 f64).
+#include "traits.hpp"
+#define CONVCORE_KERNEL_NS generic
+#include "../gemm_family.inl"
+
+namespace convcore::kernels::generic {
+
+Families<float> f32_families() {
+  return {gemm_family<Vec<float>, 4, 1>("f32_gemm_ukernel_4x8__generic")};
+}
+Families<double> f64_families() {
+  return {gemm_family<Vec<double>, 4, 1>("f64_gemm_ukernel_4x4__generic")};
+}
+
+}  // namespace convcore::kernels::generic

@@ -1,0 +1,61 @@
+// Portable vector traits: a "register" is a plain array of 32 bytes of lanes, each
+// operation a loop the compiler may auto-vectorise with whatever SIMD the baseline target
+// has (SSE2 on x86-64, NEON on arm64) or keep scalar. See gemm_family.inl for the
+// interface. Included only by this folder's target TU.
+#pragma once
+
+#include <cstdint>
+
+namespace convcore::kernels::generic {
+
+template <typename T_>
+struct Vec {
+  using T = T_;
+  static constexpr int kLanes = static_cast<int>(32 / sizeof(T));
+  struct V {
+    T lane[kLanes];
+  };
+  using Mask = int;  // lanes [0, Mask) are on
+
+  static V zero() {
+    V r;
+    for (int l = 0; l < kLanes; ++l) r.lane[l] = T(0);
+    return r;
+  }
+  static V broadcast(const T* p) {
+    V r;
+    for (int l = 0; l < kLanes; ++l) r.lane[l] = *p;
+    return r;
+  }
+  static V loadu(const T* p) {
+    V r;
+    for (int l = 0; l < kLanes; ++l) r.lane[l] = p[l];
+    return r;
+  }
+  static V load(const T* p) { return loadu(p); }
+  // c + a·b as a multiply then an add (the portable baseline has no FMA instruction).
+  static V fmadd(V a, V b, V c) {
+    for (int l = 0; l < kLanes; ++l) c.lane[l] += a.lane[l] * b.lane[l];
+    return c;
+  }
+  static V add(V a, V b) {
+    for (int l = 0; l < kLanes; ++l) a.lane[l] = a.lane[l] + b.lane[l];
+    return a;
+  }
+  static void storeu(T* p, V v) {
+    for (int l = 0; l < kLanes; ++l) p[l] = v.lane[l];
+  }
+  static Mask mask(int64_t count) {
+    return static_cast<Mask>(count > kLanes ? kLanes : (count < 0 ? 0 : count));
+  }
+  static V load_masked(const T* p, Mask m) {
+    V r;
+    for (int l = 0; l < kLanes; ++l) r.lane[l] = l < m ? p[l] : T(0);
+    return r;
+  }
+  static void store_masked(T* p, Mask m, V v) {
+    for (int l = 0; l < m; ++l) p[l] = v.lane[l];
+  }
+};
+
+}  // namespace convcore::kernels::generic
