@@ -14,7 +14,7 @@
 
 #include "implementation.hpp"
 #include "direct_s1.hpp"
-#include "im2col_pack.hpp"
+#include "packers.hpp"
 #include "indirect_nhwc.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "implementation.hpp"
-#include "im2col_pack.hpp"
+#include "packers.hpp"
 #include "../gemm/driver.hpp"
 
 namespace convcore::detail {

@@ -1,12 +1,20 @@
-// The one bias + activation epilogue. Every executor that finishes output values — the
-// driver's tile epilogue (in place on a tile of C), the direct executor's and the
-// multi-image store (from a buffered block into y) and the indirect NHWC executor — calls
-// BiasActivation, so the semantics live here only: y = act(acc + bias), bias per row of C
-// (NCHW: filters are rows) or per column (NHWC: filters are columns), ReLU keeping NaN
-// (x < 0 ? 0 : x), as frameworks do.
+// Epilogues: what happens to finished tiles of C.
+//
+// BiasActivation is the one bias + activation epilogue. Every executor that finishes output
+// values — the driver's tile epilogue (in place on a tile of C), the direct executor's and
+// the multi-image store (from a buffered block into y) and the indirect NHWC executor —
+// calls it, so the semantics live here only: y = act(acc + bias), bias per row of C (NCHW:
+// filters are rows) or per column (NHWC: filters are columns), ReLU keeping NaN
+// (x < 0 ? 0 : x), as frameworks do. The block epilogues below (multi-image store, col2im)
+// are the buffered driver's.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+
+#include "plan.hpp"
+#include "tap_geometry.hpp"
+#include "../gemm/driver.hpp"
 
 namespace convcore::detail {
 
@@ -75,6 +83,71 @@ struct BiasActivation {
   }
 
   static T relu_of(T v) { return v < T(0) ? T(0) : v; }
+};
+
+// Forward block epilogue of the multi-image NCHW pass: stores a finished block (rows =
+// filters, columns = pixels of several images) into y image by image, adding the bias and
+// applying ReLU on the way. yg points at filter 0 of the group in image 0.
+template <typename T>
+struct StoreImagesEpilogue {
+  const ConvPlan* plan;
+  T* yg;
+  BiasActivation<T> act;  // row bias: the group's filters
+
+  void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
+    const ConvPlan& p = *plan;
+    const int64_t P = p.P();
+    for (int64_t t = 0; t < n;) {
+      const int64_t q = j0 + t;
+      const int64_t img = q / P, pix = q % P;
+      const int64_t len = std::min(n - t, P - pix);
+      for (int64_t ii = 0; ii < m; ++ii)
+        act.store(yg + img * p.ys_n + (i0 + ii) * p.ys_c + pix, 1, buf + ii * ldb + t, len,
+                  i0 + ii, q);
+      t += len;
+    }
+  }
+};
+
+// Backward-data block epilogue: scatters a finished block of the column gradient
+// (rows (c, r, s), columns = pixels q = img*Ho*Wo + oh*Wo + ow) into the input gradient
+// (col2im). dxg points at channel 0 of the group in image 0.
+template <typename T>
+struct Col2imEpilogue {
+  const ConvPlan* plan;
+  T* dxg;
+
+  void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
+    const ConvPlan& p = *plan;
+    // Runs of pixels along output rows: a block has at most kBufferedNC columns.
+    PixelRun runs[kBufferedNC];
+    const int nruns = pixel_runs(p, j0, n, runs);
+    TapCursor tap(p, true, i0);
+    for (int64_t ii = 0; ii < m; ++ii, tap.next()) {
+      T* xc = dxg + tap.c * p.xs_c;
+      const T* src = buf + ii * ldb;
+      const int64_t rr = tap.r * p.dh, ss = tap.s * p.dw;
+      for (int u = 0; u < nruns; ++u) {
+        const PixelRun& run = runs[u];
+        const int64_t ih = run.ih0 + rr;
+        if (ih < 0 || ih >= p.H) continue;
+        T* row = xc + run.img * p.xs_n + ih * p.xs_h;
+        const int64_t iw0 = run.iw0 + ss;
+        const T* s = src + run.col;
+        if (p.sw == 1 && p.xs_w == 1) {
+          const int64_t lo = std::clamp<int64_t>(-iw0, 0, run.len);
+          const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, run.len);
+          T* __restrict o = row + iw0;
+          for (int64_t t = lo; t < hi; ++t) o[t] += s[t];
+        } else {
+          for (int64_t t = 0; t < run.len; ++t) {
+            const int64_t iw = iw0 + t * p.sw;
+            if (iw >= 0 && iw < p.W) row[iw * p.xs_w] += s[t];
+          }
+        }
+      }
+    }
+  }
 };
 
 }  // namespace convcore::detail

@@ -14,7 +14,7 @@
 
 #include "../gemm/driver.hpp"
 #include "epilogue.hpp"
-#include "im2col_pack.hpp"
+#include "packers.hpp"
 #include "plan.hpp"
 
 namespace convcore::detail {

@@ -5,7 +5,7 @@
 //   B side: operator()(dst, p0, kc, j0, nc, nr) packs depth [p0, p0+kc) × columns
 //           [j0, j0+nc) into ceil(nc/nr) panels of kc×nr values (panel q at dst + q*nr*kc).
 // Rows/columns past the edge are zero-filled so the kernel can always run a full tile.
-// Convolution supplies its own packers (conv/im2col_pack.hpp) with the same interface.
+// Convolution supplies its own packers (conv/packers.hpp) with the same interface.
 #pragma once
 
 #include <algorithm>

@@ -41,12 +41,16 @@ Blocking derive_blocking(const kernels::GemmUkernel<T>& k) {
 #else
   const long l1 = 32 * 1024, l2 = 1024 * 1024, l3 = 8 * 1024 * 1024;
 #endif
+  // Buffers elsewhere are sized by these limits (row-pointer tables, the indirect
+  // executor's zero run): a kernel outside them is a build error caught at start-up.
+  if (k.mr < 1 || k.nr < 1 || k.mr > kMaxTile || k.nr > kMaxTile)
+    throw std::logic_error(std::string("kernel ") + k.name + " has a tile beyond kMaxTile");
   const int64_t sz = sizeof(T);
   Blocking b;
   b.mr = k.mr;
   b.nr = k.nr;
   b.kernel_name = k.name;
-  b.kc = std::clamp<int64_t>(round_down(l1 / 2 / (k.nr * sz), 16), 64, kMaxKC);
+  b.kc = std::clamp<int64_t>(round_down(l1 / 2 / (k.nr * sz), 16), 64, kMaxKC);  // <= kMaxKC
   b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * sz), k.mr), k.mr, 1024 / k.mr * k.mr);
   // Virtual machines often report the whole socket's (or a bogus) L3: cap the share.
   const long l3_share = std::min<long>(l3, 32l * 1024 * 1024) / 4;

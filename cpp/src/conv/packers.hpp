@@ -1,80 +1,20 @@
-// Convolution's operands for the GEMM driver: packers that read the image (or weights,
-// or output gradient) in place and write the micro-panel format directly, so no im2col
-// matrix is ever materialised, plus the epilogues that finish tiles of C.
-//
-// Notation (ConvPlan): the im2col matrix of one image and group has a row per filter
-// tap j and a column per output pixel p = oh*Wo + ow; tap j decodes to (c, r, s) and its
-// value is x[c][oh*sh - pad_t + r*dh][ow*sw - pad_l + s*dw] (0 outside the image).
-// Taps are numbered in the weight's memory order — (c, r, s) for NCHW, (r, s, c) for
-// NHWC — so a group's weights are a plain row-major Kg × (Cg·R·S) matrix.
+// Convolution's operands for the GEMM driver: packers that read the image (or the weights,
+// or the output gradient) in place and write the driver's micro-panel format directly, so
+// no im2col matrix is ever materialised. Geometry in tap_geometry.hpp; the epilogues that
+// finish tiles of C in epilogue.hpp.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
-#include <vector>
 
-
-#include "convcore/conv2d.hpp"
 #include "epilogue.hpp"
 #include "plan.hpp"
+#include "tap_geometry.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
 namespace convcore::detail {
-
-
-// Walks filter taps in the (c, r, s) or (r, s, c) order.
-struct TapCursor {
-  int64_t c = 0, r = 0, s = 0;
-  int64_t Cg, R, S;
-  bool channel_major;  // (c, r, s) order
-
-  TapCursor(const ConvPlan& p, bool crs_order, int64_t j)
-      : Cg(p.Cg), R(p.R), S(p.S), channel_major(crs_order) {
-    if (channel_major) {
-      c = j / (R * S);
-      r = (j / S) % R;
-      s = j % S;
-    } else {
-      r = j / (S * Cg);
-      s = (j / Cg) % S;
-      c = j % Cg;
-    }
-  }
-  void next() {
-    if (channel_major) {
-      if (++s == S) { s = 0; if (++r == R) { r = 0; ++c; } }
-    } else {
-      if (++c == Cg) { c = 0; if (++s == S) { s = 0; ++r; } }
-    }
-  }
-};
-
-inline bool crs_order(const ConvPlan& p) { return p.p.layout == Layout::NCHW; }
-
-// A run of consecutive output pixels on one output row of one image: columns
-// [col, col+len) of a block.
-struct PixelRun {
-  int64_t col, len, img;
-  int64_t ih0, iw0;  // input coordinates of the run's first pixel for tap (0, 0)
-};
-
-// Splits pixels [q, q+n) (q = img*Ho*Wo + oh*Wo + ow) into runs along output rows;
-// returns the run count (at most n).
-inline int pixel_runs(const ConvPlan& p, int64_t q, int64_t n, PixelRun* runs) {
-  int count = 0;
-  const int64_t P = p.P();
-  int64_t img = q / P, oh = (q % P) / p.Wo, ow = q % p.Wo;
-  for (int64_t col = 0; col < n;) {
-    const int64_t len = std::min(n - col, p.Wo - ow);
-    runs[count++] = PixelRun{col, len, img, oh * p.sh - p.pad_t, ow * p.sw - p.pad_l};
-    col += len;
-    ow = 0;
-    if (++oh == p.Ho) { oh = 0; ++img; }
-  }
-  return count;
-}
 
 // out[t] = src[t*step] for t < n and step 2 or 4 (the strided convolutions' im2col rows);
 // returns n. Plain C++ with a constant step, which compilers vectorise into loads and
@@ -471,71 +411,6 @@ struct FlippedWeightPackB {
         T* out = d + kk * nr;
         for (int64_t t = 0; t < n; ++t) out[t] = src[t * p.ws_c];
         for (int64_t t = n; t < nr; ++t) out[t] = T(0);
-      }
-    }
-  }
-};
-
-// Forward block epilogue of the multi-image NCHW pass: stores a finished block (rows =
-// filters, columns = pixels of several images) into y image by image, adding the bias and
-// applying ReLU on the way. yg points at filter 0 of the group in image 0.
-template <typename T>
-struct StoreImagesEpilogue {
-  const ConvPlan* plan;
-  T* yg;
-  BiasActivation<T> act;  // row bias: the group's filters
-
-  void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
-    const ConvPlan& p = *plan;
-    const int64_t P = p.P();
-    for (int64_t t = 0; t < n;) {
-      const int64_t q = j0 + t;
-      const int64_t img = q / P, pix = q % P;
-      const int64_t len = std::min(n - t, P - pix);
-      for (int64_t ii = 0; ii < m; ++ii)
-        act.store(yg + img * p.ys_n + (i0 + ii) * p.ys_c + pix, 1, buf + ii * ldb + t, len,
-                  i0 + ii, q);
-      t += len;
-    }
-  }
-};
-
-// Backward-data block epilogue: scatters a finished block of the column gradient
-// (rows (c, r, s), columns = pixels q = img*Ho*Wo + oh*Wo + ow) into the input gradient
-// (col2im). dxg points at channel 0 of the group in image 0.
-template <typename T>
-struct Col2imEpilogue {
-  const ConvPlan* plan;
-  T* dxg;
-
-  void operator()(const T* buf, int64_t ldb, int64_t i0, int64_t j0, int64_t m, int64_t n) const {
-    const ConvPlan& p = *plan;
-    // Runs of pixels along output rows: a block has at most kBufferedNC columns.
-    PixelRun runs[kBufferedNC];
-    const int nruns = pixel_runs(p, j0, n, runs);
-    TapCursor tap(p, true, i0);
-    for (int64_t ii = 0; ii < m; ++ii, tap.next()) {
-      T* xc = dxg + tap.c * p.xs_c;
-      const T* src = buf + ii * ldb;
-      const int64_t rr = tap.r * p.dh, ss = tap.s * p.dw;
-      for (int u = 0; u < nruns; ++u) {
-        const PixelRun& run = runs[u];
-        const int64_t ih = run.ih0 + rr;
-        if (ih < 0 || ih >= p.H) continue;
-        T* row = xc + run.img * p.xs_n + ih * p.xs_h;
-        const int64_t iw0 = run.iw0 + ss;
-        const T* s = src + run.col;
-        if (p.sw == 1 && p.xs_w == 1) {
-          const int64_t lo = std::clamp<int64_t>(-iw0, 0, run.len);
-          const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, run.len);
-          T* __restrict o = row + iw0;
-          for (int64_t t = lo; t < hi; ++t) o[t] += s[t];
-        } else {
-          for (int64_t t = 0; t < run.len; ++t) {
-            const int64_t iw = iw0 + t * p.sw;
-            if (iw >= 0 && iw < p.W) row[iw * p.xs_w] += s[t];
-          }
-        }
       }
     }
   }
