@@ -1,6 +1,7 @@
 """An independent float64 reference for convcore's conv2d (never calls convcore).
 
-Everything here follows DESIGN.md §1–2 directly:
+Everything here follows the definitions directly (the CS231n notes' conv layer and the
+API's hyperparameters):
 
 * output size along one axis: F_eff = d·(F − 1) + 1, span = W + P_begin + P_end − F_eff,
   out = span/S + 1 when S divides span; otherwise 'strict' is an error, 'crop' drops what
@@ -36,7 +37,7 @@ def _pair(v) -> Tuple[int, int]:
 
 def resolve_padding(padding: Padding, kernel: Tuple[int, int], stride: Tuple[int, int],
                     dilation: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """(top, bottom, left, right) for every padding form of DESIGN §2."""
+    """(top, bottom, left, right) for every padding form the API accepts."""
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0, 0, 0)

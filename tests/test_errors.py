@@ -1,5 +1,5 @@
 """Bad input raises the documented exception, with a message naming the argument, and never
-crashes the process (DESIGN §2, "Errors")."""
+crashes the process (README, "Arguments and decisions")."""
 from __future__ import annotations
 
 import numpy as np

@@ -113,7 +113,7 @@ def _misaligned(x, order="C"):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("which", ["a", "b", "both", "a Fortran"])
 def test_gemm_misaligned_operands(dtype, which):
-    """Misaligned inputs are accepted (copied once), as DESIGN §2 says of every input."""
+    """Misaligned inputs are accepted (copied once), as the README says of every input."""
     rng = np.random.default_rng(3)
     a = rng.standard_normal((13, 21)).astype(dtype)
     b = rng.standard_normal((21, 9)).astype(dtype)

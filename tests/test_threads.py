@@ -1,4 +1,4 @@
-"""Threading: bitwise-identical results for any thread count (DESIGN §3 "Determinism"),
+"""Threading: bitwise-identical results for any thread count (docs/design.md, "Determinism"),
 calls from many Python threads at once, and the runtime configuration."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every worked number of DESIGN.md §1, as a named test.
+"""Every worked number of the CS231n notes' convolutional-layer section, as a named test.
 
 Expected values come from the arithmetic stated in the design (W2 = (W1 − F + 2P)/S + 1,
 parameter counts) or from the independent reference in reference.py.
@@ -16,7 +16,7 @@ MINUS = "\u2212"  # the C++ messages print the arithmetic with a real minus sign
 
 
 def out_size(w1: int, f: int, s: int, p: int) -> float:
-    """W2 = (W1 − F + 2P)/S + 1, as a real number (DESIGN §1)."""
+    """W2 = (W1 − F + 2P)/S + 1, as a real number (the CS231n notes)."""
     return (w1 - f + 2 * p) / s + 1
 
 
