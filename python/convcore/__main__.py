@@ -1,6 +1,9 @@
 """python -m convcore: the build's configuration, the worked examples of the conv layer
 computed by the library, and a quick forward benchmark against a NumPy im2col peer.
 
+python -m convcore summary INPUT LAYER...: a ConvNet's sizes layer by layer (see
+`python -m convcore summary --help`).
+
 The full benchmark (every layer of the suite, all three passes, PyTorch as a second peer)
 is `python -m convcore.bench`.
 """
@@ -172,5 +175,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["summary"]:
+        from convcore._summary import main as summary_main
+        sys.exit(summary_main(sys.argv[2:]))
     pin_blas_threads(convcore.get_num_threads(), "convcore")
     sys.exit(main())
