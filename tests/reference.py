@@ -151,6 +151,12 @@ class Geometry:
         xp[:, :, self.pt:self.pt + self.H, self.pl:self.pl + self.W] = x
         return xp
 
+    def inside(self) -> np.ndarray:
+        """True where the padded input is the image, False in the padding (N = 1)."""
+        m = np.zeros((1, 1) + self.padded_shape()[2:], dtype=bool)
+        m[:, :, self.pt:self.pt + self.H, self.pl:self.pl + self.W] = True
+        return m
+
     def unpad(self, xp: np.ndarray) -> np.ndarray:
         return xp[:, :, self.pt:self.pt + self.H, self.pl:self.pl + self.W]
 
@@ -180,6 +186,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, *,
     """y = act(x ⋆ w + b), float64, in the layout of x."""
     geo = Geometry(x.shape, w.shape, **kw)
     xp = geo.pad(geo.act_in(x))
+    inside = geo.inside()
     wk = geo.w_in(w)
     y = np.zeros((geo.N, geo.K, geo.Ho, geo.Wo), dtype=np.float64)
     for cs, ks in geo.groups():
@@ -187,9 +194,14 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, *,
             for s in range(geo.S):
                 hs, ws = geo.window(r, s)
                 patch = xp[:, cs, hs, ws]                 # (N, Cg, Ho, Wo)
+                real = inside[:, :, hs, ws]               # taps in the image, not the padding
                 tap = wk[ks, :, r, s]                     # (Kg, Cg)
                 for c in range(geo.Cg):
-                    y[:, ks] += tap[None, :, c, None, None] * patch[:, c, None]
+                    # Padding is not part of the sum: a padding zero never meets a weight
+                    # (0·Inf would be NaN).
+                    with np.errstate(invalid="ignore"):
+                        y[:, ks] += np.where(real, tap[None, :, c, None, None] * patch[:, c, None],
+                                             0.0)
     if b is not None:
         y += np.asarray(b, dtype=np.float64)[None, :, None, None]
     if activation == "relu":
@@ -220,6 +232,7 @@ def conv2d_backward_weight(dy: np.ndarray, x: np.ndarray, w_shape, **kw) -> np.n
     """dL/dw: each tap's gradient summed over every image and output position."""
     geo = Geometry(x.shape, w_shape, **kw)
     xp = geo.pad(geo.act_in(x))
+    inside = geo.inside()
     g = geo.act_in(dy)
     dw = np.zeros((geo.K, geo.Cg, geo.R, geo.S), dtype=np.float64)
     for cs, ks in geo.groups():
@@ -227,8 +240,10 @@ def conv2d_backward_weight(dy: np.ndarray, x: np.ndarray, w_shape, **kw) -> np.n
             for s in range(geo.S):
                 hs, ws = geo.window(r, s)
                 patch = xp[:, cs, hs, ws]                 # (N, Cg, Ho, Wo)
+                real = inside[:, :, hs, ws]               # taps in the image (padding: no term)
                 for k in range(ks.start, ks.stop):
-                    dw[k, :, r, s] = (g[:, k, None] * patch).sum(axis=(0, 2, 3))
+                    with np.errstate(invalid="ignore"):
+                        dw[k, :, r, s] = np.where(real, g[:, k, None] * patch, 0.0).sum(axis=(0, 2, 3))
     return geo.w_out(dw)
 
 

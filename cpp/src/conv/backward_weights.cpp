@@ -24,6 +24,24 @@ constexpr int64_t kTapRowsMinWidth = 16;
 constexpr int64_t kPixelRowsChannels = 32;
 constexpr int64_t kPixelRowsMaxFiltersFor1x1 = 64;
 
+bool unpadded(const ConvPlan& p) {
+  return p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
+}
+
+// Input rows one depth block of kc pixels reads for one image run: at most
+// min(Ho − 1, ⌈kc/Wo⌉)·sh + (R − 1)·dh + 1 (128-bit: the hyperparameters may be huge).
+__int128 slab_rows(const ConvPlan& p, int64_t kc) {
+  const int64_t out_rows = std::min<int64_t>(p.Ho - 1, (kc + p.Wo - 1) / p.Wo);
+  return __int128(out_rows) * p.sh + __int128(p.R - 1) * p.dh + 1;
+}
+
+// The padded slabs of the in-place executors must fit the per-thread image scratch
+// (kImageScratchElems); with large strides, dilations or padding they would not, and the
+// packed im2col executor (bounded by the blocking) computes the problem instead.
+constexpr const char* kSlabTooLarge =
+    "the zero-padded input rows a block reads exceed the per-thread scratch bound (stride, "
+    "dilation or padding too large)";
+
 // dYᵀ block for the tap-rows path: depth = pixels [pc, pc+kc) of the batch, columns =
 // filters [jc, jc+nc) of the group, in NR-wide micro-panels.
 template <typename T>
@@ -100,7 +118,7 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                               const T* x, T* dw) {
   const Blocking& bl = e.blocking;
   const int64_t M = p.CgRS(), N = p.Kg, K = p.N * p.P(), P = p.P(), RS = p.R * p.S;
-  const bool unpadded = p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
+  const bool unpadded = detail::unpadded(p);
   const int64_t Wp = p.W + p.pad_l + p.pad_r;  // row length of the padded copies
   const auto fn = e.ukernel.fn_indirect_a;
   // Taps read in place (their padded slabs are small); dYᵀ packed per tile.
@@ -142,7 +160,7 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                               what),
                   1, what);
               T* slab = thread_scratch_as<Scratch::Image, T>(
-                  checked_product({c_hi - c_lo + 1, nrows, Wp}, what));
+                  checked_product({c_hi - c_lo + 1, nrows, Wp}, what), what);
               pad_rows(p, xg + img * p.xs_n, c_lo, c_hi, oh0 * p.sh - p.pad_t, nrows, Wp, slab);
               src = slab;
               chan_stride = nrows * Wp;
@@ -196,7 +214,7 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
   const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P(), P = p.P();
   const int64_t Wp = p.W + p.pad_l + p.pad_r;  // padded row length in pixels
   const int64_t Cg = p.Cg;
-  const bool unpadded = p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
+  const bool unpadded = detail::unpadded(p);
   const auto fn = e.ukernel.fn_offset_b;
   // dY as the A operand (packed per block), im2col in place: the copies are the only B work.
   run_tiles(p.G, M, N, K, bl, TileRules{1, bl.nr, 24, 8},
@@ -251,7 +269,7 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
           slab_size = checked_add(slab_size, checked_product({nrows, Wp, Cg}, what), what);
           kk += run;
         }
-        T* slab = thread_scratch_as<Scratch::Image, T>(slab_size);
+        T* slab = thread_scratch_as<Scratch::Image, T>(slab_size, what);
         for (int64_t kk = 0, at = 0; kk < kc;) {
           const int64_t img = (pc + kk) / P, pix = (pc + kk) % P;
           const int64_t run = std::min(kc - kk, P - pix);
@@ -274,9 +292,16 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
 // NCHW, unit width stride: im2col read in place, one output row per depth segment.
 struct TapRows : NoWeights {
   static constexpr const char* kName = "tap_rows";
-  static const char* why_not(const ConvPlan& p, const Blocking&) {
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
     if (!p.nchw()) return "NCHW only";
     if (p.sw != 1) return "unit width stride only";
+    if (!unpadded(p)) {
+      // Channels of one MC block of taps × rows × padded width.
+      const int64_t RS = p.R * p.S;
+      const __int128 chans = std::min<int64_t>(p.Cg, (bl.mc + RS - 1) / RS + 1);
+      const __int128 wp = __int128(p.W) + p.pad_l + p.pad_r;
+      if (chans * slab_rows(p, bl.kc) * wp > kImageScratchElems) return kSlabTooLarge;
+    }
     return nullptr;
   }
   static const char* declines(const ConvPlan& p, const Blocking&) {
@@ -299,6 +324,12 @@ struct PixelRows : NoWeights {
     if (p.nchw()) return "NHWC only";
     // A B micro-panel (NR channels of one tap) must never straddle two taps.
     if (p.Cg % bl.nr != 0) return "channels per group must be a multiple of the kernel's NR";
+    if (!unpadded(p)) {
+      // Image runs in one KC block of pixels × rows per run × padded width × channels.
+      const __int128 runs = std::min<int64_t>(bl.kc, bl.kc / p.P() + 2);
+      const __int128 wp = __int128(p.W) + p.pad_l + p.pad_r;
+      if (runs * slab_rows(p, bl.kc) * wp * p.Cg > kImageScratchElems) return kSlabTooLarge;
+    }
     return nullptr;
   }
   static const char* declines(const ConvPlan& p, const Blocking&) {

@@ -32,6 +32,24 @@ inline bool direct_stride1_fits(int64_t out_w, int64_t S, int64_t dw) {
   return 2 * (S - 1) * dw <= out_w;
 }
 
+// Elements of the padded copy for `rows_out` output rows: Cin·(rows_out + (R−1)·dh)·Wp plus
+// the slack read past its end (one row and one micro-panel).
+inline __int128 direct_stride1_scratch(int64_t Cin, int64_t R, int64_t dh, int64_t Wout,
+                                       int64_t S, int64_t dw, int64_t rows_out) {
+  const __int128 wp = __int128(Wout) + __int128(S - 1) * dw;
+  return __int128(Cin) * (rows_out + __int128(R - 1) * dh) * wp + wp + kMaxTile;
+}
+// The executor applies only where the padded rows of one output row fit the per-thread
+// image scratch (kImageScratchElems): a tile's copy is then cut into chunks of output rows
+// that fit, so its scratch never grows with dilation, padding or the output size.
+inline const char* direct_stride1_scratch_why_not(int64_t Cin, int64_t R, int64_t dh,
+                                                  int64_t Wout, int64_t S, int64_t dw) {
+  return direct_stride1_scratch(Cin, R, dh, Wout, S, dw, 1) > kImageScratchElems
+             ? "the zero-padded rows one output row reads exceed the per-thread scratch bound "
+               "(dilation, padding or width too large)"
+             : nullptr;
+}
+
 template <typename T>
 struct DirectS1 {
   // Input of one group, element (n, c, h, w) at in[n*in_sn + c*in_sc + h*in_sh + w*in_sw].
@@ -86,24 +104,37 @@ struct DirectS1 {
   int64_t depth() const { return Cin * R * S; }
 
   // Computes output channels [m0, m1) × columns [n0, n1) of image `img` with the weights
-  // prepacked as a Cout × (Cin·R·S) matrix, taps in (c, r, s) order.
+  // prepacked as a Cout × (Cin·R·S) matrix, taps in (c, r, s) order. The padded copy is
+  // made for chunks of output rows whose copy fits kImageScratchElems (why_not guarantees
+  // one row does); every element of C sees the same operations whatever the chunking.
   void run_tile(const GemmEngine<T>& e, const Prepacked<T>& weights, int64_t img, int64_t m0,
                 int64_t m1, int64_t n0, int64_t n1) const {
     const int64_t wp = Wp();
+    const int64_t slack = wp + e.blocking.nr;
+    const int64_t halo = (R - 1) * dh;
+    const int64_t chunk_rows = std::max<int64_t>(1, (kImageScratchElems - slack) / (Cin * wp) - halo);
+    const int64_t oh_lo = n0 / wp, oh_hi = (n1 - 1) / wp;
+    for (int64_t r0 = oh_lo; r0 <= oh_hi; r0 += chunk_rows) {
+      const int64_t r1 = std::min(oh_hi + 1, r0 + chunk_rows);
+      run_chunk(e, weights, img, m0, m1, std::max(n0, r0 * wp), std::min(n1, r1 * wp), halo,
+                slack);
+    }
+  }
+
+ private:
+  void run_chunk(const GemmEngine<T>& e, const Prepacked<T>& weights, int64_t img, int64_t m0,
+                 int64_t m1, int64_t n0, int64_t n1, int64_t halo, int64_t slack) const {
+    const int64_t wp = Wp();
     const int64_t oh_lo = n0 / wp, oh_hi = (n1 - 1) / wp;
     const char* what = "the padded rows of a direct-convolution tile";
-    const int64_t rows =
-        checked_add(oh_hi - oh_lo + 1, checked_mul(R - 1, dh, what), what);
-    const int64_t plane = checked_mul(rows, wp, what);
-    // Reads of discarded columns may run up to one row plus one micro-panel past the end.
-    const int64_t slack = wp + e.blocking.nr;
-    T* padded = thread_scratch_as<Scratch::Image, T>(
-        checked_add(checked_mul(Cin, plane, what), slack, what));
+    const int64_t rows = oh_hi - oh_lo + 1 + halo;
+    const int64_t plane = rows * wp;
+    T* padded = thread_scratch_as<Scratch::Image, T>(Cin * plane + slack, what);
     pad_rows(padded, img, oh_lo, rows, plane);
     std::fill(padded + Cin * plane, padded + Cin * plane + slack, T(0));
 
     const int64_t K = depth();
-    int64_t* b_off = thread_scratch_as<Scratch::Offsets, int64_t>(K);
+    int64_t* b_off = thread_scratch_as<Scratch::Offsets, int64_t>(K, "a tap offset table");
     for (int64_t c = 0, j = 0; c < Cin; ++c)
       for (int64_t r = 0; r < R; ++r)
         for (int64_t s = 0; s < S; ++s) b_off[j++] = c * plane + r * dh * wp + s * dw;
@@ -114,7 +145,6 @@ struct DirectS1 {
                            int64_t n) { store(buf, ldb, img, i0, j0, m, n); });
   }
 
- private:
   // Padded rows [row0, row0 + rows) of every channel of image img, planar.
   void pad_rows(T* dst, int64_t img, int64_t row0, int64_t rows, int64_t plane) const {
     const int64_t wp = Wp();

@@ -137,8 +137,11 @@ struct Col2imEpilogue {
         if (p.sw == 1 && p.xs_w == 1) {
           const int64_t lo = std::clamp<int64_t>(-iw0, 0, run.len);
           const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, run.len);
-          T* __restrict o = row + iw0;
-          for (int64_t t = lo; t < hi; ++t) o[t] += s[t];
+          if (lo < hi) {
+            T* __restrict o = row + (iw0 + lo);
+            const T* so = s + lo;
+            for (int64_t t = 0; t < hi - lo; ++t) o[t] += so[t];
+          }
         } else {
           for (int64_t t = 0; t < run.len; ++t) {
             const int64_t iw = iw0 + t * p.sw;

@@ -70,7 +70,7 @@ struct DirectStride1 : WeightsAsA {
   static const char* why_not(const ConvPlan& p, const Blocking&) {
     if (!p.nchw()) return "NCHW only";
     if (p.sh != 1 || p.sw != 1) return "stride 1 only";
-    return nullptr;
+    return direct_stride1_scratch_why_not(p.Cg, p.R, p.dh, p.Wo, p.S, p.dw);
   }
   static const char* declines(const ConvPlan& p, const Blocking&) {
     if (!direct_stride1_fits(p.Wo, p.S, p.dw))

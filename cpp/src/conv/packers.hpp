@@ -38,7 +38,7 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
     const int64_t lo = std::clamp<int64_t>(-iw0, 0, len);
     const int64_t hi = std::clamp<int64_t>(p.W - iw0, lo, len);
     for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
-    copy_run(out + lo, row + iw0 + lo, hi - lo);
+    if (lo < hi) copy_run(out + lo, row + (iw0 + lo), hi - lo);
     for (int64_t t = hi; t < len; ++t) out[t] = T(0);
   } else {
     // In-image pixels t satisfy 0 <= iw0 + t*sw < W.
@@ -46,12 +46,14 @@ inline void gather_row(T* __restrict out, const T* __restrict row, int64_t len, 
     const int64_t hi = iw0 >= p.W ? lo : std::clamp<int64_t>((p.W - iw0 + p.sw - 1) / p.sw, lo, len);
     const int64_t step = p.sw * p.xs_w;
     for (int64_t t = 0; t < lo; ++t) out[t] = T(0);
-    const T* src = row + (iw0 + lo * p.sw) * p.xs_w;
-    int64_t t = lo;
-    if constexpr (std::is_same_v<T, float>) {
-      if (step == 2 || step == 4) t += gather_strided(out + lo, src, hi - lo, step);
+    if (lo < hi) {
+      const T* src = row + (iw0 + lo * p.sw) * p.xs_w;
+      int64_t t = lo;
+      if constexpr (std::is_same_v<T, float>) {
+        if (step == 2 || step == 4) t += gather_strided(out + lo, src, hi - lo, step);
+      }
+      for (; t < hi; ++t) out[t] = src[(t - lo) * step];
     }
-    for (; t < hi; ++t) out[t] = src[(t - lo) * step];
     for (int64_t t2 = hi; t2 < len; ++t2) out[t2] = T(0);
   }
 }
@@ -178,26 +180,30 @@ struct Im2colPackB_PixelsByTaps {
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
     const ConvPlan& p = *plan;
-    int64_t off[kMaxTile], rr[kMaxTile], ss[kMaxTile];
+    int64_t off[kMaxTile], rr[kMaxTile], ss[kMaxTile], cc[kMaxTile];
+    // Element offsets of taps relative to tap (0, 0) are formed only when the kernel's
+    // reach lies inside the image (else rr·xs_h could overflow: dilation may be huge).
+    const bool fits = (p.R - 1) * p.dh < p.H && (p.S - 1) * p.dw < p.W;
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
       TapCursor tap(p, crs_order(p), j0 + jb);
       for (int64_t t = 0; t < n; ++t, tap.next()) {
         rr[t] = tap.r * p.dh;
         ss[t] = tap.s * p.dw;
-        off[t] = tap.c * p.xs_c + rr[t] * p.xs_h + ss[t] * p.xs_w;
+        cc[t] = tap.c * p.xs_c;
+        off[t] = fits ? cc[t] + rr[t] * p.xs_h + ss[t] * p.xs_w : 0;
       }
       if (p.xs_w == 1 && p.sw == 1)
-        pack_unit_stride(dst + jb * kc, p0, kc, n, nr, off, rr, ss);
+        pack_unit_stride(dst + jb * kc, p0, kc, n, nr, cc, rr, ss);
       else
-        pack_gather(dst + jb * kc, p0, kc, n, nr, off, rr, ss);
+        pack_gather(dst + jb * kc, p0, kc, n, nr, off, cc, rr, ss);
     }
   }
 
  private:
   // Any layout and stride: each packed row gathers its taps through the offset table.
   void pack_gather(T* d, int64_t p0, int64_t kc, int64_t n, int nr, const int64_t* off,
-                   const int64_t* rr, const int64_t* ss) const {
+                   const int64_t* cc, const int64_t* rr, const int64_t* ss) const {
     const ConvPlan& p = *plan;
     const int64_t P = p.P();
     const int64_t reach_h = (p.R - 1) * p.dh, reach_w = (p.S - 1) * p.dw;
@@ -207,13 +213,15 @@ struct Im2colPackB_PixelsByTaps {
       T* out = d + kk * nr;
       const int64_t ih0 = oh * p.sh - p.pad_t, iw0 = ow * p.sw - p.pad_l;
       const T* base = xg + img * p.xs_n;
-      const int64_t pos = ih0 * p.xs_h + iw0 * p.xs_w;  // may be negative: only used when valid
       if (ih0 >= 0 && ih0 + reach_h < p.H && iw0 >= 0 && iw0 + reach_w < p.W) {
+        const int64_t pos = ih0 * p.xs_h + iw0 * p.xs_w;
         for (int64_t t = 0; t < n; ++t) out[t] = base[pos + off[t]];
       } else {
         for (int64_t t = 0; t < n; ++t) {
           const int64_t ih = ih0 + rr[t], iw = iw0 + ss[t];
-          out[t] = (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? base[pos + off[t]] : T(0);
+          out[t] = (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)
+                       ? base[cc[t] + ih * p.xs_h + iw * p.xs_w]
+                       : T(0);
         }
       }
       for (int64_t t = n; t < nr; ++t) out[t] = T(0);
@@ -227,7 +235,7 @@ struct Im2colPackB_PixelsByTaps {
   // Unit stride along width (NCHW, stride_w 1): for a run of pixels on one output row each
   // tap reads one contiguous piece of an input row, so groups of four taps are transposed
   // four pixels at a time into the packed rows.
-  void pack_unit_stride(T* d, int64_t p0, int64_t kc, int64_t n, int nr, const int64_t* off,
+  void pack_unit_stride(T* d, int64_t p0, int64_t kc, int64_t n, int nr, const int64_t* cc,
                         const int64_t* rr, const int64_t* ss) const {
     const ConvPlan& p = *plan;
     const int64_t P = p.P();
@@ -236,7 +244,6 @@ struct Im2colPackB_PixelsByTaps {
       const int64_t oh = pix / p.Wo, ow = pix % p.Wo;
       const int64_t len = std::min(kc - kk, p.Wo - ow);
       const int64_t ih0 = oh * p.sh - p.pad_t, iw0 = ow - p.pad_l;
-      const int64_t base = img * p.xs_n + ih0 * p.xs_h + iw0;  // may be negative for padding
       T* drun = d + kk * nr;
       for (int64_t t0 = 0; t0 < n; t0 += 4) {
         const int64_t g = std::min<int64_t>(4, n - t0);
@@ -252,8 +259,9 @@ struct Im2colPackB_PixelsByTaps {
             lo[u] = std::clamp<int64_t>(-iw, 0, len);
             hi[u] = std::clamp<int64_t>(p.W - iw, lo[u], len);
           }
-          // The tap's value for the run's first pixel; only read in [lo, hi).
-          src[u] = lo[u] < hi[u] ? xg + (base + off[t]) : nullptr;
+          // The tap's value for the run's first pixel (iw may be negative); only read in
+          // [lo, hi), and only formed when that is not empty.
+          src[u] = lo[u] < hi[u] ? xg + (img * p.xs_n + cc[t] + ih * p.xs_h + iw) : nullptr;
           fast_lo = std::max(fast_lo, lo[u]);
           fast_hi = std::min(fast_hi, hi[u]);
         }

@@ -1,4 +1,5 @@
 // Validation of the hyperparameters and the output-size rule.
+#include <algorithm>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -107,14 +108,30 @@ ConvPlan make_plan(const Conv2dParams& prm) {
   p.Kg = p.K / p.G;
   p.Ho = oh.out;
   p.Wo = ow.out;
-  p.sh = prm.stride_h;
-  p.sw = prm.stride_w;
+  // A stride of at least pad_begin + in puts every output row (column) after the first
+  // wholly in the end padding, whatever its exact value: executors see it clamped to that,
+  // so coordinates stay small (strides up to 2**63 − 1 are valid hyperparameters).
+  p.sh = std::min(prm.stride_h, prm.pad_top + prm.in_h);
+  p.sw = std::min(prm.stride_w, prm.pad_left + prm.in_w);
   p.dh = prm.dilation_h;
   p.dw = prm.dilation_w;
   p.pad_t = prm.pad_top;
   p.pad_l = prm.pad_left;
   p.pad_b = prm.pad_bottom + oh.extra_pad_end;
   p.pad_r = prm.pad_right + ow.extra_pad_end;
+
+  // Every input coordinate an executor forms, oh·sh − pad_t + r·dh (and the same along the
+  // width, and the full correlation's shifts), lies in [−pad, (out−1)·stride + (k−1)·dilation]:
+  // keep that well inside int64 so no coordinate arithmetic can wrap.
+  auto check_reach = [](int64_t out, int64_t stride, int64_t kernel, int64_t dilation,
+                        const char* axis) {
+    const __int128 reach = __int128(out - 1) * stride + __int128(kernel - 1) * dilation;
+    if (reach > (__int128(1) << 62))
+      throw std::overflow_error(std::string("conv2d: stride, dilation and padding along the ") +
+                                axis + " reach input coordinates beyond 2**62");
+  };
+  check_reach(p.Ho, p.sh, p.R, p.dh, "height");
+  check_reach(p.Wo, p.sw, p.S, p.dw, "width");
 
   p.x_size = checked_count({p.N, p.C, p.H, p.W}, "input");
   p.y_size = checked_count({p.N, p.K, p.Ho, p.Wo}, "output");

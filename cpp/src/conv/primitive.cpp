@@ -9,6 +9,7 @@
 #include <string>
 
 #include "convcore/conv2d.hpp"
+#include "exact_padding.hpp"
 #include "implementation.hpp"
 #include "plan.hpp"
 
@@ -30,9 +31,11 @@ constexpr int kPasses = 3;
 struct AlignedBuffer {
   void* ptr = nullptr;
   AlignedBuffer() = default;
-  explicit AlignedBuffer(std::size_t bytes) {
+  AlignedBuffer(std::size_t bytes, const char* what) {
     ptr = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!ptr) throw std::bad_alloc();
+    if (!ptr)
+      throw detail::ScratchAllocError(std::string("cannot allocate ") + std::to_string(bytes) +
+                                      " bytes for " + what);
   }
   AlignedBuffer(AlignedBuffer&& o) noexcept : ptr(o.ptr) { o.ptr = nullptr; }
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
@@ -100,6 +103,9 @@ struct Conv2dPrimitive::State {
   // Weights prepacked by set_weights for the forward and backward-data executors.
   AlignedBuffer packed[kPasses];
   bool has_weights = false;
+  // set_weights' weights, copied only when they hold Inf or NaN (for the exact paths).
+  bool weights_finite = true;
+  AlignedBuffer raw_weights;
 
   template <typename T>
   const detail::GemmEngine<T>& engine() const { return detail::engine_for<T>(isa); }
@@ -117,20 +123,45 @@ struct Conv2dPrimitive::State {
   }
 
   // Runs a pass's chosen executor with the weights packed now (w given), kept (w null and
-  // set_weights called), or not needed.
+  // set_weights called), or not needed; exact where a non-finite operand would meet a
+  // padding zero (exact_padding.hpp).
   template <typename T>
   void run(Pass pass, const detail::ExecArgs<T>& args, const T* w) const {
-    const detail::Implementation<T>& im = impl<T>(pass);
+    struct Trim {  // the scratch rule (runtime.hpp): big slots do not outlive the call
+      ~Trim() { detail::trim_thread_scratch(true); }
+    } trim;
+    const auto& list = detail::implementations<T>(pass);
+    std::size_t index = chosen[static_cast<int>(pass)];
+    // The weights as given, for the exact paths: the call's, or set_weights' copy (kept
+    // only when they are not all finite).
+    const T* raw = w ? w : static_cast<const T*>(raw_weights.ptr);
+    bool exact_border = false;
+    if (pass == Pass::Forward) {
+      exact_border = detail::any_output_reads_padding(plan) &&
+                     !(w ? detail::all_finite(w, plan.w_size) : weights_finite);
+    } else if (pass == Pass::BackwardData) {
+      if (std::strcmp(list[index].name, "col2im") != 0 &&
+          !(w ? detail::all_finite(w, plan.w_size) : weights_finite)) {
+        for (std::size_t i = 0; i < list.size(); ++i)
+          if (std::strcmp(list[i].name, "col2im") == 0) index = i;
+      }
+    } else if (detail::any_output_reads_padding(plan) &&
+               !detail::border_all_finite(plan, args.dy)) {
+      detail::backward_weight_exact(plan, args.dy, args.x, args.out);
+      return;
+    }
+    const detail::Implementation<T>& im = list[index];
+    const bool packed_now = w || index != chosen[static_cast<int>(pass)];
     const detail::GemmEngine<T>& e = engine<T>();
     const detail::WeightPacking wp = im.weight_packing(plan);
     detail::PrepackedGroups<T> weights{nullptr, 0, 0};
     if (!wp.none()) {
       const int64_t group_elems = wp.group_elems(e.blocking);
       const T* data;
-      if (w) {
+      if (packed_now && raw) {
         T* dst = detail::thread_scratch_as<detail::Scratch::Weights, T>(
-            detail::checked_mul(plan.G, group_elems, "the packed weights"));
-        im.pack_weights(plan, e.blocking, w, dst);
+            detail::checked_mul(plan.G, group_elems, "the packed weights"), "the packed weights");
+        im.pack_weights(plan, e.blocking, raw, dst);
         data = dst;
       } else {
         if (!has_weights)
@@ -141,6 +172,8 @@ struct Conv2dPrimitive::State {
       weights = detail::PrepackedGroups<T>{data, wp.padded(e.blocking), group_elems};
     }
     im.run(plan, e, args, weights);
+    if (exact_border)
+      detail::forward_border_exact(plan, args.x, raw, args.bias, args.relu, args.out);
   }
 };
 
@@ -262,16 +295,27 @@ void Conv2dPrimitive::set_weights(const T* w) {
     const detail::WeightPacking wp = im.weight_packing(s.plan);
     if (wp.none() || s.plan.w_size == 0) continue;
     const int64_t elems = detail::checked_mul(s.plan.G, wp.group_elems(e.blocking), "the packed weights");
-    AlignedBuffer buf(detail::checked_bytes<T>(elems, "the packed weights"));
+    AlignedBuffer buf(detail::checked_bytes<T>(elems, "the packed weights"), "the packed weights");
     im.pack_weights(s.plan, e.blocking, w, static_cast<T*>(buf.ptr));
     packed[static_cast<int>(pass)] = std::move(buf);
   }
+  const bool finite = detail::all_finite(w, s.plan.w_size);
+  AlignedBuffer raw;
+  if (!finite) {
+    const std::size_t bytes = detail::checked_bytes<T>(s.plan.w_size, "a copy of the weights");
+    raw = AlignedBuffer(bytes, "a copy of the weights");
+    std::memcpy(raw.ptr, w, bytes);
+  }
   for (int i = 0; i < kPasses; ++i) s.packed[i] = std::move(packed[i]);
+  s.raw_weights = std::move(raw);
+  s.weights_finite = finite;
   s.has_weights = true;
 }
 
 void Conv2dPrimitive::clear_weights() {
   for (auto& b : state_->packed) b = AlignedBuffer();
+  state_->raw_weights = AlignedBuffer();
+  state_->weights_finite = true;
   state_->has_weights = false;
 }
 

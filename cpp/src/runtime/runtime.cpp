@@ -133,20 +133,37 @@ int threads_for(double flops) {
   return n;
 }
 
-void* thread_scratch(Scratch which, std::size_t bytes) {
-  thread_local ScratchBuffer buffers[static_cast<int>(Scratch::Count)];
-  ScratchBuffer& b = buffers[static_cast<int>(which)];
+namespace {
+thread_local ScratchBuffer t_scratch[static_cast<int>(Scratch::Count)];
+}
+
+void* thread_scratch(Scratch which, std::size_t bytes, const char* what) {
+  ScratchBuffer& b = t_scratch[static_cast<int>(which)];
   if (b.bytes < bytes) {
     std::free(b.ptr);
     b.ptr = nullptr;
     b.bytes = 0;
     const std::size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
-    if (!p) throw std::bad_alloc();
+    void* p = rounded >= bytes ? std::aligned_alloc(64, rounded) : nullptr;
+    if (!p)
+      throw ScratchAllocError(std::string("cannot allocate ") + std::to_string(bytes) +
+                              " bytes for " + what);
     b.ptr = p;
     b.bytes = rounded;
   }
   return b.ptr;
+}
+
+void trim_thread_scratch(bool include_weights) {
+  for (int i = 0; i < static_cast<int>(Scratch::Count); ++i) {
+    if (!include_weights && i == static_cast<int>(Scratch::Weights)) continue;
+    ScratchBuffer& b = t_scratch[i];
+    if (b.bytes > kScratchKeepBytes) {
+      std::free(b.ptr);
+      b.ptr = nullptr;
+      b.bytes = 0;
+    }
+  }
 }
 
 }  // namespace detail

@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <initializer_list>
 #include <new>
 #include <type_traits>
 
@@ -52,6 +55,8 @@ class CallScope {
   CallScope& operator=(const CallScope&) = delete;
 };
 
+void trim_thread_scratch(bool include_weights);  // see the scratch rule below
+
 // Runs body(tid, nthreads) on nthreads threads (inline when 1). Exceptions thrown by any
 // thread are rethrown on the caller's thread after the region ends.
 template <typename Body>
@@ -64,7 +69,9 @@ void parallel_run(int nthreads, Body&& body) {
     {
       try {
         body(omp_get_thread_num(), omp_get_num_threads());
+        trim_thread_scratch(false);
       } catch (...) {
+        trim_thread_scratch(false);
         std::lock_guard<std::mutex> lock(error_mutex);
         if (!error) error = std::current_exception();
       }
@@ -75,6 +82,9 @@ void parallel_run(int nthreads, Body&& body) {
 #else
   (void)nthreads;
 #endif
+  struct Trim {
+    ~Trim() { trim_thread_scratch(false); }
+  } trim;
   body(0, 1);
 }
 
@@ -90,20 +100,58 @@ inline constexpr int kMaxTile = 64;     // largest MR or NR of any kernel
 inline constexpr int64_t kMaxKC = 512;  // largest KC the blocking derives
 
 // 64-byte aligned scratch owned by the calling thread, grown on demand and reused across
-// calls (packed A and B blocks, the buffered C blocks, padded images, and — in the calling
-// thread — the weights prepacked for all threads). Buffers only grow; they are freed when
-// their thread ends. Each slot holds one kind of value: element slots hold float or double
-// (a thread may use a slot for either dtype, one call at a time), Offsets holds int64 offset
-// tables. thread_scratch_as checks the pairing at compile time.
+// calls (packed A and B blocks, the buffered C blocks, padded image rows, and — in the
+// calling thread — the weights prepacked for all threads). Each slot holds one kind of
+// value: element slots hold float or double (a thread may use a slot for either dtype, one
+// call at a time), Offsets holds int64 offset tables. thread_scratch_as checks the pairing
+// at compile time.
+//
+// What the scratch may hold (the memory rule): every executor's scratch is bounded by the
+// blocking (MC·KC, KC·NC, MC·NC panels), by the weights (packed weights, offset tables of
+// Cg·R·S entries), or by kImageScratchElems (padded row copies: executors whose copies would
+// exceed it do not apply, see their why_not) — never by stride, dilation, padding or the
+// output size. Buffers are kept between calls up to kScratchKeepBytes per slot; a slot that
+// grew beyond that for one large call is freed when the call's parallel region ends
+// (trim_thread_scratch, called by parallel_run on every thread it used; the Weights slot,
+// which the calling thread holds across regions, by the primitive at the end of the call).
+// So a thread pins at most Count × kScratchKeepBytes between calls. An allocation that
+// fails throws ScratchAllocError (a std::bad_alloc naming the buffer and its size).
 enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Offsets = 5, Count = 6 };
-void* thread_scratch(Scratch which, std::size_t bytes);
+inline constexpr std::size_t kScratchKeepBytes = std::size_t(16) << 20;
+inline constexpr int64_t kImageScratchElems = int64_t(1) << 21;
+
+class ScratchAllocError : public std::bad_alloc {
+ public:
+  explicit ScratchAllocError(std::string msg) : msg_(std::move(msg)) {}
+  const char* what() const noexcept override { return msg_.c_str(); }
+
+ private:
+  std::string msg_;
+};
+
+void* thread_scratch(Scratch which, std::size_t bytes, const char* what);
+// Frees this thread's slots larger than kScratchKeepBytes (all slots but Weights unless
+// include_weights).
+void trim_thread_scratch(bool include_weights);
 template <Scratch kSlot, typename T>
-T* thread_scratch_as(int64_t elements) {
+T* thread_scratch_as(int64_t elements, const char* what = "a scratch buffer") {
   static_assert(kSlot != Scratch::Count, "not a slot");
   static_assert((kSlot == Scratch::Offsets) == std::is_same_v<T, int64_t>,
                 "Offsets holds int64_t offset tables; the other slots hold elements");
   static_assert(kSlot == Scratch::Offsets || std::is_floating_point_v<T>, "element slot");
-  return static_cast<T*>(thread_scratch(kSlot, checked_bytes<T>(elements, "a scratch buffer")));
+  return static_cast<T*>(thread_scratch(kSlot, checked_bytes<T>(elements, what), what));
+}
+
+// Whether the product of non-negative factors is at most `limit` (no overflow: computed
+// in 128 bits, saturating).
+inline bool product_at_most(std::initializer_list<int64_t> factors, int64_t limit) {
+  __int128 r = 1;
+  for (int64_t f : factors) {
+    if (f <= 0) return true;
+    r *= f;
+    if (r > limit) return false;
+  }
+  return true;
 }
 
 }  // namespace convcore::detail
