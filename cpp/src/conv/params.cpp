@@ -37,10 +37,20 @@ AxisSize conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t di
         std::to_string(pad_end) + ")");
   if (kernel < 1) bad("kernel " + ax + " must be >= 1, got " + std::to_string(kernel));
   if (in < 1) bad("input " + ax + " must be >= 1, got " + std::to_string(in));
-  if (kernel > (std::numeric_limits<int64_t>::max() / 4) / dilation ||
-      in > std::numeric_limits<int64_t>::max() / 4 || pad_begin > std::numeric_limits<int64_t>::max() / 4 ||
-      pad_end > std::numeric_limits<int64_t>::max() / 4)
-    throw std::overflow_error("conv2d: sizes along the " + ax + " are too large");
+  // Coordinates along an axis (input + padding + dilated kernel) must stay far from
+  // int64's end so no later sum overflows: each term is limited to a quarter of it.
+  constexpr int64_t kLimit = std::numeric_limits<int64_t>::max() / 4;
+  auto too_large = [&](const std::string& what, const std::string& value) {
+    throw std::overflow_error(what + " along the " + ax + " is too large: " + value +
+                              " (each of input size, padding and dilation·(kernel − 1) must be "
+                              "at most 2**61 − 1)");
+  };
+  if (kernel > kLimit / dilation)
+    too_large("dilation·(kernel − 1)",
+              "dilation " + std::to_string(dilation) + ", kernel " + std::to_string(kernel));
+  if (in > kLimit) too_large("input size", std::to_string(in));
+  if (pad_begin > kLimit || pad_end > kLimit)
+    too_large("padding", "(" + std::to_string(pad_begin) + ", " + std::to_string(pad_end) + ")");
   const int64_t k_eff = dilation * (kernel - 1) + 1;
   const int64_t padded = in + pad_begin + pad_end;
   if (k_eff > padded) {
