@@ -50,7 +50,8 @@ void require_buffer(const py::array& a, const char* name, DType dt, int64_t size
     throw std::invalid_argument(std::string(name) + " has " + std::to_string(a.size()) +
                                 " elements, expected " + std::to_string(size));
   if (writable && !a.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
-  if (reinterpret_cast<uintptr_t>(a.data()) % a.itemsize() != 0)
+  // An empty array is never read or written: where its pointer points does not matter.
+  if (size != 0 && reinterpret_cast<uintptr_t>(a.data()) % a.itemsize() != 0)
     throw std::invalid_argument(std::string(name) + " is not aligned to its element size");
 }
 
@@ -213,8 +214,10 @@ void set_weights(Conv2dPrimitive& prim, const py::array& w) {
 const Pass kPasses[] = {Pass::Forward, Pass::BackwardData, Pass::BackwardWeight};
 
 // Element strides of a 2-D array; throws when a byte stride is not a multiple of the
-// element size (the Python layer copies such arrays first).
+// element size (the Python layer copies such arrays first). An empty array is never read:
+// its pointer and strides do not matter.
 std::pair<int64_t, int64_t> element_strides(const py::array& a, const char* name) {
+  if (a.size() == 0) return {1, 1};
   const int64_t item = a.itemsize();
   const int64_t s0 = a.strides(0), s1 = a.strides(1);
   if (s0 % item != 0 || s1 % item != 0 || reinterpret_cast<uintptr_t>(a.data()) % item != 0)

@@ -6,12 +6,12 @@ from ._conv import (Conv2dGrads, ShapeError, conv2d, conv2d_backward, conv2d_bac
                     conv2d_backward_weight, conv2d_num_params, conv2d_output_shape)
 from ._core import config as _config  # noqa: F401  (kept for introspection)
 from ._runtime import gemm, get_num_threads, max_num_threads, set_num_threads, show_config
-from .layers import Conv2d
+from .layers import Conv2d, LayerStateError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Conv2d", "Conv2dGrads", "ShapeError", "conv2d", "conv2d_backward", "conv2d_backward_input",
+    "Conv2d", "Conv2dGrads", "LayerStateError", "ShapeError", "conv2d", "conv2d_backward", "conv2d_backward_input",
     "conv2d_backward_weight", "conv2d_num_params", "conv2d_output_shape", "gemm",
     "get_num_threads", "max_num_threads", "set_num_threads", "show_config",
 ]
