@@ -10,17 +10,15 @@ InterruptPoll::InterruptPoll(Fn poll, void* context, int interval_ms) {
   s->context = context;
   s->interval = std::chrono::milliseconds(std::max(1, interval_ms));
   s->next_poll = std::chrono::steady_clock::now() + s->interval;
-  s->previous = detail::t_cancel;
-  s->previous_owner = detail::t_cancel_owner;
-  detail::t_cancel = s;
-  detail::t_cancel_owner = true;
+  s->previous = detail::t_cancel.state;
+  s->previous_owner = detail::t_cancel.owner;
+  detail::t_cancel = detail::CancelTls{s, true, 0};
   state_ = s;
 }
 
 InterruptPoll::~InterruptPoll() {
   auto* s = static_cast<detail::CancelState*>(state_);
-  detail::t_cancel = s->previous;
-  detail::t_cancel_owner = s->previous_owner;
+  detail::t_cancel = detail::CancelTls{s->previous, s->previous_owner, 0};
   delete s;
 }
 

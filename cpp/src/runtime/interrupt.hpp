@@ -20,43 +20,49 @@ struct CancelState {
   bool previous_owner = false;
 };
 
-// The cancel state of the call this thread works for (null: nobody can interrupt it), and
-// whether this thread is the one that installed it (the only one allowed to poll: the
-// poll may need the caller's thread, e.g. Python's signal handlers run on the main thread).
-inline thread_local CancelState* t_cancel = nullptr;
-inline thread_local bool t_cancel_owner = false;
+// Per thread: the cancel state of the call this thread works for (null: nobody can
+// interrupt it); whether this thread installed it (the only one that polls: the poll may
+// need the caller's thread, e.g. Python runs signal handlers on the main thread only);
+// and a countdown of checks until the next clock read. One thread-local, one lookup.
+struct CancelTls {
+  CancelState* state = nullptr;
+  bool owner = false;
+  int countdown = 0;
+};
+inline thread_local CancelTls t_cancel;
+
+// The owner reads the clock every kChecksPerClockRead checks (checks are a few MFLOP
+// apart at most, so the poll interval is still kept to within a few milliseconds).
+inline constexpr int kChecksPerClockRead = 8;
 
 [[noreturn]] void throw_interrupted();
 void poll_interrupt(CancelState& s);  // owner only: polls when the interval has passed
 
-// Called at block boundaries (every few hundred microseconds of work at most): one
-// thread-local read and an atomic load on worker threads, plus a clock read on the caller.
+// Called at block boundaries (at most a few MFLOP of work apart): a thread-local read and
+// an atomic load; on the calling thread, every few checks, a clock read.
 inline void interrupt_point() {
-  CancelState* s = t_cancel;
+  CancelTls& t = t_cancel;
+  CancelState* const s = t.state;
   if (!s) return;
-  if (t_cancel_owner) poll_interrupt(*s);
+  if (t.owner && --t.countdown <= 0) {
+    t.countdown = kChecksPerClockRead;
+    poll_interrupt(*s);
+  }
   if (s->cancelled.load(std::memory_order_relaxed)) throw_interrupted();
 }
 
 // Installs the calling thread's cancel state on a worker thread for one parallel region.
 class CancelShare {
  public:
-  explicit CancelShare(CancelState* s) : saved_(t_cancel), saved_owner_(t_cancel_owner) {
-    if (t_cancel != s) {  // a worker (thread 0 is the caller and keeps its own)
-      t_cancel = s;
-      t_cancel_owner = false;
-    }
+  explicit CancelShare(CancelState* s) : saved_(t_cancel) {
+    if (t_cancel.state != s) t_cancel = CancelTls{s, false, 0};  // a worker (thread 0 is the caller)
   }
-  ~CancelShare() {
-    t_cancel = saved_;
-    t_cancel_owner = saved_owner_;
-  }
+  ~CancelShare() { t_cancel = saved_; }
   CancelShare(const CancelShare&) = delete;
   CancelShare& operator=(const CancelShare&) = delete;
 
  private:
-  CancelState* saved_;
-  bool saved_owner_;
+  CancelTls saved_;
 };
 
 }  // namespace convcore::detail

@@ -139,7 +139,7 @@ template const GemmEngine<double>& engine_for<double>(Isa);
 
 void note_threads_started() {
   if (!g_threads_started.load(std::memory_order_relaxed))
-    g_threads_started.store(true, std::memory_order_relaxed);
+    g_threads_started.store(true);  // once per process: ordering before the region starts
 }
 bool forked_serial() { return g_forked_serial.load(std::memory_order_relaxed); }
 

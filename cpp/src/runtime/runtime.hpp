@@ -71,7 +71,7 @@ void parallel_run(int nthreads, Body&& body) {
 #if defined(CONVCORE_OPENMP)
   if (nthreads > 1 && !forked_serial()) {
     note_threads_started();
-    CancelState* const cancel = t_cancel;
+    CancelState* const cancel = t_cancel.state;
     std::exception_ptr error;
     std::mutex error_mutex;
 #pragma omp parallel num_threads(nthreads)
