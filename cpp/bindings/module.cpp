@@ -6,12 +6,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "convcore/config.hpp"
 #include "convcore/conv2d.hpp"
 #include "convcore/gemm.hpp"
+#include "convcore/interrupt.hpp"
 
 namespace py = pybind11;
 using namespace convcore;
@@ -48,7 +50,8 @@ void require_buffer(const py::array& a, const char* name, DType dt, int64_t size
     throw std::invalid_argument(std::string(name) + " has " + std::to_string(a.size()) +
                                 " elements, expected " + std::to_string(size));
   if (writable && !a.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
-  if (reinterpret_cast<uintptr_t>(a.data()) % a.itemsize() != 0)
+  // An empty array is never read or written: where its pointer points does not matter.
+  if (size != 0 && reinterpret_cast<uintptr_t>(a.data()) % a.itemsize() != 0)
     throw std::invalid_argument(std::string(name) + " is not aligned to its element size");
 }
 
@@ -74,12 +77,63 @@ DType dtype_of(const Conv2dPrimitive& prim) {
   return prim.desc().dtype == DataType::Float32 ? DType::F32 : DType::F64;
 }
 
+// Ctrl-C. Compute runs with the GIL released; on the main thread (the only one where
+// Python runs signal handlers) the core polls python_signals() about every
+// kPollMs milliseconds from that thread, which takes the GIL briefly and runs the pending
+// handlers. When one raises (KeyboardInterrupt for SIGINT), every thread of the call
+// stops at its next block boundary, the core throws convcore::Interrupted, and the call
+// raises the handler's exception. Calls on other threads are not polled (Python would
+// not run handlers there) and run to completion.
+constexpr int kPollMs = 20;
+
+bool python_signals(void*) {
+  const PyGILState_STATE st = PyGILState_Ensure();
+  const bool raised = PyErr_CheckSignals() != 0;
+  PyGILState_Release(st);
+  return raised;
+}
+
+bool on_main_thread() {
+  static py::object* main_thread =
+      new py::object(py::module_::import("threading").attr("main_thread"));  // never freed
+  return (*main_thread)().attr("ident").cast<unsigned long>() == PyThread_get_thread_ident();
+}
+
+// Runs body() with the GIL released and Ctrl-C polled (see above). A signal handler runs
+// Python code in the middle of the call: if it calls convcore, that call is refused
+// (it would share the running call's per-thread buffers).
+template <typename Body>
+void compute(Body&& body) {
+  thread_local bool busy = false;
+  if (busy)
+    throw std::runtime_error("convcore cannot be called from a signal handler that runs "
+                             "during a convcore call");
+  struct Busy {
+    bool& b;
+    explicit Busy(bool& flag) : b(flag) { b = true; }
+    ~Busy() { b = false; }
+  } mark(busy);
+  try {
+    std::optional<InterruptPoll> poll;
+    if (on_main_thread()) poll.emplace(&python_signals, nullptr, kPollMs);
+    py::gil_scoped_release release;
+    body();
+  } catch (const Interrupted&) {
+    if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+  // A handler that raised at the last poll, after the last block: the result is complete
+  // but the exception is still raised.
+  if (PyErr_Occurred()) throw py::error_already_set();
+}
+
 // Dispatches body(T{}) on the primitive's dtype with the GIL released.
 template <typename Body>
 void with_dtype(DType dt, Body&& body) {
-  py::gil_scoped_release release;
-  if (dt == DType::F32) body(float{});
-  else body(double{});
+  compute([&] {
+    if (dt == DType::F32) body(float{});
+    else body(double{});
+  });
 }
 
 void forward(const Conv2dPrimitive& prim, const py::array& x, const py::object& w,
@@ -160,8 +214,10 @@ void set_weights(Conv2dPrimitive& prim, const py::array& w) {
 const Pass kPasses[] = {Pass::Forward, Pass::BackwardData, Pass::BackwardWeight};
 
 // Element strides of a 2-D array; throws when a byte stride is not a multiple of the
-// element size (the Python layer copies such arrays first).
+// element size (the Python layer copies such arrays first). An empty array is never read:
+// its pointer and strides do not matter.
 std::pair<int64_t, int64_t> element_strides(const py::array& a, const char* name) {
+  if (a.size() == 0) return {1, 1};
   const int64_t item = a.itemsize();
   const int64_t s0 = a.strides(0), s1 = a.strides(1);
   if (s0 % item != 0 || s1 % item != 0 || reinterpret_cast<uintptr_t>(a.data()) % item != 0)
@@ -183,13 +239,14 @@ void gemm_py(const py::array& a, const py::array& b, py::array& c, bool accumula
   const auto [rsa, csa] = element_strides(a, "a");
   const auto [rsb, csb] = element_strides(b, "b");
   const int64_t ldc = n;
-  py::gil_scoped_release release;
-  if (dt == DType::F32)
-    gemm<float>(m, n, k, ptr<float>(a), rsa, csa, ptr<float>(b), rsb, csb, mptr<float>(c), ldc,
-                accumulate);
-  else
-    gemm<double>(m, n, k, ptr<double>(a), rsa, csa, ptr<double>(b), rsb, csb, mptr<double>(c),
-                 ldc, accumulate);
+  compute([&] {
+    if (dt == DType::F32)
+      gemm<float>(m, n, k, ptr<float>(a), rsa, csa, ptr<float>(b), rsb, csb, mptr<float>(c),
+                  ldc, accumulate);
+    else
+      gemm<double>(m, n, k, ptr<double>(a), rsa, csa, ptr<double>(b), rsb, csb,
+                   mptr<double>(c), ldc, accumulate);
+  });
 }
 
 py::dict blocking_dict(const Blocking& b) {
@@ -312,6 +369,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
+  m.def("max_num_threads", &max_num_threads);
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("isa"));
   m.def("available_isas", [] {

@@ -239,12 +239,18 @@ def _implementations(input_shape: Sequence[int], weight_shape: Sequence[int], *,
 
 def conv2d_num_params(in_channels: int, out_channels: int, kernel_size: Any, *,
                       groups: int = 1, bias: bool = True) -> int:
-    """Learnable parameters of a conv layer: K·(C/groups)·R·S weights (+ K biases)."""
+    """Learnable parameters of a conv layer: K·(C/groups)·R·S weights (+ K biases).
+
+    Computed with Python ints (exact for any size; NumPy integer arguments are converted
+    first, so nothing wraps around)."""
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
         if not is_int(v):
             raise TypeError(f"{name} must be an int, got {v!r}")
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be True or False, got {bias!r}")
+    in_channels, out_channels = int(in_channels), int(out_channels)
     r, s = pair(kernel_size, "kernel_size", 1)
     groups = check_groups(groups)
     if in_channels % groups or out_channels % groups:

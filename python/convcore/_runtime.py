@@ -37,16 +37,35 @@ def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.n
 
 
 def set_num_threads(n: int) -> None:
-    """Threads convcore uses for each call (default: OMP_NUM_THREADS or all cores)."""
+    """Threads convcore uses for each call (default: OMP_NUM_THREADS or all cores).
+
+    n must be an int >= 1 (bool is refused: TypeError; n < 1: ValueError). A larger n than
+    ``max_num_threads()`` — 4 threads per CPU this process may run on, at least 64 — is
+    clamped to it: more threads only oversubscribe the cores. Calls use fewer threads when
+    they are small or when several Python threads call at once.
+
+    In a process made by ``fork()`` (``os.fork``, multiprocessing's "fork" start method)
+    after its parent ran a call on several threads, every call runs on one thread and
+    this setting has no effect: the OpenMP runtime's threads do not survive fork, and a
+    parallel region in the child would wait for them forever. "spawn" and "forkserver"
+    children start fresh and use threads as usual.
+    """
     if not is_int(n):
         raise TypeError(f"n must be an int, got {n!r}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    _core.set_num_threads(int(n))
+    _core.set_num_threads(min(int(n), _core.max_num_threads()))
 
 
 def get_num_threads() -> int:
+    """Threads a large call uses (1 in a forked child; see set_num_threads)."""
     return int(_core.get_num_threads())
+
+
+def max_num_threads() -> int:
+    """The largest thread count set_num_threads keeps (larger values are clamped to it):
+    4 per CPU this process may run on, at least 64."""
+    return int(_core.max_num_threads())
 
 
 def show_config() -> Dict[str, Any]:

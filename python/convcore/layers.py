@@ -8,13 +8,19 @@ import numpy as np
 
 from . import _core
 from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
-                    is_int, pair)
+                    check_shape_rule, is_int, pair)
 from ._conv import (_check_grad_output, _check_input, _dtype_name, _Problem, _FORCED,
                     conv2d_num_params)
 
 # Primitives a layer keeps, one per input shape (and ISA): enough for a training batch, a
 # last partial batch and an evaluation batch.
 _MAX_PRIMITIVES = 4
+
+
+class LayerStateError(ValueError, RuntimeError):
+    """A layer method was called in a state that does not allow it: ``backward()`` before
+    any ``forward()``. A ValueError (and, for code written against earlier versions, a
+    RuntimeError)."""
 
 
 def _rng(rng: Any) -> np.random.Generator:
@@ -33,6 +39,16 @@ class Conv2d:
     Weights are initialised as PyTorch does: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both
     weights and biases, fan_in = (C/groups)·R·S.
 
+    Every hyperparameter is checked by the constructor (TypeError / ValueError naming it),
+    not at the first forward.
+
+    forward(x) keeps its own copy of x (and, with activation="relu", of where the output
+    was positive), so editing x or the returned y in place afterwards does not change the
+    gradients backward() computes. The copy costs one pass over x — small beside the
+    convolution itself — and buys gradients that always belong to the forward they follow
+    (NumPy cannot tell the layer that an array it references was written to).
+    backward() before any forward() raises LayerStateError (a ValueError).
+
     The layer keeps a validated primitive per input shape with its weights prepacked, so a
     call pays for neither planning nor packing twice. The weights are repacked when
     ``layer.weight`` is assigned — ``layer.weight = w`` or ``layer.weight -= lr * g``
@@ -47,7 +63,7 @@ class Conv2d:
                  layout: str = "NCHW", shape_rule: str = "strict",
                  activation: Optional[str] = None, dtype: Any = "float32", rng: Any = None):
         self.num_params = conv2d_num_params(in_channels, out_channels, kernel_size,
-                                            groups=groups, bias=bias)
+                                            groups=groups, bias=bias)  # checks them all
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
@@ -56,7 +72,7 @@ class Conv2d:
         self.padding = padding
         self.groups = check_groups(groups)
         self.layout = check_layout(layout)
-        self.shape_rule = shape_rule
+        self.shape_rule = check_shape_rule(shape_rule)
         self.activation = check_activation(activation)
         try:
             self.dtype = np.dtype(dtype)
@@ -66,17 +82,18 @@ class Conv2d:
             raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         r, s = self.kernel_size
         cg = self.in_channels // self.groups
-        shape = (out_channels, cg, r, s) if layout == "NCHW" else (out_channels, r, s, cg)
+        k = self.out_channels
+        shape = (k, cg, r, s) if layout == "NCHW" else (k, r, s, cg)
         gen = _rng(rng)
         bound = 1.0 / np.sqrt(cg * r * s)
         self._weight = as_buffer(gen.uniform(-bound, bound, size=shape).astype(self.dtype))
         self._weight_version = 0
         self._primitives: "OrderedDict[tuple, Tuple[_Problem, int]]" = OrderedDict()
-        self.bias = gen.uniform(-bound, bound, size=(out_channels,)).astype(self.dtype) if bias else None
+        self.bias = gen.uniform(-bound, bound, size=(k,)).astype(self.dtype) if bias else None
         self.grad_weight: Optional[np.ndarray] = None
         self.grad_bias: Optional[np.ndarray] = None
-        self._x: Optional[np.ndarray] = None
-        self._y: Optional[np.ndarray] = None
+        self._x: Optional[np.ndarray] = None      # the layer's copy of the last input
+        self._mask: Optional[np.ndarray] = None   # relu: where that forward's output was > 0
         # Fails early (ValueError) for a padding string or tuple that can never work.
         _Problem((1, self.in_channels, r * self.dilation[0], s * self.dilation[1])
                  if layout == "NCHW" else (1, r * self.dilation[0], s * self.dilation[1], self.in_channels),
@@ -135,29 +152,36 @@ class Conv2d:
         prob = self._primitive(x.shape)
         y = np.empty(prob.user_shape(prob.y_shape), dtype=self.dtype)
         bias = as_buffer(self.bias) if self.bias is not None else None
-        prob.plan.forward(as_buffer(x), None, bias, y, self.activation == "relu")
-        self._x = x
-        self._y = y if self.activation == "relu" else None
+        # The layer's own copy (C-contiguous and aligned: also the buffer the core reads),
+        # so later in-place edits of x cannot change the gradients.
+        xc = np.array(x, dtype=self.dtype, order="C", copy=True)
+        xc.flags.writeable = False
+        prob.plan.forward(xc, None, bias, y, self.activation == "relu")
+        self._x = xc
+        self._mask = np.greater(y, 0) if self.activation == "relu" else None
         return y
 
     __call__ = forward
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray:
+        """Gradients for the last forward(): returns grad_x; stores .grad_weight and
+        .grad_bias. LayerStateError (a ValueError) when forward() was never called."""
         if self._x is None:
-            raise RuntimeError("backward() called before forward()")
+            raise LayerStateError("backward() called before forward(): the layer has no "
+                                  "input to differentiate at")
         grad_y = check_array(grad_y, "grad_y")
         if self.activation == "relu":
-            assert self._y is not None
-            if grad_y.shape != self._y.shape:
-                raise ValueError(f"grad_y has shape {grad_y.shape}, expected {self._y.shape}")
-            grad_y = np.where(self._y > 0, grad_y, np.zeros((), dtype=grad_y.dtype))
+            assert self._mask is not None
+            if grad_y.shape != self._mask.shape:
+                raise ValueError(f"grad_y has shape {grad_y.shape}, expected {self._mask.shape}")
+            grad_y = np.where(self._mask, grad_y, np.zeros((), dtype=grad_y.dtype))
         x = self._x
         prob = self._primitive(x.shape)
         dy = as_buffer(_check_grad_output(grad_y, prob, x, "x"))
         dx = np.empty(x.shape, dtype=self.dtype)
         dw = np.empty(self._weight.shape, dtype=self.dtype)
         prob.plan.backward_data(dy, None, dx)
-        prob.plan.backward_weight(dy, as_buffer(x), dw)
+        prob.plan.backward_weight(dy, x, dw)
         self.grad_weight = dw
         if self.bias is not None:
             db = np.empty((self.out_channels,), dtype=self.dtype)

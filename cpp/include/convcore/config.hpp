@@ -39,9 +39,15 @@ template <typename T>
 Blocking blocking();
 
 // Threads used by convcore calls. Defaults to OpenMP's max (OMP_NUM_THREADS), 1 without
-// OpenMP. n < 1 is rejected.
+// OpenMP. n < 1 is rejected (std::invalid_argument); n above max_num_threads() is clamped
+// to it. In a child made by fork() after this process ran a call on several threads,
+// every call runs on one thread and get_num_threads() returns 1 (the OpenMP runtime's
+// threads do not survive fork; set_num_threads there has no effect).
 void set_num_threads(int n);
 int get_num_threads();
+// The most threads set_num_threads accepts: 4 per CPU this process may run on (its
+// affinity mask), at least 64. More threads than that only oversubscribe the cores.
+int max_num_threads();
 bool has_openmp();
 
 }  // namespace convcore

@@ -168,6 +168,7 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
               row0 = 0;
             }
             for (int64_t ir = ic; ir < ic + mc; ir += mr) {
+              interrupt_point();  // mr×nc×run: a few MFLOP
               const int64_t m = std::min<int64_t>(mr, ic + mc - ir);
               TapCursor tap(p, true, ir);
               for (int64_t i = 0; i < mr; ++i) {  // rows past m repeat the last tap
@@ -235,6 +236,7 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
           const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
           pack_dy(pa, ic, mc, pc, kc, mr);
           for (int64_t jr = jc; jr < jc + nc; jr += nr) {
+            interrupt_point();  // mc×nr×kc: a few MFLOP
             const int64_t n = std::min<int64_t>(nr, jc + nc - jr);
             const int64_t tap = jr / Cg, c0 = jr % Cg;  // a panel never straddles two taps
             const T* b = base + (tap / p.S) * p.dh * row_stride + (tap % p.S) * p.dw * pixel_stride + c0;

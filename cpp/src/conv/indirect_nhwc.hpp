@@ -92,6 +92,7 @@ struct IndirectNhwc {
         const bool last = pc + kc == K;
         const T* b_block = weights.block(jc, pc, kc);
         for (int64_t ir = m0; ir < m1; ir += mr) {
+          interrupt_point();  // mr×nc×kc: a few MFLOP
           const int64_t m = std::min<int64_t>(mr, m1 - ir);
           for (int64_t i = 0; i < mr; ++i) {
             const int64_t q = ir + std::min<int64_t>(i, m - 1);  // pad rows repeat the last pixel

@@ -7,6 +7,10 @@
 // finish by one thread with its own packing buffers. The reduction dimension is never
 // split across threads and its blocking (KC) is fixed, so every element of C is produced by
 // the same sequence of operations for any thread count: results are bitwise reproducible.
+//
+// Interrupts: the loops call interrupt_point() per tile, per packed slab and per
+// micro-panel column of each macro kernel (a few MFLOP), so an interrupted call stops
+// within a millisecond or so of work on every thread (runtime/interrupt.hpp).
 #pragma once
 
 #include <algorithm>
@@ -59,6 +63,7 @@ Prepacked<T> prepack(const Blocking& bl, const Packer& packer, bool is_a, int64_
     int64_t s0, s1;
     static_range(slabs, tid, nt, s0, s1);
     for (int64_t s = s0; s < s1; ++s) {
+      interrupt_point();
       const int64_t pc = s * bl.kc, kc = std::min<int64_t>(bl.kc, K - pc);
       if (is_a) packer(out + pc * padded, 0, extent, pc, kc, tile);
       else packer(out + pc * padded, pc, kc, 0, extent, tile);
@@ -95,6 +100,7 @@ void macro_kernel(const GemmEngine<T>& e, int64_t mc, int64_t nc, int64_t kc, co
   const int mr = e.blocking.mr, nr = e.blocking.nr;
   const auto fn = e.ukernel.fn;
   for (int64_t jr = 0; jr < nc; jr += nr) {
+    interrupt_point();  // every mc×nr×kc block: a few MFLOP
     const int64_t n = std::min<int64_t>(nr, nc - jr);
     const T* b = pb + jr * kc;
     for (int64_t ir = 0; ir < mc; ir += mr) {
@@ -236,6 +242,7 @@ void gemm_rect_offset_b(const GemmEngine<T>& e, int64_t m0, int64_t m1, int64_t 
         const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
         const T* a_block = pack_a.block(ic, pc, kc);
         for (int64_t jr = 0; jr < nc; jr += nr) {
+          interrupt_point();
           const int64_t n = std::min<int64_t>(nr, nc - jr);
           const T* bj = b + (jc - n0) + jr;
           for (int64_t ir = 0; ir < mc; ir += mr) {
@@ -286,6 +293,7 @@ void run_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, const Blocking
     int64_t begin, end;
     static_range(ntiles, tid, nt, begin, end);
     for (int64_t t = begin; t < end; ++t) {
+      interrupt_point();
       const int64_t prob = t / per_problem;
       const int64_t rest = t % per_problem;
       const int64_t tm = rest / g.tiles_n, tn = rest % g.tiles_n;

@@ -1,5 +1,7 @@
 #include "runtime.hpp"
 
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -85,6 +87,22 @@ struct EngineTable {
 
 std::atomic<int> g_threads{0};     // 0: not yet initialised
 std::atomic<int> g_calls_in_flight{0};
+std::atomic<bool> g_threads_started{false};  // an OpenMP region ran on several threads
+std::atomic<bool> g_forked_serial{false};    // a fork child of such a process: one thread
+
+// CPUs this process may run on (its affinity mask; all online CPUs when unknown).
+int usable_cpus() {
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(std::min<long>(n, 1 << 20)) : 1;
+}
 
 int default_threads() {
 #if defined(CONVCORE_OPENMP)
@@ -119,10 +137,37 @@ template const GemmEngine<double>& engine<double>();
 template const GemmEngine<float>& engine_for<float>(Isa);
 template const GemmEngine<double>& engine_for<double>(Isa);
 
+void note_threads_started() {
+  if (!g_threads_started.load(std::memory_order_relaxed))
+    g_threads_started.store(true);  // once per process: ordering before the region starts
+}
+bool forked_serial() { return g_forked_serial.load(std::memory_order_relaxed); }
+
+namespace {
+// Before fork: finish the lazy one-time initialisations (engine tables, CPU probe) so the
+// child never inherits one half-done by another thread (its guard would stay locked).
+void before_fork() {
+  try {
+    (void)engine<float>();
+    (void)engine<double>();
+  } catch (...) {
+  }
+}
+// In the child only the forking thread exists: no call is in flight, and if threads ever
+// ran here, OpenMP's pool is unusable (see runtime.hpp).
+void in_fork_child() {
+  g_calls_in_flight.store(0, std::memory_order_relaxed);
+  if (g_threads_started.load(std::memory_order_relaxed))
+    g_forked_serial.store(true, std::memory_order_relaxed);
+}
+[[maybe_unused]] const int g_fork_handlers = pthread_atfork(before_fork, nullptr, in_fork_child);
+}  // namespace
+
 CallScope::CallScope() { g_calls_in_flight.fetch_add(1, std::memory_order_relaxed); }
 CallScope::~CallScope() { g_calls_in_flight.fetch_sub(1, std::memory_order_relaxed); }
 
 int threads_for(double flops) {
+  if (forked_serial()) return 1;
   const int configured = get_num_threads();
   const int callers = std::max(1, g_calls_in_flight.load(std::memory_order_relaxed));
   int n = std::max(1, configured / callers);
@@ -175,15 +220,18 @@ Blocking blocking() {
 template Blocking blocking<float>();
 template Blocking blocking<double>();
 
+int max_num_threads() { return std::max(64, 4 * detail::usable_cpus()); }
+
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
-  detail::g_threads.store(n, std::memory_order_relaxed);
+  detail::g_threads.store(std::min(n, max_num_threads()), std::memory_order_relaxed);
 }
 
 int get_num_threads() {
+  if (detail::forked_serial()) return 1;
   int n = detail::g_threads.load(std::memory_order_relaxed);
   if (n == 0) {
-    n = detail::default_threads();
+    n = std::min(detail::default_threads(), max_num_threads());
     int expected = 0;
     detail::g_threads.compare_exchange_strong(expected, n);
     n = detail::g_threads.load(std::memory_order_relaxed);

@@ -16,6 +16,7 @@
 #include "convcore/config.hpp"
 #include "../kernels/kernels.hpp"
 #include "checked.hpp"
+#include "interrupt.hpp"
 
 #if defined(CONVCORE_OPENMP)
 #include <omp.h>
@@ -57,16 +58,30 @@ class CallScope {
 
 void trim_thread_scratch(bool include_weights);  // see the scratch rule below
 
+// Fork safety. The OpenMP runtime (GNU libgomp) does not survive fork(): in the child its
+// worker threads are gone while its bookkeeping says they exist, and the next parallel
+// region waits for them forever. So once this process (or an ancestor, before forking it)
+// has run a region on several threads, a child made by fork runs every call on one thread
+// (threads_for() returns 1 and parallel_run() never enters OpenMP). A fork handler also
+// resets the calls-in-flight count (threads that were inside a call are not in the child).
+// threads_started() records the first region; forked_serial() says the child rule applies.
+void note_threads_started();
+bool forked_serial();
+
 // Runs body(tid, nthreads) on nthreads threads (inline when 1). Exceptions thrown by any
-// thread are rethrown on the caller's thread after the region ends.
+// thread are rethrown on the caller's thread after the region ends. The caller's
+// interrupt state (interrupt.hpp) is shared with the workers for the region.
 template <typename Body>
 void parallel_run(int nthreads, Body&& body) {
 #if defined(CONVCORE_OPENMP)
-  if (nthreads > 1) {
+  if (nthreads > 1 && !forked_serial()) {
+    note_threads_started();
+    CancelState* const cancel = t_cancel.state;
     std::exception_ptr error;
     std::mutex error_mutex;
 #pragma omp parallel num_threads(nthreads)
     {
+      CancelShare share(cancel);
       try {
         body(omp_get_thread_num(), omp_get_num_threads());
         trim_thread_scratch(false);

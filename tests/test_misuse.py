@@ -1,0 +1,188 @@
+"""The smaller hardening cases: NumPy integer arguments, empty misaligned arrays, layer
+state and hyperparameters checked at construction, thread-count limits, and a layer's
+independence from later in-place edits of its input and output."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convcore
+import reference as ref
+
+
+# --- conv2d_num_params: exact Python ints -----------------------------------------------
+
+@pytest.mark.parametrize("itype", [np.int64, np.int32, np.uint64, int])
+def test_num_params_numpy_ints_do_not_wrap(itype):
+    c = itype(2**31 - 1) if itype is np.int32 else itype(2**32)
+    big = int(c)
+    got = convcore.conv2d_num_params(c, c, itype(3))
+    assert type(got) is int
+    assert got == big * big * 9 + big
+    assert convcore.conv2d_num_params(c, c, (itype(3), itype(5)), groups=itype(1),
+                                      bias=False) == big * big * 15
+
+
+def test_num_params_bias_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"bias"):
+        convcore.conv2d_num_params(3, 4, 3, bias="yes")
+
+
+# --- empty arrays with a misaligned data pointer ----------------------------------------
+
+def _empty_misaligned(shape, dtype):
+    a = np.frombuffer(bytearray(16), np.uint8, count=0, offset=1).view(dtype).reshape(shape)
+    assert a.size == 0 and a.ctypes.data % np.dtype(dtype).itemsize != 0
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_misaligned_arrays_give_the_empty_result(dtype):
+    w = np.ones((2, 3, 3, 3), dtype)
+    x0 = _empty_misaligned((0, 3, 6, 6), dtype)
+    y = convcore.conv2d(x0, w)
+    assert y.shape == (0, 2, 4, 4)
+    out = _empty_misaligned((0, 2, 4, 4), dtype)
+    assert convcore.conv2d(x0, w, out=out) is out
+    dy0 = _empty_misaligned((0, 2, 4, 4), dtype)
+    assert convcore.conv2d_backward_input(dy0, w, (0, 3, 6, 6)).shape == (0, 3, 6, 6)
+    dw = convcore.conv2d_backward_weight(dy0, x0, w.shape)
+    assert dw.shape == w.shape and not dw.any()
+    g = convcore.conv2d_backward(dy0, x0, w)
+    assert g.input.shape == x0.shape and not g.weight.any() and not g.bias.any()
+    # gemm: an empty reduction gives zeros; empty operands give empty results
+    a = _empty_misaligned((3, 0), dtype)
+    b = _empty_misaligned((0, 4), dtype)
+    assert np.array_equal(convcore.gemm(a, b), np.zeros((3, 4), dtype))
+    assert convcore.gemm(_empty_misaligned((0, 5), dtype), np.ones((5, 2), dtype)).shape == (0, 2)
+
+
+# --- the layer ----------------------------------------------------------------------------
+
+def test_backward_before_forward_raises_layer_state_error():
+    layer = convcore.Conv2d(3, 4, 3, rng=0)
+    with pytest.raises(convcore.LayerStateError, match=r"backward\(\) called before forward\(\)"):
+        layer.backward(np.zeros((1, 4, 6, 6), np.float32))
+    assert issubclass(convcore.LayerStateError, ValueError)
+    assert "LayerStateError" in convcore.Conv2d.backward.__doc__
+
+
+BAD_HYPERPARAMETERS = [
+    (dict(shape_rule="bogus"), ValueError, r"shape_rule"),
+    (dict(shape_rule=None), ValueError, r"shape_rule"),
+    (dict(layout="nchw"), ValueError, r"layout"),
+    (dict(activation="tanh"), ValueError, r"activation"),
+    (dict(bias="yes"), TypeError, r"bias"),
+    (dict(bias=None), TypeError, r"bias"),
+    (dict(padding="bogus"), ValueError, r"padding"),
+    (dict(padding=-1), ValueError, r"padding"),
+    (dict(padding=(1, 2, 3)), ValueError, r"padding"),
+    (dict(padding="same", stride=2), ValueError, r"padding='same'"),
+    (dict(stride=0), ValueError, r"stride"),
+    (dict(stride=2**63), ValueError, r"stride"),
+    (dict(dilation=(1,)), TypeError, r"dilation"),
+    (dict(dilation=1.5), TypeError, r"dilation"),
+    (dict(groups=0), ValueError, r"groups"),
+    (dict(groups=4), ValueError, r"groups"),
+    (dict(kernel_size=0), ValueError, r"kernel_size"),
+    (dict(in_channels=1.5), TypeError, r"in_channels"),
+    (dict(out_channels=0), ValueError, r"out_channels"),
+    (dict(out_channels=True), TypeError, r"out_channels"),
+    (dict(dtype="int32"), TypeError, r"dtype"),
+    (dict(dtype="bogus"), TypeError, r"dtype"),
+    (dict(rng="seed"), TypeError, r"rng"),
+]
+
+
+@pytest.mark.parametrize("kw, exc, match", BAD_HYPERPARAMETERS,
+                         ids=[repr(k) for k, _, _ in BAD_HYPERPARAMETERS])
+def test_layer_rejects_bad_hyperparameters_at_construction(kw, exc, match):
+    args = dict(in_channels=6, out_channels=6, kernel_size=3)
+    args.update(kw)
+    with pytest.raises(exc, match=match):
+        convcore.Conv2d(**args)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_layer_gradients_ignore_in_place_edits_after_forward(layout, activation):
+    """The layer keeps its own copy of x (and of the ReLU mask): editing x or y in place
+    between forward and backward leaves the gradients those of the forward."""
+    rng = np.random.default_rng(9)
+    xs = (2, 3, 8, 7) if layout == "NCHW" else (2, 8, 7, 3)
+    x = rng.standard_normal(xs)
+    layer = convcore.Conv2d(3, 4, 3, padding=1, layout=layout, activation=activation,
+                            dtype="float64", rng=1)
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    x_before, y_before = x.copy(), y.copy()
+    x[...] = rng.standard_normal(xs)   # the caller reuses its buffers
+    y[...] = -y                         # flips the ReLU pattern if anything reads y
+    dx = layer.backward(dy)
+
+    fresh = convcore.Conv2d(3, 4, 3, padding=1, layout=layout, activation=activation,
+                            dtype="float64", rng=1)
+    assert np.array_equal(fresh.forward(x_before), y_before)
+    assert np.array_equal(dx, fresh.backward(dy))
+    assert np.array_equal(layer.grad_weight, fresh.grad_weight)
+    assert np.array_equal(layer.grad_bias, fresh.grad_bias)
+    gy = np.where(y_before > 0, dy, 0.0) if activation == "relu" else dy
+    kw = dict(padding=1, layout=layout)
+    ref.assert_close(layer.grad_weight, ref.conv2d_backward_weight(gy, x_before, layer.weight.shape, **kw))
+
+
+def test_layer_forward_does_not_touch_the_callers_array():
+    x = np.ones((1, 3, 5, 5), np.float32)
+    layer = convcore.Conv2d(3, 2, 3, rng=0)
+    layer.forward(x)
+    assert x.flags.writeable
+    x[...] = 2  # still the caller's to edit
+
+
+# --- threads -----------------------------------------------------------------------------
+
+def _expected_max():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(64, 4 * cpus)
+
+
+def test_max_num_threads_rule():
+    assert convcore.max_num_threads() == _expected_max()
+
+
+@pytest.mark.parametrize("n", [2**31 - 1, 2**31, 2**63, 2**100, np.int64(2**40),
+                               np.uint64(2**64 - 1)])
+def test_set_num_threads_clamps_big_values(restore_threads, n):
+    convcore.set_num_threads(n)
+    assert convcore.get_num_threads() == convcore.max_num_threads()
+    # and calls still work (each uses what its size justifies)
+    x = np.ones((1, 2, 6, 6), np.float32)
+    assert np.array_equal(convcore.conv2d(x, np.ones((3, 2, 3, 3), np.float32)),
+                          np.full((1, 3, 4, 4), 18, np.float32))
+
+
+@pytest.mark.parametrize("n", [True, False, np.bool_(True), 2.0, "4", None, [2]])
+def test_set_num_threads_rejects_non_ints(restore_threads, n):
+    with pytest.raises(TypeError, match=r"n must be an int"):
+        convcore.set_num_threads(n)
+    assert convcore.get_num_threads() == restore_threads
+
+
+@pytest.mark.parametrize("n", [0, -1, -(2**70)])
+def test_set_num_threads_rejects_below_one(restore_threads, n):
+    with pytest.raises(ValueError, match=r"n must be >= 1"):
+        convcore.set_num_threads(n)
+    assert convcore.get_num_threads() == restore_threads
+
+
+def test_huge_omp_num_threads_is_clamped_too():
+    env = dict(os.environ, OMP_NUM_THREADS="100000")
+    code = ("import convcore; assert convcore.get_num_threads() == convcore.max_num_threads(), "
+            "convcore.get_num_threads(); print('OK')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
