@@ -186,3 +186,17 @@ def test_huge_omp_num_threads_is_clamped_too():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120, env=env)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+
+
+def test_negative_rng_seed_is_named():
+    with pytest.raises(ValueError, match="rng must be"):
+        convcore.Conv2d(3, 4, 3, rng=-1)
+    with pytest.raises(TypeError, match="rng must be"):
+        convcore.Conv2d(3, 4, 3, rng="seed")
+
+
+def test_im2col_view_overflow_names_output_and_padding():
+    with pytest.raises(MemoryError, match="output .*padding"):
+        convcore.conv2d_output_shape((2, 6, 12, 10), (2, 3, 3, 2), stride=(3, 1),
+                                     dilation=(1, 2), groups=2,
+                                     padding=(2, 2**54, 2, 3))

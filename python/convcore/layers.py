@@ -24,11 +24,17 @@ class LayerStateError(ValueError, RuntimeError):
 
 
 def _rng(rng: Any) -> np.random.Generator:
-    if rng is None or is_int(rng):
-        return np.random.default_rng(rng)
+    if rng is None:
+        return np.random.default_rng()
+    if is_int(rng):
+        if rng < 0:
+            raise ValueError(f"rng must be None, a non-negative int seed or a "
+                             f"numpy.random.Generator, got {rng}")
+        return np.random.default_rng(int(rng))
     if isinstance(rng, np.random.Generator):
         return rng
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
+    raise TypeError(f"rng must be None, a non-negative int seed or a numpy.random.Generator, "
+                    f"got {rng!r}")
 
 
 class Conv2d:

@@ -146,7 +146,14 @@ ConvPlan make_plan(const Conv2dParams& prm) {
   p.x_size = checked_count({p.N, p.C, p.H, p.W}, "input");
   p.y_size = checked_count({p.N, p.K, p.Ho, p.Wo}, "output");
   p.w_size = checked_count({p.K, p.Cg, p.R, p.S}, "weight");
-  checked_count({p.Cg, p.R, p.S, p.Ho, p.Wo}, "the im2col view");
+  // The implicit im2col matrix (taps × output positions) is indexed in int64 too.
+  {
+    const std::string what = "output of " + std::to_string(p.Ho) + "×" + std::to_string(p.Wo) +
+                             " positions times " + std::to_string(p.Cg) + "·" +
+                             std::to_string(p.R) + "·" + std::to_string(p.S) +
+                             " taps (the im2col view; check padding and stride)";
+    checked_count({p.Cg, p.R, p.S, p.Ho, p.Wo}, what.c_str());
+  }
 
   if (prm.layout == Layout::NCHW) {
     p.xs_w = 1; p.xs_h = p.W; p.xs_c = p.H * p.W; p.xs_n = p.C * p.H * p.W;
