@@ -444,6 +444,79 @@ def run_gemm(args: argparse.Namespace) -> Dict[str, Any]:
     return {"mode": "gemm", "rows": rows, "geomean_ratio_numpy": summary}
 
 
+# -- layer-object calls ---------------------------------------------------------------------
+
+# Small and batch-1 layers, where the per-call cost shows: name, Conv2d arguments, x shape.
+LAYER_CALL_CASES = [
+    ("numpy_example 11x11x4 K2 5x5/2 NHWC",
+     dict(in_channels=4, out_channels=2, kernel_size=5, stride=2, layout="NHWC"), (1, 11, 11, 4)),
+    ("seed 64x4x11x11 K12 5x5/2",
+     dict(in_channels=4, out_channels=12, kernel_size=5, stride=2), (64, 4, 11, 11)),
+    ("3x3 16->16 8x8 batch 1",
+     dict(in_channels=16, out_channels=16, kernel_size=3, padding=1), (1, 16, 8, 8)),
+    ("1x1 256->64 14x14 batch 1",
+     dict(in_channels=256, out_channels=64, kernel_size=1), (1, 256, 14, 14)),
+    ("3x3 512->512 7x7 batch 1",
+     dict(in_channels=512, out_channels=512, kernel_size=3, padding=1), (1, 512, 7, 7)),
+    ("3x3 64->64 56x56 batch 1",
+     dict(in_channels=64, out_channels=64, kernel_size=3, padding=1), (1, 64, 56, 56)),
+]
+
+
+def _median_call_s(fn: Callable[[], Any], min_time: float = 0.3) -> float:
+    """Median seconds per call over single calls lasting at least min_time in all, after
+    a warm-up of WARMUP_S."""
+    end = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < end:
+        fn()
+    times: List[float] = []
+    start = time.perf_counter()
+    while len(times) < 20 or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def run_layer_calls(args: argparse.Namespace) -> Dict[str, Any]:
+    """Per-call time of a Conv2d layer object (its primitive and prepacked weights kept
+    across calls) against the functional call (validation, choice of implementations and
+    weight packing on every call), on small and batch-1 layers."""
+    dtype = args.dtype or "float32"
+    print(f"median µs per call, {dtype}; layer: Conv2d.forward (+ .backward); "
+          f"functional: conv2d (+ conv2d_backward); ratio > 1: the layer is faster")
+    head = (f"{'layer':<38} {'fwd layer':>10} {'fwd func':>10} {'ratio':>6} "
+            f"{'f+b layer':>10} {'f+b func':>10} {'ratio':>6}")
+    print(head)
+    print("-" * len(head))
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, kw, xs in LAYER_CALL_CASES:
+        layer = convcore.Conv2d(dtype=dtype, rng=0, **kw)
+        x = rng.standard_normal(xs).astype(dtype)
+        conv_kw = dict(stride=layer.stride, padding=layer.padding, layout=layer.layout)
+        dy = np.ones_like(layer.forward(x))
+
+        def layer_fb() -> None:
+            layer.forward(x)
+            layer.backward(dy)
+
+        def func_fb() -> None:
+            convcore.conv2d(x, layer.weight, layer.bias, **conv_kw)
+            convcore.conv2d_backward(dy, x, layer.weight, **conv_kw)
+
+        t = {"fwd_layer": _median_call_s(lambda: layer.forward(x)),
+             "fwd_func": _median_call_s(
+                 lambda: convcore.conv2d(x, layer.weight, layer.bias, **conv_kw)),
+             "fb_layer": _median_call_s(layer_fb), "fb_func": _median_call_s(func_fb)}
+        rows.append({"layer": name, **t})
+        print(f"{name:<38} {t['fwd_layer'] * 1e6:>10.1f} {t['fwd_func'] * 1e6:>10.1f} "
+              f"{t['fwd_func'] / t['fwd_layer']:>6.2f} {t['fb_layer'] * 1e6:>10.1f} "
+              f"{t['fb_func'] * 1e6:>10.1f} {t['fb_func'] / t['fb_layer']:>6.2f}", flush=True)
+    return {"mode": "layer_calls", "rows": rows}
+
+
 # -- command line -----------------------------------------------------------------------------
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -479,6 +552,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="write all results and machine information to PATH")
     ap.add_argument("--gemm", action="store_true",
                     help="GEMM mode: convcore.gemm against NumPy's a @ b")
+    ap.add_argument("--layer-calls", action="store_true",
+                    help="per-call time of a Conv2d layer object (primitive and prepacked "
+                         "weights kept) against the functional call, small and batch-1 layers")
     ap.add_argument("--sizes", metavar="MxNxK,...",
                     help="GEMM shapes (default: " + ", ".join(
                         f"{m}x{n}x{k}" + (f" {dt}" if dt != "float32" else "")
@@ -515,13 +591,13 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         convcore.set_num_threads(args.threads)
     threads = convcore.get_num_threads()
-    torch = import_torch() if (args.torch and not args.gemm) else None
+    torch = import_torch() if (args.torch and not args.gemm and not args.layer_calls) else None
     if torch is not None:
         torch.set_num_threads(threads)
     for line in config_summary(convcore.show_config()):
         print(line)
     peer_note = ""
-    if not args.gemm:
+    if not args.gemm and not args.layer_calls:
         if not args.torch:
             peer_note = "; torch peer off (--no-torch)"
         elif torch is None:
@@ -531,7 +607,10 @@ def run(args: argparse.Namespace) -> int:
             peer_note = f", torch {torch.__version__} ({torch_threads})"
     print(f"threads: convcore {threads}, {blas_threads_note(threads)}; numpy {np.__version__}"
           f"{peer_note}; CPU {cpu_model()}")
-    result = run_gemm(args) if args.gemm else run_layers(args, torch)
+    if args.layer_calls:
+        result = run_layer_calls(args)
+    else:
+        result = run_gemm(args) if args.gemm else run_layers(args, torch)
     if args.json:
         doc = {"machine": machine_info(torch, threads), "settings": args.settings, **result}
         with open(args.json, "w", encoding="utf-8") as f:
