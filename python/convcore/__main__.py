@@ -9,6 +9,7 @@ is `python -m convcore.bench`.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import replace
 from typing import List, Sequence
@@ -28,7 +29,7 @@ QUICK_REPEAT = 5
 
 
 def hwk(shape: Sequence[int]) -> str:
-    """An NCHW shape written as the seed writes volumes: height×width×depth."""
+    """An NCHW shape written as the CS231n notes write volumes: height×width×depth."""
     return f"{shape[-2]}×{shape[-1]}×{shape[-3]}"
 
 
@@ -80,9 +81,9 @@ def alexnet_conv1(rng: np.random.Generator) -> None:
 
 
 def numpy_example(rng: np.random.Generator) -> None:
-    """The seed's NumPy example: X of shape (11,11,4), F=5, S=2, P=0, channels last."""
+    """The CS231n notes' NumPy example: X of shape (11,11,4), F=5, S=2, P=0, channels last."""
     k, f, s = 2, 5, 2
-    section(f"2. The seed's NumPy example (NHWC, one image): X (11, 11, 4), K={k} filters "
+    section(f"2. The CS231n notes' NumPy example (NHWC, one image): X (11, 11, 4), K={k} filters "
             f"W ({k}, {f}, {f}, 4), stride {s}, no padding")
     x = rng.standard_normal((11, 11, 4))
     w = rng.standard_normal((k, f, f, 4))
@@ -101,7 +102,7 @@ def numpy_example(rng: np.random.Generator) -> None:
 
 
 def output_sizes(rng: np.random.Generator) -> None:
-    """Output size (W − F + 2P)/S + 1 on the seed's small examples, and P = (F−1)/2."""
+    """Output size (W − F + 2P)/S + 1 on the notes' small examples, and P = (F−1)/2."""
     section("3. Output size (W − F + 2P)/S + 1")
 
     def size(w: int, f: int, s: int, p: int) -> str:
@@ -163,14 +164,31 @@ def quick_benchmark(threads: int) -> None:
           "backward passes and PyTorch: python -m convcore.bench)")
 
 
-def main() -> int:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m convcore",
+        description="Shows this build's configuration (ISA, threads, blocking), computes the "
+                    "worked examples of the CS231n notes' convolutional layer with the library "
+                    "(AlexNet conv1, the (11,11,4) NumPy example, output sizes) and runs a "
+                    "quick forward benchmark against a NumPy im2col peer (about 5 s).",
+        epilog="Subcommand: 'python -m convcore summary INPUT LAYER...' prints a ConvNet's "
+               "sizes layer by layer (see 'python -m convcore summary --help'). The full "
+               "benchmark is 'python -m convcore.bench' (see its --help).")
+    ap.add_argument("--no-bench", dest="bench", action="store_false",
+                    help="skip the quick benchmark")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    args = parse_args(argv)
     for line in config_summary(convcore.show_config()):
         print(line)
     rng = np.random.default_rng(0)
     alexnet_conv1(rng)
     numpy_example(rng)
     output_sizes(rng)
-    quick_benchmark(convcore.get_num_threads())
+    if args.bench:
+        quick_benchmark(convcore.get_num_threads())
     return 0
 
 
@@ -178,5 +196,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["summary"]:
         from convcore._summary import main as summary_main
         sys.exit(summary_main(sys.argv[2:]))
+    _args = sys.argv[1:]
+    parse_args(_args)  # --help and bad options exit here, before the BLAS re-exec
     pin_blas_threads(convcore.get_num_threads(), "convcore")
-    sys.exit(main())
+    sys.exit(main(_args))
