@@ -29,6 +29,12 @@ from test_paths import CASES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Under AddressSanitizer (the CI sanitizer stage preloads libasan) freed memory sits in a
+# quarantine and every allocation carries redzones, so resident-memory figures measure the
+# sanitizer, not convcore: the memory-measuring tests skip there (the normal stage runs them).
+under_asan = pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                                reason="memory figures are meaningless under ASan")
+
 
 def run_child(code: str, timeout: float = 120) -> str:
     """Runs code in a fresh interpreter (tests/ on the path); fails on any non-zero exit."""
@@ -189,6 +195,7 @@ print("extra", extra)
     return float(out.split()[-1])
 
 
+@under_asan
 def test_hyperparameters_do_not_size_memory():
     """Issue class 3: a 32-element output with dilation 2**26 allocated 8 GiB; stride 2**28
     with shape_rule="pad" 16 GiB; strides/dilations of 2**31..2**40 raised a bare
@@ -223,6 +230,7 @@ extra = status("VmHWM") - base
     assert extra < 32, f"{extra:.1f} MiB"
 
 
+@under_asan
 def test_large_padded_stride1_output_peak():
     """Issue class 3: a padded stride-1 output peaked at several times its own size (the
     direct executor's padded copy of every tile). The temporary memory is now bounded by the
@@ -265,6 +273,7 @@ except MemoryError as e:
 
 # --- the memory test of the issue's CI stage ---------------------------------------------------
 
+@under_asan
 def test_rss_flat_over_10000_calls_of_every_entry_point():
     """RSS stays flat over 10,000 calls of every entry point (tiny problems)."""
     out = run_child(r'''
@@ -300,6 +309,7 @@ print("growth", rss() - before)
     assert growth < 4, f"RSS grew by {growth:.1f} MiB over 10,000 calls"
 
 
+@under_asan
 @pytest.mark.parametrize("pass_", ["forward", "backward_data", "backward_weight"])
 def test_alexnet_conv1_batch64_peak(pass_):
     """AlexNet conv1 (3→64, 11×11, stride 4, padding 2, 224×224) at batch 64: at most 64 MiB
