@@ -373,3 +373,16 @@ def test_small_convnet_trains():
     increases = sum(b > a for a, b in zip(losses, losses[1:]))
     assert increases <= 1, losses                # (measured: none, 1.30 → 0.70)
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_weight_comparison_is_bitwise():
+    from convcore.layers import _same_bits
+    a = np.arange(135, dtype=np.float32).reshape(5, 3, 3, 3)  # 540 bytes: 32-bit words
+    b = a.copy()
+    assert _same_bits(a, b)
+    b[4, 2, 2, 2] = np.nextafter(b[4, 2, 2, 2], np.float32(1e9))  # the last element
+    assert not _same_bits(a, b)
+    c = np.array([np.nan, 0.0, 1.0])
+    assert _same_bits(c, c.copy())                # NaN equals itself: no repack loop
+    assert not _same_bits(c, np.array([np.nan, -0.0, 1.0]))
+    assert not _same_bits(c, c.astype(np.float32))
