@@ -173,6 +173,7 @@ def test_prepacked_weights_follow_every_documented_change(isa, layout, rng):
             y = layer.forward(inp)
             np.testing.assert_array_equal(y, convcore.conv2d(inp, layer.weight, layer.bias, **kw))
             dy = np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
+            layer.zero_grad()  # gradients accumulate across backward calls otherwise
             dx = layer.backward(dy)
             g = convcore.conv2d_backward(dy, inp, layer.weight, **kw)
             np.testing.assert_array_equal(dx, g.input)

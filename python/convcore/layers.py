@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -37,37 +38,106 @@ def _rng(rng: Any) -> np.random.Generator:
                     f"got {rng!r}")
 
 
+_INITS = ("pytorch", "he")
+
+
 class Conv2d:
-    """A conv layer: K filters of R×S×(C/groups) weights shared over every position, plus
-    one bias each. forward(x) keeps what backward needs; backward(grad_y) returns grad_x
-    and stores .grad_weight and .grad_bias (summed over all positions and images).
+    """A convolutional layer that trains: K filters of R×S×(C/groups) weights shared over
+    every output position, plus one bias each.
 
-    Weights are initialised as PyTorch does: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both
-    weights and biases, fan_in = (C/groups)·R·S.
+    ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
+    gradient and *adds* the weight and bias gradients (summed over every position and
+    image) to ``grad_weight`` and ``grad_bias``, as PyTorch does.
 
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and K.
+    kernel_size, stride, padding, dilation : int or pair
+        As for :func:`convcore.conv2d` (``padding`` may also be ``"same"`` / ``"valid"``).
+    groups : int, default 1
+        C and K must both be multiples of it.
+    bias : bool, default True
+        Whether the layer has a bias (``bias`` is None otherwise).
+    layout : {"NCHW", "NHWC"}, default "NCHW"
+        Input/output layout; the weight is (K, C/groups, R, S) in NCHW and
+        (K, R, S, C/groups) in NHWC.
+    shape_rule : {"strict", "crop", "pad"}, default "strict"
+        What to do when the stride does not fit (see :func:`convcore.conv2d`).
+    activation : {None, "relu"}, default None
+        ReLU fused into the forward pass (and its mask applied in ``backward``).
+    dtype : {"float32", "float64"}, default "float32"
+    rng : None, int or numpy.random.Generator, default None
+        Source of the initial weights (an int is a seed; None draws fresh entropy).
+    requires_input_grad : bool, default True
+        False skips the input gradient: ``backward`` then returns None and computes only
+        the parameter gradients (the first layer of a network, whose input is data).
+    init : {"pytorch", "he"}, default "pytorch"
+        ``"pytorch"``: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's
+        default for its Conv2d. ``"he"``: He (Kaiming) normal weights, N(0, 2/fan_in),
+        suited to ReLU networks, and zero biases. fan_in = (C/groups)·R·S.
+
+    Attributes
+    ----------
+    weight, bias : numpy.ndarray
+        The parameters (``bias`` is None without a bias).
+    grad_weight, grad_bias : numpy.ndarray or None
+        Accumulated gradients. None after construction and after ``zero_grad()``; the
+        first ``backward`` then stores its gradients, each later one adds to them (in
+        place) until the next ``zero_grad()``.
+    num_params : int
+        Number of learnable parameters.
+
+    Notes
+    -----
     Every hyperparameter is checked by the constructor (TypeError / ValueError naming it),
     not at the first forward.
 
-    forward(x) keeps its own copy of x (and, with activation="relu", of where the output
-    was positive), so editing x or the returned y in place afterwards does not change the
-    gradients backward() computes. The copy costs one pass over x — small beside the
-    convolution itself — and buys gradients that always belong to the forward they follow
-    (NumPy cannot tell the layer that an array it references was written to).
-    backward() before any forward() raises LayerStateError (a ValueError).
+    ``forward(x)`` keeps its own copy of x (and, with activation="relu", of where the
+    output was positive), so editing x or the returned y in place afterwards does not
+    change the gradients ``backward()`` computes: gradients always belong to the forward
+    they follow. The input gradient is computed with the weights that forward used, even
+    when the weights were changed in between. ``backward()`` before any ``forward()``
+    raises LayerStateError (a ValueError).
 
-    The layer keeps a validated primitive per input shape with its weights prepacked, so a
-    call pays for neither planning nor packing twice. The weights are repacked when
-    ``layer.weight`` is assigned — ``layer.weight = w`` or ``layer.weight -= lr * g``
-    (augmented assignment to an attribute assigns back) — or after
-    ``layer.weight_changed()``, which you must call when you edit the array in place any
-    other way (``layer.weight[...] = v``, ``np.copyto(layer.weight, v)``, an optimiser
-    writing into it): convcore cannot see such writes.
+    **Prepacked weights and optimisers.** The layer keeps a validated primitive per input
+    shape with its weights prepacked, so a call pays for neither planning nor packing
+    twice. NumPy cannot tell the layer that an array was written to, so the layer looks:
+
+    * Once the layer is *training* — ``backward()`` or ``parameters()`` /
+      ``named_parameters()`` has been called — every ``forward()`` compares the weight
+      array with the copy it last packed (one pass over the weights, small beside the
+      three convolutions of a training step) and repacks when they differ. An optimiser
+      may therefore update the arrays from ``parameters()`` in place, any way it likes::
+
+          for p, g in layer.parameters():
+              p -= lr * g          # in place; the next forward() sees it
+
+    * A layer used only for inference skips that comparison. There, ``layer.weight = w``
+      and ``layer.weight -= lr * g`` (augmented assignment to an attribute assigns back)
+      and ``load_state_dict()`` repack by themselves; after any other in-place edit
+      (``layer.weight[...] = v``, ``np.copyto(layer.weight, v)``) call
+      ``layer.weight_changed()``.
+
+    The bias is read at every call, never prepacked: in-place edits to it always count.
+
+    Examples
+    --------
+    >>> layer = Conv2d(3, 8, 3, padding=1, activation="relu", rng=0)
+    >>> x = np.ones((2, 3, 8, 8), np.float32)
+    >>> for step in range(3):
+    ...     layer.zero_grad()
+    ...     y = layer.forward(x)
+    ...     _ = layer.backward(y - 1.0)       # grad of 0.5·|y - 1|²
+    ...     for p, g in layer.parameters():
+    ...         p -= 0.01 * g
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  layout: str = "NCHW", shape_rule: str = "strict",
-                 activation: Optional[str] = None, dtype: Any = "float32", rng: Any = None):
+                 activation: Optional[str] = None, dtype: Any = "float32", rng: Any = None,
+                 requires_input_grad: bool = True, init: str = "pytorch"):
         self.num_params = conv2d_num_params(in_channels, out_channels, kernel_size,
                                             groups=groups, bias=bias)  # checks them all
         self.in_channels = int(in_channels)
@@ -86,16 +156,32 @@ class Conv2d:
             raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from e
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if not isinstance(requires_input_grad, (bool, np.bool_)):
+            raise TypeError(f"requires_input_grad must be True or False, got {requires_input_grad!r}")
+        self.requires_input_grad = bool(requires_input_grad)
+        if not isinstance(init, str) or init not in _INITS:
+            raise ValueError(f"init must be one of {', '.join(map(repr, _INITS))}, got {init!r}")
+        self.init = init
         r, s = self.kernel_size
         cg = self.in_channels // self.groups
         k = self.out_channels
         shape = (k, cg, r, s) if layout == "NCHW" else (k, r, s, cg)
         gen = _rng(rng)
-        bound = 1.0 / np.sqrt(cg * r * s)
-        self._weight = as_buffer(gen.uniform(-bound, bound, size=shape).astype(self.dtype))
-        self._weight_version = 0
+        fan_in = cg * r * s
+        bound = 1.0 / np.sqrt(fan_in)
+        if init == "he":
+            w0 = gen.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+            b0 = np.zeros((k,))
+        else:
+            w0 = gen.uniform(-bound, bound, size=shape)
+            b0 = gen.uniform(-bound, bound, size=(k,)) if bias else None
+        self._weight = as_buffer(w0.astype(self.dtype))
+        self._weight_version = 0      # bumped whenever the primitives must repack
+        self._weight_dirty = False    # weight_changed() / assignment since the last forward
+        self._tracking = False        # training: forward() compares the weights with ...
+        self._snapshot: Optional[np.ndarray] = None  # ... this copy of what was packed
         self._primitives: "OrderedDict[tuple, Tuple[_Problem, int]]" = OrderedDict()
-        self.bias = gen.uniform(-bound, bound, size=(k,)).astype(self.dtype) if bias else None
+        self.bias = b0.astype(self.dtype) if bias else None
         self.grad_weight: Optional[np.ndarray] = None
         self.grad_bias: Optional[np.ndarray] = None
         self._x: Optional[np.ndarray] = None      # the layer's copy of the last input
@@ -105,9 +191,15 @@ class Conv2d:
                  if layout == "NCHW" else (1, r * self.dilation[0], s * self.dilation[1], self.in_channels),
                  shape, self.stride, padding, self.dilation, self.groups, layout, "crop")
 
+    # -- parameters ---------------------------------------------------------------------
+
     @property
     def weight(self) -> np.ndarray:
-        """The filters: (K, C/groups, R, S) in NCHW, (K, R, S, C/groups) in NHWC."""
+        """The filters: (K, C/groups, R, S) in NCHW, (K, R, S, C/groups) in NHWC.
+
+        Assigning it (same shape and dtype, else ValueError) makes the next forward
+        repack; the layer then uses the assigned array itself (copied only when it is not
+        C-contiguous and aligned)."""
         return self._weight
 
     @weight.setter
@@ -120,12 +212,173 @@ class Conv2d:
         self.weight_changed()
 
     def weight_changed(self) -> None:
-        """Tells the layer its weight array was edited in place (repacks on the next call).
-        Assigning ``layer.weight`` does this itself."""
-        self._weight_version += 1
+        """Tell the layer its weight array was edited in place: the next ``forward()``
+        repacks.
 
-    def _primitive(self, x_shape: Tuple[int, ...]) -> _Problem:
-        """The primitive for this input shape with the current weights prepacked."""
+        Assigning ``layer.weight`` and ``load_state_dict()`` do this themselves, and a
+        training layer (see the class notes) notices in-place edits by itself; calling it
+        needlessly costs one repack."""
+        self._weight_dirty = True
+
+    def named_parameters(self) -> List[Tuple[str, np.ndarray, Optional[np.ndarray]]]:
+        """The learnable parameters as ``(name, array, gradient)`` triples.
+
+        Returns
+        -------
+        list of (str, numpy.ndarray, numpy.ndarray or None)
+            ``("weight", weight, grad_weight)`` and, with a bias, ``("bias", bias,
+            grad_bias)``. The arrays are the layer's own (not copies): update them in
+            place. A gradient is None until the first ``backward()`` after construction
+            or ``zero_grad()``.
+
+        Notes
+        -----
+        Calling it puts the layer in training mode: from then on every ``forward()``
+        checks the weights for in-place edits (see the class notes).
+        """
+        self._start_tracking()
+        out = [("weight", self._weight, self.grad_weight)]
+        if self.bias is not None:
+            out.append(("bias", self.bias, self.grad_bias))
+        return out
+
+    def parameters(self) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
+        """The learnable parameters as ``(array, gradient)`` pairs, for an optimiser.
+
+        Returns
+        -------
+        list of (numpy.ndarray, numpy.ndarray or None)
+            ``(weight, grad_weight)`` and, with a bias, ``(bias, grad_bias)``: the layer's
+            own arrays, to be updated in place (``p -= lr * g``, ``np.subtract(p, u,
+            out=p)``, ...). The next ``forward()`` notices the change and repacks. A
+            gradient is None until the first ``backward()`` after construction or
+            ``zero_grad()``; skip such pairs, as PyTorch's optimisers do.
+
+        Notes
+        -----
+        The gradients are read when this is called: call it after ``backward()`` (a list
+        kept from before the first ``backward()`` holds None gradients, and ``zero_grad()``
+        replaces the gradient arrays).
+        """
+        return [(p, g) for _, p, g in self.named_parameters()]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the accumulated gradients.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            True (PyTorch's default): ``grad_weight`` and ``grad_bias`` become None and
+            the next ``backward()`` stores fresh arrays. False: the existing gradient
+            arrays are filled with zeros in place.
+        """
+        if set_to_none:
+            self.grad_weight = None
+            self.grad_bias = None
+            return
+        for g in (self.grad_weight, self.grad_bias):
+            if g is not None:
+                g.fill(0)
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """The parameters by name, as copies: ``{"weight": ..., "bias": ...}``.
+
+        Returns
+        -------
+        collections.OrderedDict
+            ``"weight"`` and, for a layer with a bias, ``"bias"`` (PyTorch's names).
+            Copies: training the layer afterwards does not change a saved state.
+        """
+        d: "OrderedDict[str, np.ndarray]" = OrderedDict(weight=self._weight.copy())
+        if self.bias is not None:
+            d["bias"] = self.bias.copy()
+        return d
+
+    def load_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> None:
+        """Copy parameters from a mapping made by ``state_dict()`` (or by hand).
+
+        Parameters
+        ----------
+        state_dict : mapping
+            Exactly the keys ``state_dict()`` returns: ``"weight"`` and, for a layer with
+            a bias, ``"bias"``; each a numpy.ndarray with this layer's shape and dtype.
+
+        Raises
+        ------
+        TypeError
+            ``state_dict`` is not a mapping, a value is not a numpy.ndarray, or its dtype
+            is not the layer's (no silent casts).
+        KeyError
+            A key is missing or unexpected (the message names it).
+        ValueError
+            A value has the wrong shape (the message names the key and both shapes).
+
+        Notes
+        -----
+        Everything is checked before anything is changed. The values are copied, the
+        weights are repacked at the next ``forward()``; gradients are left as they are.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict: state_dict must be a mapping (e.g. from "
+                            f"state_dict()), got {type(state_dict).__name__}")
+        expected = {"weight": self._weight}
+        if self.bias is not None:
+            expected["bias"] = self.bias
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in expected]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append("missing key(s) " + ", ".join(map(repr, missing)))
+            if unexpected:
+                parts.append("unexpected key(s) " + ", ".join(map(repr, unexpected)))
+            hint = " (this layer has no bias)" if "bias" in unexpected else ""
+            raise KeyError(f"load_state_dict: {' and '.join(parts)}; expected "
+                           f"{', '.join(map(repr, expected))}{hint}")
+        new = {}
+        for key, cur in expected.items():
+            v = state_dict[key]
+            if not isinstance(v, np.ndarray):
+                raise TypeError(f"load_state_dict: {key!r} must be a numpy.ndarray, "
+                                f"got {type(v).__name__}")
+            if v.dtype != self.dtype:
+                raise TypeError(f"load_state_dict: {key!r} has dtype {v.dtype}, but this "
+                                f"layer is {self.dtype} (convert it with .astype first)")
+            if v.shape != cur.shape:
+                raise ValueError(f"load_state_dict: {key!r} has shape {v.shape}, expected "
+                                 f"{cur.shape}")
+            new[key] = np.array(v, dtype=self.dtype, order="C", copy=True)
+        self._weight = as_buffer(new["weight"])
+        if "bias" in new:
+            self.bias = new["bias"]
+        self.weight_changed()
+
+    # -- prepacked weights --------------------------------------------------------------
+
+    def _start_tracking(self) -> None:
+        if not self._tracking:
+            self._tracking = True
+            self._snapshot = None   # the next forward takes one (and repacks once)
+
+    def _sync_weights(self) -> None:
+        """Before a forward: bump the version when the weights changed since the last
+        pack (signalled, or, when training, found by comparing with the snapshot)."""
+        changed = self._weight_dirty
+        if self._tracking:
+            snap = self._snapshot
+            w = self._weight
+            if changed or snap is None or not _same_bits(snap, w):
+                self._snapshot = w.copy()
+                changed = True
+        if changed:
+            self._weight_version += 1
+            self._weight_dirty = False
+
+    def _primitive(self, x_shape: Tuple[int, ...], sync: bool = True) -> _Problem:
+        """The primitive for this input shape with the current weights prepacked.
+        ``sync=False`` (backward) keeps what the last forward packed."""
+        if sync:
+            self._sync_weights()
         key = (x_shape, _core.get_isa(), tuple(sorted(_FORCED.items())))
         entry = self._primitives.get(key)
         if entry is None:
@@ -139,19 +392,41 @@ class Conv2d:
             prob, version = entry
             self._primitives.move_to_end(key)
         if version != self._weight_version:
-            prob.plan.set_weights(self._weight)
+            prob.plan.set_weights(self._packing_source())
         self._primitives[key] = (prob, self._weight_version)
         return prob
+
+    def _packing_source(self) -> np.ndarray:
+        # What the last sync saw: the snapshot when training (the weight array may have
+        # been edited since, e.g. between forward and backward), else the array itself.
+        return self._snapshot if self._tracking and self._snapshot is not None else self._weight
+
+    # -- passes -------------------------------------------------------------------------
 
     def _kw(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, layout=self.layout, shape_rule=self.shape_rule)
 
     def output_shape(self, input_shape: Any) -> tuple:
+        """The output shape for an input of ``input_shape`` (ShapeError when the stride
+        does not fit under this layer's shape rule)."""
         from ._conv import conv2d_output_shape
         return conv2d_output_shape(input_shape, self.weight.shape, **self._kw())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """Convolve a batch (bias and activation fused) and keep what ``backward`` needs.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            (N, C, H, W) in NCHW or (N, H, W, C) in NHWC, of the layer's dtype (TypeError
+            otherwise). Copied: later edits to ``x`` do not affect ``backward``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The output, (N, K, P, Q) or (N, P, Q, K).
+        """
         x = _check_input(x, "x")
         if x.dtype != self.dtype:
             raise TypeError(f"x has dtype {x.dtype} but this layer is {self.dtype}")
@@ -169,9 +444,27 @@ class Conv2d:
 
     __call__ = forward
 
-    def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        """Gradients for the last forward(): returns grad_x; stores .grad_weight and
-        .grad_bias. LayerStateError (a ValueError) when forward() was never called."""
+    def backward(self, grad_y: np.ndarray) -> Optional[np.ndarray]:
+        """Gradients for the last ``forward()``.
+
+        Parameters
+        ----------
+        grad_y : numpy.ndarray
+            Gradient of the loss with respect to that forward's output (its shape, the
+            layer's dtype).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The gradient with respect to that forward's input, computed with the weights
+            that forward used; None when ``requires_input_grad`` is False (not computed).
+
+        Notes
+        -----
+        Adds the weight and bias gradients to ``grad_weight`` / ``grad_bias`` (the first
+        ``backward()`` after construction or ``zero_grad()`` stores them). Raises
+        LayerStateError (a ValueError) when ``forward()`` was never called.
+        """
         if self._x is None:
             raise LayerStateError("backward() called before forward(): the layer has no "
                                   "input to differentiate at")
@@ -182,23 +475,48 @@ class Conv2d:
                 raise ValueError(f"grad_y has shape {grad_y.shape}, expected {self._mask.shape}")
             grad_y = np.where(self._mask, grad_y, np.zeros((), dtype=grad_y.dtype))
         x = self._x
-        prob = self._primitive(x.shape)
+        prob = self._primitive(x.shape, sync=False)  # the forward's weights, for dx
         dy = as_buffer(_check_grad_output(grad_y, prob, x, "x"))
-        dx = np.empty(x.shape, dtype=self.dtype)
+        dx = None
+        if self.requires_input_grad:
+            dx = np.empty(x.shape, dtype=self.dtype)
+            prob.plan.backward_data(dy, None, dx)
         dw = np.empty(self._weight.shape, dtype=self.dtype)
-        prob.plan.backward_data(dy, None, dx)
         prob.plan.backward_weight(dy, x, dw)
-        self.grad_weight = dw
+        db = None
         if self.bias is not None:
             db = np.empty((self.out_channels,), dtype=self.dtype)
             prob.plan.backward_bias(dy, db)
-            self.grad_bias = db
-        else:
-            self.grad_bias = None
+        self.grad_weight = _accumulate(self.grad_weight, dw)
+        self.grad_bias = _accumulate(self.grad_bias, db)
+        self._start_tracking()
         return dx
 
     def __repr__(self) -> str:
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
                 f"groups={self.groups}, bias={self.bias is not None}, layout={self.layout!r}, "
-                f"activation={self.activation!r}, dtype={self.dtype.name})")
+                f"activation={self.activation!r}, dtype={self.dtype.name}"
+                + ("" if self.requires_input_grad else ", requires_input_grad=False")
+                + ("" if self.init == "pytorch" else f", init={self.init!r}") + ")")
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equality of two C-contiguous arrays of one dtype (NaN equals itself, -0.0
+    differs from 0.0, so a NaN weight never makes the layer repack at every call). Compared
+    as 64-bit words where the size allows: about as fast as a copy."""
+    if (a.shape != b.shape or a.dtype != b.dtype
+            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+        return False  # (never for the layer's arrays; False only costs a repack)
+    word = np.uint64 if a.nbytes % 8 == 0 else np.uint32
+    return bool(np.array_equal(a.reshape(-1).view(word), b.reshape(-1).view(word)))
+
+
+def _accumulate(acc: Optional[np.ndarray], g: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """acc + g into acc (in place, as PyTorch's .grad), or g when there is nothing yet."""
+    if g is None:
+        return acc
+    if acc is None or acc.shape != g.shape or acc.dtype != g.dtype or not acc.flags.writeable:
+        return g if acc is None else acc + g
+    np.add(acc, g, out=acc)
+    return acc

@@ -332,6 +332,10 @@ def layer_case(draw) -> Dict[str, Any]:
     ctor["rng"] = draw(st.integers(0, 2**16))
     if draw(st.integers(0, 3)) == 0:
         ctor["activation"] = draw(st.sampled_from(["relu", "relu", None] + JUNK_ACT))
+    if draw(st.integers(0, 3)) == 0:
+        ctor["requires_input_grad"] = draw(st.sampled_from([False, False, True, "yes", 0, None]))
+    if draw(st.integers(0, 5)) == 0:
+        ctor["init"] = draw(st.sampled_from(["he", "he", "pytorch", "xavier", "He", None, 1]))
     if draw(st.integers(0, 9)) == 0:
         name = draw(st.sampled_from(["in_channels", "out_channels", "kernel_size", "dtype", "rng",
                                      "bias"]))

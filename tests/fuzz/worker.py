@@ -54,7 +54,7 @@ in_channels out_channels dtype""".split()
 NAMES = {"conv2d": CONV_NAMES + ["out"], "gemm": ["a", "b", "out", "inner"],
          "conv2d_num_params": ["in_channels", "out_channels", "kernel_size", "groups", "bias"],
          "set_num_threads": ["n", "threads", "num_threads"],
-         "Conv2d": CONV_NAMES + ["grad_y", "rng"]}
+         "Conv2d": CONV_NAMES + ["grad_y", "rng", "requires_input_grad", "init"]}
 # single letters only as a subject ("a must be", "x has", "b 3-D"), not as English words
 NAME_RES = {
     fn: re.compile(r"(?<![\w])(" + "|".join(re.escape(n) for n in names if len(n) > 1)
@@ -658,6 +658,11 @@ def run_layer(case) -> Tuple[Optional[Tuple[str, str]], bool]:
                 raise Invalid(name)
         if not isinstance(kw.get("bias", True), (bool, np.bool_)):
             soft.reasons.append("bias flag")
+        if not isinstance(kw.get("requires_input_grad", True), (bool, np.bool_)):
+            raise Invalid("requires_input_grad")
+        init = kw.get("init", "pytorch")
+        if not isinstance(init, str) or init not in ("pytorch", "he"):
+            raise Invalid("init")
         dt = kw.get("dtype", "float32")
         if dt is None:
             soft.reasons.append("dtype None")
@@ -690,6 +695,7 @@ def run_layer(case) -> Tuple[Optional[Tuple[str, str]], bool]:
              if k in kw}
     done_forward = None
     verified = False
+    nback = 0  # successful backward calls: the parameter gradients accumulate over them
     for op in case["ops"]:
         s2 = Soft()
         inv = None
@@ -739,10 +745,19 @@ def run_layer(case) -> Tuple[Optional[Tuple[str, str]], bool]:
             done_forward = (geo, x, got)
         else:
             geo, xf, yf = done_forward
+            nback += 1
             g = np.where(yf > 0, gy, 0).astype(layer.dtype) if relu else gy
-            d = (_conv_checks(geo, layer.dtype, "input", dy=g, w=w)(got)
-                 or _conv_checks(geo, layer.dtype, "weight", dy=g, x=xf)(layer.grad_weight)
-                 or (b is not None and _conv_checks(geo, layer.dtype, "bias", dy=g)(layer.grad_bias))
+            # every backward of a case repeats the same (x, grad_y): the accumulated
+            # parameter gradients are nback times one call's (exact for nback = 2)
+            ga = np.asarray(g, np.float64) * nback
+            if layer.requires_input_grad:
+                d = _conv_checks(geo, layer.dtype, "input", dy=g, w=w)(got)
+            else:
+                d = None if got is None else ("requires_input_grad=False but backward "
+                                              f"returned {type(got).__name__}")
+            d = (d
+                 or _conv_checks(geo, layer.dtype, "weight", dy=ga, x=xf)(layer.grad_weight)
+                 or (b is not None and _conv_checks(geo, layer.dtype, "bias", dy=ga)(layer.grad_bias))
                  or None)
         if d:
             return (f"Conv2d.{op}: wrong result{_qualifiers([x, gy, w], hyper)}", d), verified
