@@ -37,6 +37,7 @@ SHORT = {"numpy": "np", "torch": "torch"}   # column headings of the ratios
 WARMUP_S = 0.2            # untimed calls before each visit's samples (see measure())
 SAMPLE_S = 0.02           # one timed sample repeats a short call to last this long
 MIN_TIME_S = 0.5          # fewer than --repeat samples once they add up to this
+NOISY_SPREAD = 0.30       # (max − min)/median of an implementation's samples above this: flagged
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_GEMM_SIZES = [(2048, 2048, 2048, "float32"), (64, 12544, 576, "float32"),
                       (256, 3136, 1152, "float32"), (512, 784, 4608, "float32"),
@@ -188,9 +189,17 @@ def measure(impls: Sequence[Impl], pass_name: str, gflop: float, repeat: int,
                 break
     for name, times in samples.items():
         seconds = float(np.median(times))
+        spread = (max(times) - min(times)) / seconds
         results[name].update(seconds=seconds, gflops=gflop / seconds, samples=len(times),
-                             calls_per_sample=per_sample[name])
+                             calls_per_sample=per_sample[name], spread=spread,
+                             gflops_min=gflop / max(times), gflops_max=gflop / min(times),
+                             noisy=bool(len(times) > 1 and spread > NOISY_SPREAD))
     return results
+
+
+def cell(res: Dict[str, Any]) -> str:
+    """GFLOP/s median with the samples' spread, (max − min)/median, in percent."""
+    return f" {res['gflops']:>8.1f} {min(res['spread'], 9.99) * 100:>3.0f}%"
 
 
 def agree(result: np.ndarray, reference: np.ndarray) -> Tuple[bool, float]:
@@ -356,9 +365,14 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
                             if on]
     peers = names[1:]
     print(f"layout {args.layout}, {dtype.name}, shape_rule crop; GFLOP/s = pass GFLOP / median "
-          f"time per call (≤{args.repeat} samples after a warm-up); ratio > 1: convcore faster")
-    head = (f"{'layer':<22} {'pass':<10} {'GFLOP':>7}" + "".join(f" {n:>9}" for n in names)
-            + "".join(f" {'cc/' + SHORT[p]:>8}" for p in peers))
+          f"time per call (≤{args.repeat} samples after a warm-up), then the samples' spread "
+          f"(max − min)/median; ratio > 1: convcore faster; '!': a spread over "
+          f"{NOISY_SPREAD:.0%} on either side, the ratio is not to be trusted")
+    total = len(layers) * len(args.passes)
+    width = len(str(total))
+    head = (f"{'#':>{2 * width + 1}} {'layer':<22} {'pass':<10} {'GFLOP':>7}"
+            + "".join(f" {n:>13}" for n in names)
+            + "".join(f" {'cc/' + SHORT[p]:>9}" for p in peers))
     print(head)
     print("-" * len(head))
     rng = np.random.default_rng(0)
@@ -374,11 +388,14 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
             res = measure(impls, pass_name, layer.gflop, args.repeat,
                           f"{layer.name} {pass_name}")
             ratios = {p: res["convcore"]["gflops"] / res[p]["gflops"] for p in peers}
+            noisy = {p: res[p]["noisy"] or res["convcore"]["noisy"] for p in peers}
             rows.append({"layer": asdict(layer), "pass": pass_name, "gflop": layer.gflop,
-                         "results": res, "ratios": ratios})
-            print(f"{layer.name if i == 0 else '':<22} {pass_name:<10} {layer.gflop:>7.4g}"
-                  + "".join(f" {res[n]['gflops']:>9.1f}" for n in names)
-                  + "".join(f" {ratios[p]:>8.2f}" for p in peers), flush=True)
+                         "results": res, "ratios": ratios, "noisy": noisy})
+            done = f"{len(rows)}/{total}"
+            print(f"{done:>{2 * width + 1}} {layer.name if i == 0 else '':<22} {pass_name:<10} "
+                  f"{layer.gflop:>7.4g}" + "".join(cell(res[n]) for n in names)
+                  + "".join(f" {ratios[p]:>8.2f}{'!' if noisy[p] else ' '}" for p in peers),
+                  flush=True)
         del impls, ops
     summary = {p: {pn: geomean([r["ratios"][p] for r in rows if r["pass"] == pn])
                    for pn in args.passes} for p in peers}
@@ -387,9 +404,50 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
         print(f"  {'':<8}" + "".join(f" {pn:>11}" for pn in args.passes))
         for p in peers:
             print(f"  {p:<8}" + "".join(f" {summary[p][pn]:>10.2f}x" for pn in args.passes))
+        for p in peers:
+            flagged = sum(r["noisy"][p] for r in rows)
+            if flagged:
+                print(f"  {p}: {flagged} of {len(rows)} ratios flagged '!' (samples spread over "
+                      f"{NOISY_SPREAD:.0%}): rerun those, or read the geomean as rough")
+    if args.plot:
+        plot_layers(rows, names, args)
     return {"mode": "layers", "layout": args.layout, "dtype": dtype.name,
             "layer_file": args.csv or "convcore/data/layers.csv", "rows": rows,
             "geomean_ratios": summary}
+
+
+def plot_layers(rows: List[Dict[str, Any]], names: List[str], args: argparse.Namespace) -> None:
+    """GFLOP/s per layer and pass, the implementations side by side, with the samples'
+    range as error bars; written to args.plot (matplotlib, the optional 'plot' extra)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib: pip install 'convcore[plot]'", file=sys.stderr)
+        return
+    passes = args.passes
+    fig, axes = plt.subplots(len(passes), 1, figsize=(12, 3.2 * len(passes)), squeeze=False)
+    for ax, pass_name in zip(axes[:, 0], passes):
+        sel = [r for r in rows if r["pass"] == pass_name]
+        x = np.arange(len(sel))
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            med = np.array([r["results"][name]["gflops"] for r in sel])
+            lo = med - np.array([r["results"][name]["gflops_min"] for r in sel])
+            hi = np.array([r["results"][name]["gflops_max"] for r in sel]) - med
+            ax.bar(x + (j - (len(names) - 1) / 2) * width, med, width, label=name,
+                   yerr=np.vstack([lo, hi]), capsize=2)
+        ax.set_xticks(x)
+        ax.set_xticklabels([r["layer"]["name"] for r in sel], rotation=30, ha="right",
+                           fontsize=8)
+        ax.set_ylabel("GFLOP/s")
+        ax.set_title(f"{pass_name}, {args.layout}, {args.dtype or 'float32'}, "
+                     f"{convcore.get_num_threads()} threads — median, bars: min–max")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=110)
+    print(f"plot written to {args.plot}")
 
 
 def gemm_sizes(spec: Optional[str], dtype: Optional[str]) -> List[Tuple[int, int, int, str]]:
@@ -542,8 +600,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="element type (default float32; --gemm: the mixed default list)")
     ap.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
     ap.add_argument("--batch", type=int, metavar="N", help="override every layer's batch size")
-    ap.add_argument("--csv", metavar="PATH",
+    ap.add_argument("--csv", "--suite", dest="csv", metavar="PATH",
                     help="layer file (name,N,C,H,W,K,R,S,stride,pad) instead of the suite")
+    ap.add_argument("--plot", metavar="FILE.png",
+                    help="draw GFLOP/s per layer and pass, the implementations side by side "
+                         "(needs matplotlib)")
     ap.add_argument("--no-numpy", dest="numpy", action="store_false",
                     help="skip the NumPy peer")
     ap.add_argument("--no-torch", dest="torch", action="store_false",
@@ -571,6 +632,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             ap.error(f"--{name} must be >= 1, got {value}")
     if args.sizes and not args.gemm:
         ap.error("--sizes applies to --gemm mode only")
+    if args.plot and (args.gemm or args.layer_calls):
+        ap.error("--plot applies to the layer suite only")
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         ap.error(f"--json: the folder of {args.json} does not exist")
     args.settings = dict(vars(args))

@@ -1,0 +1,56 @@
+"""python -m convcore.bench: --help, the progress column, the spread beside each median and
+the flag on untrustworthy ratios, --plot (with matplotlib), --layer-calls. Timings are not
+asserted (performance is a benchmark, never a test): only the report's form."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def _bench(*args, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "convcore.bench", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_help_describes_the_options():
+    res = _bench("--help")
+    assert res.returncode == 0, res.stderr
+    for opt in ("--threads", "--layout", "--suite", "--plot", "--layer-calls", "--gemm"):
+        assert opt in res.stdout
+
+
+def test_rows_show_progress_spread_and_flags(tmp_path):
+    out = tmp_path / "r.json"
+    res = _bench("--layers", "seed_numpy_example", "--passes", "fwd,bwd_data", "--repeat", "3",
+                 "--no-torch", "--threads", "1", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    rows = [l for l in res.stdout.splitlines() if re.match(r"\s*\d+/2 ", l)]
+    assert [l.split()[0] for l in rows] == ["1/2", "2/2"]
+    assert all(re.search(r"\d+\.\d+\s+\d+%", l) for l in rows)   # median, then spread
+    doc = json.loads(out.read_text())
+    for row in doc["rows"]:
+        for name in ("convcore", "numpy"):
+            r = row["results"][name]
+            assert r["gflops_min"] <= r["gflops"] <= r["gflops_max"]
+            assert r["noisy"] == (r["samples"] > 1 and r["spread"] > 0.30)
+        flagged = row["noisy"]["numpy"]
+        line = rows[doc["rows"].index(row)]
+        assert line.rstrip().endswith("!") == flagged
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "suite.png"
+    res = _bench("--layers", "seed_numpy_example", "--passes", "fwd", "--repeat", "1",
+                 "--no-torch", "--threads", "1", "--plot", str(png))
+    assert res.returncode == 0, res.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_only_with_the_layer_suite():
+    res = _bench("--gemm", "--plot", "x.png")
+    assert res.returncode == 2 and "--plot applies to the layer suite" in res.stderr
