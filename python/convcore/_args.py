@@ -32,11 +32,35 @@ def check_range(values: Sequence[int], name: str, given: Any) -> None:
                          f"be below 2**62)")
 
 
+def as_array(a: Any, name: str) -> np.ndarray:
+    """A NumPy view of an input array, without a copy where possible: a numpy.ndarray as
+    it is; any CPU array that speaks DLPack (torch CPU tensors, JAX CPU arrays, CuPy-free
+    array libraries) through numpy.from_dlpack; any object with the buffer protocol
+    (array.array, memoryview) through numpy.asarray. Lists, scalars and strings are refused:
+    an input must already be an array."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "__dlpack__"):
+        try:
+            return np.from_dlpack(a)
+        except (BufferError, RuntimeError, TypeError, ValueError) as e:
+            raise TypeError(f"{name}: cannot read this {type(a).__name__} through DLPack "
+                            f"without a copy ({e}); pass a NumPy array, or a CPU tensor that "
+                            "does not require grad (tensor.detach())") from e
+    if not isinstance(a, (np.generic, bytes, bytearray, str)):
+        try:
+            memoryview(a)
+        except TypeError:
+            pass
+        else:
+            return np.asarray(a)
+    raise TypeError(f"{name} must be an array of float32 or float64 (a numpy.ndarray, or an "
+                    f"array with DLPack or the buffer protocol), got {type(a).__name__}")
+
+
 def check_array(a: Any, name: str) -> np.ndarray:
-    """A float32/float64 ndarray, or TypeError."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray of float32 or float64, "
-                        f"got {type(a).__name__}")
+    """A float32/float64 array (see as_array for what is accepted), or TypeError."""
+    a = as_array(a, name)
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
     return a
