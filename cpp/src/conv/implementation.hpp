@@ -36,6 +36,10 @@ struct ExecArgs {
   const T* dy = nullptr;    // backward passes
   T* out = nullptr;         // y, dx or dw
   bool relu = false;        // forward
+  // The weights as given by the caller (null when the primitive's packed weights are
+  // used). Read by executors that pack per call inside the driver instead of up front
+  // (locally_connected.cpp); the conv2d executors read only the packed operand.
+  const T* w = nullptr;
 };
 
 // How an executor wants the weights prepacked: per group, an A operand with `extent` rows
@@ -90,17 +94,41 @@ const ImplList<T>& backward_data_implementations();
 template <typename T>
 const ImplList<T>& backward_weight_implementations();
 
+// The locally-connected kind's lists (locally_connected.cpp).
 template <typename T>
-const ImplList<T>& implementations(Pass pass) {
+const ImplList<T>& lc_forward_implementations();
+template <typename T>
+const ImplList<T>& lc_backward_data_implementations();
+template <typename T>
+const ImplList<T>& lc_backward_weight_implementations();
+
+// The list of one pass of one operation kind.
+template <typename T>
+const ImplList<T>& implementations(OpKind kind, Pass pass) {
+  if (kind == OpKind::LocallyConnected2d) {
+    switch (pass) {
+      case Pass::Forward: return lc_forward_implementations<T>();
+      case Pass::BackwardData: return lc_backward_data_implementations<T>();
+      default: return lc_backward_weight_implementations<T>();
+    }
+  }
   switch (pass) {
     case Pass::Forward: return forward_implementations<T>();
     case Pass::BackwardData: return backward_data_implementations<T>();
     default: return backward_weight_implementations<T>();
   }
 }
+template <typename T>
+const ImplList<T>& implementations(Pass pass) {
+  return implementations<T>(OpKind::Conv2d, pass);
+}
 
 // The bias gradient: one implementation (backward_weights.cpp).
 template <typename T>
 void backward_bias(const ConvPlan& p, const T* dy, T* db);
+// The locally-connected bias gradient: db[i] = sum over the batch of dy[n][i]
+// (locally_connected.cpp).
+template <typename T>
+void lc_backward_bias(const ConvPlan& p, const T* dy, T* db);
 
 }  // namespace convcore::detail

@@ -1,0 +1,380 @@
+// The locally-connected layer (OpKind::LocallyConnected2d): every output position p has its
+// own K × (C·R·S) filters. Each pass is a batch of small GEMMs, one per output position, run
+// by the blocked driver (gemm_rect) with the engine's microkernel inside one parallel region:
+//
+//   forward          Y[p] (K × N)      = W[p] (K × CRS) · patches[p] (CRS × N)   (+ bias[p])
+//   backward-data    dpatch[p] (N × CRS) = dY[p]ᵀ (N × K) · W[p] (K × CRS), scattered into dx
+//   backward-weight  dW[p] (K × CRS)   = dY[p] (K × N) · patches[p]ᵀ (N × CRS)
+//
+// patches[p] are gathered from x through a per-position offset table (padding taps read
+// explicit zeros in forward and backward-weight and are skipped by the backward-data
+// scatter). Forward and backward-weight give each thread a contiguous range of positions,
+// which it owns (its y columns, its dW[p]); backward-data's positions overlap in dx, so each
+// thread owns whole images (or, when the batch is smaller than the thread count, whole
+// input channels) and visits every position in order: every dx element is accumulated in
+// the same order for any thread count. docs/design.md §3 lists the entries.
+#include <algorithm>
+#include <cstring>
+
+#include "implementation.hpp"
+#include "../gemm/pack.hpp"
+
+namespace convcore::detail {
+namespace {
+
+// Largest batch chunk one GEMM covers (bounds the per-thread C buffers).
+constexpr int64_t kLcBatchChunk = 256;
+
+// Offsets (within one image) of the taps of output position (oh, ow), -1 for a padding tap.
+// Tap order: the weight layout's (NCHW: c, r, s; NHWC: r, s, c), or c-major (c, r, s)
+// whatever the layout when c_major.
+void position_offsets(const ConvPlan& p, int64_t oh, int64_t ow, bool c_major, int64_t* off) {
+  const int64_t h0 = oh * p.sh - p.pad_t, w0 = ow * p.sw - p.pad_l;
+  const bool cfirst = c_major || p.nchw();
+  for (int64_t c = 0; c < p.C; ++c)
+    for (int64_t r = 0; r < p.R; ++r) {
+      const int64_t h = h0 + r;
+      const bool hin = h >= 0 && h < p.H;
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t w = w0 + s;
+        const int64_t idx = cfirst ? (c * p.R + r) * p.S + s : (r * p.S + s) * p.C + c;
+        off[idx] = hin && w >= 0 && w < p.W ? c * p.xs_c + h * p.xs_h + w * p.xs_w : -1;
+      }
+    }
+}
+
+// B = patches, taps × images: B(j, n) = x[n·xs_n + off[j]] (0 for padding).
+template <typename T>
+struct PatchPackB {
+  const T* x;
+  const int64_t* off;
+  int64_t xs_n;
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      for (int64_t j = 0; j < n; ++j) {
+        const T* src = x + (j0 + jb + j) * xs_n;
+        for (int64_t q = 0; q < kc; ++q) {
+          const int64_t o = off[p0 + q];
+          d[q * nr + j] = o < 0 ? T(0) : src[o];
+        }
+      }
+      for (int64_t q = 0; q < kc; ++q)
+        for (int64_t j = n; j < nr; ++j) d[q * nr + j] = T(0);
+    }
+  }
+};
+
+// B = patches, images × taps: B(n, j) = x[n·xs_n + off[j]] (0 for padding).
+template <typename T>
+struct PatchPackBT {
+  const T* x;
+  const int64_t* off;
+  int64_t xs_n;
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      const int64_t* o = off + j0 + jb;
+      T* d = dst + jb * kc;
+      for (int64_t q = 0; q < kc; ++q) {
+        const T* src = x + (p0 + q) * xs_n;
+        T* dq = d + q * nr;
+        for (int64_t j = 0; j < n; ++j) dq[j] = o[j] < 0 ? T(0) : src[o[j]];
+        for (int64_t j = n; j < nr; ++j) dq[j] = T(0);
+      }
+    }
+  }
+};
+
+// B = W[p] for backward-data, K × CRS with columns in c-major tap order, from the weights
+// of one position in the layout's order; columns start at j_base.
+template <typename T>
+struct LcWeightPackB {
+  const T* w;  // W[p]: K rows of CRS
+  int64_t CRS, C, RS, j_base;
+  bool nhwc;
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t jj = j_base + j0 + jb + j;
+        const int64_t native = nhwc ? (jj % RS) * C + jj / RS : jj;
+        const T* src = w + p0 * CRS + native;
+        for (int64_t q = 0; q < kc; ++q) d[q * nr + j] = src[q * CRS];
+      }
+      for (int64_t q = 0; q < kc; ++q)
+        for (int64_t j = n; j < nr; ++j) d[q * nr + j] = T(0);
+    }
+  }
+};
+
+// A prepacked operand read from column `shift` on (a multiple of NR).
+template <typename T>
+struct ShiftedPrepacked {
+  static constexpr bool kPrepacked = true;
+  Prepacked<T> inner;
+  int64_t shift;
+  const T* block(int64_t x, int64_t pc, int64_t kc) const { return inner.block(x + shift, pc, kc); }
+};
+
+// Forward epilogue: C(k, n) of one position → y[n][k][p] + bias, ReLU.
+template <typename T>
+struct LcStore {
+  static constexpr bool kActive = true;
+  T* y;            // y at image n0, position p
+  const T* bias;   // bias of channel 0 at position p, or null
+  int64_t ys_n, ys_c, bias_k;
+  bool relu;
+  void operator()(T* c, int64_t ldc, int64_t i, int64_t j, int64_t m, int64_t n) const {
+    for (int64_t ii = 0; ii < m; ++ii) {
+      const int64_t k = i + ii;
+      const T b = bias ? bias[k * bias_k] : T(0);
+      T* yk = y + k * ys_c + j * ys_n;
+      const T* ck = c + ii * ldc;
+      for (int64_t jj = 0; jj < n; ++jj) {
+        T v = ck[jj] + b;
+        if (relu && v < T(0)) v = T(0);
+        yk[jj * ys_n] = v;
+      }
+    }
+  }
+};
+
+// Backward-data epilogue: dpatch(n, j) scattered into dx for the owned columns.
+template <typename T>
+struct LcScatter {
+  static constexpr bool kActive = true;
+  T* dx;               // dx at image n0
+  const int64_t* off;  // c-major offsets of this position
+  int64_t xs_n, j_base, j_own;  // column j of C is tap j_base + j; taps < j_own are not ours
+  void operator()(T* c, int64_t ldc, int64_t i, int64_t j, int64_t m, int64_t n) const {
+    for (int64_t ii = 0; ii < m; ++ii) {
+      T* dxn = dx + (i + ii) * xs_n;
+      const T* ci = c + ii * ldc;
+      for (int64_t jj = 0; jj < n; ++jj) {
+        const int64_t tap = j_base + j + jj;
+        const int64_t o = off[tap];
+        if (o >= 0 && tap >= j_own) dxn[o] += ci[jj];
+      }
+    }
+  }
+};
+
+struct LcForward {
+  static constexpr const char* kName = "per_position_gemm";
+  static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  // Per position: W[p] as an A operand, K rows, CRS deep.
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return WeightPacking{true, p.K, p.C * p.R * p.S};
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P();
+    const WeightPacking wp = weight_packing(p);
+    const int64_t padded = wp.padded(bl), elems = wp.group_elems(bl);
+    parallel_run(std::max(1, std::min<int>(threads_for(double(P) * elems * 8), int(std::min<int64_t>(P, 1 << 20)))),
+                 [&](int tid, int nt) {
+      int64_t p0, p1;
+      static_range(P, tid, nt, p0, p1);
+      for (int64_t pos = p0; pos < p1; ++pos) {
+        interrupt_point();
+        const MatrixPackA<T> pack{w + pos * p.K * CRS, CRS, 1};
+        T* out = dst + pos * elems;
+        for (int64_t pc = 0; pc < CRS; pc += bl.kc)
+          pack(out + pc * padded, 0, p.K, pc, std::min<int64_t>(bl.kc, CRS - pc), bl.mr);
+      }
+    });
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P(), N = p.N, K = p.K;
+    const int64_t chunk = std::min<int64_t>(N, kLcBatchChunk);
+    const int nt = std::max(1, std::min<int>(threads_for(p.flops()), int(std::min<int64_t>(P, 1 << 20))));
+    parallel_run(nt, [&](int tid, int nth) {
+      int64_t q0, q1;
+      static_range(P, tid, nth, q0, q1);
+      if (q0 >= q1) return;
+      int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
+      T* cbuf = thread_scratch_as<Scratch::Tile, T>(checked_mul(K, chunk, "the output block"),
+                                                    "the output block");
+      for (int64_t pos = q0; pos < q1; ++pos) {
+        const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+        position_offsets(p, oh, ow, false, off);
+        const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
+        // bias: NCHW (K, Ho, Wo), NHWC (Ho, Wo, K)
+        const T* bias = a.bias ? a.bias + (p.nchw() ? pos : pos * K) : nullptr;
+        const int64_t bias_k = p.nchw() ? P : 1;
+        for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+          const int64_t nn = std::min<int64_t>(chunk, N - n0);
+          const LcStore<T> epi{a.out + n0 * p.ys_n + y_pos, bias, p.ys_n, p.ys_c, bias_k, a.relu};
+          const PatchPackB<T> pack_b{a.x + n0 * p.xs_n, off, p.xs_n};
+          if (weights.data)
+            gemm_rect(e, 0, K, 0, nn, CRS, weights.group(pos), pack_b, cbuf, nn, false, epi);
+          else
+            gemm_rect(e, 0, K, 0, nn, CRS, MatrixPackA<T>{a.w + pos * K * CRS, CRS, 1}, pack_b,
+                      cbuf, nn, false, epi);
+        }
+      }
+    });
+  }
+};
+
+struct LcBackwardData {
+  static constexpr const char* kName = "per_position_gemm";
+  static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  // Per position: W[p] as a B operand, CRS columns (c-major taps), K deep.
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return WeightPacking{false, p.C * p.R * p.S, p.K};
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P();
+    const WeightPacking wp = weight_packing(p);
+    const int64_t padded = wp.padded(bl), elems = wp.group_elems(bl);
+    parallel_run(std::max(1, std::min<int>(threads_for(double(P) * elems * 8), int(std::min<int64_t>(P, 1 << 20)))),
+                 [&](int tid, int nt) {
+      int64_t p0, p1;
+      static_range(P, tid, nt, p0, p1);
+      for (int64_t pos = p0; pos < p1; ++pos) {
+        interrupt_point();
+        const LcWeightPackB<T> pack{w + pos * p.K * CRS, CRS, p.C, p.R * p.S, 0, !p.nchw()};
+        T* out = dst + pos * elems;
+        for (int64_t pc = 0; pc < p.K; pc += bl.kc)
+          pack(out + pc * padded, pc, std::min<int64_t>(bl.kc, p.K - pc), 0, CRS, bl.nr);
+      }
+    });
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t RS = p.R * p.S, CRS = p.C * RS, P = p.P(), N = p.N, K = p.K;
+    const int nr = e.blocking.nr;
+    const int want = threads_for(p.flops());
+    // Owners: whole images when the batch allows, else whole input channels.
+    const bool by_images = N >= want || p.C < 2;
+    const int nt = std::max(1, std::min<int>(want, int(std::min<int64_t>(by_images ? N : p.C, 1 << 20))));
+    parallel_run(nt, [&](int tid, int nth) {
+      int64_t i0 = 0, i1 = N, c0 = 0, c1 = p.C;
+      if (by_images) static_range(N, tid, nth, i0, i1);
+      else static_range(p.C, tid, nth, c0, c1);
+      if (i0 >= i1 || c0 >= c1) return;
+      // Zero the owned part of dx.
+      for (int64_t n = i0; n < i1; ++n) {
+        T* dxn = a.out + n * p.xs_n;
+        if (p.nchw() || (c0 == 0 && c1 == p.C)) {
+          if (!p.nchw()) { std::fill(dxn, dxn + p.xs_n, T(0)); continue; }
+          std::memset(dxn + c0 * p.xs_c, 0, sizeof(T) * size_t((c1 - c0) * p.xs_c));
+        } else {
+          for (int64_t hw = 0; hw < p.H * p.W; ++hw) std::fill(dxn + hw * p.C + c0, dxn + hw * p.C + c1, T(0));
+        }
+      }
+      const int64_t j_own = c0 * RS, j_hi = c1 * RS;
+      const int64_t j_lo = j_own / nr * nr;  // prepacked panels start at multiples of NR
+      const int64_t cols = j_hi - j_lo;
+      const int64_t chunk = std::min<int64_t>(i1 - i0, kLcBatchChunk);
+      int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
+      T* cbuf = thread_scratch_as<Scratch::Tile, T>(checked_mul(chunk, cols, "the patch block"),
+                                                    "the patch block");
+      for (int64_t pos = 0; pos < P; ++pos) {
+        const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+        position_offsets(p, oh, ow, true, off);
+        const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
+        for (int64_t n0 = i0; n0 < i1; n0 += chunk) {
+          const int64_t nn = std::min<int64_t>(chunk, i1 - n0);
+          const MatrixPackA<T> pack_a{a.dy + n0 * p.ys_n + y_pos, p.ys_n, p.ys_c};
+          const LcScatter<T> epi{a.out + n0 * p.xs_n, off, p.xs_n, j_lo, j_own};
+          if (weights.data)
+            gemm_rect(e, 0, nn, 0, cols, K, pack_a,
+                      ShiftedPrepacked<T>{weights.group(pos), j_lo}, cbuf, cols, false, epi);
+          else
+            gemm_rect(e, 0, nn, 0, cols, K, pack_a,
+                      LcWeightPackB<T>{a.w + pos * K * CRS, CRS, p.C, RS, j_lo, !p.nchw()},
+                      cbuf, cols, false, epi);
+        }
+      }
+    });
+  }
+};
+
+struct LcBackwardWeight : NoWeights, AlwaysPreferred {
+  static constexpr const char* kName = "per_position_gemm";
+  static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
+    const int nt = std::max(1, std::min<int>(threads_for(p.flops()), int(std::min<int64_t>(P, 1 << 20))));
+    parallel_run(nt, [&](int tid, int nth) {
+      int64_t q0, q1;
+      static_range(P, tid, nth, q0, q1);
+      if (q0 >= q1) return;
+      int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
+      for (int64_t pos = q0; pos < q1; ++pos) {
+        const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+        position_offsets(p, oh, ow, false, off);
+        const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
+        gemm_rect(e, 0, K, 0, CRS, p.N, MatrixPackA<T>{a.dy + y_pos, p.ys_c, p.ys_n},
+                  PatchPackBT<T>{a.x, off, p.xs_n}, a.out + pos * K * CRS, CRS, false,
+                  NoEpilogue{});
+      }
+    });
+  }
+};
+
+}  // namespace
+
+template <typename T>
+const ImplList<T>& lc_forward_implementations() {
+  static const ImplList<T> list = {implementation_of<LcForward, T>()};
+  return list;
+}
+template <typename T>
+const ImplList<T>& lc_backward_data_implementations() {
+  static const ImplList<T> list = {implementation_of<LcBackwardData, T>()};
+  return list;
+}
+template <typename T>
+const ImplList<T>& lc_backward_weight_implementations() {
+  static const ImplList<T> list = {implementation_of<LcBackwardWeight, T>()};
+  return list;
+}
+
+template <typename T>
+void lc_backward_bias(const ConvPlan& p, const T* dy, T* db) {
+  // db[i] = sum over n of dy[n·ys_n + i]: i runs over K·Ho·Wo in both layouts (the bias
+  // has y's shape without the batch axis). Accumulated in double, images in order.
+  const int64_t count = p.ys_n;
+  const int nt = std::max(1, std::min<int>(threads_for(double(p.N) * count * 4), int(std::min<int64_t>(count, 1 << 20))));
+  parallel_run(nt, [&](int tid, int nth) {
+    int64_t i0, i1;
+    static_range(count, tid, nth, i0, i1);
+    constexpr int64_t kBlock = 512;
+    double acc[kBlock];
+    for (int64_t b0 = i0; b0 < i1; b0 += kBlock) {
+      interrupt_point();
+      const int64_t m = std::min<int64_t>(kBlock, i1 - b0);
+      std::fill(acc, acc + m, 0.0);
+      for (int64_t n = 0; n < p.N; ++n) {
+        const T* src = dy + n * p.ys_n + b0;
+        for (int64_t i = 0; i < m; ++i) acc[i] += double(src[i]);
+      }
+      for (int64_t i = 0; i < m; ++i) db[b0 + i] = T(acc[i]);
+    }
+  });
+}
+
+template const ImplList<float>& lc_forward_implementations<float>();
+template const ImplList<double>& lc_forward_implementations<double>();
+template const ImplList<float>& lc_backward_data_implementations<float>();
+template const ImplList<double>& lc_backward_data_implementations<double>();
+template const ImplList<float>& lc_backward_weight_implementations<float>();
+template const ImplList<double>& lc_backward_weight_implementations<double>();
+template void lc_backward_bias<float>(const ConvPlan&, const float*, float*);
+template void lc_backward_bias<double>(const ConvPlan&, const double*, double*);
+
+}  // namespace convcore::detail
