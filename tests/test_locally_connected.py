@@ -277,14 +277,53 @@ def test_alexnet_conv1_without_sharing():
         convcore.locally_connected2d_num_params(227, 0, 96, 11)
 
 
+@pytest.mark.parametrize("forced", ["per_position_gemm", "per_position_gather"])
+def test_every_entry_forced(isa, forced):
+    from convcore._conv import _force_implementations
+    rng = np.random.default_rng(4)
+    for layout in ("NCHW", "NHWC"):
+        for dtype in (np.float32, np.float64):
+            kw = dict(stride=(2, 1), padding=(1, 1, 0, 2), layout=layout)
+            x, w, b = _make(rng, 35, 3, 7, 5, 4, 3, 3, dtype=dtype, **kw)
+            with _force_implementations(forward=forced, backward_weight=forced):
+                y = convcore.locally_connected2d(x, w, b, **kw)
+                dy = rng.standard_normal(y.shape).astype(dtype)
+                g = convcore.locally_connected2d_backward(dy, x, w, **kw)
+            assert_close(y, ref_forward(x, w, b, **kw), dtype, forced, terms=28)
+            rdx, rdw, _ = ref_backward(dy, x, w, **kw)
+            assert_close(g.input, rdx, dtype, forced, terms=36)
+            assert_close(g.weight, rdw, dtype, forced, terms=35)
+
+
+def test_large_images_chunked_and_fallback():
+    """Batches split into chunks of the transposed input (the weight gradient summed over
+    chunks), and images too large for it fall back to the gather entries."""
+    rng = np.random.default_rng(8)
+    x, w, b = _make(rng, 100, 2, 100, 100, 1, 3, 3, dtype=np.float64)
+    algos = _core.Primitive(100, 2, 100, 100, 1, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1, "NCHW",
+                            "strict", "float64", kind="locally_connected2d").algorithms
+    assert algos["forward"] == "per_position_gemm"
+    y = convcore.locally_connected2d(x, w, b)
+    assert_close(y, ref_forward(x, w, b), np.float64, "chunked forward")
+    dy = rng.standard_normal(y.shape)
+    g = convcore.locally_connected2d_backward(dy, x, w)
+    assert_close(g.weight, ref_backward(dy, x, w)[1], np.float64, "chunked dw")
+    big = _core.Primitive(1, 1, 400, 400, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, "NCHW",
+                          "strict", "float32", kind="locally_connected2d").algorithms
+    assert big["forward"] == "per_position_gather"
+    assert big["backward_weight"] == "per_position_gather"
+
+
 def test_implementation_reported():
     prim = _core.Primitive(2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, "NCHW", "strict",
                            "float32", kind="locally_connected2d")
     algos = prim.algorithms
     assert set(algos.values()) == {"per_position_gemm"}
     impls = prim.implementations()
-    for entries in impls.values():
-        assert [e["name"] for e in entries] == ["per_position_gemm"]
+    assert [e["name"] for e in impls["forward"]] == ["per_position_gemm", "per_position_gather"]
+    assert [e["name"] for e in impls["backward_data"]] == ["per_position_gemm"]
+    assert [e["name"] for e in impls["backward_weight"]] == ["per_position_gemm",
+                                                             "per_position_gather"]
     # the conv2d lists are untouched
     conv = _core.Primitive(2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, "NCHW", "strict")
     assert "per_position_gemm" not in conv.algorithms.values()

@@ -43,6 +43,95 @@ void position_offsets(const ConvPlan& p, int64_t oh, int64_t ow, bool c_major, i
     }
 }
 
+// The transposed input of the "per_position_gemm" entries: one chunk of nb images (nb a
+// multiple of NR) as xt[c][h][w][n], columns past the chunk zero, plus one zero row for
+// the padding taps (offset C·H·W·nb). Every tap's row of the patch matrix is then nb
+// contiguous values: packing is a copy, with no branch and no per-image stride.
+inline int64_t transposed_rows(const ConvPlan& p) { return p.C * p.H * p.W + 1; }
+
+// Images per chunk, or 0 when not even NR images fit the image scratch.
+inline int64_t transposed_chunk(const ConvPlan& p, int nr) {
+  const int64_t rows = transposed_rows(p);
+  if (!product_at_most({rows, nr}, kImageScratchElems)) return 0;
+  const int64_t fit = kImageScratchElems / rows / nr * nr;
+  return std::min(fit, round_up(std::max<int64_t>(p.N, 1), nr));
+}
+
+template <typename T>
+void transpose_input(const ConvPlan& p, const T* x, int64_t n0, int64_t nn, int64_t nb, T* xt,
+                     int nt) {
+  const int64_t rows = transposed_rows(p), HW = p.H * p.W;
+  parallel_run(nt, [&](int tid, int nth) {
+    int64_t e0, e1;
+    static_range(rows, tid, nth, e0, e1);
+    for (int64_t e = e0; e < e1; ++e) {
+      if ((e & 1023) == 0) interrupt_point();
+      T* dst = xt + e * nb;
+      int64_t j = 0;
+      if (e < rows - 1) {
+        const int64_t c = e / HW, h = e % HW / p.W, w = e % p.W;
+        const T* src = x + n0 * p.xs_n + c * p.xs_c + h * p.xs_h + w * p.xs_w;
+        for (; j < nn; ++j) dst[j] = src[j * p.xs_n];
+      }
+      for (; j < nb; ++j) dst[j] = T(0);
+    }
+  });
+}
+
+// Offsets of the taps of position (oh, ow) in the transposed input (padding taps: the zero
+// row), in the weight layout's tap order.
+void transposed_offsets(const ConvPlan& p, int64_t oh, int64_t ow, int64_t nb, int64_t* off) {
+  const int64_t h0 = oh * p.sh - p.pad_t, w0 = ow * p.sw - p.pad_l;
+  const int64_t zero = (transposed_rows(p) - 1) * nb;
+  for (int64_t c = 0; c < p.C; ++c)
+    for (int64_t r = 0; r < p.R; ++r) {
+      const int64_t h = h0 + r;
+      const bool hin = h >= 0 && h < p.H;
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t w = w0 + s;
+        const int64_t idx = p.nchw() ? (c * p.R + r) * p.S + s : (r * p.S + s) * p.C + c;
+        off[idx] = hin && w >= 0 && w < p.W ? ((c * p.H + h) * p.W + w) * nb : zero;
+      }
+    }
+}
+
+// B = patches, taps × images, from the transposed input: B(j, n) = xt[off[j] + n].
+template <typename T>
+struct TransposedPackB {
+  const T* xt;
+  const int64_t* off;
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    // Columns past the chunk read the zero columns of xt (nb is a multiple of NR).
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      T* d = dst + jb * kc;
+      for (int64_t q = 0; q < kc; ++q) {
+        const T* __restrict src = xt + off[p0 + q] + j0 + jb;
+        T* __restrict dq = d + q * nr;
+        for (int j = 0; j < nr; ++j) dq[j] = src[j];
+      }
+    }
+  }
+};
+
+// B = patches, images × taps, from the transposed input: B(n, j) = xt[off[j] + n].
+template <typename T>
+struct TransposedPackBT {
+  const T* xt;
+  const int64_t* off;
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      for (int64_t j = 0; j < n; ++j) {
+        const T* __restrict src = xt + off[j0 + jb + j] + p0;
+        for (int64_t q = 0; q < kc; ++q) d[q * nr + j] = src[q];
+      }
+      for (int64_t q = 0; q < kc; ++q)
+        for (int64_t j = n; j < nr; ++j) d[q * nr + j] = T(0);
+    }
+  }
+};
+
 // B = patches, taps × images: B(j, n) = x[n·xs_n + off[j]] (0 for padding).
 template <typename T>
 struct PatchPackB {
@@ -162,11 +251,8 @@ struct LcScatter {
   }
 };
 
-struct LcForward {
-  static constexpr const char* kName = "per_position_gemm";
-  static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
-  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
-  // Per position: W[p] as an A operand, K rows, CRS deep.
+// Forward's weights: per position, W[p] as an A operand, K rows, CRS deep.
+struct LcForwardWeights {
   static WeightPacking weight_packing(const ConvPlan& p) {
     return WeightPacking{true, p.K, p.C * p.R * p.S};
   }
@@ -188,38 +274,94 @@ struct LcForward {
       }
     });
   }
-  template <typename T>
-  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
-                  const PrepackedGroups<T>& weights) {
-    const int64_t CRS = p.C * p.R * p.S, P = p.P(), N = p.N, K = p.K;
-    const int64_t chunk = std::min<int64_t>(N, kLcBatchChunk);
-    const int nt = std::max(1, std::min<int>(threads_for(p.flops()), int(std::min<int64_t>(P, 1 << 20))));
+
+  // Y[p] for images [n0, n0 + nn) of every position in one parallel region; pack_b_for(off)
+  // gives the B packer of a position's tap offsets, offsets_of(oh, ow, off) fills them.
+  // With prepacked weights and in_place_b (the transposed input), B is not packed at all:
+  // the offset-B microkernel reads each tap's row of NR images in place.
+  template <typename T, typename OffsetsOf, typename PackBFor>
+  static void positions(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                        const PrepackedGroups<T>& weights, int64_t n0, int64_t nn, int nt,
+                        const OffsetsOf& offsets_of, const PackBFor& pack_b_for,
+                        const T* in_place_b = nullptr) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
     parallel_run(nt, [&](int tid, int nth) {
       int64_t q0, q1;
       static_range(P, tid, nth, q0, q1);
       if (q0 >= q1) return;
       int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
-      T* cbuf = thread_scratch_as<Scratch::Tile, T>(checked_mul(K, chunk, "the output block"),
-                                                    "the output block");
+      // The buffered in-place variant (in_place_b) brings its own C block (Tile slot).
+      T* cbuf = in_place_b ? nullptr
+                           : thread_scratch_as<Scratch::Tile, T>(
+                                 checked_mul(K, nn, "the output block"), "the output block");
       for (int64_t pos = q0; pos < q1; ++pos) {
         const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
-        position_offsets(p, oh, ow, false, off);
+        offsets_of(oh, ow, off);
         const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
         // bias: NCHW (K, Ho, Wo), NHWC (Ho, Wo, K)
         const T* bias = a.bias ? a.bias + (p.nchw() ? pos : pos * K) : nullptr;
-        const int64_t bias_k = p.nchw() ? P : 1;
-        for (int64_t n0 = 0; n0 < N; n0 += chunk) {
-          const int64_t nn = std::min<int64_t>(chunk, N - n0);
-          const LcStore<T> epi{a.out + n0 * p.ys_n + y_pos, bias, p.ys_n, p.ys_c, bias_k, a.relu};
-          const PatchPackB<T> pack_b{a.x + n0 * p.xs_n, off, p.xs_n};
-          if (weights.data)
-            gemm_rect(e, 0, K, 0, nn, CRS, weights.group(pos), pack_b, cbuf, nn, false, epi);
-          else
-            gemm_rect(e, 0, K, 0, nn, CRS, MatrixPackA<T>{a.w + pos * K * CRS, CRS, 1}, pack_b,
-                      cbuf, nn, false, epi);
+        const LcStore<T> epi{a.out + n0 * p.ys_n + y_pos, bias, p.ys_n, p.ys_c,
+                             p.nchw() ? P : 1, a.relu};
+        if (in_place_b) {
+          gemm_rect_offset_b(e, 0, K, 0, nn, CRS, weights.group(pos), in_place_b, off, epi);
+          continue;
         }
+        const auto pack_b = pack_b_for(off);
+        if (weights.data)
+          gemm_rect(e, 0, K, 0, nn, CRS, weights.group(pos), pack_b, cbuf, nn, false, epi);
+        else
+          gemm_rect(e, 0, K, 0, nn, CRS, MatrixPackA<T>{a.w + pos * K * CRS, CRS, 1}, pack_b,
+                    cbuf, nn, false, epi);
       }
     });
+  }
+};
+
+inline int lc_threads(const ConvPlan& p, int64_t owners) {
+  return std::max(1, std::min<int>(threads_for(p.flops()), int(std::min<int64_t>(owners, 1 << 20))));
+}
+
+// Forward from the input transposed to [c][h][w][n] per chunk of images (preferred).
+struct LcForward : LcForwardWeights, AlwaysPreferred {
+  static constexpr const char* kName = "per_position_gemm";
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    return transposed_chunk(p, bl.nr) == 0
+               ? "the input transposed for NR images exceeds the image scratch"
+               : nullptr;
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t nb = transposed_chunk(p, e.blocking.nr);
+    T* xt = thread_scratch_as<Scratch::Image, T>(checked_mul(transposed_rows(p), nb, "the transposed input"),
+                                                 "the transposed input");
+    const int nt = lc_threads(p, p.P());
+    for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+      const int64_t nn = std::min<int64_t>(nb, p.N - n0);
+      transpose_input(p, a.x, n0, nn, nb, xt, nt);
+      positions(p, e, a, weights, n0, nn, nt,
+                [&](int64_t oh, int64_t ow, int64_t* off) { transposed_offsets(p, oh, ow, nb, off); },
+                [&](const int64_t* off) { return TransposedPackB<T>{xt, off}; },
+                weights.data ? xt : nullptr);
+    }
+  }
+};
+
+// Forward gathering each patch straight from x (any size).
+struct LcForwardGather : LcForwardWeights, AlwaysPreferred {
+  static constexpr const char* kName = "per_position_gather";
+  static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t chunk = std::min<int64_t>(p.N, kLcBatchChunk);
+    const int nt = lc_threads(p, p.P());
+    for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
+      const int64_t nn = std::min<int64_t>(chunk, p.N - n0);
+      positions(p, e, a, weights, n0, nn, nt,
+                [&](int64_t oh, int64_t ow, int64_t* off) { position_offsets(p, oh, ow, false, off); },
+                [&](const int64_t* off) { return PatchPackB<T>{a.x + n0 * p.xs_n, off, p.xs_n}; });
+    }
   }
 };
 
@@ -301,15 +443,52 @@ struct LcBackwardData {
   }
 };
 
+// Backward-weight from the transposed input (preferred): dW[p] summed over chunks of
+// images in order.
 struct LcBackwardWeight : NoWeights, AlwaysPreferred {
   static constexpr const char* kName = "per_position_gemm";
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    return LcForward::why_not(p, bl);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
+    const int64_t nb = transposed_chunk(p, e.blocking.nr);
+    T* xt = thread_scratch_as<Scratch::Image, T>(checked_mul(transposed_rows(p), nb, "the transposed input"),
+                                                 "the transposed input");
+    const int nt = lc_threads(p, P);
+    for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+      const int64_t nn = std::min<int64_t>(nb, p.N - n0);
+      transpose_input(p, a.x, n0, nn, nb, xt, nt);
+      parallel_run(nt, [&](int tid, int nth) {
+        int64_t q0, q1;
+        static_range(P, tid, nth, q0, q1);
+        if (q0 >= q1) return;
+        int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
+        for (int64_t pos = q0; pos < q1; ++pos) {
+          const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+          transposed_offsets(p, oh, ow, nb, off);
+          const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
+          gemm_rect(e, 0, K, 0, CRS, nn,
+                    MatrixPackA<T>{a.dy + n0 * p.ys_n + y_pos, p.ys_c, p.ys_n},
+                    TransposedPackBT<T>{xt, off}, a.out + pos * K * CRS, CRS, n0 > 0,
+                    NoEpilogue{});
+        }
+      });
+    }
+  }
+};
+
+// Backward-weight gathering the patches straight from x (any size).
+struct LcBackwardWeightGather : NoWeights, AlwaysPreferred {
+  static constexpr const char* kName = "per_position_gather";
   static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>&) {
     const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
-    const int nt = std::max(1, std::min<int>(threads_for(p.flops()), int(std::min<int64_t>(P, 1 << 20))));
-    parallel_run(nt, [&](int tid, int nth) {
+    parallel_run(lc_threads(p, P), [&](int tid, int nth) {
       int64_t q0, q1;
       static_range(P, tid, nth, q0, q1);
       if (q0 >= q1) return;
@@ -330,7 +509,8 @@ struct LcBackwardWeight : NoWeights, AlwaysPreferred {
 
 template <typename T>
 const ImplList<T>& lc_forward_implementations() {
-  static const ImplList<T> list = {implementation_of<LcForward, T>()};
+  static const ImplList<T> list = {implementation_of<LcForward, T>(),
+                                   implementation_of<LcForwardGather, T>()};
   return list;
 }
 template <typename T>
@@ -340,7 +520,8 @@ const ImplList<T>& lc_backward_data_implementations() {
 }
 template <typename T>
 const ImplList<T>& lc_backward_weight_implementations() {
-  static const ImplList<T> list = {implementation_of<LcBackwardWeight, T>()};
+  static const ImplList<T> list = {implementation_of<LcBackwardWeight, T>(),
+                                   implementation_of<LcBackwardWeightGather, T>()};
   return list;
 }
 
