@@ -277,15 +277,17 @@ def test_alexnet_conv1_without_sharing():
         convcore.locally_connected2d_num_params(227, 0, 96, 11)
 
 
-@pytest.mark.parametrize("forced", ["per_position_gemm", "per_position_gather"])
-def test_every_entry_forced(isa, forced):
+@pytest.mark.parametrize("forced,forced_data", [("per_position_gemm", "per_position_gemm"),
+                                                ("per_position_gather", "per_position_scatter")])
+def test_every_entry_forced(isa, forced, forced_data):
     from convcore._conv import _force_implementations
     rng = np.random.default_rng(4)
     for layout in ("NCHW", "NHWC"):
         for dtype in (np.float32, np.float64):
             kw = dict(stride=(2, 1), padding=(1, 1, 0, 2), layout=layout)
             x, w, b = _make(rng, 35, 3, 7, 5, 4, 3, 3, dtype=dtype, **kw)
-            with _force_implementations(forward=forced, backward_weight=forced):
+            with _force_implementations(forward=forced, backward_data=forced_data,
+                                        backward_weight=forced):
                 y = convcore.locally_connected2d(x, w, b, **kw)
                 dy = rng.standard_normal(y.shape).astype(dtype)
                 g = convcore.locally_connected2d_backward(dy, x, w, **kw)
@@ -307,11 +309,14 @@ def test_large_images_chunked_and_fallback():
     assert_close(y, ref_forward(x, w, b), np.float64, "chunked forward")
     dy = rng.standard_normal(y.shape)
     g = convcore.locally_connected2d_backward(dy, x, w)
-    assert_close(g.weight, ref_backward(dy, x, w)[1], np.float64, "chunked dw")
+    rdx, rdw, _ = ref_backward(dy, x, w)
+    assert_close(g.weight, rdw, np.float64, "chunked dw")
+    assert_close(g.input, rdx, np.float64, "chunked dx")
     big = _core.Primitive(1, 1, 400, 400, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, "NCHW",
                           "strict", "float32", kind="locally_connected2d").algorithms
     assert big["forward"] == "per_position_gather"
     assert big["backward_weight"] == "per_position_gather"
+    assert big["backward_data"] == "per_position_scatter"
 
 
 def test_implementation_reported():
@@ -321,7 +326,8 @@ def test_implementation_reported():
     assert set(algos.values()) == {"per_position_gemm"}
     impls = prim.implementations()
     assert [e["name"] for e in impls["forward"]] == ["per_position_gemm", "per_position_gather"]
-    assert [e["name"] for e in impls["backward_data"]] == ["per_position_gemm"]
+    assert [e["name"] for e in impls["backward_data"]] == ["per_position_gemm",
+                                                           "per_position_scatter"]
     assert [e["name"] for e in impls["backward_weight"]] == ["per_position_gemm",
                                                              "per_position_gather"]
     # the conv2d lists are untouched

@@ -54,12 +54,14 @@ void check_case(const Lc& c, bool prepacked, const std::string& forced) {
   Conv2dDesc desc{OpKind::LocallyConnected2d, params_of(c), data_type_of<T>()};
   PrimitiveOptions opt;
   opt.forward = opt.backward_weight = forced;
+  opt.backward_data = forced.empty() ? "" : "per_position_scatter";
   Conv2dPrimitive prim(desc, opt);
   const Conv2dShape& sh = prim.shape();
   const Idx ix{c, sh.out_h, sh.out_w};
   ASSERT_EQ(sh.weight_elements, sh.out_h * sh.out_w * c.K * c.C * c.R * c.S);
   ASSERT_EQ(sh.bias_elements, c.K * sh.out_h * sh.out_w);
-  EXPECT_STREQ(prim.implementation(Pass::BackwardData), "per_position_gemm");
+  EXPECT_EQ(prim.implementation(Pass::BackwardData),
+            std::string(forced.empty() ? "per_position_gemm" : "per_position_scatter"));
   for (Pass pass : {Pass::Forward, Pass::BackwardWeight})
     EXPECT_EQ(prim.implementation(pass), forced.empty() ? "per_position_gemm" : forced);
   std::mt19937 gen(42);

@@ -36,10 +36,6 @@ struct ExecArgs {
   const T* dy = nullptr;    // backward passes
   T* out = nullptr;         // y, dx or dw
   bool relu = false;        // forward
-  // The weights as given by the caller (null when the primitive's packed weights are
-  // used). Read by executors that pack per call inside the driver instead of up front
-  // (locally_connected.cpp); the conv2d executors read only the packed operand.
-  const T* w = nullptr;
 };
 
 // How an executor wants the weights prepacked: per group, an A operand with `extent` rows

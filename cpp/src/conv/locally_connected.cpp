@@ -15,6 +15,7 @@
 // the same order for any thread count. docs/design.md §3 lists the entries.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "implementation.hpp"
 #include "../gemm/pack.hpp"
@@ -44,9 +45,10 @@ void position_offsets(const ConvPlan& p, int64_t oh, int64_t ow, bool c_major, i
 }
 
 // The transposed input of the "per_position_gemm" entries: one chunk of nb images (nb a
-// multiple of NR) as xt[c][h][w][n], columns past the chunk zero, plus one zero row for
-// the padding taps (offset C·H·W·nb). Every tap's row of the patch matrix is then nb
-// contiguous values: packing is a copy, with no branch and no per-image stride.
+// multiple of NR) as xt[e][n], e an element's offset within one image (its layout's
+// order), columns past the chunk zero, plus one zero row for the padding taps (row C·H·W).
+// Every tap's row of the patch matrix is then nb contiguous values: packing is a copy,
+// with no branch and no per-image stride. dx transposed the same way serves backward-data.
 inline int64_t transposed_rows(const ConvPlan& p) { return p.C * p.H * p.W + 1; }
 
 // Images per chunk, or 0 when not even NR images fit the image scratch.
@@ -57,32 +59,71 @@ inline int64_t transposed_chunk(const ConvPlan& p, int nr) {
   return std::min(fit, round_up(std::max<int64_t>(p.N, 1), nr));
 }
 
+// Rows of the transposition moved as one block (reads along a row, writes in L1).
+constexpr int64_t kTransposeBlock = 64;
+
+// xt[e][j] = x[n0 + j][e] for j < nn, 0 for nn <= j < nb; and the zero row.
 template <typename T>
 void transpose_input(const ConvPlan& p, const T* x, int64_t n0, int64_t nn, int64_t nb, T* xt,
                      int nt) {
-  const int64_t rows = transposed_rows(p), HW = p.H * p.W;
+  const int64_t CHW = transposed_rows(p) - 1;
+  const int64_t blocks = ceil_div(CHW, kTransposeBlock);
   parallel_run(nt, [&](int tid, int nth) {
-    int64_t e0, e1;
-    static_range(rows, tid, nth, e0, e1);
-    for (int64_t e = e0; e < e1; ++e) {
-      if ((e & 1023) == 0) interrupt_point();
-      T* dst = xt + e * nb;
-      int64_t j = 0;
-      if (e < rows - 1) {
-        const int64_t c = e / HW, h = e % HW / p.W, w = e % p.W;
-        const T* src = x + n0 * p.xs_n + c * p.xs_c + h * p.xs_h + w * p.xs_w;
-        for (; j < nn; ++j) dst[j] = src[j * p.xs_n];
+    int64_t b0, b1;
+    static_range(blocks, tid, nth, b0, b1);
+    for (int64_t b = b0; b < b1; ++b) {
+      interrupt_point();
+      const int64_t e0 = b * kTransposeBlock, e1 = std::min(CHW, e0 + kTransposeBlock);
+      for (int64_t j = 0; j < nn; ++j) {
+        const T* __restrict src = x + (n0 + j) * p.xs_n;
+        for (int64_t e = e0; e < e1; ++e) xt[e * nb + j] = src[e];
       }
-      for (; j < nb; ++j) dst[j] = T(0);
+      for (int64_t e = e0; e < e1; ++e) std::fill(xt + e * nb + nn, xt + e * nb + nb, T(0));
+    }
+    if (tid == 0) std::fill(xt + CHW * nb, xt + (CHW + 1) * nb, T(0));
+  });
+}
+
+// dx[n0 + j][e] = dxt[e][j] for j < nn.
+template <typename T>
+void transpose_output(const ConvPlan& p, const T* dxt, int64_t n0, int64_t nn, int64_t nb, T* dx,
+                      int nt) {
+  const int64_t CHW = transposed_rows(p) - 1;
+  const int64_t blocks = ceil_div(CHW, kTransposeBlock);
+  parallel_run(nt, [&](int tid, int nth) {
+    int64_t b0, b1;
+    static_range(blocks, tid, nth, b0, b1);
+    for (int64_t b = b0; b < b1; ++b) {
+      interrupt_point();
+      const int64_t e0 = b * kTransposeBlock, e1 = std::min(CHW, e0 + kTransposeBlock);
+      for (int64_t j = 0; j < nn; ++j) {
+        T* __restrict dst = dx + (n0 + j) * p.xs_n;
+        for (int64_t e = e0; e < e1; ++e) dst[e] = dxt[e * nb + j];
+      }
     }
   });
 }
 
-// Offsets of the taps of position (oh, ow) in the transposed input (padding taps: the zero
-// row), in the weight layout's tap order.
-void transposed_offsets(const ConvPlan& p, int64_t oh, int64_t ow, int64_t nb, int64_t* off) {
+// Offsets of the taps of output position (oh, ow) in the transposed input, in the weight
+// layout's tap order; padding taps get `pad` (the zero row, or −1). tap_base[j] (filled
+// once per call by transposed_tap_base) is tap j's offset from the patch's corner.
+void transposed_tap_base(const ConvPlan& p, int64_t nb, int64_t* tap_base) {
+  for (int64_t c = 0; c < p.C; ++c)
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t idx = p.nchw() ? (c * p.R + r) * p.S + s : (r * p.S + s) * p.C + c;
+        tap_base[idx] = (c * p.xs_c + r * p.xs_h + s * p.xs_w) * nb;
+      }
+}
+void transposed_offsets(const ConvPlan& p, int64_t oh, int64_t ow, int64_t nb,
+                        const int64_t* tap_base, int64_t pad, int64_t* off) {
   const int64_t h0 = oh * p.sh - p.pad_t, w0 = ow * p.sw - p.pad_l;
-  const int64_t zero = (transposed_rows(p) - 1) * nb;
+  const int64_t CRS = p.C * p.R * p.S;
+  if (h0 >= 0 && h0 + p.R <= p.H && w0 >= 0 && w0 + p.S <= p.W) {  // interior: no padding
+    const int64_t corner = (h0 * p.xs_h + w0 * p.xs_w) * nb;
+    for (int64_t j = 0; j < CRS; ++j) off[j] = tap_base[j] + corner;
+    return;
+  }
   for (int64_t c = 0; c < p.C; ++c)
     for (int64_t r = 0; r < p.R; ++r) {
       const int64_t h = h0 + r;
@@ -90,7 +131,7 @@ void transposed_offsets(const ConvPlan& p, int64_t oh, int64_t ow, int64_t nb, i
       for (int64_t s = 0; s < p.S; ++s) {
         const int64_t w = w0 + s;
         const int64_t idx = p.nchw() ? (c * p.R + r) * p.S + s : (r * p.S + s) * p.C + c;
-        off[idx] = hin && w >= 0 && w < p.W ? ((c * p.H + h) * p.W + w) * nb : zero;
+        off[idx] = hin && w >= 0 && w < p.W ? (c * p.xs_c + h * p.xs_h + w * p.xs_w) * nb : pad;
       }
     }
 }
@@ -277,7 +318,7 @@ struct LcForwardWeights {
 
   // Y[p] for images [n0, n0 + nn) of every position in one parallel region; pack_b_for(off)
   // gives the B packer of a position's tap offsets, offsets_of(oh, ow, off) fills them.
-  // With prepacked weights and in_place_b (the transposed input), B is not packed at all:
+  // With in_place_b (the transposed input), B is not packed at all:
   // the offset-B microkernel reads each tap's row of NR images in place.
   template <typename T, typename OffsetsOf, typename PackBFor>
   static void positions(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
@@ -307,11 +348,7 @@ struct LcForwardWeights {
           continue;
         }
         const auto pack_b = pack_b_for(off);
-        if (weights.data)
-          gemm_rect(e, 0, K, 0, nn, CRS, weights.group(pos), pack_b, cbuf, nn, false, epi);
-        else
-          gemm_rect(e, 0, K, 0, nn, CRS, MatrixPackA<T>{a.w + pos * K * CRS, CRS, 1}, pack_b,
-                    cbuf, nn, false, epi);
+        gemm_rect(e, 0, K, 0, nn, CRS, weights.group(pos), pack_b, cbuf, nn, false, epi);
       }
     });
   }
@@ -336,13 +373,18 @@ struct LcForward : LcForwardWeights, AlwaysPreferred {
     T* xt = thread_scratch_as<Scratch::Image, T>(checked_mul(transposed_rows(p), nb, "the transposed input"),
                                                  "the transposed input");
     const int nt = lc_threads(p, p.P());
+    const int64_t CRS = p.C * p.R * p.S, zero = (transposed_rows(p) - 1) * nb;
+    std::vector<int64_t> tap_base(static_cast<size_t>(CRS));
+    transposed_tap_base(p, nb, tap_base.data());
     for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
       const int64_t nn = std::min<int64_t>(nb, p.N - n0);
       transpose_input(p, a.x, n0, nn, nb, xt, nt);
       positions(p, e, a, weights, n0, nn, nt,
-                [&](int64_t oh, int64_t ow, int64_t* off) { transposed_offsets(p, oh, ow, nb, off); },
+                [&](int64_t oh, int64_t ow, int64_t* off) {
+                  transposed_offsets(p, oh, ow, nb, tap_base.data(), zero, off);
+                },
                 [&](const int64_t* off) { return TransposedPackB<T>{xt, off}; },
-                weights.data ? xt : nullptr);
+                xt);
     }
   }
 };
@@ -365,8 +407,147 @@ struct LcForwardGather : LcForwardWeights, AlwaysPreferred {
   }
 };
 
-struct LcBackwardData {
+// A = W[p]ᵀ for the transposed backward-data: CRS rows in (r, s, c) order (so the taps of
+// a band of kernel rows are contiguous rows), K deep; rows start at i_base.
+template <typename T>
+struct LcWeightTPackA {
+  const T* w;  // W[p]: K rows of CRS in the weight layout's order
+  int64_t CRS, C, R, S, i_base;
+  bool nchw;
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
+    int64_t native[kMaxTile];
+    for (int64_t ib = 0; ib < mc; ib += mr) {
+      const int64_t m = std::min<int64_t>(mr, mc - ib);
+      T* d = dst + ib * kc;
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t j = i_base + i0 + ib + i;  // (r, s, c)
+        const int64_t c = j % C, rs = j / C;
+        native[i] = nchw ? c * R * S + rs : j;
+      }
+      // Row by row of W[p]: reads stay in one row, writes are contiguous.
+      for (int64_t q = 0; q < kc; ++q) {
+        const T* __restrict row = w + (p0 + q) * CRS;
+        T* __restrict dq = d + q * mr;
+        for (int64_t i = 0; i < m; ++i) dq[i] = row[native[i]];
+        for (int64_t i = m; i < mr; ++i) dq[i] = T(0);
+      }
+    }
+  }
+};
+
+// Backward-data epilogue into the transposed dx: row i of C is tap i_base + i, its nn
+// images contiguous at dxt + off[tap]; taps below i_own (another band's) and padding taps
+// are skipped.
+template <typename T>
+struct LcScatterT {
+  static constexpr bool kActive = true;
+  T* dxt;
+  const int64_t* off;
+  int64_t i_base, i_own;
+  void operator()(T* c, int64_t ldc, int64_t i, int64_t j, int64_t m, int64_t n) const {
+    for (int64_t ii = 0; ii < m; ++ii) {
+      const int64_t tap = i_base + i + ii;
+      if (tap < i_own) continue;
+      const int64_t o = off[tap];
+      if (o < 0) continue;
+      T* __restrict d = dxt + o + j;
+      const T* __restrict ci = c + ii * ldc;
+      for (int64_t jj = 0; jj < n; ++jj) d[jj] += ci[jj];
+    }
+  }
+};
+
+// Backward-data into dx transposed to [c][h][w][n] per chunk of images (preferred):
+// dpatch[p]ᵀ (CRS × N) = W[p]ᵀ · dY[p], each tap's row added to nb contiguous values.
+// Threads own bands of input rows: for each output position a thread computes only the
+// kernel rows that land in its band (whole MR panels, so a few rows more) and adds only
+// those. Every dxt element is summed over positions in order, whatever the thread count.
+struct LcBackwardDataT {
   static constexpr const char* kName = "per_position_gemm";
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    return transposed_chunk(p, bl.nr) == 0
+               ? "dx transposed for NR images exceeds the image scratch"
+               : nullptr;
+  }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return WeightPacking{true, p.C * p.R * p.S, p.K};
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P();
+    const WeightPacking wp = weight_packing(p);
+    const int64_t padded = wp.padded(bl), elems = wp.group_elems(bl);
+    parallel_run(std::max(1, std::min<int>(threads_for(double(P) * elems * 8), int(std::min<int64_t>(P, 1 << 20)))),
+                 [&](int tid, int nt) {
+      int64_t p0, p1;
+      static_range(P, tid, nt, p0, p1);
+      for (int64_t pos = p0; pos < p1; ++pos) {
+        interrupt_point();
+        const LcWeightTPackA<T> pack{w + pos * p.K * CRS, CRS, p.C, p.R, p.S, 0, p.nchw()};
+        T* out = dst + pos * elems;
+        for (int64_t pc = 0; pc < p.K; pc += bl.kc)
+          pack(out + pc * padded, 0, CRS, pc, std::min<int64_t>(bl.kc, p.K - pc), bl.mr);
+      }
+    });
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t CRS = p.C * p.R * p.S, SC = p.S * p.C, K = p.K;
+    const int mr = e.blocking.mr;
+    const int64_t nb = transposed_chunk(p, e.blocking.nr);
+    const int64_t rows = transposed_rows(p) - 1;
+    T* dxt = thread_scratch_as<Scratch::Image, T>(checked_mul(rows + 1, nb, "dx transposed"),
+                                                  "dx transposed");
+    const int nt = lc_threads(p, p.H);
+    for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+      const int64_t nn = std::min<int64_t>(nb, p.N - n0);
+      parallel_run(nt, [&](int tid, int nth) {
+        int64_t h0, h1;
+        static_range(p.H, tid, nth, h0, h1);
+        if (h0 >= h1) return;
+        // The band's rows of dxt: (c, h0..h1) runs in NCHW, one run in NHWC.
+        if (p.nchw()) {
+          for (int64_t c = 0; c < p.C; ++c)
+            std::memset(dxt + (c * p.xs_c + h0 * p.xs_h) * nb, 0,
+                        sizeof(T) * size_t((h1 - h0) * p.W * nb));
+        } else {
+          std::memset(dxt + h0 * p.xs_h * nb, 0, sizeof(T) * size_t((h1 - h0) * p.xs_h * nb));
+        }
+        int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
+        T* cbuf = thread_scratch_as<Scratch::Tile, T>(checked_mul(round_up(CRS, mr), nn, "the patch block"),
+                                                      "the patch block");
+        for (int64_t oh = 0; oh < p.Ho; ++oh) {
+          const int64_t hs = oh * p.sh - p.pad_t;
+          const int64_t r_lo = std::max<int64_t>(0, h0 - hs), r_hi = std::min<int64_t>(p.R, h1 - hs);
+          if (r_lo >= r_hi) continue;
+          const int64_t i_own = r_lo * SC, i_hi = r_hi * SC, i_lo = i_own / mr * mr;
+          for (int64_t ow = 0; ow < p.Wo; ++ow) {
+            const int64_t pos = oh * p.Wo + ow, ws = ow * p.sw - p.pad_l;
+            for (int64_t r = r_lo; r < r_hi; ++r)
+              for (int64_t s = 0; s < p.S; ++s) {
+                const int64_t w = ws + s;
+                const bool in = w >= 0 && w < p.W;
+                const int64_t base = ((hs + r) * p.xs_h + w * p.xs_w) * nb;
+                for (int64_t c = 0; c < p.C; ++c)
+                  off[(r * p.S + s) * p.C + c] = in ? c * p.xs_c * nb + base : -1;
+              }
+            const MatrixPackB<T> pack_b{a.dy + n0 * p.ys_n + oh * p.ys_h + ow * p.ys_w, p.ys_c, p.ys_n};
+            const LcScatterT<T> epi{dxt, off, i_lo, i_own};
+            gemm_rect(e, 0, i_hi - i_lo, 0, nn, K, ShiftedPrepacked<T>{weights.group(pos), i_lo},
+                      pack_b, cbuf, nn, false, epi);
+          }
+        }
+      });
+      transpose_output(p, dxt, n0, nn, nb, a.out, nt);
+    }
+  }
+};
+
+// Backward-data scattering straight into dx (any size).
+struct LcBackwardData {
+  static constexpr const char* kName = "per_position_scatter";
   static const char* why_not(const ConvPlan&, const Blocking&) { return nullptr; }
   static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
   // Per position: W[p] as a B operand, CRS columns (c-major taps), K deep.
@@ -430,13 +611,8 @@ struct LcBackwardData {
           const int64_t nn = std::min<int64_t>(chunk, i1 - n0);
           const MatrixPackA<T> pack_a{a.dy + n0 * p.ys_n + y_pos, p.ys_n, p.ys_c};
           const LcScatter<T> epi{a.out + n0 * p.xs_n, off, p.xs_n, j_lo, j_own};
-          if (weights.data)
-            gemm_rect(e, 0, nn, 0, cols, K, pack_a,
-                      ShiftedPrepacked<T>{weights.group(pos), j_lo}, cbuf, cols, false, epi);
-          else
-            gemm_rect(e, 0, nn, 0, cols, K, pack_a,
-                      LcWeightPackB<T>{a.w + pos * K * CRS, CRS, p.C, RS, j_lo, !p.nchw()},
-                      cbuf, cols, false, epi);
+          gemm_rect(e, 0, nn, 0, cols, K, pack_a, ShiftedPrepacked<T>{weights.group(pos), j_lo},
+                    cbuf, cols, false, epi);
         }
       }
     });
@@ -458,6 +634,9 @@ struct LcBackwardWeight : NoWeights, AlwaysPreferred {
     T* xt = thread_scratch_as<Scratch::Image, T>(checked_mul(transposed_rows(p), nb, "the transposed input"),
                                                  "the transposed input");
     const int nt = lc_threads(p, P);
+    const int64_t zero = (transposed_rows(p) - 1) * nb;
+    std::vector<int64_t> tap_base(static_cast<size_t>(CRS));
+    transposed_tap_base(p, nb, tap_base.data());
     for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
       const int64_t nn = std::min<int64_t>(nb, p.N - n0);
       transpose_input(p, a.x, n0, nn, nb, xt, nt);
@@ -468,7 +647,7 @@ struct LcBackwardWeight : NoWeights, AlwaysPreferred {
         int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
         for (int64_t pos = q0; pos < q1; ++pos) {
           const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
-          transposed_offsets(p, oh, ow, nb, off);
+          transposed_offsets(p, oh, ow, nb, tap_base.data(), zero, off);
           const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
           gemm_rect(e, 0, K, 0, CRS, nn,
                     MatrixPackA<T>{a.dy + n0 * p.ys_n + y_pos, p.ys_c, p.ys_n},
@@ -515,7 +694,8 @@ const ImplList<T>& lc_forward_implementations() {
 }
 template <typename T>
 const ImplList<T>& lc_backward_data_implementations() {
-  static const ImplList<T> list = {implementation_of<LcBackwardData, T>()};
+  static const ImplList<T> list = {implementation_of<LcBackwardDataT, T>(),
+                                   implementation_of<LcBackwardData, T>()};
   return list;
 }
 template <typename T>

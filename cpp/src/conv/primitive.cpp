@@ -183,19 +183,17 @@ struct Conv2dPrimitive::State {
 
 template <typename T>
 void Conv2dPrimitive::State::run_lc(Pass pass, detail::ExecArgs<T> args, const T* w) const {
-  // Locally connected: forward packs per call inside the driver (args.w); backward-data
-  // packs up front; both read the per-position operands set_weights packed when w is null; every tap is computed from explicit zeros
+  // Locally connected: the weights are packed up front per call (w given) or were packed
+  // by set_weights (w null); every tap is computed from explicit zeros
   // for the padding (no exact-border pass).
   const detail::Implementation<T>& im = impl<T>(pass);
   const detail::GemmEngine<T>& e = engine<T>();
   const detail::WeightPacking wp = im.weight_packing(plan);
   detail::PrepackedGroups<T> weights{nullptr, 0, 0};
   if (!wp.none()) {
-    if (w && pass == Pass::Forward) {
-      args.w = w;  // W[p]'s rows are contiguous: the driver packs its blocks per call
-    } else if (w) {
-      // Backward-data reads W[p] transposed and every owner of images reads all of it:
-      // pack once, in parallel, into the calling thread's weight scratch.
+    if (w) {
+      // Packed once per call, in parallel, into the calling thread's weight scratch (the
+      // executors read every position's operand in place, as with set_weights).
       const int64_t group_elems = wp.group_elems(e.blocking);
       T* dst = detail::thread_scratch_as<detail::Scratch::Weights, T>(
           detail::checked_mul(plan.packed_operands(), group_elems, "the packed weights"),
