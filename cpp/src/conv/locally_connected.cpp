@@ -15,7 +15,6 @@
 // the same order for any thread count. docs/design.md §3 lists the entries.
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "implementation.hpp"
 #include "../gemm/pack.hpp"
@@ -44,16 +43,47 @@ void position_offsets(const ConvPlan& p, int64_t oh, int64_t ow, bool c_major, i
     }
 }
 
-// The transposed input of the "per_position_gemm" entries: one chunk of nb images (nb a
-// multiple of NR) as xt[e][n], e an element's offset within one image (its layout's
-// order), columns past the chunk zero, plus one zero row for the padding taps (row C·H·W).
-// Every tap's row of the patch matrix is then nb contiguous values: packing is a copy,
-// with no branch and no per-image stride. dx transposed the same way serves backward-data.
-inline int64_t transposed_rows(const ConvPlan& p) { return p.C * p.H * p.W + 1; }
+// The transposed input of the "per_position_gemm" entries. Each thread transposes the
+// band of input rows its output positions read, hb0 <= h < hb1, for a chunk of nb images
+// (nb a multiple of NR): xt[e][n], e an element's offset within the band in the layout's
+// order (NCHW: c, h − hb0, w; NHWC: h − hb0, w, c), columns past the chunk zero, plus one
+// zero row after the band for the padding taps. Every tap's row of the patch matrix is
+// then nb contiguous values: packing is a copy (or nothing: the offset-B microkernel reads
+// it in place), with no branch and no per-image stride. The bands of neighbouring threads
+// overlap by the kernel's halo (transposed twice, into each thread's own buffer), so a
+// pass needs no barrier: one parallel region. Backward-data uses the same layout for dx.
+struct Band {
+  int64_t hb0 = 0, hb1 = 0;      // input rows [hb0, hb1)
+  int64_t bc = 0, bh = 0, bw = 0;  // element strides within the band
+  int64_t rows = 0;              // elements of one image in the band (the zero row's index)
+};
 
-// Images per chunk, or 0 when not even NR images fit the image scratch.
+inline Band make_band(const ConvPlan& p, int64_t hb0, int64_t hb1) {
+  Band b;
+  if (hb1 <= hb0) hb0 = hb1 = 0;
+  b.hb0 = hb0;
+  b.hb1 = hb1;
+  const int64_t bhgt = hb1 - hb0;
+  if (p.nchw()) {
+    b.bw = 1; b.bh = p.W; b.bc = bhgt * p.W;
+  } else {
+    b.bc = 1; b.bw = p.C; b.bh = p.W * p.C;
+  }
+  b.rows = p.C * bhgt * p.W;
+  return b;
+}
+
+// The input rows read by output positions [q0, q1).
+inline Band band_of_positions(const ConvPlan& p, int64_t q0, int64_t q1) {
+  const int64_t oa = q0 / p.Wo, ob = (q1 - 1) / p.Wo;
+  return make_band(p, std::max<int64_t>(0, oa * p.sh - p.pad_t),
+                   std::min<int64_t>(p.H, ob * p.sh - p.pad_t + p.R));
+}
+
+// Images per chunk, or 0 when a whole image's transposition for NR images does not fit
+// the image scratch.
 inline int64_t transposed_chunk(const ConvPlan& p, int nr) {
-  const int64_t rows = transposed_rows(p);
+  const int64_t rows = p.C * p.H * p.W + 1;
   if (!product_at_most({rows, nr}, kImageScratchElems)) return 0;
   const int64_t fit = kImageScratchElems / rows / nr * nr;
   return std::min(fit, round_up(std::max<int64_t>(p.N, 1), nr));
@@ -62,65 +92,75 @@ inline int64_t transposed_chunk(const ConvPlan& p, int nr) {
 // Rows of the transposition moved as one block (reads along a row, writes in L1).
 constexpr int64_t kTransposeBlock = 64;
 
-// xt[e][j] = x[n0 + j][e] for j < nn, 0 for nn <= j < nb; and the zero row.
+// Calls run(x_offset, band_offset, length) for the runs of the band that are contiguous in
+// an image: one per channel in NCHW, one in NHWC.
+template <typename Run>
+void band_runs(const ConvPlan& p, const Band& b, const Run& run) {
+  const int64_t bhgt = b.hb1 - b.hb0;
+  if (bhgt == 0) return;
+  if (p.nchw()) {
+    for (int64_t c = 0; c < p.C; ++c) run(c * p.xs_c + b.hb0 * p.xs_h, c * b.bc, bhgt * p.W);
+  } else {
+    run(b.hb0 * p.xs_h, int64_t(0), b.rows);
+  }
+}
+
+// xt[e][j] = x[n0 + j][band element e] for j < nn, 0 for nn <= j < nb; then the zero row.
 template <typename T>
-void transpose_input(const ConvPlan& p, const T* x, int64_t n0, int64_t nn, int64_t nb, T* xt,
-                     int nt) {
-  const int64_t CHW = transposed_rows(p) - 1;
-  const int64_t blocks = ceil_div(CHW, kTransposeBlock);
-  parallel_run(nt, [&](int tid, int nth) {
-    int64_t b0, b1;
-    static_range(blocks, tid, nth, b0, b1);
-    for (int64_t b = b0; b < b1; ++b) {
+void transpose_band_in(const ConvPlan& p, const Band& b, const T* x, int64_t n0, int64_t nn,
+                       int64_t nb, T* xt) {
+  band_runs(p, b, [&](int64_t xo, int64_t bo, int64_t len) {
+    for (int64_t e0 = 0; e0 < len; e0 += kTransposeBlock) {
       interrupt_point();
-      const int64_t e0 = b * kTransposeBlock, e1 = std::min(CHW, e0 + kTransposeBlock);
+      const int64_t e1 = std::min(len, e0 + kTransposeBlock);
+      T* dst = xt + (bo + e0) * nb;
       for (int64_t j = 0; j < nn; ++j) {
-        const T* __restrict src = x + (n0 + j) * p.xs_n;
-        for (int64_t e = e0; e < e1; ++e) xt[e * nb + j] = src[e];
+        const T* __restrict src = x + (n0 + j) * p.xs_n + xo + e0;
+        for (int64_t e = 0; e < e1 - e0; ++e) dst[e * nb + j] = src[e];
       }
-      for (int64_t e = e0; e < e1; ++e) std::fill(xt + e * nb + nn, xt + e * nb + nb, T(0));
+      if (nn < nb)
+        for (int64_t e = 0; e < e1 - e0; ++e) std::fill(dst + e * nb + nn, dst + e * nb + nb, T(0));
     }
-    if (tid == 0) std::fill(xt + CHW * nb, xt + (CHW + 1) * nb, T(0));
+  });
+  std::fill(xt + b.rows * nb, xt + (b.rows + 1) * nb, T(0));
+}
+
+// dx[n0 + j][band element e] = dxt[e][j] for j < nn.
+template <typename T>
+void transpose_band_out(const ConvPlan& p, const Band& b, const T* dxt, int64_t n0, int64_t nn,
+                        int64_t nb, T* dx) {
+  band_runs(p, b, [&](int64_t xo, int64_t bo, int64_t len) {
+    for (int64_t e0 = 0; e0 < len; e0 += kTransposeBlock) {
+      interrupt_point();
+      const int64_t e1 = std::min(len, e0 + kTransposeBlock);
+      const T* src = dxt + (bo + e0) * nb;
+      for (int64_t j = 0; j < nn; ++j) {
+        T* __restrict dst = dx + (n0 + j) * p.xs_n + xo + e0;
+        for (int64_t e = 0; e < e1 - e0; ++e) dst[e] = src[e * nb + j];
+      }
+    }
   });
 }
 
-// dx[n0 + j][e] = dxt[e][j] for j < nn.
-template <typename T>
-void transpose_output(const ConvPlan& p, const T* dxt, int64_t n0, int64_t nn, int64_t nb, T* dx,
-                      int nt) {
-  const int64_t CHW = transposed_rows(p) - 1;
-  const int64_t blocks = ceil_div(CHW, kTransposeBlock);
-  parallel_run(nt, [&](int tid, int nth) {
-    int64_t b0, b1;
-    static_range(blocks, tid, nth, b0, b1);
-    for (int64_t b = b0; b < b1; ++b) {
-      interrupt_point();
-      const int64_t e0 = b * kTransposeBlock, e1 = std::min(CHW, e0 + kTransposeBlock);
-      for (int64_t j = 0; j < nn; ++j) {
-        T* __restrict dst = dx + (n0 + j) * p.xs_n;
-        for (int64_t e = e0; e < e1; ++e) dst[e] = dxt[e * nb + j];
-      }
-    }
-  });
-}
-
-// Offsets of the taps of output position (oh, ow) in the transposed input, in the weight
-// layout's tap order; padding taps get `pad` (the zero row, or −1). tap_base[j] (filled
-// once per call by transposed_tap_base) is tap j's offset from the patch's corner.
-void transposed_tap_base(const ConvPlan& p, int64_t nb, int64_t* tap_base) {
+// tap_base[j]: tap j's offset in the band from the patch's corner, in the weight layout's
+// tap order.
+void band_tap_base(const ConvPlan& p, const Band& b, int64_t nb, int64_t* tap_base) {
   for (int64_t c = 0; c < p.C; ++c)
     for (int64_t r = 0; r < p.R; ++r)
       for (int64_t s = 0; s < p.S; ++s) {
         const int64_t idx = p.nchw() ? (c * p.R + r) * p.S + s : (r * p.S + s) * p.C + c;
-        tap_base[idx] = (c * p.xs_c + r * p.xs_h + s * p.xs_w) * nb;
+        tap_base[idx] = (c * b.bc + r * b.bh + s * b.bw) * nb;
       }
 }
-void transposed_offsets(const ConvPlan& p, int64_t oh, int64_t ow, int64_t nb,
-                        const int64_t* tap_base, int64_t pad, int64_t* off) {
+
+// Offsets of the taps of output position (oh, ow) in the band, in the weight layout's tap
+// order; padding taps read the zero row.
+void band_offsets(const ConvPlan& p, const Band& b, int64_t oh, int64_t ow, int64_t nb,
+                  const int64_t* tap_base, int64_t* off) {
   const int64_t h0 = oh * p.sh - p.pad_t, w0 = ow * p.sw - p.pad_l;
-  const int64_t CRS = p.C * p.R * p.S;
+  const int64_t CRS = p.C * p.R * p.S, zero = b.rows * nb;
   if (h0 >= 0 && h0 + p.R <= p.H && w0 >= 0 && w0 + p.S <= p.W) {  // interior: no padding
-    const int64_t corner = (h0 * p.xs_h + w0 * p.xs_w) * nb;
+    const int64_t corner = ((h0 - b.hb0) * b.bh + w0 * b.bw) * nb;
     for (int64_t j = 0; j < CRS; ++j) off[j] = tap_base[j] + corner;
     return;
   }
@@ -131,28 +171,12 @@ void transposed_offsets(const ConvPlan& p, int64_t oh, int64_t ow, int64_t nb,
       for (int64_t s = 0; s < p.S; ++s) {
         const int64_t w = w0 + s;
         const int64_t idx = p.nchw() ? (c * p.R + r) * p.S + s : (r * p.S + s) * p.C + c;
-        off[idx] = hin && w >= 0 && w < p.W ? (c * p.xs_c + h * p.xs_h + w * p.xs_w) * nb : pad;
+        off[idx] = hin && w >= 0 && w < p.W
+                       ? (c * b.bc + (h - b.hb0) * b.bh + w * b.bw) * nb
+                       : zero;
       }
     }
 }
-
-// B = patches, taps × images, from the transposed input: B(j, n) = xt[off[j] + n].
-template <typename T>
-struct TransposedPackB {
-  const T* xt;
-  const int64_t* off;
-  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
-    // Columns past the chunk read the zero columns of xt (nb is a multiple of NR).
-    for (int64_t jb = 0; jb < nc; jb += nr) {
-      T* d = dst + jb * kc;
-      for (int64_t q = 0; q < kc; ++q) {
-        const T* __restrict src = xt + off[p0 + q] + j0 + jb;
-        T* __restrict dq = d + q * nr;
-        for (int j = 0; j < nr; ++j) dq[j] = src[j];
-      }
-    }
-  }
-};
 
 // B = patches, images × taps, from the transposed input: B(n, j) = xt[off[j] + n].
 template <typename T>
@@ -318,23 +342,18 @@ struct LcForwardWeights {
 
   // Y[p] for images [n0, n0 + nn) of every position in one parallel region; pack_b_for(off)
   // gives the B packer of a position's tap offsets, offsets_of(oh, ow, off) fills them.
-  // With in_place_b (the transposed input), B is not packed at all:
-  // the offset-B microkernel reads each tap's row of NR images in place.
   template <typename T, typename OffsetsOf, typename PackBFor>
   static void positions(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                         const PrepackedGroups<T>& weights, int64_t n0, int64_t nn, int nt,
-                        const OffsetsOf& offsets_of, const PackBFor& pack_b_for,
-                        const T* in_place_b = nullptr) {
+                        const OffsetsOf& offsets_of, const PackBFor& pack_b_for) {
     const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
     parallel_run(nt, [&](int tid, int nth) {
       int64_t q0, q1;
       static_range(P, tid, nth, q0, q1);
       if (q0 >= q1) return;
       int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
-      // The buffered in-place variant (in_place_b) brings its own C block (Tile slot).
-      T* cbuf = in_place_b ? nullptr
-                           : thread_scratch_as<Scratch::Tile, T>(
-                                 checked_mul(K, nn, "the output block"), "the output block");
+      T* cbuf = thread_scratch_as<Scratch::Tile, T>(checked_mul(K, nn, "the output block"),
+                                                    "the output block");
       for (int64_t pos = q0; pos < q1; ++pos) {
         const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
         offsets_of(oh, ow, off);
@@ -343,10 +362,6 @@ struct LcForwardWeights {
         const T* bias = a.bias ? a.bias + (p.nchw() ? pos : pos * K) : nullptr;
         const LcStore<T> epi{a.out + n0 * p.ys_n + y_pos, bias, p.ys_n, p.ys_c,
                              p.nchw() ? P : 1, a.relu};
-        if (in_place_b) {
-          gemm_rect_offset_b(e, 0, K, 0, nn, CRS, weights.group(pos), in_place_b, off, epi);
-          continue;
-        }
         const auto pack_b = pack_b_for(off);
         gemm_rect(e, 0, K, 0, nn, CRS, weights.group(pos), pack_b, cbuf, nn, false, epi);
       }
@@ -358,7 +373,8 @@ inline int lc_threads(const ConvPlan& p, int64_t owners) {
   return std::max(1, std::min<int>(threads_for(p.flops()), int(std::min<int64_t>(owners, 1 << 20))));
 }
 
-// Forward from the input transposed to [c][h][w][n] per chunk of images (preferred).
+// Forward from the transposed input band (preferred): B read in place by the offset-B
+// microkernel, one parallel region per chunk of images.
 struct LcForward : LcForwardWeights, AlwaysPreferred {
   static constexpr const char* kName = "per_position_gemm";
   static const char* why_not(const ConvPlan& p, const Blocking& bl) {
@@ -369,22 +385,34 @@ struct LcForward : LcForwardWeights, AlwaysPreferred {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
+    const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
     const int64_t nb = transposed_chunk(p, e.blocking.nr);
-    T* xt = thread_scratch_as<Scratch::Image, T>(checked_mul(transposed_rows(p), nb, "the transposed input"),
-                                                 "the transposed input");
-    const int nt = lc_threads(p, p.P());
-    const int64_t CRS = p.C * p.R * p.S, zero = (transposed_rows(p) - 1) * nb;
-    std::vector<int64_t> tap_base(static_cast<size_t>(CRS));
-    transposed_tap_base(p, nb, tap_base.data());
+    const int nt = lc_threads(p, P);
     for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
       const int64_t nn = std::min<int64_t>(nb, p.N - n0);
-      transpose_input(p, a.x, n0, nn, nb, xt, nt);
-      positions(p, e, a, weights, n0, nn, nt,
-                [&](int64_t oh, int64_t ow, int64_t* off) {
-                  transposed_offsets(p, oh, ow, nb, tap_base.data(), zero, off);
-                },
-                [&](const int64_t* off) { return TransposedPackB<T>{xt, off}; },
-                xt);
+      parallel_run(nt, [&](int tid, int nth) {
+        int64_t q0, q1;
+        static_range(P, tid, nth, q0, q1);
+        if (q0 >= q1) return;
+        const Band band = band_of_positions(p, q0, q1);
+        T* xt = thread_scratch_as<Scratch::Image, T>(
+            checked_mul(band.rows + 1, nb, "the transposed input"), "the transposed input");
+        transpose_band_in(p, band, a.x, n0, nn, nb, xt);
+        int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(
+            checked_mul(CRS, 2, "the tap offsets"), "the tap offsets");
+        int64_t* tap_base = off + CRS;
+        band_tap_base(p, band, nb, tap_base);
+        for (int64_t pos = q0; pos < q1; ++pos) {
+          const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+          band_offsets(p, band, oh, ow, nb, tap_base, off);
+          const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
+          // bias: NCHW (K, Ho, Wo), NHWC (Ho, Wo, K)
+          const T* bias = a.bias ? a.bias + (p.nchw() ? pos : pos * K) : nullptr;
+          const LcStore<T> epi{a.out + n0 * p.ys_n + y_pos, bias, p.ys_n, p.ys_c,
+                               p.nchw() ? P : 1, a.relu};
+          gemm_rect_offset_b(e, 0, K, 0, nn, CRS, weights.group(pos), xt, off, epi);
+        }
+      });
     }
   }
 };
@@ -497,9 +525,6 @@ struct LcBackwardDataT {
     const int64_t CRS = p.C * p.R * p.S, SC = p.S * p.C, K = p.K;
     const int mr = e.blocking.mr;
     const int64_t nb = transposed_chunk(p, e.blocking.nr);
-    const int64_t rows = transposed_rows(p) - 1;
-    T* dxt = thread_scratch_as<Scratch::Image, T>(checked_mul(rows + 1, nb, "dx transposed"),
-                                                  "dx transposed");
     const int nt = lc_threads(p, p.H);
     for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
       const int64_t nn = std::min<int64_t>(nb, p.N - n0);
@@ -507,14 +532,12 @@ struct LcBackwardDataT {
         int64_t h0, h1;
         static_range(p.H, tid, nth, h0, h1);
         if (h0 >= h1) return;
-        // The band's rows of dxt: (c, h0..h1) runs in NCHW, one run in NHWC.
-        if (p.nchw()) {
-          for (int64_t c = 0; c < p.C; ++c)
-            std::memset(dxt + (c * p.xs_c + h0 * p.xs_h) * nb, 0,
-                        sizeof(T) * size_t((h1 - h0) * p.W * nb));
-        } else {
-          std::memset(dxt + h0 * p.xs_h * nb, 0, sizeof(T) * size_t((h1 - h0) * p.xs_h * nb));
-        }
+        // This thread's band of dx, transposed, in its own buffer: zeroed, accumulated over
+        // every position in order, then transposed into dx (rows no other thread writes).
+        const Band band = make_band(p, h0, h1);
+        T* dxt = thread_scratch_as<Scratch::Image, T>(checked_mul(band.rows, nb, "dx transposed"),
+                                                      "dx transposed");
+        std::memset(dxt, 0, sizeof(T) * size_t(band.rows * nb));
         int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
         T* cbuf = thread_scratch_as<Scratch::Tile, T>(checked_mul(round_up(CRS, mr), nn, "the patch block"),
                                                       "the patch block");
@@ -529,9 +552,9 @@ struct LcBackwardDataT {
               for (int64_t s = 0; s < p.S; ++s) {
                 const int64_t w = ws + s;
                 const bool in = w >= 0 && w < p.W;
-                const int64_t base = ((hs + r) * p.xs_h + w * p.xs_w) * nb;
+                const int64_t base = ((hs + r - h0) * band.bh + w * band.bw) * nb;
                 for (int64_t c = 0; c < p.C; ++c)
-                  off[(r * p.S + s) * p.C + c] = in ? c * p.xs_c * nb + base : -1;
+                  off[(r * p.S + s) * p.C + c] = in ? c * band.bc * nb + base : -1;
               }
             const MatrixPackB<T> pack_b{a.dy + n0 * p.ys_n + oh * p.ys_h + ow * p.ys_w, p.ys_c, p.ys_n};
             const LcScatterT<T> epi{dxt, off, i_lo, i_own};
@@ -539,8 +562,8 @@ struct LcBackwardDataT {
                       pack_b, cbuf, nn, false, epi);
           }
         }
+        transpose_band_out(p, band, dxt, n0, nn, nb, a.out);
       });
-      transpose_output(p, dxt, n0, nn, nb, a.out, nt);
     }
   }
 };
@@ -631,23 +654,24 @@ struct LcBackwardWeight : NoWeights, AlwaysPreferred {
                   const PrepackedGroups<T>&) {
     const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
     const int64_t nb = transposed_chunk(p, e.blocking.nr);
-    T* xt = thread_scratch_as<Scratch::Image, T>(checked_mul(transposed_rows(p), nb, "the transposed input"),
-                                                 "the transposed input");
     const int nt = lc_threads(p, P);
-    const int64_t zero = (transposed_rows(p) - 1) * nb;
-    std::vector<int64_t> tap_base(static_cast<size_t>(CRS));
-    transposed_tap_base(p, nb, tap_base.data());
     for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
       const int64_t nn = std::min<int64_t>(nb, p.N - n0);
-      transpose_input(p, a.x, n0, nn, nb, xt, nt);
       parallel_run(nt, [&](int tid, int nth) {
         int64_t q0, q1;
         static_range(P, tid, nth, q0, q1);
         if (q0 >= q1) return;
-        int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(CRS, "the tap offsets");
+        const Band band = band_of_positions(p, q0, q1);
+        T* xt = thread_scratch_as<Scratch::Image, T>(
+            checked_mul(band.rows + 1, nb, "the transposed input"), "the transposed input");
+        transpose_band_in(p, band, a.x, n0, nn, nb, xt);
+        int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(
+            checked_mul(CRS, 2, "the tap offsets"), "the tap offsets");
+        int64_t* tap_base = off + CRS;
+        band_tap_base(p, band, nb, tap_base);
         for (int64_t pos = q0; pos < q1; ++pos) {
           const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
-          transposed_offsets(p, oh, ow, nb, tap_base.data(), zero, off);
+          band_offsets(p, band, oh, ow, nb, tap_base, off);
           const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
           gemm_rect(e, 0, K, 0, CRS, nn,
                     MatrixPackA<T>{a.dy + n0 * p.ys_n + y_pos, p.ys_c, p.ys_n},
