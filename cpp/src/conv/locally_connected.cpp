@@ -1,18 +1,20 @@
 // The locally-connected layer (OpKind::LocallyConnected2d): every output position p has its
 // own K × (C·R·S) filters. Each pass is a batch of small GEMMs, one per output position, run
-// by the blocked driver (gemm_rect) with the engine's microkernel inside one parallel region:
+// by the blocked driver with the engine's microkernels inside one parallel region (per
+// chunk of images):
 //
-//   forward          Y[p] (K × N)      = W[p] (K × CRS) · patches[p] (CRS × N)   (+ bias[p])
-//   backward-data    dpatch[p] (N × CRS) = dY[p]ᵀ (N × K) · W[p] (K × CRS), scattered into dx
-//   backward-weight  dW[p] (K × CRS)   = dY[p] (K × N) · patches[p]ᵀ (N × CRS)
+//   forward          Y[p] (K × N)        = W[p] (K × CRS) · patches[p] (CRS × N)   (+ bias[p])
+//   backward-data    dpatch[p] (CRS × N) = W[p]ᵀ (CRS × K) · dY[p] (K × N), added into dx
+//   backward-weight  dW[p] (K × CRS)     = dY[p] (K × N) · patches[p]ᵀ (N × CRS)
 //
-// patches[p] are gathered from x through a per-position offset table (padding taps read
-// explicit zeros in forward and backward-weight and are skipped by the backward-data
-// scatter). Forward and backward-weight give each thread a contiguous range of positions,
-// which it owns (its y columns, its dW[p]); backward-data's positions overlap in dx, so each
-// thread owns whole images (or, when the batch is smaller than the thread count, whole
-// input channels) and visits every position in order: every dx element is accumulated in
-// the same order for any thread count. docs/design.md §3 lists the entries.
+// The preferred entries ("per_position_gemm") work on the input (or dx) transposed to
+// [element][image] per thread band, so a tap's row of the patch matrix is contiguous; the
+// "gather"/"scatter" entries read x and write dx directly and apply to any size. Forward
+// and backward-weight give each thread a contiguous range of positions, which it owns (its
+// y columns, its dW[p]); backward-data's positions overlap in dx, so each thread owns rows
+// of dx (or images / channels in the scatter entry) and visits every position in order:
+// every element is accumulated in the same order for any thread count. docs/design.md §3
+// lists the entries.
 #include <algorithm>
 #include <cstring>
 
