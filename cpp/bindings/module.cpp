@@ -283,8 +283,13 @@ PYBIND11_MODULE(_core, m) {
                        int64_t pad_bottom, int64_t pad_left, int64_t pad_right, int64_t groups,
                        const std::string& layout, const std::string& rule,
                        const std::string& dtype, const std::string& forward,
-                       const std::string& backward_data, const std::string& backward_weight) {
+                       const std::string& backward_data, const std::string& backward_weight,
+                       const std::string& kind) {
              Conv2dDesc desc;
+             if (kind == "conv2d") desc.kind = OpKind::Conv2d;
+             else if (kind == "locally_connected2d") desc.kind = OpKind::LocallyConnected2d;
+             else throw std::invalid_argument("kind must be 'conv2d' or 'locally_connected2d', got '" +
+                                              kind + "'");
              Conv2dParams& prm = desc.params;
              prm.batch = batch;
              prm.in_channels = in_channels;
@@ -319,7 +324,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"),
            py::arg("layout"), py::arg("shape_rule"), py::arg("dtype") = "float32",
            py::arg("forward") = "", py::arg("backward_data") = "",
-           py::arg("backward_weight") = "")
+           py::arg("backward_weight") = "", py::arg("kind") = "conv2d")
       .def_property_readonly("out_h", [](const Conv2dPrimitive& p) { return p.shape().out_h; })
       .def_property_readonly("out_w", [](const Conv2dPrimitive& p) { return p.shape().out_w; })
       .def_property_readonly("pad_top", [](const Conv2dPrimitive& p) { return p.shape().pad_top; })

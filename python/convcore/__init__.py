@@ -7,6 +7,8 @@ from ._conv import (Conv2dGrads, ShapeError, conv2d, conv2d_backward, conv2d_bac
 from ._core import config as _config  # noqa: F401  (kept for introspection)
 from ._runtime import gemm, get_num_threads, max_num_threads, set_num_threads, show_config
 from .layers import Conv2d, LayerStateError
+from .locally_connected import (LocallyConnected2d, locally_connected2d,
+                                locally_connected2d_backward, locally_connected2d_num_params)
 from ._summary import LayerSummary, Summary, summary
 from . import cs231n  # the CS231n assignment's names: convcore.cs231n.conv_forward_fast, ...
 
@@ -18,3 +20,5 @@ __all__ = [
     "get_num_threads", "max_num_threads", "set_num_threads", "show_config",
 ]
 __all__ += ["LayerSummary", "Summary", "cs231n", "summary"]
+__all__ += ["LocallyConnected2d", "locally_connected2d", "locally_connected2d_backward",
+            "locally_connected2d_num_params"]

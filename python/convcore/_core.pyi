@@ -12,7 +12,9 @@ class Primitive:
                  dilation_w: int, pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
                  groups: int, layout: str, shape_rule: str, dtype: str = ...,
                  forward: str = ..., backward_data: str = ...,
-                 backward_weight: str = ...) -> None: ...
+                 backward_weight: str = ..., kind: str = ...) -> None: ...
+    # kind: "conv2d" (default) or "locally_connected2d" (weights (Ho, Wo, K, C, R, S) NCHW,
+    # (Ho, Wo, K, R, S, C) NHWC; bias (K, Ho, Wo) NCHW, (Ho, Wo, K) NHWC).
     out_h: int
     out_w: int
     pad_top: int

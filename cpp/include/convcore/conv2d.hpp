@@ -32,9 +32,14 @@ enum class Layout { NCHW, NHWC };
 enum class ShapeRule { Strict, Crop, Pad };
 enum class Activation { None, Relu };
 enum class DataType { Float32, Float64 };
-// The operation a descriptor asks for. Transposed, depthwise and locally-connected
-// convolution join this list as their own kinds.
-enum class OpKind { Conv2d };
+// The operation a descriptor asks for. Transposed and depthwise convolution join this list
+// as their own kinds.
+//   Conv2d: the convolutional layer (parameters shared across positions).
+//   LocallyConnected2d: every output position has its own filters (no sharing; groups and
+//     dilation must be 1). Weights NCHW (Ho, Wo, K, C, R, S), NHWC (Ho, Wo, K, R, S, C);
+//     bias NCHW (K, Ho, Wo), NHWC (Ho, Wo, K); backward_weight and backward_bias sum over
+//     the batch only.
+enum class OpKind { Conv2d, LocallyConnected2d };
 // The passes a primitive computes; the bias gradient is part of backward_weight's family
 // but has a single implementation (backward_bias).
 enum class Pass { Forward, BackwardData, BackwardWeight };

@@ -90,17 +90,41 @@ const ImplList<T>& backward_data_implementations();
 template <typename T>
 const ImplList<T>& backward_weight_implementations();
 
+// The locally-connected kind's lists (locally_connected.cpp).
 template <typename T>
-const ImplList<T>& implementations(Pass pass) {
+const ImplList<T>& lc_forward_implementations();
+template <typename T>
+const ImplList<T>& lc_backward_data_implementations();
+template <typename T>
+const ImplList<T>& lc_backward_weight_implementations();
+
+// The list of one pass of one operation kind.
+template <typename T>
+const ImplList<T>& implementations(OpKind kind, Pass pass) {
+  if (kind == OpKind::LocallyConnected2d) {
+    switch (pass) {
+      case Pass::Forward: return lc_forward_implementations<T>();
+      case Pass::BackwardData: return lc_backward_data_implementations<T>();
+      default: return lc_backward_weight_implementations<T>();
+    }
+  }
   switch (pass) {
     case Pass::Forward: return forward_implementations<T>();
     case Pass::BackwardData: return backward_data_implementations<T>();
     default: return backward_weight_implementations<T>();
   }
 }
+template <typename T>
+const ImplList<T>& implementations(Pass pass) {
+  return implementations<T>(OpKind::Conv2d, pass);
+}
 
 // The bias gradient: one implementation (backward_weights.cpp).
 template <typename T>
 void backward_bias(const ConvPlan& p, const T* dy, T* db);
+// The locally-connected bias gradient: db[i] = sum over the batch of dy[n][i]
+// (locally_connected.cpp).
+template <typename T>
+void lc_backward_bias(const ConvPlan& p, const T* dy, T* db);
 
 }  // namespace convcore::detail

@@ -88,7 +88,15 @@ AxisSize conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t di
 
 namespace detail {
 
-ConvPlan make_plan(const Conv2dParams& prm) {
+ConvPlan make_plan(const Conv2dParams& prm, OpKind kind) {
+  if (kind == OpKind::LocallyConnected2d) {
+    if (prm.groups != 1)
+      bad("locally_connected2d: groups must be 1 (every position has its own filters), got " +
+          std::to_string(prm.groups));
+    if (prm.dilation_h != 1 || prm.dilation_w != 1)
+      bad("locally_connected2d: dilation must be 1, got (" + std::to_string(prm.dilation_h) +
+          ", " + std::to_string(prm.dilation_w) + ")");
+  }
   if (prm.batch < 0) bad("batch size must be >= 0, got " + std::to_string(prm.batch));
   require_positive(prm.in_channels, "in_channels");
   require_positive(prm.out_channels, "out_channels");
@@ -105,6 +113,7 @@ ConvPlan make_plan(const Conv2dParams& prm) {
   const AxisSize ow = conv_output_size(prm.in_w, prm.kernel_w, prm.stride_w, prm.dilation_w,
                                        prm.pad_left, prm.pad_right, prm.shape_rule, "width");
   ConvPlan p;
+  p.kind = kind;
   p.p = prm;
   p.N = prm.batch;
   p.C = prm.in_channels;
@@ -145,7 +154,10 @@ ConvPlan make_plan(const Conv2dParams& prm) {
 
   p.x_size = checked_count({p.N, p.C, p.H, p.W}, "input");
   p.y_size = checked_count({p.N, p.K, p.Ho, p.Wo}, "output");
-  p.w_size = checked_count({p.K, p.Cg, p.R, p.S}, "weight");
+  p.w_size = kind == OpKind::LocallyConnected2d
+                 ? checked_count({p.Ho, p.Wo, p.K, p.C, p.R, p.S}, "weight")
+                 : checked_count({p.K, p.Cg, p.R, p.S}, "weight");
+  checked_count({p.K, p.Ho, p.Wo}, "bias");
   // The implicit im2col matrix (taps × output positions) is indexed in int64 too.
   {
     const std::string what = "output of " + std::to_string(p.Ho) + "×" + std::to_string(p.Wo) +

@@ -11,6 +11,7 @@
 namespace convcore::detail {
 
 struct ConvPlan {
+  OpKind kind = OpKind::Conv2d;
   Conv2dParams p;
   int64_t N, C, H, W, K, R, S, G, Cg, Kg, Ho, Wo;
   int64_t sh, sw, dh, dw;
@@ -24,11 +25,15 @@ struct ConvPlan {
   int64_t CgRS() const { return Cg * R * S; }
   double flops() const { return 2.0 * double(N) * K * Ho * Wo * Cg * R * S; }
   bool nchw() const { return p.layout == Layout::NCHW; }
+  // Weight operands packed separately: one per group (conv2d), one per output position
+  // (locally connected).
+  int64_t packed_operands() const { return kind == OpKind::LocallyConnected2d ? Ho * Wo : G; }
+  int64_t bias_size() const { return kind == OpKind::LocallyConnected2d ? K * Ho * Wo : K; }
 };
 
 // Validates and resolves; throws ShapeError (sizes that don't fit) or
 // std::invalid_argument (bad hyperparameters), std::overflow_error for sizes that
 // overflow. Messages name the argument, the value and the rule.
-ConvPlan make_plan(const Conv2dParams& params);
+ConvPlan make_plan(const Conv2dParams& params, OpKind kind = OpKind::Conv2d);
 
 }  // namespace convcore::detail

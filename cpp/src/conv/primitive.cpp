@@ -46,14 +46,14 @@ struct AlignedBuffer {
 };
 
 // Every list entry's name, dtype-independent (the lists are the same for both dtypes).
-const char* entry_name(Pass pass, std::size_t i) {
-  return detail::implementations<float>(pass)[i].name;
+const char* entry_name(OpKind kind, Pass pass, std::size_t i) {
+  return detail::implementations<float>(kind, pass)[i].name;
 }
 
 template <typename T>
 std::size_t choose(Pass pass, const detail::ConvPlan& plan, const Blocking& bl,
                    const std::string& forced) {
-  const auto& list = detail::implementations<T>(pass);
+  const auto& list = detail::implementations<T>(plan.kind, pass);
   if (!forced.empty()) {
     std::string names;
     for (std::size_t i = 0; i < list.size(); ++i) {
@@ -87,7 +87,7 @@ Conv2dShape shape_of(const detail::ConvPlan& p) {
   s.input_elements = p.x_size;
   s.weight_elements = p.w_size;
   s.output_elements = p.y_size;
-  s.bias_elements = p.K;
+  s.bias_elements = p.bias_size();
   s.flops = p.flops();
   return s;
 }
@@ -108,11 +108,14 @@ struct Conv2dPrimitive::State {
   AlignedBuffer raw_weights;
 
   template <typename T>
+  void run_lc(Pass pass, detail::ExecArgs<T> args, const T* w) const;
+
+  template <typename T>
   const detail::GemmEngine<T>& engine() const { return detail::engine_for<T>(isa); }
 
   template <typename T>
   const detail::Implementation<T>& impl(Pass pass) const {
-    return detail::implementations<T>(pass)[chosen[static_cast<int>(pass)]];
+    return detail::implementations<T>(plan.kind, pass)[chosen[static_cast<int>(pass)]];
   }
 
   template <typename T>
@@ -130,7 +133,8 @@ struct Conv2dPrimitive::State {
     struct Trim {  // the scratch rule (runtime.hpp): big slots do not outlive the call
       ~Trim() { detail::trim_thread_scratch(true); }
     } trim;
-    const auto& list = detail::implementations<T>(pass);
+    if (plan.kind == OpKind::LocallyConnected2d) return run_lc<T>(pass, args, w);
+    const auto& list = detail::implementations<T>(plan.kind, pass);
     std::size_t index = chosen[static_cast<int>(pass)];
     // The weights as given, for the exact paths: the call's, or set_weights' copy (kept
     // only when they are not all finite).
@@ -177,11 +181,41 @@ struct Conv2dPrimitive::State {
   }
 };
 
+template <typename T>
+void Conv2dPrimitive::State::run_lc(Pass pass, detail::ExecArgs<T> args, const T* w) const {
+  // Locally connected: the weights are packed up front per call (w given) or were packed
+  // by set_weights (w null); every tap is computed from explicit zeros
+  // for the padding (no exact-border pass).
+  const detail::Implementation<T>& im = impl<T>(pass);
+  const detail::GemmEngine<T>& e = engine<T>();
+  const detail::WeightPacking wp = im.weight_packing(plan);
+  detail::PrepackedGroups<T> weights{nullptr, 0, 0};
+  if (!wp.none()) {
+    if (w) {
+      // Packed once per call, in parallel, into the calling thread's weight scratch (the
+      // executors read every position's operand in place, as with set_weights).
+      const int64_t group_elems = wp.group_elems(e.blocking);
+      T* dst = detail::thread_scratch_as<detail::Scratch::Weights, T>(
+          detail::checked_mul(plan.packed_operands(), group_elems, "the packed weights"),
+          "the packed weights");
+      im.pack_weights(plan, e.blocking, w, dst);
+      weights = detail::PrepackedGroups<T>{dst, wp.padded(e.blocking), group_elems};
+    } else {
+      if (!has_weights)
+        throw std::invalid_argument(std::string(pass_name(pass)) +
+                                    ": weight is null and no weights were set (set_weights)");
+      weights = detail::PrepackedGroups<T>{static_cast<const T*>(packed[static_cast<int>(pass)].ptr),
+                                           wp.padded(e.blocking), wp.group_elems(e.blocking)};
+    }
+  }
+  im.run(plan, e, args, weights);
+}
+
 Conv2dPrimitive::Conv2dPrimitive(const Conv2dDesc& desc, const PrimitiveOptions& options)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
   s.desc = desc;
-  s.plan = detail::make_plan(desc.params);
+  s.plan = detail::make_plan(desc.params, desc.kind);
   s.shape = shape_of(s.plan);
   s.isa = active_isa();
   const std::string* forced[kPasses] = {&options.forward, &options.backward_data,
@@ -203,7 +237,7 @@ const Conv2dShape& Conv2dPrimitive::shape() const { return state_->shape; }
 Isa Conv2dPrimitive::isa() const { return state_->isa; }
 
 const char* Conv2dPrimitive::implementation(Pass pass) const {
-  return entry_name(pass, state_->chosen[static_cast<int>(pass)]);
+  return entry_name(state_->desc.kind, pass, state_->chosen[static_cast<int>(pass)]);
 }
 
 std::vector<ImplementationStatus> Conv2dPrimitive::implementations(Pass pass) const {
@@ -223,8 +257,9 @@ std::vector<ImplementationStatus> Conv2dPrimitive::implementations(Pass pass) co
     return out;
   };
   return s.desc.dtype == DataType::Float32
-             ? judge(detail::implementations<float>(pass), s.engine<float>().blocking)
-             : judge(detail::implementations<double>(pass), s.engine<double>().blocking);
+             ? judge(detail::implementations<float>(s.plan.kind, pass), s.engine<float>().blocking)
+             : judge(detail::implementations<double>(s.plan.kind, pass),
+                     s.engine<double>().blocking);
 }
 
 template <typename T>
@@ -279,7 +314,8 @@ void Conv2dPrimitive::backward_bias(const T* dy, T* db) const {
   const State& s = *state_;
   s.check_dtype<T>("backward_bias");
   detail::CallScope scope;
-  detail::backward_bias<T>(s.plan, dy, db);
+  if (s.plan.kind == OpKind::LocallyConnected2d) detail::lc_backward_bias<T>(s.plan, dy, db);
+  else detail::backward_bias<T>(s.plan, dy, db);
 }
 
 template <typename T>
@@ -294,7 +330,8 @@ void Conv2dPrimitive::set_weights(const T* w) {
     const detail::Implementation<T>& im = s.impl<T>(pass);
     const detail::WeightPacking wp = im.weight_packing(s.plan);
     if (wp.none() || s.plan.w_size == 0) continue;
-    const int64_t elems = detail::checked_mul(s.plan.G, wp.group_elems(e.blocking), "the packed weights");
+    const int64_t elems = detail::checked_mul(s.plan.packed_operands(),
+                                              wp.group_elems(e.blocking), "the packed weights");
     AlignedBuffer buf(detail::checked_bytes<T>(elems, "the packed weights"), "the packed weights");
     im.pack_weights(s.plan, e.blocking, w, static_cast<T*>(buf.ptr));
     packed[static_cast<int>(pass)] = std::move(buf);
