@@ -139,6 +139,12 @@ def test_nested_forks(tmp_path):
     """, tmp_path)
 
 
+# GCC 12's AddressSanitizer runtime (the CI sanitizer stage) installs no fork handlers for
+# its allocator: a fork while another thread allocates can leave the allocator's lock held
+# in the child, which then hangs in its first malloc — a property of the sanitizer (LLVM
+# added the handlers in 2023), not of convcore; the normal pytest stage runs this test.
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="the ASan allocator is not fork-safe while another thread allocates")
 def test_fork_while_another_thread_is_inside_a_call(tmp_path):
     """A background thread keeps calling (multi-threaded) while the main thread forks
     several times: every child computes right away and exits; nothing is left locked or
