@@ -266,8 +266,9 @@ class LocallyConnected2d(_Layer):
     **Prepacked weights and optimisers**, as for Conv2d: the layer keeps a primitive per
     input shape with the weights prepacked per position. Once the layer is *training* —
     ``backward()`` or ``parameters()`` / ``named_parameters()`` has been called — every
-    ``forward()`` compares the weight array with the copy it last packed and repacks when
-    they differ, so an optimiser may update the arrays from ``parameters()`` in place::
+    ``forward()`` compares the weight array with the copy it last packed (one pass over
+    the weights, which here are Ho·Wo times a conv layer's and often outweigh the input)
+    and repacks when they differ, so an optimiser may update the arrays from ``parameters()`` in place::
 
         for p, g in layer.parameters():
             p -= lr * g          # in place; the next forward() sees it
