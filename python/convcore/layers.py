@@ -1,4 +1,11 @@
-"""Conv2d: a convolutional layer object holding its parameters and gradients."""
+"""Conv2d: a convolutional layer object holding its parameters and gradients.
+
+``_Layer`` is the private base class of the layers that train (Conv2d here,
+LocallyConnected2d in locally_connected.py): gradient accumulation, ``zero_grad``,
+``parameters`` / ``named_parameters``, ``state_dict`` / ``load_state_dict``,
+``requires_input_grad``, and the primitive cache with prepacked weights and the in-place
+weight-change detection. A subclass builds its primitive for an input shape
+(``_new_problem``) and checks an output gradient (``_check_dy``)."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -41,161 +48,85 @@ def _rng(rng: Any) -> np.random.Generator:
 _INITS = ("pytorch", "he")
 
 
-class Conv2d:
-    """A convolutional layer that trains: K filters of R×S×(C/groups) weights shared over
-    every output position, plus one bias each.
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from e
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
 
-    ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
-    gradient and *adds* the weight and bias gradients (summed over every position and
-    image) to ``grad_weight`` and ``grad_bias``, as PyTorch does.
 
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        C and K.
-    kernel_size, stride, padding, dilation : int or pair
-        As for :func:`convcore.conv2d` (``padding`` may also be ``"same"`` / ``"valid"``).
-    groups : int, default 1
-        C and K must both be multiples of it.
-    bias : bool, default True
-        Whether the layer has a bias (``bias`` is None otherwise).
-    layout : {"NCHW", "NHWC"}, default "NCHW"
-        Input/output layout; the weight is (K, C/groups, R, S) in NCHW and
-        (K, R, S, C/groups) in NHWC.
-    shape_rule : {"strict", "crop", "pad"}, default "strict"
-        What to do when the stride does not fit (see :func:`convcore.conv2d`).
-    activation : {None, "relu"}, default None
-        ReLU fused into the forward pass (and its mask applied in ``backward``).
-    dtype : {"float32", "float64"}, default "float32"
-    rng : None, int or numpy.random.Generator, default None
-        Source of the initial weights (an int is a seed; None draws fresh entropy).
-    requires_input_grad : bool, default True
-        False skips the input gradient: ``backward`` then returns None and computes only
-        the parameter gradients (the first layer of a network, whose input is data).
-    init : {"pytorch", "he"}, default "pytorch"
-        ``"pytorch"``: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's
-        default for its Conv2d. ``"he"``: He (Kaiming) normal weights, N(0, 2/fan_in),
-        suited to ReLU networks, and zero biases. fan_in = (C/groups)·R·S.
+def _check_requires_input_grad(requires_input_grad: Any) -> bool:
+    if not isinstance(requires_input_grad, (bool, np.bool_)):
+        raise TypeError(f"requires_input_grad must be True or False, got {requires_input_grad!r}")
+    return bool(requires_input_grad)
 
-    Attributes
-    ----------
-    weight, bias : numpy.ndarray
-        The parameters (``bias`` is None without a bias).
-    grad_weight, grad_bias : numpy.ndarray or None
-        Accumulated gradients. None after construction and after ``zero_grad()``; the
-        first ``backward`` then stores its gradients, each later one adds to them (in
-        place) until the next ``zero_grad()``.
-    num_params : int
-        Number of learnable parameters.
 
-    Notes
-    -----
-    Every hyperparameter is checked by the constructor (TypeError / ValueError naming it),
-    not at the first forward.
+def _check_init(init: Any) -> str:
+    if not isinstance(init, str) or init not in _INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, _INITS))}, got {init!r}")
+    return init
 
-    ``forward(x)`` keeps its own copy of x (and, with activation="relu", of where the
-    output was positive), so editing x or the returned y in place afterwards does not
-    change the gradients ``backward()`` computes: gradients always belong to the forward
-    they follow. The input gradient is computed with the weights that forward used, even
-    when the weights were changed in between. ``backward()`` before any ``forward()``
-    raises LayerStateError (a ValueError).
 
-    **Prepacked weights and optimisers.** The layer keeps a validated primitive per input
-    shape with its weights prepacked, so a call pays for neither planning nor packing
-    twice. NumPy cannot tell the layer that an array was written to, so the layer looks:
+def _initial_params(gen: np.random.Generator, init: str, fan_in: int,
+                    weight_shape: Tuple[int, ...], bias_shape: Optional[Tuple[int, ...]]
+                    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Initial weight and bias (None when bias_shape is None), in float64.
 
-    * Once the layer is *training* — ``backward()`` or ``parameters()`` /
-      ``named_parameters()`` has been called — every ``forward()`` compares the weight
-      array with the copy it last packed (one pass over the weights, small beside the
-      three convolutions of a training step) and repacks when they differ. An optimiser
-      may therefore update the arrays from ``parameters()`` in place, any way it likes::
+    ``"pytorch"``: both U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (weights drawn first);
+    ``"he"``: weights N(0, 2/fan_in), zero biases."""
+    if init == "he":
+        w0 = gen.normal(0.0, np.sqrt(2.0 / fan_in), size=weight_shape)
+        b0 = np.zeros(bias_shape) if bias_shape is not None else None
+    else:
+        bound = 1.0 / np.sqrt(fan_in)
+        w0 = gen.uniform(-bound, bound, size=weight_shape)
+        b0 = gen.uniform(-bound, bound, size=bias_shape) if bias_shape is not None else None
+    return w0, b0
 
-          for p, g in layer.parameters():
-              p -= lr * g          # in place; the next forward() sees it
 
-    * A layer used only for inference skips that comparison. There, ``layer.weight = w``
-      and ``layer.weight -= lr * g`` (augmented assignment to an attribute assigns back)
-      and ``load_state_dict()`` repack by themselves; after any other in-place edit
-      (``layer.weight[...] = v``, ``np.copyto(layer.weight, v)``) call
-      ``layer.weight_changed()``.
+class _Layer:
+    """Private base of the layers that train (Conv2d, LocallyConnected2d).
 
-    The bias is read at every call, never prepacked: in-place edits to it always count.
+    It holds the weight (prepacked into one cached primitive per input shape), the bias,
+    the accumulated gradients and the last forward's input, and implements everything
+    that does not depend on what the layer computes: the ``weight`` property,
+    ``weight_changed``, ``named_parameters`` / ``parameters``, ``zero_grad``,
+    ``state_dict`` / ``load_state_dict``, the weight-change detection of a training layer
+    and the forward/backward passes through the cached primitive.
 
-    Examples
-    --------
-    >>> layer = Conv2d(3, 8, 3, padding=1, activation="relu", rng=0)
-    >>> x = np.ones((2, 3, 8, 8), np.float32)
-    >>> for step in range(3):
-    ...     layer.zero_grad()
-    ...     y = layer.forward(x)
-    ...     _ = layer.backward(y - 1.0)       # grad of 0.5·|y - 1|²
-    ...     for p, g in layer.parameters():
-    ...         p -= 0.01 * g
+    A subclass calls ``_init_state`` from its constructor (after setting ``dtype`` and
+    ``requires_input_grad``) and provides
+
+    * ``_new_problem(x_shape)``: a new problem object (``.plan`` the core primitive,
+      ``.y_shape``, ``.user_shape``) for that input shape and the weight's shape;
+    * ``_checked_grad_output(grad_y, prob, x)``: grad_y checked against that problem's
+      output shape, as a buffer the core can read;
+    * optionally ``_check_forward_input(x)``: extra checks of a forward's input.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 layout: str = "NCHW", shape_rule: str = "strict",
-                 activation: Optional[str] = None, dtype: Any = "float32", rng: Any = None,
-                 requires_input_grad: bool = True, init: str = "pytorch"):
-        self.num_params = conv2d_num_params(in_channels, out_channels, kernel_size,
-                                            groups=groups, bias=bias)  # checks them all
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.kernel_size = pair(kernel_size, "kernel_size", 1)
-        self.stride = pair(stride, "stride", 1)
-        self.dilation = pair(dilation, "dilation", 1)
-        self.padding = padding
-        self.groups = check_groups(groups)
-        self.layout = check_layout(layout)
-        self.shape_rule = check_shape_rule(shape_rule)
-        self.activation = check_activation(activation)
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError as e:
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from e
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        if not isinstance(requires_input_grad, (bool, np.bool_)):
-            raise TypeError(f"requires_input_grad must be True or False, got {requires_input_grad!r}")
-        self.requires_input_grad = bool(requires_input_grad)
-        if not isinstance(init, str) or init not in _INITS:
-            raise ValueError(f"init must be one of {', '.join(map(repr, _INITS))}, got {init!r}")
-        self.init = init
-        r, s = self.kernel_size
-        cg = self.in_channels // self.groups
-        k = self.out_channels
-        shape = (k, cg, r, s) if layout == "NCHW" else (k, r, s, cg)
-        gen = _rng(rng)
-        fan_in = cg * r * s
-        bound = 1.0 / np.sqrt(fan_in)
-        if init == "he":
-            w0 = gen.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
-            b0 = np.zeros((k,))
-        else:
-            w0 = gen.uniform(-bound, bound, size=shape)
-            b0 = gen.uniform(-bound, bound, size=(k,)) if bias else None
-        self._weight = as_buffer(w0.astype(self.dtype))
+    dtype: np.dtype
+    requires_input_grad: bool
+
+    def _init_state(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
+        self._weight = as_buffer(weight.astype(self.dtype))
         self._weight_version = 0      # bumped whenever the primitives must repack
         self._weight_dirty = False    # weight_changed() / assignment since the last forward
         self._tracking = False        # training: forward() compares the weights with ...
         self._snapshot: Optional[np.ndarray] = None  # ... this copy of what was packed
-        self._primitives: "OrderedDict[tuple, Tuple[_Problem, int]]" = OrderedDict()
-        self.bias = b0.astype(self.dtype) if bias else None
+        self._primitives: "OrderedDict[tuple, Tuple[Any, int]]" = OrderedDict()
+        self.bias = bias.astype(self.dtype) if bias is not None else None
         self.grad_weight: Optional[np.ndarray] = None
         self.grad_bias: Optional[np.ndarray] = None
         self._x: Optional[np.ndarray] = None      # the layer's copy of the last input
-        self._mask: Optional[np.ndarray] = None   # relu: where that forward's output was > 0
-        # Fails early (ValueError) for a padding string or tuple that can never work.
-        _Problem((1, self.in_channels, r * self.dilation[0], s * self.dilation[1])
-                 if layout == "NCHW" else (1, r * self.dilation[0], s * self.dilation[1], self.in_channels),
-                 shape, self.stride, padding, self.dilation, self.groups, layout, "crop")
 
     # -- parameters ---------------------------------------------------------------------
 
     @property
     def weight(self) -> np.ndarray:
-        """The filters: (K, C/groups, R, S) in NCHW, (K, R, S, C/groups) in NHWC.
+        """The weight array.
 
         Assigning it (same shape and dtype, else ValueError) makes the next forward
         repack; the layer then uses the assigned array itself (copied only when it is not
@@ -374,7 +305,7 @@ class Conv2d:
             self._weight_version += 1
             self._weight_dirty = False
 
-    def _primitive(self, x_shape: Tuple[int, ...], sync: bool = True) -> _Problem:
+    def _primitive(self, x_shape: Tuple[int, ...], sync: bool = True) -> Any:
         """The primitive for this input shape with the current weights prepacked.
         ``sync=False`` (backward) keeps what the last forward packed."""
         if sync:
@@ -382,9 +313,7 @@ class Conv2d:
         key = (x_shape, _core.get_isa(), tuple(sorted(_FORCED.items())))
         entry = self._primitives.get(key)
         if entry is None:
-            prob = _Problem(x_shape, self._weight.shape, self.stride, self.padding,
-                            self.dilation, self.groups, self.layout, self.shape_rule,
-                            _dtype_name(self._weight))
+            prob = self._new_problem(x_shape)
             version = -1
             if len(self._primitives) >= _MAX_PRIMITIVES:
                 self._primitives.popitem(last=False)
@@ -400,6 +329,203 @@ class Conv2d:
         # What the last sync saw: the snapshot when training (the weight array may have
         # been edited since, e.g. between forward and backward), else the array itself.
         return self._snapshot if self._tracking and self._snapshot is not None else self._weight
+
+    def _new_problem(self, x_shape: Tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def _checked_grad_output(self, grad_y: np.ndarray, prob: Any, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_forward_input(self, x: np.ndarray) -> None:
+        """Checks of a forward's input beyond its dtype (none by default)."""
+
+    # -- passes -------------------------------------------------------------------------
+
+    def _forward(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
+        """The forward pass through the cached primitive (bias and ReLU fused); keeps the
+        layer's own copy of x for ``backward``."""
+        x = _check_input(x, "x")
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but this layer is {self.dtype}")
+        self._check_forward_input(x)
+        prob = self._primitive(x.shape)
+        y = np.empty(prob.user_shape(prob.y_shape), dtype=self.dtype)
+        bias = as_buffer(self.bias) if self.bias is not None else None
+        # The layer's own copy (C-contiguous and aligned: also the buffer the core reads),
+        # so later in-place edits of x cannot change the gradients.
+        xc = np.array(x, dtype=self.dtype, order="C", copy=True)
+        xc.flags.writeable = False
+        prob.plan.forward(xc, None, bias, y, relu)
+        self._x = xc
+        return y
+
+    def _saved_input(self) -> np.ndarray:
+        if self._x is None:
+            raise LayerStateError("backward() called before forward(): the layer has no "
+                                  "input to differentiate at")
+        return self._x
+
+    def _backward(self, grad_y: np.ndarray) -> Optional[np.ndarray]:
+        """The backward passes for the last forward: dx (unless ``requires_input_grad``
+        is False) with that forward's packed weights; the weight and bias gradients
+        accumulated into ``grad_weight`` / ``grad_bias``."""
+        x = self._saved_input()
+        prob = self._primitive(x.shape, sync=False)  # the forward's weights, for dx
+        dy = self._checked_grad_output(grad_y, prob, x)
+        dx = None
+        if self.requires_input_grad:
+            dx = np.empty(x.shape, dtype=self.dtype)
+            prob.plan.backward_data(dy, None, dx)
+        dw = np.empty(self._weight.shape, dtype=self.dtype)
+        prob.plan.backward_weight(dy, x, dw)
+        db = None
+        if self.bias is not None:
+            db = np.empty(self.bias.shape, dtype=self.dtype)
+            prob.plan.backward_bias(dy, db)
+        self.grad_weight = _accumulate(self.grad_weight, dw)
+        self.grad_bias = _accumulate(self.grad_bias, db)
+        self._start_tracking()
+        return dx
+
+
+class Conv2d(_Layer):
+    """A convolutional layer that trains: K filters of R×S×(C/groups) weights shared over
+    every output position, plus one bias each.
+
+    ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
+    gradient and *adds* the weight and bias gradients (summed over every position and
+    image) to ``grad_weight`` and ``grad_bias``, as PyTorch does.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and K.
+    kernel_size, stride, padding, dilation : int or pair
+        As for :func:`convcore.conv2d` (``padding`` may also be ``"same"`` / ``"valid"``).
+    groups : int, default 1
+        C and K must both be multiples of it.
+    bias : bool, default True
+        Whether the layer has a bias (``bias`` is None otherwise).
+    layout : {"NCHW", "NHWC"}, default "NCHW"
+        Input/output layout; the weight is (K, C/groups, R, S) in NCHW and
+        (K, R, S, C/groups) in NHWC.
+    shape_rule : {"strict", "crop", "pad"}, default "strict"
+        What to do when the stride does not fit (see :func:`convcore.conv2d`).
+    activation : {None, "relu"}, default None
+        ReLU fused into the forward pass (and its mask applied in ``backward``).
+    dtype : {"float32", "float64"}, default "float32"
+    rng : None, int or numpy.random.Generator, default None
+        Source of the initial weights (an int is a seed; None draws fresh entropy).
+    requires_input_grad : bool, default True
+        False skips the input gradient: ``backward`` then returns None and computes only
+        the parameter gradients (the first layer of a network, whose input is data).
+    init : {"pytorch", "he"}, default "pytorch"
+        ``"pytorch"``: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's
+        default for its Conv2d. ``"he"``: He (Kaiming) normal weights, N(0, 2/fan_in),
+        suited to ReLU networks, and zero biases. fan_in = (C/groups)·R·S.
+
+    Attributes
+    ----------
+    weight, bias : numpy.ndarray
+        The parameters (``bias`` is None without a bias).
+    grad_weight, grad_bias : numpy.ndarray or None
+        Accumulated gradients. None after construction and after ``zero_grad()``; the
+        first ``backward`` then stores its gradients, each later one adds to them (in
+        place) until the next ``zero_grad()``.
+    num_params : int
+        Number of learnable parameters.
+
+    Notes
+    -----
+    Every hyperparameter is checked by the constructor (TypeError / ValueError naming it),
+    not at the first forward.
+
+    ``forward(x)`` keeps its own copy of x (and, with activation="relu", of where the
+    output was positive), so editing x or the returned y in place afterwards does not
+    change the gradients ``backward()`` computes: gradients always belong to the forward
+    they follow. The input gradient is computed with the weights that forward used, even
+    when the weights were changed in between. ``backward()`` before any ``forward()``
+    raises LayerStateError (a ValueError).
+
+    **Prepacked weights and optimisers.** The layer keeps a validated primitive per input
+    shape with its weights prepacked, so a call pays for neither planning nor packing
+    twice. NumPy cannot tell the layer that an array was written to, so the layer looks:
+
+    * Once the layer is *training* — ``backward()`` or ``parameters()`` /
+      ``named_parameters()`` has been called — every ``forward()`` compares the weight
+      array with the copy it last packed (one pass over the weights, small beside the
+      three convolutions of a training step) and repacks when they differ. An optimiser
+      may therefore update the arrays from ``parameters()`` in place, any way it likes::
+
+          for p, g in layer.parameters():
+              p -= lr * g          # in place; the next forward() sees it
+
+    * A layer used only for inference skips that comparison. There, ``layer.weight = w``
+      and ``layer.weight -= lr * g`` (augmented assignment to an attribute assigns back)
+      and ``load_state_dict()`` repack by themselves; after any other in-place edit
+      (``layer.weight[...] = v``, ``np.copyto(layer.weight, v)``) call
+      ``layer.weight_changed()``.
+
+    The bias is read at every call, never prepacked: in-place edits to it always count.
+
+    Examples
+    --------
+    >>> layer = Conv2d(3, 8, 3, padding=1, activation="relu", rng=0)
+    >>> x = np.ones((2, 3, 8, 8), np.float32)
+    >>> for step in range(3):
+    ...     layer.zero_grad()
+    ...     y = layer.forward(x)
+    ...     _ = layer.backward(y - 1.0)       # grad of 0.5·|y - 1|²
+    ...     for p, g in layer.parameters():
+    ...         p -= 0.01 * g
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 layout: str = "NCHW", shape_rule: str = "strict",
+                 activation: Optional[str] = None, dtype: Any = "float32", rng: Any = None,
+                 requires_input_grad: bool = True, init: str = "pytorch"):
+        self.num_params = conv2d_num_params(in_channels, out_channels, kernel_size,
+                                            groups=groups, bias=bias)  # checks them all
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.dilation = pair(dilation, "dilation", 1)
+        self.padding = padding
+        self.groups = check_groups(groups)
+        self.layout = check_layout(layout)
+        self.shape_rule = check_shape_rule(shape_rule)
+        self.activation = check_activation(activation)
+        self.dtype = _check_dtype(dtype)
+        self.requires_input_grad = _check_requires_input_grad(requires_input_grad)
+        self.init = _check_init(init)
+        r, s = self.kernel_size
+        cg = self.in_channels // self.groups
+        k = self.out_channels
+        shape = (k, cg, r, s) if layout == "NCHW" else (k, r, s, cg)
+        w0, b0 = _initial_params(_rng(rng), init, cg * r * s, shape, (k,) if bias else None)
+        self._init_state(w0, b0)
+        self._mask: Optional[np.ndarray] = None   # relu: where that forward's output was > 0
+        # Fails early (ValueError) for a padding string or tuple that can never work.
+        _Problem((1, self.in_channels, r * self.dilation[0], s * self.dilation[1])
+                 if layout == "NCHW" else (1, r * self.dilation[0], s * self.dilation[1], self.in_channels),
+                 shape, self.stride, padding, self.dilation, self.groups, layout, "crop")
+
+    weight = property(_Layer.weight.fget, _Layer.weight.fset, doc=(
+        """The filters: (K, C/groups, R, S) in NCHW, (K, R, S, C/groups) in NHWC.
+
+        Assigning it (same shape and dtype, else ValueError) makes the next forward
+        repack; the layer then uses the assigned array itself (copied only when it is not
+        C-contiguous and aligned)."""))
+
+    def _new_problem(self, x_shape: Tuple[int, ...]) -> _Problem:
+        return _Problem(x_shape, self._weight.shape, self.stride, self.padding,
+                        self.dilation, self.groups, self.layout, self.shape_rule,
+                        _dtype_name(self._weight))
+
+    def _checked_grad_output(self, grad_y: np.ndarray, prob: _Problem, x: np.ndarray) -> np.ndarray:
+        return as_buffer(_check_grad_output(grad_y, prob, x, "x"))
 
     # -- passes -------------------------------------------------------------------------
 
@@ -427,18 +553,7 @@ class Conv2d:
         numpy.ndarray
             The output, (N, K, P, Q) or (N, P, Q, K).
         """
-        x = _check_input(x, "x")
-        if x.dtype != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but this layer is {self.dtype}")
-        prob = self._primitive(x.shape)
-        y = np.empty(prob.user_shape(prob.y_shape), dtype=self.dtype)
-        bias = as_buffer(self.bias) if self.bias is not None else None
-        # The layer's own copy (C-contiguous and aligned: also the buffer the core reads),
-        # so later in-place edits of x cannot change the gradients.
-        xc = np.array(x, dtype=self.dtype, order="C", copy=True)
-        xc.flags.writeable = False
-        prob.plan.forward(xc, None, bias, y, self.activation == "relu")
-        self._x = xc
+        y = self._forward(x, self.activation == "relu")
         self._mask = np.greater(y, 0) if self.activation == "relu" else None
         return y
 
@@ -465,32 +580,14 @@ class Conv2d:
         ``backward()`` after construction or ``zero_grad()`` stores them). Raises
         LayerStateError (a ValueError) when ``forward()`` was never called.
         """
-        if self._x is None:
-            raise LayerStateError("backward() called before forward(): the layer has no "
-                                  "input to differentiate at")
+        self._saved_input()
         grad_y = check_array(grad_y, "grad_y")
         if self.activation == "relu":
             assert self._mask is not None
             if grad_y.shape != self._mask.shape:
                 raise ValueError(f"grad_y has shape {grad_y.shape}, expected {self._mask.shape}")
             grad_y = np.where(self._mask, grad_y, np.zeros((), dtype=grad_y.dtype))
-        x = self._x
-        prob = self._primitive(x.shape, sync=False)  # the forward's weights, for dx
-        dy = as_buffer(_check_grad_output(grad_y, prob, x, "x"))
-        dx = None
-        if self.requires_input_grad:
-            dx = np.empty(x.shape, dtype=self.dtype)
-            prob.plan.backward_data(dy, None, dx)
-        dw = np.empty(self._weight.shape, dtype=self.dtype)
-        prob.plan.backward_weight(dy, x, dw)
-        db = None
-        if self.bias is not None:
-            db = np.empty((self.out_channels,), dtype=self.dtype)
-            prob.plan.backward_bias(dy, db)
-        self.grad_weight = _accumulate(self.grad_weight, dw)
-        self.grad_bias = _accumulate(self.grad_bias, db)
-        self._start_tracking()
-        return dx
+        return self._backward(grad_y)
 
     def __repr__(self) -> str:
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -14,7 +14,6 @@ parallel region; the weight gradient sums over the batch only.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,9 +22,10 @@ from . import _core
 from ._args import (as_buffer, check_array, check_layout, check_same_dtype, check_shape_rule,
                     is_int, output_array, padding4, pair, shape_tuple)
 from ._conv import _FORCED, Conv2dGrads, _check_input, _dtype_name
+from .layers import (_Layer, _check_dtype, _check_init, _check_requires_input_grad,
+                     _initial_params, _rng)
 
 _KIND = "locally_connected2d"
-_MAX_PRIMITIVES = 4
 
 
 def _kernel_of(wshape: Tuple[int, ...], layout: str) -> Tuple[int, int, int, int]:
@@ -205,22 +205,94 @@ def locally_connected2d_num_params(input_size: Any, in_channels: int, out_channe
     return int(ho) * int(wo) * k * (c * r * s + (1 if bias else 0))
 
 
-class LocallyConnected2d:
-    """A locally-connected layer object: weight (Ho, Wo, K, C, R, S) in NCHW,
-    (Ho, Wo, K, R, S, C) in NHWC; bias (K, Ho, Wo) / (Ho, Wo, K). The input's spatial size
-    is fixed at construction (input_size: H or (H, W)); the batch size is free.
+class LocallyConnected2d(_Layer):
+    """A locally-connected layer that trains: every output position (ho, wo) has its own
+    K filters of C×R×S weights and its own K biases (no parameter sharing).
 
-    forward(x) keeps a copy of x; backward(grad_y) returns grad_x and stores .grad_weight
-    and .grad_bias (summed over the batch). Weights are initialised U(-1/sqrt(fan_in),
-    1/sqrt(fan_in)), fan_in = C·R·S, as PyTorch does for conv layers. The layer keeps a
-    primitive per input shape with the weights prepacked per position; assign
-    ``layer.weight`` or call ``weight_changed()`` after editing it in place.
+    ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
+    gradient and *adds* the weight and bias gradients (summed over the batch only) to
+    ``grad_weight`` and ``grad_bias``, as PyTorch does. The training API is Conv2d's:
+    ``zero_grad()``, ``parameters()`` / ``named_parameters()``, ``state_dict()`` /
+    ``load_state_dict()``, ``requires_input_grad``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and K.
+    kernel_size : int or pair
+        R×S.
+    input_size : int or pair
+        H or (H, W): the input's spatial size, fixed because the weights are per position
+        (the batch size is free).
+    stride, padding : int or pair
+        As for :func:`convcore.locally_connected2d` (``padding`` may also be a 4-tuple,
+        ``"valid"`` or, with stride 1, ``"same"``).
+    bias : bool, default True
+        Whether the layer has a bias (``bias`` is None otherwise).
+    layout : {"NCHW", "NHWC"}, default "NCHW"
+        Input/output layout; the weight is (Ho, Wo, K, C, R, S) and the bias (K, Ho, Wo)
+        in NCHW, (Ho, Wo, K, R, S, C) and (Ho, Wo, K) in NHWC.
+    dtype : {"float32", "float64"}, default "float32"
+    rng : None, int or numpy.random.Generator, default None
+        Source of the initial weights (an int is a seed; None draws fresh entropy).
+    requires_input_grad : bool, default True
+        False skips the input gradient: ``backward`` then returns None and computes only
+        the parameter gradients (the first layer of a network, whose input is data).
+    init : {"pytorch", "he"}, default "pytorch"
+        ``"pytorch"``: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's
+        default for its conv layers. ``"he"``: He (Kaiming) normal weights,
+        N(0, 2/fan_in), and zero biases. fan_in = C·R·S.
+
+    Attributes
+    ----------
+    weight, bias : numpy.ndarray
+        The parameters (``bias`` is None without a bias).
+    grad_weight, grad_bias : numpy.ndarray or None
+        Accumulated gradients. None after construction and after ``zero_grad()``; the
+        first ``backward`` then stores its gradients, each later one adds to them (in
+        place) until the next ``zero_grad()``.
+    output_size : (int, int)
+        (Ho, Wo).
+    num_params : int
+        Number of learnable parameters, Ho·Wo·K·(C·R·S + 1) (without the + 1 when
+        bias=False).
+
+    Notes
+    -----
+    ``forward(x)`` keeps its own copy of x, so later edits of x do not change the
+    gradients; the input gradient is computed with the weights that forward used.
+    ``backward()`` before any ``forward()`` raises LayerStateError (a ValueError).
+
+    **Prepacked weights and optimisers**, as for Conv2d: the layer keeps a primitive per
+    input shape with the weights prepacked per position. Once the layer is *training* —
+    ``backward()`` or ``parameters()`` / ``named_parameters()`` has been called — every
+    ``forward()`` compares the weight array with the copy it last packed (one pass over
+    the weights, which here are Ho·Wo times a conv layer's and often outweigh the input)
+    and repacks when they differ, so an optimiser may update the arrays from ``parameters()`` in place::
+
+        for p, g in layer.parameters():
+            p -= lr * g          # in place; the next forward() sees it
+
+    A layer used only for inference skips that comparison: assigning ``layer.weight`` and
+    ``load_state_dict()`` repack by themselves; after any other in-place edit call
+    ``layer.weight_changed()``. The bias is read at every call, never prepacked.
+
+    Examples
+    --------
+    >>> layer = LocallyConnected2d(3, 4, 3, input_size=8, padding=1, rng=0)
+    >>> x = np.ones((2, 3, 8, 8), np.float32)
+    >>> for step in range(3):
+    ...     layer.zero_grad()
+    ...     y = layer.forward(x)
+    ...     _ = layer.backward(y - 1.0)       # grad of 0.5·|y - 1|²
+    ...     for p, g in layer.parameters():
+    ...         p -= 0.01 * g
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, input_size: Any,
                  stride: Any = 1, padding: Any = 0, bias: bool = True, layout: str = "NCHW",
-                 dtype: Any = "float32", rng: Any = None):
-        from .layers import _rng  # the Conv2d layer's rng policy
+                 dtype: Any = "float32", rng: Any = None, requires_input_grad: bool = True,
+                 init: str = "pytorch"):
         c, k = _check_channels(in_channels, out_channels)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
@@ -231,109 +303,90 @@ class LocallyConnected2d:
         self.padding = padding
         self.layout = check_layout(layout)
         self.shape_rule = "strict"
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError as e:
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from e
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = _check_dtype(dtype)
+        self.requires_input_grad = _check_requires_input_grad(requires_input_grad)
+        self.init = _check_init(init)
         prob = _out_size(self.input_size, c, k, self.kernel_size, self.stride, padding,
                          self.shape_rule, self.layout)
         self.output_size = (prob.plan.out_h, prob.plan.out_w)
         self.num_params = locally_connected2d_num_params(
             self.input_size, c, k, self.kernel_size, stride=self.stride, padding=padding,
             bias=bool(bias))
-        gen = _rng(rng)
         r, s = self.kernel_size
-        bound = 1.0 / np.sqrt(c * r * s)
-        self._weight = as_buffer(gen.uniform(-bound, bound, size=prob.w_shape).astype(self.dtype))
-        self.bias = (gen.uniform(-bound, bound, size=prob.b_shape).astype(self.dtype)
-                     if bias else None)
-        self._weight_version = 0
-        self._primitives: "OrderedDict[tuple, Tuple[_LCProblem, int]]" = OrderedDict()
-        self.grad_weight: Optional[np.ndarray] = None
-        self.grad_bias: Optional[np.ndarray] = None
-        self._x: Optional[np.ndarray] = None
+        w0, b0 = _initial_params(_rng(rng), self.init, c * r * s, prob.w_shape,
+                                 prob.b_shape if bias else None)
+        self._init_state(w0, b0)
 
-    @property
-    def weight(self) -> np.ndarray:
-        """(Ho, Wo, K, C, R, S) in NCHW, (Ho, Wo, K, R, S, C) in NHWC."""
-        return self._weight
+    weight = property(_Layer.weight.fget, _Layer.weight.fset, doc=(
+        """The per-position filters: (Ho, Wo, K, C, R, S) in NCHW, (Ho, Wo, K, R, S, C) in
+        NHWC.
 
-    @weight.setter
-    def weight(self, value: np.ndarray) -> None:
-        value = check_array(value, "weight")
-        if value.shape != self._weight.shape or value.dtype != self.dtype:
-            raise ValueError(f"weight must have shape {self._weight.shape} and dtype "
-                             f"{self.dtype}, got {value.shape} {value.dtype}")
-        self._weight = as_buffer(value)
-        self.weight_changed()
+        Assigning it (same shape and dtype, else ValueError) makes the next forward
+        repack; the layer then uses the assigned array itself (copied only when it is not
+        C-contiguous and aligned)."""))
 
-    def weight_changed(self) -> None:
-        """Tells the layer its weight array was edited in place (repacks on the next call)."""
-        self._weight_version += 1
+    def _new_problem(self, x_shape: Tuple[int, ...]) -> _LCProblem:
+        return _problem_for(x_shape, self._weight, self.stride, self.padding, self.layout,
+                            self.shape_rule, _dtype_name(self._weight))
 
-    def _primitive(self, x_shape: Tuple[int, ...]) -> _LCProblem:
-        key = (x_shape, _core.get_isa(), tuple(sorted(_FORCED.items())))
-        entry = self._primitives.get(key)
-        if entry is None:
-            prob = _problem_for(x_shape, self._weight, self.stride, self.padding, self.layout,
-                                self.shape_rule, _dtype_name(self._weight))
-            version = -1
-            if len(self._primitives) >= _MAX_PRIMITIVES:
-                self._primitives.popitem(last=False)
-        else:
-            prob, version = entry
-            self._primitives.move_to_end(key)
-        if version != self._weight_version:
-            prob.plan.set_weights(self._weight)
-        self._primitives[key] = (prob, self._weight_version)
-        return prob
+    def _checked_grad_output(self, grad_y: np.ndarray, prob: _LCProblem,
+                             x: np.ndarray) -> np.ndarray:
+        return _check_dy(grad_y, prob, x, "x")
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = _check_input(x, "x")
-        if x.dtype != self.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but this layer is {self.dtype}")
+    def _check_forward_input(self, x: np.ndarray) -> None:
         hw = tuple(x.shape[-2:]) if self.layout == "NCHW" else tuple(x.shape[-3:-1])
         if hw != self.input_size:
             raise ValueError(f"x has spatial size {hw} but this layer was built for "
                              f"input_size {self.input_size} (its weights are per position)")
-        prob = self._primitive(x.shape)
-        y = np.empty(prob.user_shape(prob.y_shape), dtype=self.dtype)
-        bias = as_buffer(self.bias) if self.bias is not None else None
-        xc = np.array(x, dtype=self.dtype, order="C", copy=True)
-        xc.flags.writeable = False
-        prob.plan.forward(xc, None, bias, y, False)
-        self._x = xc
-        return y
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Apply the layer to a batch (bias fused) and keep what ``backward`` needs.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            (N, C, H, W) in NCHW or (N, H, W, C) in NHWC (or one image without N), of the
+            layer's dtype (TypeError otherwise) and spatial size ``input_size``
+            (ValueError otherwise). Copied: later edits to ``x`` do not affect
+            ``backward``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The output, (N, K, Ho, Wo) or (N, Ho, Wo, K).
+        """
+        return self._forward(x)
 
     __call__ = forward
 
-    def backward(self, grad_y: np.ndarray) -> np.ndarray:
-        """Gradients for the last forward(): returns grad_x; stores .grad_weight and
-        .grad_bias."""
-        from .layers import LayerStateError
-        if self._x is None:
-            raise LayerStateError("backward() called before forward(): the layer has no "
-                                  "input to differentiate at")
-        x = self._x
-        prob = self._primitive(x.shape)
-        dy = _check_dy(grad_y, prob, x, "x")
-        dx = np.empty(x.shape, dtype=self.dtype)
-        dw = np.empty(self._weight.shape, dtype=self.dtype)
-        prob.plan.backward_data(dy, None, dx)
-        prob.plan.backward_weight(dy, x, dw)
-        self.grad_weight = dw
-        if self.bias is not None:
-            db = np.empty(prob.b_shape, dtype=self.dtype)
-            prob.plan.backward_bias(dy, db)
-            self.grad_bias = db
-        else:
-            self.grad_bias = None
-        return dx
+    def backward(self, grad_y: np.ndarray) -> Optional[np.ndarray]:
+        """Gradients for the last ``forward()``.
+
+        Parameters
+        ----------
+        grad_y : numpy.ndarray
+            Gradient of the loss with respect to that forward's output (its shape, the
+            layer's dtype).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The gradient with respect to that forward's input, computed with the weights
+            that forward used; None when ``requires_input_grad`` is False (not computed).
+
+        Notes
+        -----
+        Adds the weight and bias gradients (summed over the batch) to ``grad_weight`` /
+        ``grad_bias`` (the first ``backward()`` after construction or ``zero_grad()``
+        stores them). Raises LayerStateError (a ValueError) when ``forward()`` was never
+        called.
+        """
+        return self._backward(grad_y)
 
     def __repr__(self) -> str:
         return (f"LocallyConnected2d({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, input_size={self.input_size}, "
                 f"stride={self.stride}, padding={self.padding!r}, "
-                f"bias={self.bias is not None}, layout={self.layout!r}, dtype={self.dtype.name})")
+                f"bias={self.bias is not None}, layout={self.layout!r}, dtype={self.dtype.name}"
+                + ("" if self.requires_input_grad else ", requires_input_grad=False")
+                + ("" if self.init == "pytorch" else f", init={self.init!r}") + ")")
