@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -61,6 +61,7 @@ def alexnet_conv1(rng: np.random.Generator) -> None:
           f"{ho * wo * k * (f * f * c + 1):,}")
     d, i, j = 7, 10, 20
     patch = x[0, :, i * s:i * s + f, j * s:j * s + f].astype(np.float64)
+    assert layer.bias is not None
     by_hand = np.sum(patch * layer.weight[d]) + layer.bias[d]
     close = np.isclose(y[0, d, i, j], by_hand, rtol=1e-4, atol=1e-5)  # float32 rounding
     print(f"   one neuron: y[0,{d},{i},{j}] = {y[0, d, i, j]:.6f}; "
@@ -73,7 +74,7 @@ def alexnet_conv1(rng: np.random.Generator) -> None:
         print("     shape_rule='strict' -> no error (a ShapeError was expected)")
     except ShapeError as e:
         print(f"     shape_rule='strict' -> ShapeError: {e}")
-    shapes = [("shape_rule='crop'", dict(shape_rule="crop")),
+    shapes: List[Tuple[str, Dict[str, Any]]] = [("shape_rule='crop'", dict(shape_rule="crop")),
               ("shape_rule='pad'", dict(shape_rule="pad")),
               ("padding=(0, 3, 0, 3)", dict(padding=(0, 3, 0, 3)))]
     outs = [(label, conv2d(x224, layer.weight, layer.bias, stride=s, **kw)) for label, kw in shapes]

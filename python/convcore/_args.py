@@ -7,14 +7,19 @@ ShapeError / ValueError with the arithmetic spelled out).
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple, TypeVar, cast
 
 import numpy as np
+from numpy.typing import NDArray
+
+from ._types import Activation, Layout, ShapeRule
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 LAYOUTS = ("NCHW", "NHWC")
 SHAPE_RULES = ("strict", "crop", "pad")
 ACTIVATIONS = (None, "relu")
+
+_S = TypeVar("_S", bound=np.generic)
 
 
 # Sizes and hyperparameters travel to the core as 64-bit integers; anything larger can
@@ -42,7 +47,7 @@ def as_array(a: Any, name: str) -> np.ndarray:
         return a
     if hasattr(a, "__dlpack__"):
         try:
-            return np.from_dlpack(a)
+            return cast(NDArray[Any], np.from_dlpack(a))
         except (BufferError, RuntimeError, TypeError, ValueError) as e:
             raise TypeError(f"{name}: cannot read this {type(a).__name__} through DLPack "
                             f"without a copy ({e}); pass a NumPy array, or a CPU tensor that "
@@ -58,9 +63,9 @@ def as_array(a: Any, name: str) -> np.ndarray:
                     f"array with DLPack or the buffer protocol), got {type(a).__name__}")
 
 
-def check_array(a: Any, name: str) -> np.ndarray:
+def check_array(a_in: Any, name: str) -> np.ndarray:
     """A float32/float64 array (see as_array for what is accepted), or TypeError."""
-    a = as_array(a, name)
+    a = as_array(a_in, name)
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
     return a
@@ -72,12 +77,12 @@ def check_same_dtype(ref: np.ndarray, ref_name: str, a: np.ndarray, name: str) -
                         "all arrays must share one dtype (float32 or float64)")
 
 
-def as_buffer(a: np.ndarray) -> np.ndarray:
+def as_buffer(a: NDArray[_S]) -> NDArray[_S]:
     """C-contiguous and aligned (copied once when it is not)."""
     return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
-def output_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype,
+def output_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype[Any],
                  inputs: Sequence[np.ndarray]) -> np.ndarray:
     """The array a result is written to: `out` after checks (exact shape and dtype,
     writable, C-contiguous, not overlapping an input), or a new one."""
@@ -99,22 +104,22 @@ def output_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype,
     return out
 
 
-def check_layout(layout: Any) -> str:
+def check_layout(layout: Any) -> Layout:
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
-    return layout
+    return cast(Layout, layout)
 
 
-def check_shape_rule(rule: Any) -> str:
+def check_shape_rule(rule: Any) -> ShapeRule:
     if rule not in SHAPE_RULES:
         raise ValueError(f"shape_rule must be 'strict', 'crop' or 'pad', got {rule!r}")
-    return rule
+    return cast(ShapeRule, rule)
 
 
-def check_activation(act: Any) -> Optional[str]:
+def check_activation(act: Any) -> Activation:
     if act not in ACTIVATIONS:
         raise ValueError(f"activation must be None or 'relu', got {act!r}")
-    return act
+    return cast(Activation, act)
 
 
 def pair(v: Any, name: str, minimum: int) -> Tuple[int, int]:
@@ -162,7 +167,7 @@ def padding4(padding: Any, kernel: Tuple[int, int], stride: Tuple[int, int],
         if len(padding) == 2:
             p = (int(padding[0]), int(padding[0]), int(padding[1]), int(padding[1]))
         elif len(padding) == 4:
-            p = tuple(int(e) for e in padding)  # type: ignore[assignment]
+            p = cast(Tuple[int, int, int, int], tuple(int(e) for e in padding))
         else:
             raise ValueError("padding must be an int, (pad_h, pad_w) or "
                              f"(top, bottom, left, right); got {padding!r}")
@@ -172,7 +177,7 @@ def padding4(padding: Any, kernel: Tuple[int, int], stride: Tuple[int, int],
     check_range(p, "padding", padding)
     if min(p) < 0:
         raise ValueError(f"padding must be >= 0, got {padding!r}")
-    return p  # type: ignore[return-value]
+    return p
 
 
 def shape_tuple(shape: Any, name: str, ndims: Sequence[int]) -> Tuple[int, ...]:

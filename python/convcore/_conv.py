@@ -5,25 +5,29 @@ import contextlib
 from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _core
 from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
                     check_same_dtype, check_shape_rule, is_int, output_array, padding4, pair,
                     shape_tuple)
+from ._types import (Activation, AnyArray, DTypeName, FloatT, IntPair, Layout, Padding,
+                     ShapeRule)
 
 ShapeError = _core.ShapeError
 
 
 class Conv2dGrads(NamedTuple):
-    """Gradients of a convolution: w.r.t. its input, its weight and its bias (or None)."""
-    input: Optional[np.ndarray]
-    weight: Optional[np.ndarray]
-    bias: Optional[np.ndarray]
+    """Gradients of a convolution: w.r.t. its input, its weight and its bias (None when
+    not asked for: ``bias=False``). The arrays have the dtype of the inputs."""
+    input: AnyArray
+    weight: AnyArray
+    bias: Optional[AnyArray]
 
 
 # Private test hook: implementation names forced on every primitive created while set
 # (see _force_implementations); empty in normal use.
-_FORCED: Dict[str, str] = {}
+_FORCED: Dict[str, Any] = {}   # str values (Any: spread as **kwargs into Primitive)
 
 
 @contextlib.contextmanager
@@ -41,7 +45,7 @@ def _force_implementations(forward: str = "", backward_data: str = "",
         _FORCED.update(saved)
 
 
-def _dtype_name(a: np.ndarray) -> str:
+def _dtype_name(a: np.ndarray) -> DTypeName:
     return "float64" if a.dtype.itemsize == 8 else "float32"
 
 
@@ -92,24 +96,25 @@ class _Problem:
         return shape4 if self.batched else shape4[1:]
 
 
-def _check_input(x: Any, name: str) -> np.ndarray:
-    x = check_array(x, name)
+def _check_input(x_in: Any, name: str) -> np.ndarray:
+    x = check_array(x_in, name)
     if x.ndim not in (3, 4):
         raise ValueError(f"{name} must be 4-D (batch, ...) or 3-D (one image), got {x.ndim}-D "
                          f"with shape {x.shape}")
     return x
 
 
-def _check_weight(weight: Any, ref: np.ndarray, ref_name: str) -> np.ndarray:
-    weight = check_array(weight, "weight")
+def _check_weight(weight_in: Any, ref: np.ndarray, ref_name: str) -> np.ndarray:
+    weight = check_array(weight_in, "weight")
     check_same_dtype(ref, ref_name, weight, "weight")
     if weight.ndim != 4:
         raise ValueError(f"weight must be 4-D, got {weight.ndim}-D with shape {weight.shape}")
     return weight
 
 
-def _check_grad_output(dy: Any, prob: _Problem, ref: np.ndarray, ref_name: str) -> np.ndarray:
-    dy = check_array(dy, "grad_output")
+def _check_grad_output(dy_in: Any, prob: _Problem, ref: np.ndarray,
+                       ref_name: str) -> np.ndarray:
+    dy = check_array(dy_in, "grad_output")
     check_same_dtype(ref, ref_name, dy, "grad_output")
     expected = prob.user_shape(prob.y_shape)
     if dy.shape != expected:
@@ -118,10 +123,11 @@ def _check_grad_output(dy: Any, prob: _Problem, ref: np.ndarray, ref_name: str) 
     return dy
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, *,
-           stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
-           layout: str = "NCHW", shape_rule: str = "strict", activation: Optional[str] = None,
-           out: Optional[np.ndarray] = None) -> np.ndarray:
+def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[FloatT]] = None,
+           *, stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
+           groups: int = 1, layout: Layout = "NCHW", shape_rule: ShapeRule = "strict",
+           activation: Activation = None,
+           out: Optional[NDArray[FloatT]] = None) -> NDArray[FloatT]:
     """2-D convolution (cross-correlation, as in every DL framework), optionally with a
     fused bias and ReLU.
 
@@ -148,10 +154,11 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
     return y
 
 
-def conv2d_backward_input(grad_output: np.ndarray, weight: np.ndarray,
-                          input_shape: Sequence[int], *, stride: Any = 1, padding: Any = 0,
-                          dilation: Any = 1, groups: int = 1, layout: str = "NCHW",
-                          shape_rule: str = "strict") -> np.ndarray:
+def conv2d_backward_input(grad_output: NDArray[FloatT], weight: NDArray[FloatT],
+                          input_shape: Sequence[int], *, stride: IntPair = 1,
+                          padding: Padding = 0, dilation: IntPair = 1, groups: int = 1,
+                          layout: Layout = "NCHW",
+                          shape_rule: ShapeRule = "strict") -> NDArray[FloatT]:
     """Gradient of the loss w.r.t. the convolution's input (shape `input_shape`)."""
     dy = check_array(grad_output, "grad_output")
     weight = _check_weight(weight, dy, "grad_output")
@@ -163,10 +170,11 @@ def conv2d_backward_input(grad_output: np.ndarray, weight: np.ndarray,
     return dx
 
 
-def conv2d_backward_weight(grad_output: np.ndarray, x: np.ndarray,
-                           weight_shape: Sequence[int], *, stride: Any = 1, padding: Any = 0,
-                           dilation: Any = 1, groups: int = 1, layout: str = "NCHW",
-                           shape_rule: str = "strict") -> np.ndarray:
+def conv2d_backward_weight(grad_output: NDArray[FloatT], x: NDArray[FloatT],
+                           weight_shape: Sequence[int], *, stride: IntPair = 1,
+                           padding: Padding = 0, dilation: IntPair = 1, groups: int = 1,
+                           layout: Layout = "NCHW",
+                           shape_rule: ShapeRule = "strict") -> NDArray[FloatT]:
     """Gradient of the loss w.r.t. the weight (shape `weight_shape`): every position's
     contribution summed into the one shared filter."""
     x = _check_input(x, "x")
@@ -184,10 +192,10 @@ def _bias_grad(prob: _Problem, dy: np.ndarray) -> np.ndarray:
     return db
 
 
-def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, *,
-                    stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
-                    layout: str = "NCHW", shape_rule: str = "strict",
-                    bias: bool = True) -> Conv2dGrads:
+def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
+                    weight: NDArray[FloatT], *, stride: IntPair = 1, padding: Padding = 0,
+                    dilation: IntPair = 1, groups: int = 1, layout: Layout = "NCHW",
+                    shape_rule: ShapeRule = "strict", bias: bool = True) -> Conv2dGrads:
     """All three gradients of conv2d: Conv2dGrads(input, weight, bias); bias is None when
     bias=False."""
     x = _check_input(x, "x")
@@ -208,8 +216,9 @@ def conv2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, 
 
 
 def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int], *,
-                        stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
-                        layout: str = "NCHW", shape_rule: str = "strict") -> Tuple[int, ...]:
+                        stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
+                        groups: int = 1, layout: Layout = "NCHW",
+                        shape_rule: ShapeRule = "strict") -> Tuple[int, ...]:
     """The output shape conv2d would produce (raises ShapeError when it does not fit)."""
     prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
                     shape_rule)
@@ -218,7 +227,7 @@ def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int],
 
 def _algorithms(input_shape: Sequence[int], weight_shape: Sequence[int], *, stride: Any = 1,
                 padding: Any = 0, dilation: Any = 1, groups: int = 1, layout: str = "NCHW",
-                shape_rule: str = "strict", dtype: str = "float32") -> dict:
+                shape_rule: str = "strict", dtype: str = "float32") -> Dict[str, Any]:
     """Which implementation the core runs for each pass of this convolution
     (diagnostics/tests)."""
     prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
@@ -229,7 +238,7 @@ def _algorithms(input_shape: Sequence[int], weight_shape: Sequence[int], *, stri
 def _implementations(input_shape: Sequence[int], weight_shape: Sequence[int], *,
                      stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
                      layout: str = "NCHW", shape_rule: str = "strict",
-                     dtype: str = "float32") -> dict:
+                     dtype: str = "float32") -> Dict[str, Any]:
     """Every implementation of each pass, in preference order, with whether it applies to
     this convolution and why not (diagnostics/tests)."""
     prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
@@ -237,7 +246,7 @@ def _implementations(input_shape: Sequence[int], weight_shape: Sequence[int], *,
     return dict(prob.plan.implementations())
 
 
-def conv2d_num_params(in_channels: int, out_channels: int, kernel_size: Any, *,
+def conv2d_num_params(in_channels: int, out_channels: int, kernel_size: IntPair, *,
                       groups: int = 1, bias: bool = True) -> int:
     """Learnable parameters of a conv layer: K·(C/groups)·R·S weights (+ K biases).
 

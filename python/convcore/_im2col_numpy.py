@@ -87,8 +87,9 @@ class Im2colConv:
         w2 = weight.reshape(self.k, self.crs)
         if self.layout == "NCHW":
             # One (K, CRS) @ (CRS, Ho·Wo) product per image, written straight into NCHW.
-            col = self._patches(self._padded(x)).reshape(self.n, self.crs, self.ho * self.wo)
-            y = np.matmul(w2, col)
+            col: np.ndarray = self._patches(self._padded(x)).reshape(self.n, self.crs,
+                                                                     self.ho * self.wo)
+            y: np.ndarray = np.matmul(w2, col)
             if bias is not None:
                 y += bias[:, None]
             return y.reshape(self.n, self.k, self.ho, self.wo)
@@ -125,6 +126,8 @@ class Im2colConv:
         if self.layout == "NCHW":
             col = self._patches(self._padded(x), batch_inner=True).reshape(self.crs, m)
             dy2 = dy.reshape(self.n, self.k, -1).transpose(1, 0, 2).reshape(self.k, m)
-            return (dy2 @ col.T).reshape(self.w_shape)
+            dw: np.ndarray = (dy2 @ col.T).reshape(self.w_shape)
+            return dw
         col = self._patches(self._padded(x)).reshape(m, self.crs)
-        return (dy.reshape(m, self.k).T @ col).reshape(self.w_shape)
+        dw = (dy.reshape(m, self.k).T @ col).reshape(self.w_shape)
+        return dw

@@ -4,12 +4,15 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _core
 from ._args import check_array, check_same_dtype, is_int, output_array
+from ._types import FloatT
 
 
-def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+def gemm(a: NDArray[FloatT], b: NDArray[FloatT],
+         out: Optional[NDArray[FloatT]] = None) -> NDArray[FloatT]:
     """a @ b for 2-D float32/float64 arrays with convcore's own blocked GEMM.
 
     Transposed and strided views are read in place (no copy); `out` must be a writable

@@ -25,11 +25,13 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional, Sequence,
+                    Tuple, Union)
 
 from ._args import check_groups, check_layout, check_shape_rule, is_int, padding4, pair
 from ._conv import _algorithms
 from .layers import Conv2d
+from ._types import DTypeName, Layout, ShapeRule
 
 __all__ = ["LayerSummary", "Summary", "summary", "main"]
 
@@ -95,7 +97,13 @@ class LayerSummary:
     notes: List[str] = field(default_factory=list)
 
 
-class Summary(list):
+if TYPE_CHECKING:
+    _SummaryBase = List[LayerSummary]
+else:
+    _SummaryBase = list
+
+
+class Summary(_SummaryBase):
     """The rows of :func:`summary` (a list of :class:`LayerSummary`) with totals; printing
     it (``str``, ``repr``) gives an aligned text table."""
 
@@ -405,7 +413,7 @@ class _Axis:
     def span(self) -> int:
         return self.size + self.pad - self.k_eff
 
-    def key(self) -> tuple:
+    def key(self) -> Tuple[int, ...]:
         return (self.size, self.k_eff, self.pad, self.stride)
 
 
@@ -449,8 +457,9 @@ def _axis_out(ax: _Axis, rule: str) -> int:
     return q + 1 + (1 if rule == "pad" and rem else 0)
 
 
-def summary(input_shape: Any, layers: Any, *, layout: str = "NCHW", dtype: str = "float32",
-            shape_rule: str = "strict", continue_as: str = "crop",
+def summary(input_shape: Union[Sequence[int], str], layers: Union[str, Sequence[Any]], *,
+            layout: Layout = "NCHW", dtype: DTypeName = "float32",
+            shape_rule: ShapeRule = "strict", continue_as: Literal["crop", "pad"] = "crop",
             show: bool = False) -> Summary:
     """Works out a ConvNet's sizes layer by layer.
 

@@ -312,7 +312,8 @@ def make_operands(layer: Layer, layout: str, dtype: np.dtype,
 
 
 def convcore_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray]) -> Impl:
-    kw = dict(stride=layer.stride, padding=layer.pad, layout=layout, shape_rule="crop")
+    kw: Dict[str, Any] = dict(stride=layer.stride, padding=layer.pad, layout=layout,
+                              shape_rule="crop")
     x, w, b, dy = ops["x"], ops["w"], ops["b"], ops["dy"]
     return Impl("convcore", {
         "fwd": lambda: convcore.conv2d(x, w, b, **kw),
@@ -346,7 +347,8 @@ def torch_impl(torch: Any, layer: Layer, layout: str, ops: Dict[str, np.ndarray]
         return conv_backward(dy, x, w, None, st, pad, [1, 1], False, [0, 0], 1, mask)[which]
 
     def to_numpy(t: Any) -> np.ndarray:
-        return (t.permute(0, 2, 3, 1) if layout == "NHWC" else t).numpy()
+        arr: np.ndarray = (t.permute(0, 2, 3, 1) if layout == "NHWC" else t).numpy()
+        return arr
 
     return Impl("torch", {
         "fwd": lambda: torch.nn.functional.conv2d(x, w, b, stride=st, padding=pad),
@@ -505,7 +507,7 @@ def run_gemm(args: argparse.Namespace) -> Dict[str, Any]:
 # -- layer-object calls ---------------------------------------------------------------------
 
 # Small and batch-1 layers, where the per-call cost shows: name, Conv2d arguments, x shape.
-LAYER_CALL_CASES = [
+LAYER_CALL_CASES: List[Tuple[str, Dict[str, Any], Tuple[int, ...]]] = [
     ("numpy_example 11x11x4 K2 5x5/2 NHWC",
      dict(in_channels=4, out_channels=2, kernel_size=5, stride=2, layout="NHWC"), (1, 11, 11, 4)),
     ("seed 64x4x11x11 K12 5x5/2",
@@ -541,7 +543,7 @@ def run_layer_calls(args: argparse.Namespace) -> Dict[str, Any]:
     """Per-call time of a Conv2d layer object (its primitive and prepacked weights kept
     across calls) against the functional call (validation, choice of implementations and
     weight packing on every call), on small and batch-1 layers."""
-    dtype = args.dtype or "float32"
+    dtype: Any = args.dtype or "float32"
     print(f"median µs per call, {dtype}; layer: Conv2d.forward (+ .backward); "
           f"functional: conv2d (+ conv2d_backward); ratio > 1: the layer is faster")
     head = (f"{'layer':<38} {'fwd layer':>10} {'fwd func':>10} {'ratio':>6} "
@@ -553,7 +555,8 @@ def run_layer_calls(args: argparse.Namespace) -> Dict[str, Any]:
     for name, kw, xs in LAYER_CALL_CASES:
         layer = convcore.Conv2d(dtype=dtype, rng=0, **kw)
         x = rng.standard_normal(xs).astype(dtype)
-        conv_kw = dict(stride=layer.stride, padding=layer.padding, layout=layer.layout)
+        conv_kw: Dict[str, Any] = dict(stride=layer.stride, padding=layer.padding,
+                                       layout=layer.layout)
         dy = np.ones_like(layer.forward(x))
 
         def layer_fb() -> None:

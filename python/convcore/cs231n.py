@@ -40,20 +40,25 @@ Decisions (documented in each function too):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ._args import check_shape_rule, pair
 from ._conv import conv2d, conv2d_backward, conv2d_output_shape
+from ._types import Activation
 
 __all__ = ["conv_forward_naive", "conv_backward_naive", "conv_forward_fast",
            "conv_backward_fast", "conv_relu_forward", "conv_relu_backward"]
 
 _KEYS = ("stride", "pad", "shape_rule")
 
+# (dx, dw, db): db is None for b=None.
+_Grads = Tuple[NDArray[Any], NDArray[Any], Optional[NDArray[Any]]]
 
-class _ConvCache(tuple):
+
+class _ConvCache(tuple):  # type: ignore[type-arg]
     """(x, w, b, conv_param) as the assignment's naive layer keeps them, plus the resolved
     hyperparameters; a tuple so that code unpacking ``x, w, b, conv_param = cache[:4]``
     keeps working."""
@@ -61,7 +66,7 @@ class _ConvCache(tuple):
     __slots__ = ()
 
 
-def _conv_param(conv_param: Any) -> dict:
+def _conv_param(conv_param: Any) -> Dict[str, Any]:
     """The conv2d keywords for a conv_param dict, with errors naming the key."""
     if not isinstance(conv_param, Mapping):
         raise TypeError("conv_param must be a dict {'stride': s, 'pad': p}, got "
@@ -84,7 +89,7 @@ def _conv_param(conv_param: Any) -> dict:
     return dict(stride=stride, padding=pad, shape_rule=rule)
 
 
-def _compute_dtype(*arrays: Optional[np.ndarray]) -> np.dtype:
+def _compute_dtype(*arrays: Optional[np.ndarray]) -> np.dtype[Any]:
     dt = np.result_type(*[a for a in arrays if a is not None])
     if dt in (np.float32, np.float64):
         return np.dtype(dt)
@@ -129,14 +134,15 @@ def _check_operands(x: Any, w: Any, b: Any) -> Tuple[np.ndarray, np.ndarray,
     return x, w, b
 
 
-def _forward(x: Any, w: Any, b: Any, conv_param: Any, activation: Optional[str]):
+def _forward(x: Any, w: Any, b: Any, conv_param: Any,
+             activation: Activation) -> Tuple[NDArray[Any], _ConvCache]:
     kw = _conv_param(conv_param)
     x, w, b = _check_operands(x, w, b)
     out = conv2d(x, w, b, activation=activation, **kw)
     return out, _ConvCache((x, w, b, conv_param, kw))
 
 
-def _backward(dout: Any, cache: Any, name: str = "cache"):
+def _backward(dout: Any, cache: Any, name: str = "cache") -> _Grads:
     if not isinstance(cache, _ConvCache):
         raise TypeError(f"{name} must be the cache returned by a convcore.cs231n conv forward "
                         f"function, got {type(cache).__name__}")
@@ -151,8 +157,8 @@ def _backward(dout: Any, cache: Any, name: str = "cache"):
     return g.input, g.weight, g.bias
 
 
-def conv_forward_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray,
-                       conv_param: dict) -> Tuple[np.ndarray, tuple]:
+def conv_forward_naive(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
+                       conv_param: Mapping[str, Any]) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """The assignment's ``conv_forward_naive``: the forward pass of a convolutional layer.
 
     Despite the name this is convcore's fast path, the same as :func:`conv_forward_fast`
@@ -195,6 +201,7 @@ def conv_forward_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray,
     Examples
     --------
     >>> import numpy as np
+from numpy.typing import ArrayLike, NDArray
     >>> from convcore.cs231n import conv_forward_naive, conv_backward_naive
     >>> x = np.linspace(-0.1, 0.5, num=2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
     >>> w = np.linspace(-0.2, 0.3, num=3 * 3 * 4 * 4).reshape(3, 3, 4, 4)
@@ -207,8 +214,7 @@ def conv_forward_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray,
     return _forward(x, w, b, conv_param, None)
 
 
-def conv_backward_naive(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray,
-                                                                  Optional[np.ndarray]]:
+def conv_backward_naive(dout: ArrayLike, cache: Tuple[Any, ...]) -> _Grads:
     """The assignment's ``conv_backward_naive``: the backward pass of a convolutional layer.
 
     Despite the name this is convcore's fast path, the same as :func:`conv_backward_fast`.
@@ -244,14 +250,15 @@ def conv_backward_naive(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.
     return _backward(dout, cache)
 
 
-def conv_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray,
-                      conv_param: dict) -> Tuple[np.ndarray, tuple]:
+def conv_forward_fast(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
+                      conv_param: Mapping[str, Any]) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """The assignment's ``conv_forward_fast``: ``convcore.conv2d`` with the assignment's
     arguments. Everything else is as :func:`conv_forward_naive` (the same path).
 
     Examples
     --------
     >>> import numpy as np
+from numpy.typing import ArrayLike, NDArray
     >>> from convcore.cs231n import conv_forward_fast, conv_backward_fast
     >>> rng = np.random.default_rng(0)
     >>> x, w, b = rng.standard_normal((5, 3, 32, 32)), rng.standard_normal((16, 3, 3, 3)), np.zeros(16)
@@ -263,16 +270,15 @@ def conv_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray,
     return _forward(x, w, b, conv_param, None)
 
 
-def conv_backward_fast(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray,
-                                                                 Optional[np.ndarray]]:
+def conv_backward_fast(dout: ArrayLike, cache: Tuple[Any, ...]) -> _Grads:
     """The assignment's ``conv_backward_fast``: ``convcore.conv2d_backward`` with the
     assignment's arguments; returns ``(dx, dw, db)``. Everything else is as
     :func:`conv_backward_naive` (the same path)."""
     return _backward(dout, cache)
 
 
-def conv_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray,
-                      conv_param: dict) -> Tuple[np.ndarray, tuple]:
+def conv_relu_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
+                      conv_param: Mapping[str, Any]) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
     """The assignment's ``conv_relu_forward`` (layer_utils): a convolution followed by a
     ReLU, here with the ReLU fused into the convolution.
 
@@ -295,6 +301,7 @@ def conv_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray,
     Examples
     --------
     >>> import numpy as np
+from numpy.typing import ArrayLike, NDArray
     >>> from convcore.cs231n import conv_relu_forward, conv_relu_backward
     >>> rng = np.random.default_rng(0)
     >>> x, w, b = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), np.zeros(4)
@@ -307,8 +314,7 @@ def conv_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray,
     return out, (conv_cache, out)
 
 
-def conv_relu_backward(dout: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray,
-                                                                 Optional[np.ndarray]]:
+def conv_relu_backward(dout: ArrayLike, cache: Tuple[Any, ...]) -> _Grads:
     """The assignment's ``conv_relu_backward`` (layer_utils): the backward pass of
     :func:`conv_relu_forward`.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from ._args import (as_buffer, check_activation, check_array, check_groups, chec
                     check_shape_rule, is_int, pair)
 from ._conv import (_check_grad_output, _check_input, _dtype_name, _Problem, _FORCED,
                     conv2d_num_params)
+from ._types import (Activation, DTypeLike, FloatArray, Init, IntPair, Layout, Padding,
+                     RngLike, ShapeRule)
 
 # Primitives a layer keeps, one per input shape (and ISA): enough for a training batch, a
 # last partial batch and an evaluation batch.
@@ -48,9 +50,9 @@ def _rng(rng: Any) -> np.random.Generator:
 _INITS = ("pytorch", "he")
 
 
-def _check_dtype(dtype: Any) -> np.dtype:
+def _check_dtype(dtype: Any) -> np.dtype[Any]:
     try:
-        dt = np.dtype(dtype)
+        dt: np.dtype[Any] = np.dtype(dtype)
     except TypeError as e:
         raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from e
     if dt not in (np.float32, np.float64):
@@ -72,7 +74,7 @@ def _check_init(init: Any) -> str:
 
 def _initial_params(gen: np.random.Generator, init: str, fan_in: int,
                     weight_shape: Tuple[int, ...], bias_shape: Optional[Tuple[int, ...]]
-                    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                    ) -> Tuple[FloatArray, Optional[FloatArray]]:
     """Initial weight and bias (None when bias_shape is None), in float64.
 
     ``"pytorch"``: both U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (weights drawn first);
@@ -107,25 +109,25 @@ class _Layer:
     * optionally ``_check_forward_input(x)``: extra checks of a forward's input.
     """
 
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     requires_input_grad: bool
 
-    def _init_state(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
+    def _init_state(self, weight: FloatArray, bias: Optional[FloatArray]) -> None:
         self._weight = as_buffer(weight.astype(self.dtype))
         self._weight_version = 0      # bumped whenever the primitives must repack
         self._weight_dirty = False    # weight_changed() / assignment since the last forward
         self._tracking = False        # training: forward() compares the weights with ...
-        self._snapshot: Optional[np.ndarray] = None  # ... this copy of what was packed
-        self._primitives: "OrderedDict[tuple, Tuple[Any, int]]" = OrderedDict()
+        self._snapshot: Optional[FloatArray] = None  # ... this copy of what was packed
+        self._primitives: "OrderedDict[Tuple[Any, ...], Tuple[Any, int]]" = OrderedDict()
         self.bias = bias.astype(self.dtype) if bias is not None else None
-        self.grad_weight: Optional[np.ndarray] = None
-        self.grad_bias: Optional[np.ndarray] = None
-        self._x: Optional[np.ndarray] = None      # the layer's copy of the last input
+        self.grad_weight: Optional[FloatArray] = None
+        self.grad_bias: Optional[FloatArray] = None
+        self._x: Optional[FloatArray] = None      # the layer's copy of the last input
 
     # -- parameters ---------------------------------------------------------------------
 
     @property
-    def weight(self) -> np.ndarray:
+    def weight(self) -> FloatArray:
         """The weight array.
 
         Assigning it (same shape and dtype, else ValueError) makes the next forward
@@ -134,7 +136,10 @@ class _Layer:
         return self._weight
 
     @weight.setter
-    def weight(self, value: np.ndarray) -> None:
+    def weight(self, value: FloatArray) -> None:
+        self._set_weight(value)
+
+    def _set_weight(self, value: FloatArray) -> None:
         value = check_array(value, "weight")
         if value.shape != self._weight.shape or value.dtype != self.dtype:
             raise ValueError(f"weight must have shape {self._weight.shape} and dtype "
@@ -151,7 +156,7 @@ class _Layer:
         needlessly costs one repack."""
         self._weight_dirty = True
 
-    def named_parameters(self) -> List[Tuple[str, np.ndarray, Optional[np.ndarray]]]:
+    def named_parameters(self) -> List[Tuple[str, FloatArray, Optional[FloatArray]]]:
         """The learnable parameters as ``(name, array, gradient)`` triples.
 
         Returns
@@ -173,7 +178,7 @@ class _Layer:
             out.append(("bias", self.bias, self.grad_bias))
         return out
 
-    def parameters(self) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
+    def parameters(self) -> List[Tuple[FloatArray, Optional[FloatArray]]]:
         """The learnable parameters as ``(array, gradient)`` pairs, for an optimiser.
 
         Returns
@@ -211,7 +216,7 @@ class _Layer:
             if g is not None:
                 g.fill(0)
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> "OrderedDict[str, FloatArray]":
         """The parameters by name, as copies: ``{"weight": ..., "bias": ...}``.
 
         Returns
@@ -220,12 +225,12 @@ class _Layer:
             ``"weight"`` and, for a layer with a bias, ``"bias"`` (PyTorch's names).
             Copies: training the layer afterwards does not change a saved state.
         """
-        d: "OrderedDict[str, np.ndarray]" = OrderedDict(weight=self._weight.copy())
+        d: "OrderedDict[str, FloatArray]" = OrderedDict(weight=self._weight.copy())
         if self.bias is not None:
             d["bias"] = self.bias.copy()
         return d
 
-    def load_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, FloatArray]) -> None:
         """Copy parameters from a mapping made by ``state_dict()`` (or by hand).
 
         Parameters
@@ -325,7 +330,7 @@ class _Layer:
         self._primitives[key] = (prob, self._weight_version)
         return prob
 
-    def _packing_source(self) -> np.ndarray:
+    def _packing_source(self) -> FloatArray:
         # What the last sync saw: the snapshot when training (the weight array may have
         # been edited since, e.g. between forward and backward), else the array itself.
         return self._snapshot if self._tracking and self._snapshot is not None else self._weight
@@ -333,15 +338,15 @@ class _Layer:
     def _new_problem(self, x_shape: Tuple[int, ...]) -> Any:
         raise NotImplementedError
 
-    def _checked_grad_output(self, grad_y: np.ndarray, prob: Any, x: np.ndarray) -> np.ndarray:
+    def _checked_grad_output(self, grad_y: FloatArray, prob: Any, x: FloatArray) -> FloatArray:
         raise NotImplementedError
 
-    def _check_forward_input(self, x: np.ndarray) -> None:
+    def _check_forward_input(self, x: FloatArray) -> None:
         """Checks of a forward's input beyond its dtype (none by default)."""
 
     # -- passes -------------------------------------------------------------------------
 
-    def _forward(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
+    def _forward(self, x: FloatArray, relu: bool = False) -> FloatArray:
         """The forward pass through the cached primitive (bias and ReLU fused); keeps the
         layer's own copy of x for ``backward``."""
         x = _check_input(x, "x")
@@ -359,13 +364,13 @@ class _Layer:
         self._x = xc
         return y
 
-    def _saved_input(self) -> np.ndarray:
+    def _saved_input(self) -> FloatArray:
         if self._x is None:
             raise LayerStateError("backward() called before forward(): the layer has no "
                                   "input to differentiate at")
         return self._x
 
-    def _backward(self, grad_y: np.ndarray) -> Optional[np.ndarray]:
+    def _backward(self, grad_y: FloatArray) -> Optional[FloatArray]:
         """The backward passes for the last forward: dx (unless ``requires_input_grad``
         is False) with that forward's packed weights; the weight and bias gradients
         accumulated into ``grad_weight`` / ``grad_bias``."""
@@ -480,11 +485,12 @@ class Conv2d(_Layer):
     ...         p -= 0.01 * g
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 layout: str = "NCHW", shape_rule: str = "strict",
-                 activation: Optional[str] = None, dtype: Any = "float32", rng: Any = None,
-                 requires_input_grad: bool = True, init: str = "pytorch"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, layout: Layout = "NCHW",
+                 shape_rule: ShapeRule = "strict", activation: Activation = None,
+                 dtype: DTypeLike = "float32", rng: RngLike = None,
+                 requires_input_grad: bool = True, init: Init = "pytorch") -> None:
         self.num_params = conv2d_num_params(in_channels, out_channels, kernel_size,
                                             groups=groups, bias=bias)  # checks them all
         self.in_channels = int(in_channels)
@@ -512,34 +518,40 @@ class Conv2d(_Layer):
                  if layout == "NCHW" else (1, r * self.dilation[0], s * self.dilation[1], self.in_channels),
                  shape, self.stride, padding, self.dilation, self.groups, layout, "crop")
 
-    weight = property(_Layer.weight.fget, _Layer.weight.fset, doc=(
+    @property
+    def weight(self) -> FloatArray:
         """The filters: (K, C/groups, R, S) in NCHW, (K, R, S, C/groups) in NHWC.
 
         Assigning it (same shape and dtype, else ValueError) makes the next forward
         repack; the layer then uses the assigned array itself (copied only when it is not
-        C-contiguous and aligned)."""))
+        C-contiguous and aligned)."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: FloatArray) -> None:
+        self._set_weight(value)
 
     def _new_problem(self, x_shape: Tuple[int, ...]) -> _Problem:
         return _Problem(x_shape, self._weight.shape, self.stride, self.padding,
                         self.dilation, self.groups, self.layout, self.shape_rule,
                         _dtype_name(self._weight))
 
-    def _checked_grad_output(self, grad_y: np.ndarray, prob: _Problem, x: np.ndarray) -> np.ndarray:
+    def _checked_grad_output(self, grad_y: FloatArray, prob: _Problem, x: FloatArray) -> FloatArray:
         return as_buffer(_check_grad_output(grad_y, prob, x, "x"))
 
     # -- passes -------------------------------------------------------------------------
 
-    def _kw(self) -> dict:
+    def _kw(self) -> Dict[str, Any]:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, layout=self.layout, shape_rule=self.shape_rule)
 
-    def output_shape(self, input_shape: Any) -> tuple:
+    def output_shape(self, input_shape: Any) -> Tuple[int, ...]:
         """The output shape for an input of ``input_shape`` (ShapeError when the stride
         does not fit under this layer's shape rule)."""
         from ._conv import conv2d_output_shape
         return conv2d_output_shape(input_shape, self.weight.shape, **self._kw())
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: FloatArray) -> FloatArray:
         """Convolve a batch (bias and activation fused) and keep what ``backward`` needs.
 
         Parameters
@@ -559,7 +571,7 @@ class Conv2d(_Layer):
 
     __call__ = forward
 
-    def backward(self, grad_y: np.ndarray) -> Optional[np.ndarray]:
+    def backward(self, grad_y: FloatArray) -> Optional[FloatArray]:
         """Gradients for the last ``forward()``.
 
         Parameters
@@ -598,7 +610,7 @@ class Conv2d(_Layer):
                 + ("" if self.init == "pytorch" else f", init={self.init!r}") + ")")
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+def _same_bits(a: FloatArray, b: FloatArray) -> bool:
     """Bitwise equality of two C-contiguous arrays of one dtype (NaN equals itself, -0.0
     differs from 0.0, so a NaN weight never makes the layer repack at every call). Compared
     as 64-bit words where the size allows: about as fast as a copy."""
@@ -609,7 +621,7 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.reshape(-1).view(word), b.reshape(-1).view(word)))
 
 
-def _accumulate(acc: Optional[np.ndarray], g: Optional[np.ndarray]) -> Optional[np.ndarray]:
+def _accumulate(acc: Optional[FloatArray], g: Optional[FloatArray]) -> Optional[FloatArray]:
     """acc + g into acc (in place, as PyTorch's .grad), or g when there is nothing yet."""
     if g is None:
         return acc

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _core
 from ._args import (as_buffer, check_array, check_layout, check_same_dtype, check_shape_rule,
@@ -24,6 +25,8 @@ from ._args import (as_buffer, check_array, check_layout, check_same_dtype, chec
 from ._conv import _FORCED, Conv2dGrads, _check_input, _dtype_name
 from .layers import (_Layer, _check_dtype, _check_init, _check_requires_input_grad,
                      _initial_params, _rng)
+from ._types import (DTypeLike, FloatArray, FloatT, Init, IntPair, Layout, Padding, RngLike,
+                     ShapeRule)
 
 _KIND = "locally_connected2d"
 
@@ -84,7 +87,7 @@ def _check_weight6(weight: Any, ref: np.ndarray, ref_name: str, layout: Any) -> 
         order = "(Ho, Wo, K, C, R, S)" if layout == "NCHW" else "(Ho, Wo, K, R, S, C)"
         raise ValueError(f"weight must be 6-D {order} for a locally-connected layer "
                          f"({layout}), got {weight.ndim}-D with shape {weight.shape}")
-    return weight
+    return weight  # type: ignore[no-any-return]
 
 
 def _problem_for(x_shape: Tuple[int, ...], weight: np.ndarray, stride: Any, padding: Any,
@@ -123,10 +126,11 @@ def _check_dy(dy: Any, prob: _LCProblem, ref: np.ndarray, ref_name: str) -> np.n
     return as_buffer(dy)
 
 
-def locally_connected2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
-                        *, stride: Any = 1, padding: Any = 0, layout: str = "NCHW",
-                        shape_rule: str = "strict",
-                        out: Optional[np.ndarray] = None) -> np.ndarray:
+def locally_connected2d(x: NDArray[FloatT], weight: NDArray[FloatT],
+                        bias: Optional[NDArray[FloatT]] = None,
+                        *, stride: IntPair = 1, padding: Padding = 0, layout: Layout = "NCHW",
+                        shape_rule: ShapeRule = "strict",
+                        out: Optional[NDArray[FloatT]] = None) -> NDArray[FloatT]:
     """Locally-connected layer forward (see the module docstring for shapes).
 
     NCHW: x (N, C, H, W), weight (Ho, Wo, K, C, R, S), bias (K, Ho, Wo) -> (N, K, Ho, Wo).
@@ -143,9 +147,11 @@ def locally_connected2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.nda
     return y
 
 
-def locally_connected2d_backward(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray,
-                                 *, stride: Any = 1, padding: Any = 0, layout: str = "NCHW",
-                                 shape_rule: str = "strict", bias: bool = True) -> Conv2dGrads:
+def locally_connected2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
+                                 weight: NDArray[FloatT], *, stride: IntPair = 1,
+                                 padding: Padding = 0, layout: Layout = "NCHW",
+                                 shape_rule: ShapeRule = "strict",
+                                 bias: bool = True) -> Conv2dGrads:
     """All three gradients: Conv2dGrads(input, weight, bias). The weight and bias gradients
     sum over the batch only (no sharing across positions); bias is None when bias=False."""
     x = _check_input(x, "x")
@@ -187,9 +193,10 @@ def _check_channels(in_channels: Any, out_channels: Any) -> Tuple[int, int]:
     return int(in_channels), int(out_channels)
 
 
-def locally_connected2d_num_params(input_size: Any, in_channels: int, out_channels: int,
-                                   kernel_size: Any, *, stride: Any = 1, padding: Any = 0,
-                                   bias: bool = True, shape_rule: str = "strict") -> int:
+def locally_connected2d_num_params(input_size: IntPair, in_channels: int, out_channels: int,
+                                   kernel_size: IntPair, *, stride: IntPair = 1,
+                                   padding: Padding = 0, bias: bool = True,
+                                   shape_rule: ShapeRule = "strict") -> int:
     """Learnable parameters of a locally-connected layer: Ho·Wo·K·(C·R·S + 1) (without
     the + 1 when bias=False). input_size is H or (H, W). Exact Python ints.
 
@@ -289,10 +296,11 @@ class LocallyConnected2d(_Layer):
     ...         p -= 0.01 * g
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, input_size: Any,
-                 stride: Any = 1, padding: Any = 0, bias: bool = True, layout: str = "NCHW",
-                 dtype: Any = "float32", rng: Any = None, requires_input_grad: bool = True,
-                 init: str = "pytorch"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 input_size: IntPair, stride: IntPair = 1, padding: Padding = 0,
+                 bias: bool = True, layout: Layout = "NCHW", dtype: DTypeLike = "float32",
+                 rng: RngLike = None, requires_input_grad: bool = True,
+                 init: Init = "pytorch") -> None:
         c, k = _check_channels(in_channels, out_channels)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
@@ -317,7 +325,7 @@ class LocallyConnected2d(_Layer):
                                  prob.b_shape if bias else None)
         self._init_state(w0, b0)
 
-    weight = property(_Layer.weight.fget, _Layer.weight.fset, doc=(
+    weight = property(_Layer.weight.fget, _Layer.weight.fset, doc=(  # type: ignore[attr-defined]
         """The per-position filters: (Ho, Wo, K, C, R, S) in NCHW, (Ho, Wo, K, R, S, C) in
         NHWC.
 
@@ -339,7 +347,7 @@ class LocallyConnected2d(_Layer):
             raise ValueError(f"x has spatial size {hw} but this layer was built for "
                              f"input_size {self.input_size} (its weights are per position)")
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: FloatArray) -> FloatArray:
         """Apply the layer to a batch (bias fused) and keep what ``backward`` needs.
 
         Parameters
@@ -359,7 +367,7 @@ class LocallyConnected2d(_Layer):
 
     __call__ = forward
 
-    def backward(self, grad_y: np.ndarray) -> Optional[np.ndarray]:
+    def backward(self, grad_y: FloatArray) -> Optional[FloatArray]:
         """Gradients for the last ``forward()``.
 
         Parameters
