@@ -35,7 +35,7 @@ Init = Literal["pytorch", "he"]
 RngLike = Union[None, int, np.random.Generator]
 
 FloatT = TypeVar("FloatT", np.float32, np.float64)
-FloatArray = NDArray[np.floating[Any]]
+FloatArray = NDArray["np.floating[Any]"]  # (a string: numpy < 1.22 cannot subscript it)
 AnyArray = NDArray[Any]
 
 __all__ = ["Activation", "AnyArray", "DTypeLike", "DTypeName", "FloatArray", "FloatT",
