@@ -509,3 +509,17 @@ def test_nonfinite_never_meets_padding(isa, forced, forced_data, operand):
                 _assert_same_nonfinite(ldx, rdx, dtype, what + " layer backward-data")
                 _assert_same_nonfinite(g.weight, rdw, dtype, what + " backward-weight")
                 _assert_same_nonfinite(layer.grad_weight, rdw, dtype, what + " layer backward-weight")
+
+
+def test_uncopyable_view_names_the_argument():
+    """A broadcast view too large to copy contiguously raises MemoryError naming the argument
+    (not NumPy's bare 'Unable to allocate'), found by the API fuzzer."""
+    x = np.ones((1, 1, 1, 1), np.float32)
+    wo = 2**40 + 1  # padding 2**40 on the right: that many positions, each with its filters
+    w = np.broadcast_to(np.float32(1), (1, wo, 1, 1, 1, 1))
+    b = np.broadcast_to(np.float32(0), (1, 1, wo))
+    with pytest.raises(MemoryError, match="bias"):
+        convcore.locally_connected2d(x, w, b, padding=(0, 0, 0, 2**40))
+    dy = np.broadcast_to(np.float32(1), (1, 1, 1, wo))
+    with pytest.raises(MemoryError, match="grad_output"):
+        convcore.locally_connected2d_backward(dy, x, w, padding=(0, 0, 0, 2**40))
