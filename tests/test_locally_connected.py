@@ -378,3 +378,148 @@ def test_bad_inputs():
         layer.forward(np.zeros((2, 3, 7, 7)))
     with pytest.raises(TypeError, match="dtype"):
         layer.forward(np.zeros((2, 3, 6, 6), np.float32))
+
+
+# --- Inf/NaN against padding (issue 7, class 6) ---------------------------------------------
+
+def _direct_skip_padding(x, w, dy, *, stride, padding, layout):
+    """(y, dx, dw) by the definition in float64: loops over the taps that lie in the image,
+    one product each (padding never multiplies anything, so 0·Inf never appears)."""
+    x, w = _to_nchw(x, w, layout)
+    dy = np.asarray(dy, np.float64)
+    if layout == "NHWC":
+        dy = dy.transpose(0, 3, 1, 2)
+    n, c, h, wd = x.shape
+    ho, wo, k, _, r, s = w.shape
+    (sh, sw), (t, _, l, _), _, _ = _geometry(x.shape, r, s, stride, padding, "strict")
+    y = np.zeros((n, k, ho, wo))
+    dx = np.zeros_like(x)
+    dw = np.zeros_like(w)
+    for i in range(ho):
+        for j in range(wo):
+            for ci in range(c):
+                for ri in range(r):
+                    hh = i * sh - t + ri
+                    if not 0 <= hh < h:
+                        continue
+                    for si in range(s):
+                        ww = j * sw - l + si
+                        if not 0 <= ww < wd:
+                            continue
+                        wt = w[i, j, :, ci, ri, si]                      # (k,)
+                        xv = x[:, ci, hh, ww]                            # (n,)
+                        g = dy[:, :, i, j]                               # (n, k)
+                        y[:, :, i, j] += xv[:, None] * wt[None, :]
+                        dx[:, ci, hh, ww] += (g * wt[None, :]).sum(axis=1)
+                        dw[i, j, :, ci, ri, si] = (g * xv[:, None]).sum(axis=0)
+    if layout == "NHWC":
+        y = y.transpose(0, 2, 3, 1)
+        dx = dx.transpose(0, 2, 3, 1)
+        dw = dw.transpose(0, 1, 2, 4, 5, 3)
+    return y, dx, dw
+
+
+def _assert_same_nonfinite(got, ref, dtype, what):
+    got = np.asarray(got, np.float64)
+    assert got.shape == ref.shape, what
+    assert np.array_equal(np.isnan(got), np.isnan(ref)), (
+        f"{what}: NaN at {np.argwhere(np.isnan(got) != np.isnan(ref))[:4].tolist()}")
+    assert np.array_equal(np.isposinf(got), np.isposinf(ref)), f"{what}: +Inf differs"
+    assert np.array_equal(np.isneginf(got), np.isneginf(ref)), f"{what}: -Inf differs"
+    fin = np.isfinite(ref)
+    assert_close(got[fin], ref[fin], dtype, what, terms=40)
+
+
+def _spike(rng, a, count):
+    """a with `count` entries set to +Inf, -Inf or NaN (at random flat positions)."""
+    a = a.copy()
+    flat = a.reshape(-1)
+    for idx, v in zip(rng.choice(flat.size, count, replace=False),
+                      rng.choice([np.inf, -np.inf, np.nan], count)):
+        flat[idx] = v
+    return a
+
+
+def _padding_tap_indices(w_shape, stride, padding, h, wd, layout):
+    """Flat indices into w of taps that lie in the padding (every k)."""
+    ho, wo = w_shape[:2]
+    r, s = (w_shape[4], w_shape[5]) if layout == "NCHW" else (w_shape[3], w_shape[4])
+    (sh, sw), (t, _, l, _), _, _ = _geometry((1, 1, h, wd), r, s, stride, padding, "strict")
+    out = []
+    for i in range(ho):
+        for j in range(wo):
+            for ri in range(r):
+                for si in range(s):
+                    if 0 <= i * sh - t + ri < h and 0 <= j * sw - l + si < wd:
+                        continue
+                    idx = (i, j, 0, 0, ri, si) if layout == "NCHW" else (i, j, 0, ri, si, 0)
+                    out.append(np.ravel_multi_index(idx, w_shape))
+    return out
+
+
+@pytest.mark.parametrize("forced,forced_data", [("per_position_gemm", "per_position_gemm"),
+                                                ("per_position_gather", "per_position_scatter")])
+@pytest.mark.parametrize("operand", ["w", "x", "dy"])
+def test_nonfinite_never_meets_padding(isa, forced, forced_data, operand):
+    """Inf/NaN in w, x or dy give NaN/Inf exactly where the direct loop (which never
+    multiplies padding) does: the forward, backward-data and backward-weight passes, the
+    functional API and the layer (prepacked weights), every forced entry."""
+    from convcore._conv import _force_implementations
+    rng = np.random.default_rng(11)
+    for layout in ("NCHW", "NHWC"):
+        for dtype in (np.float32, np.float64):
+            for n, stride, padding in ((3, (2, 1), (1, 1, 0, 2)), (35, 1, 2)):
+                kw = dict(stride=stride, padding=padding, layout=layout)
+                x, w, _ = _make(rng, n, 2, 5, 4, 3, 3, 3, dtype=dtype, **kw)
+                (sh, sw), _, ho, wo = _geometry((n, 2, 5, 4), 3, 3, stride, padding, "strict")
+                yshape = (n, 3, ho, wo) if layout == "NCHW" else (n, ho, wo, 3)
+                dy = rng.standard_normal(yshape).astype(dtype)
+                if operand == "w":
+                    w = _spike(rng, w, 3)
+                    pad_taps = _padding_tap_indices(w.shape, stride, padding, 5, 4, layout)
+                    for idx, v in zip(rng.choice(pad_taps, 4, replace=False),
+                                      (np.inf, -np.inf, np.nan, np.inf)):
+                        w.reshape(-1)[idx] = v
+                elif operand == "x":
+                    x = _spike(rng, x, 3)
+                else:
+                    dy = _spike(rng, dy, 3)
+                    # dy non-finite at the corner positions, whose windows reach the padding
+                    for corner in ((0, 0), (-1, -1)):
+                        if layout == "NCHW":
+                            dy[0, 1, corner[0], corner[1]] = np.inf
+                        else:
+                            dy[0, corner[0], corner[1], 1] = np.nan
+                with np.errstate(all="ignore"):
+                    ry, rdx, rdw = _direct_skip_padding(x, w, dy, **kw)
+                with _force_implementations(forward=forced, backward_data=forced_data,
+                                            backward_weight=forced):
+                    y = convcore.locally_connected2d(x, w, **kw)
+                    g = convcore.locally_connected2d_backward(dy, x, w, bias=False, **kw)
+                    layer = convcore.LocallyConnected2d(2, 3, 3, (5, 4), bias=False,
+                                                        dtype=dtype, **kw)
+                    layer.weight[...] = w
+                    layer.weight_changed()
+                    ly = layer.forward(x)
+                    ldx = layer.backward(dy)
+                what = f"{operand} {layout} {np.dtype(dtype).name} n={n} {forced}"
+                _assert_same_nonfinite(y, ry, dtype, what + " forward")
+                _assert_same_nonfinite(ly, ry, dtype, what + " layer forward")
+                _assert_same_nonfinite(g.input, rdx, dtype, what + " backward-data")
+                _assert_same_nonfinite(ldx, rdx, dtype, what + " layer backward-data")
+                _assert_same_nonfinite(g.weight, rdw, dtype, what + " backward-weight")
+                _assert_same_nonfinite(layer.grad_weight, rdw, dtype, what + " layer backward-weight")
+
+
+def test_uncopyable_view_names_the_argument():
+    """A broadcast view too large to copy contiguously raises MemoryError naming the argument
+    (not NumPy's bare 'Unable to allocate'), found by the API fuzzer."""
+    x = np.ones((1, 1, 1, 1), np.float32)
+    wo = 2**40 + 1  # padding 2**40 on the right: that many positions, each with its filters
+    w = np.broadcast_to(np.float32(1), (1, wo, 1, 1, 1, 1))
+    b = np.broadcast_to(np.float32(0), (1, 1, wo))
+    with pytest.raises(MemoryError, match="bias"):
+        convcore.locally_connected2d(x, w, b, padding=(0, 0, 0, 2**40))
+    dy = np.broadcast_to(np.float32(1), (1, 1, 1, wo))
+    with pytest.raises(MemoryError, match="grad_output"):
+        convcore.locally_connected2d_backward(dy, x, w, padding=(0, 0, 0, 2**40))

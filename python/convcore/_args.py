@@ -77,9 +77,17 @@ def check_same_dtype(ref: np.ndarray, ref_name: str, a: np.ndarray, name: str) -
                         "all arrays must share one dtype (float32 or float64)")
 
 
-def as_buffer(a: NDArray[_S]) -> NDArray[_S]:
-    """C-contiguous and aligned (copied once when it is not)."""
-    return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
+def as_buffer(a: NDArray[_S], name: Optional[str] = None) -> NDArray[_S]:
+    """C-contiguous and aligned (copied once when it is not). With `name`, a copy that
+    cannot be allocated (a huge broadcast view, say) raises MemoryError naming it."""
+    if name is None:
+        return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
+    try:
+        return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
+    except MemoryError:
+        raise MemoryError(f"{name} is not C-contiguous and aligned, and its contiguous copy "
+                          f"(shape {a.shape}, {a.dtype}: {a.size * a.itemsize} bytes) cannot "
+                          "be allocated") from None
 
 
 def output_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype[Any],

@@ -113,7 +113,7 @@ def _check_bias(bias: Any, prob: _LCProblem, ref: np.ndarray, ref_name: str) -> 
         order = "(K, Ho, Wo)" if prob.layout == "NCHW" else "(Ho, Wo, K)"
         raise ValueError(f"bias must have shape {prob.b_shape} {order} (one per filter and "
                          f"position), got {bias.shape}")
-    return as_buffer(bias)
+    return as_buffer(bias, "bias")
 
 
 def _check_dy(dy: Any, prob: _LCProblem, ref: np.ndarray, ref_name: str) -> np.ndarray:
@@ -123,7 +123,7 @@ def _check_dy(dy: Any, prob: _LCProblem, ref: np.ndarray, ref_name: str) -> np.n
     if dy.shape != expected:
         raise ValueError(f"grad_output has shape {dy.shape}, expected {expected} "
                          "(the output shape of this locally-connected layer)")
-    return as_buffer(dy)
+    return as_buffer(dy, "grad_output")
 
 
 def locally_connected2d(x: NDArray[FloatT], weight: NDArray[FloatT],
@@ -143,7 +143,7 @@ def locally_connected2d(x: NDArray[FloatT], weight: NDArray[FloatT],
     b = _check_bias(bias, prob, x, "x") if bias is not None else None
     inputs = [x, weight] + ([bias] if bias is not None else [])
     y = output_array(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
-    prob.plan.forward(as_buffer(x), as_buffer(weight), b, y, False)
+    prob.plan.forward(as_buffer(x, "x"), as_buffer(weight, "weight"), b, y, False)
     return y
 
 
@@ -163,8 +163,8 @@ def locally_connected2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT
     dy = _check_dy(grad_output, prob, x, "x")
     dx = np.empty(x.shape, dtype=x.dtype)
     dw = np.empty(weight.shape, dtype=x.dtype)
-    prob.plan.backward_data(dy, as_buffer(weight), dx)
-    prob.plan.backward_weight(dy, as_buffer(x), dw)
+    prob.plan.backward_data(dy, as_buffer(weight, "weight"), dx)
+    prob.plan.backward_weight(dy, as_buffer(x, "x"), dw)
     db = None
     if bias:
         db = np.empty(prob.b_shape, dtype=x.dtype)

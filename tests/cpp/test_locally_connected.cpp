@@ -151,3 +151,37 @@ TEST(LocallyConnected, RejectsGroupsAndDilation) {
 }
 
 }  // namespace
+
+// Padding is not part of the result: an Inf weight on a tap in the padding leaves y finite,
+// and an Inf in dy leaves dW at padding taps 0 (the direct loop never multiplies padding),
+// for per-call and prepacked weights and every entry.
+TEST(LocallyConnected, NonFiniteNeverMeetsPadding) {
+  const Lc c{2, 2, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, Layout::NCHW};
+  for (bool pre : {false, true})
+    for (std::string forced : {"", "per_position_gather"}) {
+      SCOPED_TRACE(std::string(pre ? "prepacked " : "per call ") + forced);
+      PrimitiveOptions opt;
+      opt.forward = opt.backward_weight = forced;
+      Conv2dPrimitive prim(Conv2dDesc{OpKind::LocallyConnected2d, params_of(c), DataType::Float32}, opt);
+      const Conv2dShape& sh = prim.shape();
+      const Idx ix{c, sh.out_h, sh.out_w};
+      std::vector<float> x(size_t(sh.input_elements), 1.f), w(size_t(sh.weight_elements), 1.f),
+          y(size_t(sh.output_elements)), dy(size_t(sh.output_elements), 1.f),
+          dw(size_t(sh.weight_elements));
+      for (int64_t k = 0; k < c.K; ++k)
+        for (int64_t ch = 0; ch < c.C; ++ch) w[size_t(ix.wt(0, 0, k, ch, 0, 0))] = INFINITY;
+      dy[size_t(ix.y(0, 0, 0, 0))] = INFINITY;
+      if (pre) prim.set_weights(w.data());
+      prim.forward(x.data(), pre ? nullptr : w.data(), static_cast<const float*>(nullptr), y.data());
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_TRUE(std::isfinite(y[i])) << "y at " << i;
+      EXPECT_EQ(y[size_t(ix.y(0, 0, 0, 0))], float(c.C * 4));  // 2×2 taps in the image
+      prim.backward_weight(dy.data(), x.data(), dw.data());
+      for (int64_t ch = 0; ch < c.C; ++ch)
+        for (int64_t r = 0; r < c.R; ++r)
+          for (int64_t s = 0; s < c.S; ++s) {
+            const float v = dw[size_t(ix.wt(0, 0, 0, ch, r, s))];
+            if (r == 0 || s == 0) EXPECT_EQ(v, 0.f) << ch << r << s;  // padding taps
+            else EXPECT_TRUE(std::isinf(v)) << ch << r << s;
+          }
+    }
+}

@@ -352,11 +352,187 @@ def layer_case(draw) -> Dict[str, Any]:
             "x": x, "grad_y": gy, "ops": ops}
 
 
+# --- the locally-connected layer ------------------------------------------------------------
+
+@st.composite
+def lc_problem(draw) -> Dict[str, Any]:
+    """problem() without groups or dilation (the layer has neither); the huge-dilation modes
+    become huge padding. Shapes of the weight (Ho, Wo, K, ...) and bias come with it."""
+    p = draw(problem())
+    p["K"] //= p["G"]
+    p["C"] //= p["G"]
+    p["G"] = 1
+    p["dilation"] = [1, 1]
+    for ax, (hw, k) in enumerate((("H", "R"), ("W", "S"))):
+        if p[k] > p[hw] + p["pads"][2 * ax] + p["pads"][2 * ax + 1] and draw(st.integers(0, 9)):
+            p[hw] = p[k]
+    if draw(st.integers(0, 4)) == 0:  # tiny input, huge stride and padding
+        p["H"], p["W"] = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        p["R"], p["S"] = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        ax = draw(st.integers(0, 1))
+        big = min(2**62, 2 ** draw(HUGE_EXPONENTS) + draw(st.integers(-1, 1)))
+        p["stride"][ax] = big
+        if draw(st.booleans()):
+            p["pads"][2 * ax + draw(st.integers(0, 1))] = min(2**62, 2 ** draw(HUGE_EXPONENTS))
+        p["rule"] = draw(st.sampled_from(["crop", "pad", "strict"]))
+    # Per-position weights grow with the output: a weight of 2**22 to 2**36 elements is a
+    # real array the call copies and packs (seconds, not a finding); keep the output small
+    # there with a stride as large as the padded input. Larger ones stay: they must fail
+    # fast with MemoryError naming the argument.
+    xs, ws, _, _ = lc_shapes(p)
+    count = math.prod(ws)
+    if 2**22 <= count < 2**36:
+        for ax, hw in enumerate(("H", "W")):
+            p["stride"][ax] = max(p["stride"][ax],
+                                  min(2**62, p[hw] + p["pads"][2 * ax] + p["pads"][2 * ax + 1]))
+        if p["rule"] == "strict":
+            p["rule"] = "crop"
+    return p
+
+
+def lc_shapes(p):
+    """(x, weight, bias, y) shapes; weight/bias/y with (1, 1) positions when it does not fit."""
+    xs, cws = shapes(p)
+    try:
+        geo = ref.Geometry(xs, cws, **ref_kw(p))
+        ho, wo = geo.Ho, geo.Wo
+    except (ref.RefShapeError, AssertionError):
+        ho, wo = 1, 1
+    K, C, R, S = p["K"], p["C"], p["R"], p["S"]
+    if p["layout"] == "NCHW":
+        return xs, (ho, wo, K, C, R, S), (K, ho, wo), (p["N"], K, ho, wo)
+    return xs, (ho, wo, K, R, S, C), (ho, wo, K), (p["N"], ho, wo, K)
+
+
+def _lc_hyper(draw, p, kw_out: Dict[str, Any]) -> None:
+    """_hyper's stride/padding/layout/shape_rule; rarely a junk value or an argument the
+    layer does not take (dilation, groups)."""
+    kw: Dict[str, Any] = {}
+    _hyper(draw, p, kw)
+    kw.pop("dilation", None)
+    kw.pop("groups", None)
+    if draw(st.integers(0, 15)) == 7:
+        kw[draw(st.sampled_from(["dilation", "groups"]))] = draw(st.sampled_from([1, 2]))
+    kw_out.update(kw)
+
+
+@st.composite
+def lc_case(draw) -> Dict[str, Any]:
+    fn = draw(st.sampled_from(["locally_connected2d", "locally_connected2d",
+                               "locally_connected2d_backward"]))
+    p = draw(lc_problem())
+    xs, ws, bs, ys = lc_shapes(p)
+    if draw(st.integers(0, 7)) == 0 and p["N"] == 1:
+        xs, ys = xs[1:], ys[1:]
+    xs_m, ws_m, ys_m = (draw(maybe_bad_shape(v)) for v in (xs, ws, ys))
+    dt = p["dtype"]
+    kw: Dict[str, Any] = {}
+    _lc_hyper(draw, p, kw)
+    if fn == "locally_connected2d":
+        args = [draw(array_for(xs_m, dt, 1)), draw(array_for(ws_m, dt, 2))]
+        if draw(st.booleans()):
+            b = draw(array_for(draw(maybe_bad_shape(bs)), dt, 3))
+            if draw(st.booleans()):
+                kw["bias"] = b
+            else:
+                args.append(b)
+        if draw(st.integers(0, 3)) == 0:
+            kw["out"] = {"$out": draw(st.sampled_from(
+                ["fresh", "fresh", "alias_x", "alias_w", "overlap_x", "readonly", "noncontig",
+                 "fortran", "wrong_dtype", "wrong_shape", "misaligned", "list"]))}
+    else:
+        args = [draw(array_for(ys_m, dt, 4)), draw(array_for(xs_m, dt, 1)),
+                draw(array_for(ws_m, dt, 2))]
+        if draw(st.booleans()):
+            kw["bias"] = draw(st.sampled_from([True, False, np.bool_(True), 1, None]))
+    return {"fn": fn, "args": enc(args), "kw": {k: enc(v) for k, v in kw.items()}}
+
+
+def _num(draw, lo=1):
+    v = draw(st.one_of(st.integers(lo, 64), st.sampled_from([2**31, 2**32, 2**62, 2**63, 0, -1])))
+    kind = draw(st.integers(0, 5))
+    if kind == 0 and -2**63 <= v < 2**63:
+        return np.int64(v)
+    if kind == 1 and 0 <= v < 2**31:
+        return np.int32(v)
+    if kind == 2:
+        return draw(st.sampled_from([2.0, None, "3", True, np.float64(2.0)]))
+    return v
+
+
+@st.composite
+def lc_num_params_case(draw) -> Dict[str, Any]:
+    p = draw(lc_problem())
+    size = (p["H"], p["W"]) if p["H"] != p["W"] or draw(st.booleans()) else p["H"]
+    ks = (p["R"], p["S"]) if p["R"] != p["S"] or draw(st.booleans()) else p["R"]
+    cin, cout = p["C"], p["K"]
+    roll = draw(st.integers(0, 5))
+    if roll == 0:
+        size = draw(st.sampled_from([_num(draw), (_num(draw), _num(draw)), (2**62, 2**62),
+                                     (2**40, 1), [3, 3]]))
+    elif roll == 1:
+        cin, cout = _num(draw), _num(draw)
+    elif roll == 2:
+        ks = draw(st.sampled_from([_num(draw), (_num(draw), _num(draw)), (2**62, 1)]))
+    kw: Dict[str, Any] = {}
+    _lc_hyper(draw, p, kw)
+    kw.pop("layout", None)
+    if draw(st.booleans()):
+        kw["bias"] = draw(st.sampled_from([True, False, np.bool_(False), 1, None]))
+    return {"fn": "locally_connected2d_num_params", "args": enc([size, cin, cout, ks]),
+            "kw": {k: enc(v) for k, v in kw.items()}}
+
+
+@st.composite
+def lc_layer_case(draw) -> Dict[str, Any]:
+    p = draw(lc_problem())
+    p["rule"] = "strict"  # the layer's rule: usually sizes that fit it
+    if draw(st.integers(0, 3)):
+        for ax, (hw, k) in enumerate((("H", "R"), ("W", "S"))):
+            st_ = p["stride"][ax]
+            if st_ <= 3:
+                span = p[hw] + p["pads"][2 * ax] + p["pads"][2 * ax + 1] - p[k]
+                if span >= 0:
+                    p[hw] += (-span) % st_
+    xs, ws, bs, ys = lc_shapes(p)
+    ctor: Dict[str, Any] = dict(in_channels=p["C"], out_channels=p["K"],
+                                kernel_size=(p["R"], p["S"]) if p["R"] != p["S"] else p["R"],
+                                input_size=(p["H"], p["W"]))
+    hk: Dict[str, Any] = {}
+    _lc_hyper(draw, p, hk)
+    hk.pop("shape_rule", None)
+    ctor.update(hk)
+    ctor["bias"] = draw(st.booleans())
+    ctor["dtype"] = p["dtype"]
+    ctor["rng"] = draw(st.integers(0, 2**16))
+    if draw(st.integers(0, 3)) == 0:
+        ctor["requires_input_grad"] = draw(st.sampled_from([False, False, True, "yes", 0, None]))
+    if draw(st.integers(0, 5)) == 0:
+        ctor["init"] = draw(st.sampled_from(["he", "he", "pytorch", "xavier", None]))
+    if draw(st.integers(0, 9)) == 0:
+        name = draw(st.sampled_from(["in_channels", "out_channels", "kernel_size", "input_size",
+                                     "dtype", "bias"]))
+        ctor[name] = draw(st.sampled_from({
+            "in_channels": [0, -1, 2.0, None, np.int64(p["C"])],
+            "out_channels": [0, -1, 2.0, None, np.int64(p["K"])],
+            "kernel_size": JUNK_PAIR, "input_size": JUNK_PAIR,
+            "dtype": ["float16", "int32", None, "f4", "<f8", "bogus"],
+            "bias": [None, "yes", 0]}[name]))
+    ops = draw(st.sampled_from([["forward", "backward"]] * 4 + [["forward"], ["backward"],
+                                                                ["forward", "backward", "backward"]]))
+    x = draw(array_for(draw(maybe_bad_shape(xs)), p["dtype"], 1))
+    gy = draw(array_for(draw(maybe_bad_shape(ys)), p["dtype"], 4))
+    return {"fn": "LocallyConnected2d", "args": [], "kw": {k: enc(v) for k, v in ctor.items()},
+            "x": x, "grad_y": gy, "ops": ops}
+
+
 @st.composite
 def any_case(draw, isas: List[str]) -> Dict[str, Any]:
     case = draw(st.one_of(
         conv_case(), conv_case(), conv_case(), conv_case(), conv_case(), conv_case(),
-        gemm_case(), num_params_case(), layer_case(), layer_case(), threads_case()))
+        gemm_case(), num_params_case(), layer_case(), layer_case(), threads_case(),
+        lc_case(), lc_case(), lc_case(), lc_num_params_case(), lc_layer_case(),
+        lc_layer_case()))
     case["isa"] = draw(st.sampled_from(isas))
     case["threads"] = draw(st.sampled_from([1, 2]))
     return case

@@ -94,6 +94,60 @@ def work(geo: ref.Geometry) -> int:
     return geo.N * geo.Kg * geo.C * max(taps, 1)
 
 
+# --- the locally-connected layer ------------------------------------------------------------
+# geo is the Geometry of the conv2d with the same x, K, C, R, S, stride and padding
+# (dilation 1, groups 1); the weights are per position: w (Ho, Wo, K, C, R, S) NCHW-style,
+# the bias (K, Ho, Wo). The loops are _taps', so they cost the products over real taps
+# only, whatever the stride or padding.
+
+def lc_w_in(geo: ref.Geometry, w: np.ndarray) -> np.ndarray:
+    w = np.asarray(w, dtype=np.float64)
+    return w if geo.layout == "NCHW" else w.transpose(0, 1, 2, 5, 3, 4)
+
+
+def lc_w_out(geo: ref.Geometry, w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w if geo.layout == "NCHW" else w.transpose(0, 1, 2, 4, 5, 3))
+
+
+def lc_b_in(geo: ref.Geometry, b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float64)
+    return b if geo.layout == "NCHW" else b.transpose(2, 0, 1)
+
+
+def lc_b_out(geo: ref.Geometry, b: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(b if geo.layout == "NCHW" else b.transpose(1, 2, 0))
+
+
+def lc_forward(geo: ref.Geometry, x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> np.ndarray:
+    """y (N, K, Ho, Wo) from x (N, C, H, W), w (Ho, Wo, K, C, R, S), b (K, Ho, Wo)."""
+    y = np.zeros((geo.N, geo.K, geo.Ho, geo.Wo))
+    for r, s, oh, ih, ow, iw in _taps(geo):
+        patch = x[:, :, ih, iw]                               # (N, C, h, w)
+        tap = w[oh, ow, :, :, r, s].transpose(2, 3, 0, 1)     # (K, C, h, w)
+        y[:, :, oh, ow] += (patch[:, None] * tap[None]).sum(axis=2)
+    if b is not None:
+        y += b[None]
+    return y
+
+
+def lc_backward_input(geo: ref.Geometry, dy: np.ndarray, w: np.ndarray) -> np.ndarray:
+    dx = np.zeros((geo.N, geo.C, geo.H, geo.W))
+    for r, s, oh, ih, ow, iw in _taps(geo):
+        g = dy[:, :, oh, ow]                                  # (N, K, h, w)
+        tap = w[oh, ow, :, :, r, s].transpose(2, 3, 0, 1)     # (K, C, h, w)
+        dx[:, :, ih, iw] += (g[:, :, None] * tap[None]).sum(axis=1)
+    return dx
+
+
+def lc_backward_weight(geo: ref.Geometry, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    dw = np.zeros((geo.Ho, geo.Wo, geo.K, geo.C, geo.R, geo.S))
+    for r, s, oh, ih, ow, iw in _taps(geo):
+        g = dy[:, :, oh, ow]                                  # (N, K, h, w)
+        patch = x[:, :, ih, iw]                               # (N, C, h, w)
+        dw[oh, ow, :, :, r, s] = (g[:, :, None] * patch[:, None]).sum(axis=0).transpose(2, 3, 0, 1)
+    return dw
+
+
 # --- comparison ----------------------------------------------------------------------------
 
 def compare(got: np.ndarray, expected: np.ndarray, mag: np.ndarray, dtype, terms: int,

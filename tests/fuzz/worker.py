@@ -54,7 +54,12 @@ in_channels out_channels dtype""".split()
 NAMES = {"conv2d": CONV_NAMES + ["out"], "gemm": ["a", "b", "out", "inner"],
          "conv2d_num_params": ["in_channels", "out_channels", "kernel_size", "groups", "bias"],
          "set_num_threads": ["n", "threads", "num_threads"],
-         "Conv2d": CONV_NAMES + ["grad_y", "rng", "requires_input_grad", "init"]}
+         "Conv2d": CONV_NAMES + ["grad_y", "rng", "requires_input_grad", "init"],
+         "locally_connected2d": CONV_NAMES + ["out"],
+         "locally_connected2d_backward": CONV_NAMES,
+         "locally_connected2d_num_params": CONV_NAMES + ["input_size"],
+         "LocallyConnected2d": CONV_NAMES + ["input_size", "grad_y", "rng", "requires_input_grad",
+                                             "init"]}
 # single letters only as a subject ("a must be", "x has", "b 3-D"), not as English words
 NAME_RES = {
     fn: re.compile(r"(?<![\w])(" + "|".join(re.escape(n) for n in names if len(n) > 1)
@@ -490,6 +495,358 @@ def expect_conv(fn: str, args: List[Any], kw: Dict[str, Any]) -> Expect:
                   huge_result=max(res_bytes + [copy_bytes(a) for a in ins]) > BIG_BYTES)
 
 
+# --- the locally-connected layer -------------------------------------------------------------
+
+LC_HYPER = ("stride", "padding", "layout", "shape_rule")
+
+
+def lc_geometry(x_shape, w_shape, kw: Dict[str, Any]) -> ref.Geometry:
+    """The conv2d Geometry with the layer's x, K, C, R, S, stride and padding (Invalid if
+    broken); w_shape is the 6-D weight's, which must then be (Ho, Wo, K, ...) exactly."""
+    extra = set(kw) - set(LC_HYPER)
+    if extra:
+        raise Invalid(f"unexpected keyword {sorted(extra)}")
+    layout = kw.get("layout", "NCHW")
+    if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
+        raise Invalid("layout")
+    rule = kw.get("shape_rule", "strict")
+    if not isinstance(rule, str) or rule not in ("strict", "crop", "pad"):
+        raise Invalid("shape_rule")
+    stride = o_pair(kw.get("stride", 1), "stride", 1)
+    if len(w_shape) != 6 or len(x_shape) not in (3, 4):
+        raise Invalid("ndim")
+    if min(w_shape) < 1:
+        raise Invalid("weight: empty axis")
+    if layout == "NCHW":
+        k, c, r, s = w_shape[2:]
+    else:
+        k, r, s, c = w_shape[2:]
+    xs = tuple(x_shape) if len(x_shape) == 4 else (1,) + tuple(x_shape)
+    n, xc, h, w = xs if layout == "NCHW" else (xs[0], xs[3], xs[1], xs[2])
+    for v, what in ((xc, "in_channels"), (h, "height"), (w, "width")):
+        if v < 1:
+            raise Invalid(f"{what} is 0")
+    if xc != c:
+        raise Invalid("weight channels vs x")
+    pads = o_padding(kw.get("padding", 0), (r, s), stride, (1, 1))
+    cws = (k, c, r, s) if layout == "NCHW" else (k, r, s, c)
+    try:
+        geo = ref.Geometry(x_shape, cws, stride=stride, padding=pads, layout=layout,
+                           shape_rule=rule)
+    except ref.RefShapeError as e:
+        raise Invalid(f"shape: {e}")
+    if tuple(w_shape[:2]) != (geo.Ho, geo.Wo):
+        raise Invalid("weight positions")
+    return geo
+
+
+def lc_b_shape(geo: ref.Geometry) -> Tuple[int, ...]:
+    return (geo.K, geo.Ho, geo.Wo) if geo.layout == "NCHW" else (geo.Ho, geo.Wo, geo.K)
+
+
+def lc_w_shape(geo: ref.Geometry) -> Tuple[int, ...]:
+    return (geo.Ho, geo.Wo, geo.K) + ((geo.C, geo.R, geo.S) if geo.layout == "NCHW"
+                                      else (geo.R, geo.S, geo.C))
+
+
+def lc_feasible(geo: ref.Geometry) -> bool:
+    sizes = [geo.N * geo.C * geo.H * geo.W, geo.N * geo.K * geo.Ho * geo.Wo,
+             geo.Ho * geo.Wo * geo.K * geo.C * geo.R * geo.S]
+    return max(sizes) <= REF_ELEMENTS and oracle.work(geo) <= REF_WORK
+
+
+def _lc_checks(geo: ref.Geometry, dt, which: str, **arrs):
+    """_conv_checks for the locally-connected layer (oracle.lc_*)."""
+    if which == "forward":
+        x, w, b = geo.act_in(arrs["x"]), oracle.lc_w_in(geo, arrs["w"]), arrs.get("b")
+        b = None if b is None else oracle.lc_b_in(geo, b)
+        exp = geo.act_out(oracle.lc_forward(geo, x, w, b))
+        mag = geo.act_out(oracle.lc_forward(geo, np.abs(x), np.abs(w), _abs(b)))
+        terms = geo.terms("forward")
+    elif which == "input":
+        dy, w = geo.act_in(arrs["dy"]), oracle.lc_w_in(geo, arrs["w"])
+        exp = geo.act_out(oracle.lc_backward_input(geo, dy, w))
+        mag = geo.act_out(oracle.lc_backward_input(geo, np.abs(dy), np.abs(w)))
+        terms = geo.terms("input")
+    elif which == "weight":
+        dy, x = geo.act_in(arrs["dy"]), geo.act_in(arrs["x"])
+        exp = oracle.lc_w_out(geo, oracle.lc_backward_weight(geo, dy, x))
+        mag = oracle.lc_w_out(geo, oracle.lc_backward_weight(geo, np.abs(dy), np.abs(x)))
+        terms = max(geo.N, 1)
+    else:  # bias: the sum over the batch, per filter and position
+        dy = geo.act_in(arrs["dy"])
+        exp = oracle.lc_b_out(geo, dy.sum(axis=0))
+        mag = oracle.lc_b_out(geo, np.abs(dy).sum(axis=0))
+        terms = max(geo.N, 1)
+
+    def check(got) -> Optional[str]:
+        if not isinstance(got, np.ndarray):
+            return f"{which}: returned {type(got).__name__}"
+        if got.dtype != dt:
+            return f"{which}: dtype {got.dtype}, expected {dt}"
+        d = oracle.compare(got, exp, mag, dt, terms)
+        return None if d is None else f"{which}: {d}"
+    return check
+
+
+def _lc_shape_check(geo, dt, which):
+    shape = {"forward": geo.out_shape(), "input": geo.x_shape(), "weight": lc_w_shape(geo),
+             "bias": lc_b_shape(geo)}[which]
+
+    def check(got):
+        if not isinstance(got, np.ndarray) or got.shape != tuple(shape) or got.dtype != dt:
+            return f"{which}: got {getattr(got, 'shape', got)!r}, expected shape {shape}"
+        return None
+    return check
+
+
+def expect_lc(fn: str, args: List[Any], kw: Dict[str, Any]) -> Expect:
+    soft = Soft()
+    hyper = {k: v for k, v in kw.items() if k not in ("bias", "out")}
+    if fn == "locally_connected2d":
+        if len(args) not in (2, 3) or (len(args) == 3 and "bias" in kw):
+            raise Invalid("arity")
+        x, w = args[:2]
+        b = args[2] if len(args) == 3 else kw.get("bias")
+        dt = o_array(x, "x", soft, (3, 4))
+        o_array(w, "weight", soft, (6,), dt)
+        geo = lc_geometry(x.shape, w.shape, hyper)
+        if b is not None:
+            o_array(b, "bias", soft, None, dt)
+            if b.shape != lc_b_shape(geo):
+                raise Invalid("bias shape")
+        o_out(kw.get("out"), geo.out_shape(), dt, [x, w, b], soft)
+        results = [("forward", dict(x=x, w=w, b=b))]
+        ins = [x, w] + ([b] if b is not None else [])
+    else:
+        if len(args) != 3:
+            raise Invalid("arity")
+        dy, x, w = args
+        dt = o_array(x, "x", soft, (3, 4))
+        o_array(w, "weight", soft, (6,), dt)
+        bias = kw.get("bias", True)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise Invalid("bias flag")
+        geo = lc_geometry(x.shape, w.shape, hyper)
+        o_array(dy, "grad_output", soft, None, dt)
+        if dy.shape != geo.out_shape():
+            raise Invalid("grad_output shape")
+        results = [("input", dict(dy=dy, w=w)), ("weight", dict(dy=dy, x=x))]
+        if bias:
+            results.append(("bias", dict(dy=dy)))
+        ins = [dy, x, w]
+    res_bytes = [nbytes(geo.out_shape(), dt.itemsize), nbytes(geo.x_shape(), dt.itemsize),
+                 nbytes(lc_w_shape(geo), dt.itemsize)]
+    is_ext = extreme(geo, [copy_bytes(a) for a in ins], res_bytes)
+    if not lc_feasible(geo) or (is_ext and max(res_bytes) > BIG_BYTES):
+        checks = [_lc_shape_check(geo, dt, which) for which, _ in results]
+        verified = False
+    else:
+        checks = [_lc_checks(geo, dt, which, **a) for which, a in results]
+        verified = True
+    out = kw.get("out")
+
+    def check(got):
+        if fn == "locally_connected2d_backward":
+            if not isinstance(got, convcore.Conv2dGrads):
+                return f"returned {type(got).__name__}"
+            vals = [got.input, got.weight] + ([got.bias] if len(checks) == 3 else [])
+            if len(checks) == 2 and got.bias is not None:
+                return "bias gradient returned with bias=False"
+        else:
+            vals = [got]
+            if out is not None and got is not out:
+                return "out= given but another array returned"
+        for c, v in zip(checks, vals):
+            d = c(v)
+            if d:
+                return d
+        return None
+    return Expect(check, is_ext, soft, verified,
+                  huge_result=max(res_bytes + [copy_bytes(a) for a in ins]) > BIG_BYTES)
+
+
+def expect_lc_num_params(args, kw) -> Expect:
+    if len(args) != 4:
+        raise Invalid("arity")
+    size, cin, cout, ks = args
+    h, w = o_pair(size, "input_size", 1)
+    cin = o_int_unbounded(cin, "in_channels")
+    cout = o_int_unbounded(cout, "out_channels")
+    r, s = o_pair(ks, "kernel_size", 1)
+    bias = kw.get("bias", True)
+    if not isinstance(bias, (bool, np.bool_)):
+        raise Invalid("bias flag")
+    hyper = {k: v for k, v in kw.items() if k != "bias"}
+    if "layout" in hyper:
+        raise Invalid("layout is not an argument")
+    big = max(cin, cout) > MAX_INT
+    cin_g, cout_g = min(cin, MAX_INT), min(cout, MAX_INT)
+    try:
+        geo = ref.Geometry((0, cin_g, h, w), (cout_g, cin_g, r, s),
+                           stride=o_pair(kw.get("stride", 1), "stride", 1),
+                           padding=o_padding(kw.get("padding", 0), (r, s),
+                                             o_pair(kw.get("stride", 1), "stride", 1), (1, 1)),
+                           shape_rule=_o_rule(kw.get("shape_rule", "strict")))
+    except ref.RefShapeError as e:
+        raise Invalid(f"shape: {e}")
+    extra = set(hyper) - {"stride", "padding", "shape_rule"}
+    if extra:
+        raise Invalid(f"unexpected keyword {sorted(extra)}")
+    want = geo.Ho * geo.Wo * cout * (cin * r * s + (1 if bias else 0))
+    # the core sizes every array in int64: a layer whose weight count does not fit may be
+    # refused (with a message naming the argument)
+    ext = big or extreme(geo, [], []) or want >= 2**62
+
+    def check(got):
+        if type(got) is not int or got != want:
+            return f"returned {got!r} ({type(got).__name__}), expected {want}"
+        return None
+    return Expect(check, ext)
+
+
+def _o_rule(rule):
+    if not isinstance(rule, str) or rule not in ("strict", "crop", "pad"):
+        raise Invalid("shape_rule")
+    return rule
+
+
+def run_lc_layer(case) -> Tuple[Optional[Tuple[str, str]], bool]:
+    kw = {k: dec(v, build_array, None) for k, v in case["kw"].items()}
+    soft = Soft()
+    invalid = None
+    geo0 = None
+    try:
+        extra = set(kw) - {"in_channels", "out_channels", "kernel_size", "input_size", "stride",
+                           "padding", "bias", "layout", "dtype", "rng", "requires_input_grad",
+                           "init"}
+        if extra:
+            raise Invalid(f"unexpected keyword {sorted(extra)}")
+        cin = o_int_unbounded(kw["in_channels"], "in_channels")
+        cout = o_int_unbounded(kw["out_channels"], "out_channels")
+        if not isinstance(kw.get("bias", True), (bool, np.bool_)):
+            raise Invalid("bias flag")
+        r, s = o_pair(kw["kernel_size"], "kernel_size", 1)
+        h, w = o_pair(kw["input_size"], "input_size", 1)
+        stride = o_pair(kw.get("stride", 1), "stride", 1)
+        pads = o_padding(kw.get("padding", 0), (r, s), stride, (1, 1))
+        layout = kw.get("layout", "NCHW")
+        if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
+            raise Invalid("layout")
+        dt = kw.get("dtype", "float32")
+        if dt is None:  # NumPy reads None as float64: either answer is fine (as for Conv2d)
+            soft.reasons.append("dtype None")
+            dt = "float64"
+        try:
+            d = np.dtype(dt)
+        except TypeError:
+            raise Invalid("dtype")
+        if d not in (np.float32, np.float64):
+            raise Invalid("dtype")
+        if not isinstance(kw.get("requires_input_grad", True), (bool, np.bool_)):
+            raise Invalid("requires_input_grad")
+        init = kw.get("init", "pytorch")
+        if not isinstance(init, str) or init not in ("pytorch", "he"):
+            raise Invalid("init")
+        if cin > MAX_INT or cout > MAX_INT:
+            soft.reasons.append("huge layer")
+        else:
+            xs = (0, cin, h, w) if layout == "NCHW" else (0, h, w, cin)
+            cws = (cout, cin, r, s) if layout == "NCHW" else (cout, r, s, cin)
+            try:
+                geo0 = ref.Geometry(xs, cws, stride=stride, padding=pads, layout=layout)
+            except ref.RefShapeError as e:
+                raise Invalid(f"shape: {e}")
+            if extreme(geo0, [], [nbytes(lc_w_shape(geo0), d.itemsize)]):
+                soft.reasons.append("huge layer")
+    except Invalid as e:
+        invalid = str(e)
+    try:
+        layer = convcore.LocallyConnected2d(**kw)
+    except BaseException as e:  # noqa: B902
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        exp = Expect(None, True, soft, huge_result=True)
+        return judge_exception(e, exp, invalid, "LocallyConnected2d()"), False
+    if invalid is not None:
+        return ("LocallyConnected2d(): accepted an invalid argument", f"{invalid}: built {layer!r}"), False
+    if geo0 is not None:
+        want = lc_w_shape(geo0)
+        if layer.weight.shape != want or (layer.bias is not None and layer.bias.shape != lc_b_shape(geo0)):
+            return ("LocallyConnected2d(): wrong parameter shapes",
+                    f"weight {layer.weight.shape}, expected {want}"), False
+    x = build_array(case["x"]["$arr"])
+    gy = build_array(case["grad_y"]["$arr"])
+    hyper = {k: kw[k] for k in ("stride", "padding", "layout") if k in kw}
+    done_forward = None
+    verified = False
+    nback = 0
+    for op in case["ops"]:
+        s2 = Soft()
+        inv = None
+        exp = None
+        ok_size = False
+        try:
+            if op == "forward":
+                dt = o_array(x, "x", s2, (3, 4))
+                if dt != layer.dtype:
+                    raise Invalid("x dtype vs layer")
+                geo = lc_geometry(x.shape, layer.weight.shape, hyper)
+            else:
+                if done_forward is None:
+                    raise Invalid("backward before forward")
+                geo, xf, yf = done_forward
+                o_array(gy, "grad_y", s2, None, layer.dtype)
+                if gy.shape != geo.out_shape():
+                    raise Invalid("grad_y shape")
+            ok_size = lc_feasible(geo)
+            big = [copy_bytes(x), nbytes(geo.out_shape(), 8), nbytes(lc_w_shape(geo), 8)]
+            exp = Expect(None, extreme(geo, big[:1], big[1:]) or not ok_size, s2,
+                         huge_result=max(big) > BIG_BYTES)
+        except Invalid as e:
+            inv = str(e)
+        snaps = snapshot([x, gy])
+        try:
+            got = layer.forward(x) if op == "forward" else layer.backward(gy)
+        except BaseException as e:  # noqa: B902
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            v = judge_exception(e, exp, inv, f"LocallyConnected2d.{op}")
+            if v:
+                return v, verified
+            continue
+        if inv is not None:
+            return (f"LocallyConnected2d.{op}: accepted an invalid argument", inv), verified
+        m = modified(snaps)
+        if m:
+            return (f"LocallyConnected2d.{op}: {m}", ""), verified
+        if not ok_size:
+            if op == "forward":
+                done_forward = (geo, x, got)
+            continue
+        w, b = layer.weight, layer.bias
+        if op == "forward":
+            d = _lc_checks(geo, layer.dtype, "forward", x=x, w=w, b=b)(got)
+            done_forward = (geo, x, got)
+        else:
+            geo, xf, yf = done_forward
+            nback += 1
+            ga = np.asarray(gy, np.float64) * nback
+            if layer.requires_input_grad:
+                d = _lc_checks(geo, layer.dtype, "input", dy=gy, w=w)(got)
+            else:
+                d = None if got is None else ("requires_input_grad=False but backward "
+                                              f"returned {type(got).__name__}")
+            d = (d
+                 or _lc_checks(geo, layer.dtype, "weight", dy=ga, x=xf)(layer.grad_weight)
+                 or (b is not None and _lc_checks(geo, layer.dtype, "bias", dy=ga)(layer.grad_bias))
+                 or None)
+        if d:
+            return (f"LocallyConnected2d.{op}: wrong result{_qualifiers([x, gy, w], hyper)}", d), verified
+        verified = True
+    return None, verified
+
+
 def expect_gemm(args, kw) -> Expect:
     soft = Soft()
     a, b = args
@@ -619,13 +976,18 @@ def _decode(case):
     kw = {k: dec(v, build_array, None) for k, v in kw_raw.items()}
     fn = case["fn"]
     if out_spec is not None:
-        names = {"conv2d": ["x", "w"], "gemm": ["a", "b"]}.get(fn, [])
+        names = {"conv2d": ["x", "w"], "locally_connected2d": ["x", "w"],
+                 "gemm": ["a", "b"]}.get(fn, [])
         made = dict(zip(names, args))
         shape, dtype = (1, 1, 1, 1), np.float32
         try:
             if fn == "gemm":
                 shape = (args[0].shape[0], args[1].shape[1])
                 dtype = args[0].dtype
+            elif fn == "locally_connected2d":
+                geo = lc_geometry(args[0].shape, args[1].shape,
+                                  {k: v for k, v in kw.items() if k != "bias"})
+                shape, dtype = geo.out_shape(), args[0].dtype
             else:
                 geo = o_geometry(args[0].shape, args[1].shape,
                                  {k: v for k, v in kw.items() if k not in ("bias", "activation")}, Soft())
@@ -794,6 +1156,8 @@ def _run(case) -> Tuple[Optional[Tuple[str, str]], bool]:
     fn = case["fn"]
     if fn == "Conv2d":
         return run_layer(case)
+    if fn == "LocallyConnected2d":
+        return run_lc_layer(case)
     fn, args, kw = _decode(case)
     invalid = None
     exp = None
@@ -804,6 +1168,10 @@ def _run(case) -> Tuple[Optional[Tuple[str, str]], bool]:
             exp = expect_num_params(args, kw)
         elif fn == "set_num_threads":
             exp = expect_threads(args, kw)
+        elif fn in ("locally_connected2d", "locally_connected2d_backward"):
+            exp = expect_lc(fn, args, kw)
+        elif fn == "locally_connected2d_num_params":
+            exp = expect_lc_num_params(args, kw)
         else:
             exp = expect_conv(fn, args, kw)
     except Invalid as e:

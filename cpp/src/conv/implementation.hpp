@@ -126,5 +126,9 @@ void backward_bias(const ConvPlan& p, const T* dy, T* db);
 // (locally_connected.cpp).
 template <typename T>
 void lc_backward_bias(const ConvPlan& p, const T* dy, T* db);
+// Sets dW of the locally-connected layer to 0 at the taps that lie in the padding (the
+// definition's empty sum; the executors form dy · 0 there, NaN for a non-finite dy).
+template <typename T>
+void lc_zero_padding_taps(const ConvPlan& p, T* dw);
 
 }  // namespace convcore::detail

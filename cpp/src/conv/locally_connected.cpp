@@ -17,6 +17,7 @@
 // lists the entries.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "implementation.hpp"
 #include "../gemm/pack.hpp"
@@ -43,6 +44,12 @@ void position_offsets(const ConvPlan& p, int64_t oh, int64_t ow, bool c_major, i
         off[idx] = hin && w >= 0 && w < p.W ? c * p.xs_c + h * p.xs_h + w * p.xs_w : -1;
       }
     }
+}
+
+// Whether output position (oh, ow) has a tap in the padding (no dilation here).
+inline bool position_reads_padding(const ConvPlan& p, int64_t oh, int64_t ow) {
+  const int64_t h0 = oh * p.sh - p.pad_t, w0 = ow * p.sw - p.pad_l;
+  return h0 < 0 || h0 + p.R > p.H || w0 < 0 || w0 + p.S > p.W;
 }
 
 // The transposed input of the "per_position_gemm" entries. Each thread transposes the
@@ -332,9 +339,24 @@ struct LcForwardWeights {
                  [&](int tid, int nt) {
       int64_t p0, p1;
       static_range(P, tid, nt, p0, p1);
+      std::vector<T> masked;
+      std::vector<int64_t> off;
       for (int64_t pos = p0; pos < p1; ++pos) {
         interrupt_point();
-        const MatrixPackA<T> pack{w + pos * p.K * CRS, CRS, 1};
+        const T* wp_ = w + pos * p.K * CRS;
+        const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+        if (position_reads_padding(p, oh, ow)) {
+          // A padding tap multiplies a padding zero: its weight is not part of the result,
+          // so it is packed as 0 (an Inf or NaN there would otherwise give 0·Inf = NaN).
+          off.resize(size_t(CRS));
+          position_offsets(p, oh, ow, false, off.data());
+          masked.assign(wp_, wp_ + p.K * CRS);
+          for (int64_t k = 0; k < p.K; ++k)
+            for (int64_t j = 0; j < CRS; ++j)
+              if (off[size_t(j)] < 0) masked[size_t(k * CRS + j)] = T(0);
+          wp_ = masked.data();
+        }
+        const MatrixPackA<T> pack{wp_, CRS, 1};
         T* out = dst + pos * elems;
         for (int64_t pc = 0; pc < CRS; pc += bl.kc)
           pack(out + pc * padded, 0, p.K, pc, std::min<int64_t>(bl.kc, CRS - pc), bl.mr);
@@ -755,6 +777,34 @@ void lc_backward_bias(const ConvPlan& p, const T* dy, T* db) {
   });
 }
 
+template <typename T>
+void lc_zero_padding_taps(const ConvPlan& p, T* dw) {
+  // dW[p][k][tap] is a sum over the images of dy · x at the tap; for a tap in the padding
+  // the sum is empty (0), whatever dy holds. The executors form dy · 0 there, which is 0
+  // for finite dy and NaN for Inf/NaN dy: set the definition's 0.
+  const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
+  if (P == 0 || K == 0 || CRS == 0) return;
+  const int nt = std::max(1, std::min<int>(threads_for(double(p.w_size)), int(std::min<int64_t>(P, 1 << 20))));
+  parallel_run(nt, [&](int tid, int nth) {
+    int64_t q0, q1;
+    static_range(P, tid, nth, q0, q1);
+    std::vector<int64_t> off;
+    for (int64_t pos = q0; pos < q1; ++pos) {
+      const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+      if (!position_reads_padding(p, oh, ow)) continue;
+      interrupt_point();
+      off.resize(size_t(CRS));
+      position_offsets(p, oh, ow, false, off.data());
+      T* d = dw + pos * K * CRS;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < CRS; ++j)
+          if (off[size_t(j)] < 0) d[k * CRS + j] = T(0);
+    }
+  });
+}
+
+template void lc_zero_padding_taps<float>(const ConvPlan&, float*);
+template void lc_zero_padding_taps<double>(const ConvPlan&, double*);
 template const ImplList<float>& lc_forward_implementations<float>();
 template const ImplList<double>& lc_forward_implementations<double>();
 template const ImplList<float>& lc_backward_data_implementations<float>();

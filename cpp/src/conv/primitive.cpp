@@ -184,8 +184,11 @@ struct Conv2dPrimitive::State {
 template <typename T>
 void Conv2dPrimitive::State::run_lc(Pass pass, detail::ExecArgs<T> args, const T* w) const {
   // Locally connected: the weights are packed up front per call (w given) or were packed
-  // by set_weights (w null); every tap is computed from explicit zeros
-  // for the padding (no exact-border pass).
+  // by set_weights (w null). Padding is never part of the result (exact_padding.hpp's
+  // rule), without a scan: forward packs the weights of padding taps as 0 (so a padding
+  // zero meets 0, not Inf/NaN); backward-data never adds a padding tap's row into dx;
+  // backward-weight sets the padding taps of dW to their definition, 0, after the executor
+  // (which formed dy · 0 there).
   const detail::Implementation<T>& im = impl<T>(pass);
   const detail::GemmEngine<T>& e = engine<T>();
   const detail::WeightPacking wp = im.weight_packing(plan);
@@ -209,6 +212,7 @@ void Conv2dPrimitive::State::run_lc(Pass pass, detail::ExecArgs<T> args, const T
     }
   }
   im.run(plan, e, args, weights);
+  if (pass == Pass::BackwardWeight) detail::lc_zero_padding_taps(plan, args.out);
 }
 
 Conv2dPrimitive::Conv2dPrimitive(const Conv2dDesc& desc, const PrimitiveOptions& options)
