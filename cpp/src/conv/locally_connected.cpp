@@ -397,6 +397,49 @@ inline int lc_threads(const ConvPlan& p, int64_t owners) {
   return std::max(1, std::min<int>(threads_for(p.flops()), int(std::min<int64_t>(owners, 1 << 20))));
 }
 
+// One output position's patches, as the transposed-input executors see them: images
+// [n0, n0 + nn) of the current chunk, the thread's band of the input transposed to
+// element × image (xt), and each tap's row of the patch matrix at xt + off[tap].
+template <typename T>
+struct PositionPatches {
+  int64_t pos, n0, nn, y_pos;  // y_pos: the position's offset in an output image
+  const T* xt;
+  const int64_t* off;
+};
+
+// Runs body(PositionPatches) for every output position, images in chunks of
+// transposed_chunk(), positions split across threads (each position owned by one thread, so
+// the order of every sum is fixed), each thread transposing the band of input rows its
+// positions read into its own scratch once per chunk.
+template <typename T, typename Body>
+void for_each_position_transposed(const ConvPlan& p, const GemmEngine<T>& e, const T* x,
+                                  Body&& body) {
+  const int64_t CRS = p.C * p.R * p.S, P = p.P();
+  const int64_t nb = transposed_chunk(p, e.blocking.nr);
+  const int nt = lc_threads(p, P);
+  for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+    const int64_t nn = std::min<int64_t>(nb, p.N - n0);
+    parallel_run(nt, [&](int tid, int nth) {
+      int64_t q0, q1;
+      static_range(P, tid, nth, q0, q1);
+      if (q0 >= q1) return;
+      const Band band = band_of_positions(p, q0, q1);
+      T* xt = thread_scratch_as<Scratch::Image, T>(
+          checked_mul(band.rows + 1, nb, "the transposed input"), "the transposed input");
+      transpose_band_in(p, band, x, n0, nn, nb, xt);
+      int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(
+          checked_mul(CRS, 2, "the tap offsets"), "the tap offsets");
+      int64_t* tap_base = off + CRS;
+      band_tap_base(p, band, nb, tap_base);
+      for (int64_t pos = q0; pos < q1; ++pos) {
+        const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+        band_offsets(p, band, oh, ow, nb, tap_base, off);
+        body(PositionPatches<T>{pos, n0, nn, oh * p.ys_h + ow * p.ys_w, xt, off});
+      }
+    });
+  }
+}
+
 // Forward from the transposed input band (preferred): B read in place by the offset-B
 // microkernel, one parallel region per chunk of images.
 struct LcForward : LcForwardWeights, AlwaysPreferred {
@@ -410,34 +453,13 @@ struct LcForward : LcForwardWeights, AlwaysPreferred {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
-    const int64_t nb = transposed_chunk(p, e.blocking.nr);
-    const int nt = lc_threads(p, P);
-    for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
-      const int64_t nn = std::min<int64_t>(nb, p.N - n0);
-      parallel_run(nt, [&](int tid, int nth) {
-        int64_t q0, q1;
-        static_range(P, tid, nth, q0, q1);
-        if (q0 >= q1) return;
-        const Band band = band_of_positions(p, q0, q1);
-        T* xt = thread_scratch_as<Scratch::Image, T>(
-            checked_mul(band.rows + 1, nb, "the transposed input"), "the transposed input");
-        transpose_band_in(p, band, a.x, n0, nn, nb, xt);
-        int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(
-            checked_mul(CRS, 2, "the tap offsets"), "the tap offsets");
-        int64_t* tap_base = off + CRS;
-        band_tap_base(p, band, nb, tap_base);
-        for (int64_t pos = q0; pos < q1; ++pos) {
-          const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
-          band_offsets(p, band, oh, ow, nb, tap_base, off);
-          const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
-          // bias: NCHW (K, Ho, Wo), NHWC (Ho, Wo, K)
-          const T* bias = a.bias ? a.bias + (p.nchw() ? pos : pos * K) : nullptr;
-          const LcStore<T> epi{a.out + n0 * p.ys_n + y_pos, bias, p.ys_n, p.ys_c,
-                               p.nchw() ? P : 1, a.relu};
-          gemm_rect_offset_b(e, 0, K, 0, nn, CRS, weights.group(pos), xt, off, epi);
-        }
-      });
-    }
+    for_each_position_transposed(p, e, a.x, [&](const PositionPatches<T>& pp) {
+      // bias: NCHW (K, Ho, Wo), NHWC (Ho, Wo, K)
+      const T* bias = a.bias ? a.bias + (p.nchw() ? pp.pos : pp.pos * K) : nullptr;
+      const LcStore<T> epi{a.out + pp.n0 * p.ys_n + pp.y_pos, bias, p.ys_n, p.ys_c,
+                           p.nchw() ? P : 1, a.relu};
+      gemm_rect_offset_b(e, 0, K, 0, pp.nn, CRS, weights.group(pp.pos), pp.xt, pp.off, epi);
+    });
   }
 };
 
@@ -676,34 +698,13 @@ struct LcBackwardWeight : NoWeights, AlwaysPreferred {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>&) {
-    const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
-    const int64_t nb = transposed_chunk(p, e.blocking.nr);
-    const int nt = lc_threads(p, P);
-    for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
-      const int64_t nn = std::min<int64_t>(nb, p.N - n0);
-      parallel_run(nt, [&](int tid, int nth) {
-        int64_t q0, q1;
-        static_range(P, tid, nth, q0, q1);
-        if (q0 >= q1) return;
-        const Band band = band_of_positions(p, q0, q1);
-        T* xt = thread_scratch_as<Scratch::Image, T>(
-            checked_mul(band.rows + 1, nb, "the transposed input"), "the transposed input");
-        transpose_band_in(p, band, a.x, n0, nn, nb, xt);
-        int64_t* off = thread_scratch_as<Scratch::Offsets, int64_t>(
-            checked_mul(CRS, 2, "the tap offsets"), "the tap offsets");
-        int64_t* tap_base = off + CRS;
-        band_tap_base(p, band, nb, tap_base);
-        for (int64_t pos = q0; pos < q1; ++pos) {
-          const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
-          band_offsets(p, band, oh, ow, nb, tap_base, off);
-          const int64_t y_pos = oh * p.ys_h + ow * p.ys_w;
-          gemm_rect(e, 0, K, 0, CRS, nn,
-                    MatrixPackA<T>{a.dy + n0 * p.ys_n + y_pos, p.ys_c, p.ys_n},
-                    TransposedPackBT<T>{xt, off}, a.out + pos * K * CRS, CRS, n0 > 0,
-                    NoEpilogue{});
-        }
-      });
-    }
+    const int64_t CRS = p.C * p.R * p.S, K = p.K;
+    for_each_position_transposed(p, e, a.x, [&](const PositionPatches<T>& pp) {
+      gemm_rect(e, 0, K, 0, CRS, pp.nn,
+                MatrixPackA<T>{a.dy + pp.n0 * p.ys_n + pp.y_pos, p.ys_c, p.ys_n},
+                TransposedPackBT<T>{pp.xt, pp.off}, a.out + pp.pos * K * CRS, CRS, pp.n0 > 0,
+                NoEpilogue{});
+    });
   }
 };
 
