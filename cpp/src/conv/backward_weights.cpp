@@ -58,9 +58,7 @@ void pack_output_grad_t(const ConvPlan& p, const T* dyg, int64_t pc, int64_t kc,
                            p.ys_w, p.ys_c, len, n, nr);
       kk += len;
     }
-    if (n < nr)
-      for (int64_t kk = 0; kk < kc; ++kk)
-        for (int64_t t = n; t < nr; ++t) d[kk * nr + t] = T(0);
+    zero_panel_tail(d, kc, n, nr);
   }
 }
 

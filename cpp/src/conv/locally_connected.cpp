@@ -200,8 +200,7 @@ struct TransposedPackBT {
         const T* __restrict src = xt + off[j0 + jb + j] + p0;
         for (int64_t q = 0; q < kc; ++q) d[q * nr + j] = src[q];
       }
-      for (int64_t q = 0; q < kc; ++q)
-        for (int64_t j = n; j < nr; ++j) d[q * nr + j] = T(0);
+      zero_panel_tail(d, kc, n, nr);
     }
   }
 };
@@ -223,8 +222,7 @@ struct PatchPackB {
           d[q * nr + j] = o < 0 ? T(0) : src[o];
         }
       }
-      for (int64_t q = 0; q < kc; ++q)
-        for (int64_t j = n; j < nr; ++j) d[q * nr + j] = T(0);
+      zero_panel_tail(d, kc, n, nr);
     }
   }
 };
@@ -267,8 +265,7 @@ struct LcWeightPackB {
         const T* src = w + p0 * CRS + native;
         for (int64_t q = 0; q < kc; ++q) d[q * nr + j] = src[q * CRS];
       }
-      for (int64_t q = 0; q < kc; ++q)
-        for (int64_t j = n; j < nr; ++j) d[q * nr + j] = T(0);
+      zero_panel_tail(d, kc, n, nr);
     }
   }
 };

@@ -335,9 +335,7 @@ struct OutputGradPackB {
                      len, nr);
         t += len;
       }
-      if (n < nr)
-        for (int64_t kk = 0; kk < kc; ++kk)
-          for (int64_t t = n; t < nr; ++t) d[kk * nr + t] = T(0);
+      zero_panel_tail(d, kc, n, nr);
     }
   }
 };

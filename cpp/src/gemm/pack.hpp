@@ -30,6 +30,14 @@ inline void transpose_4x4(float* __restrict d, int64_t ld, const float* __restri
 // One A micro-panel from a strided piece: d[p*mr + i] = src[i*rs + p*cs] for i < m,
 // p < k, rows m..mr-1 zero. Row-major pieces (cs == 1) are a transpose: blocks of 4 rows ×
 // 4 columns at a time (float), the rest element by element.
+// Zeroes columns [n, nr) of the kc rows of an NR-wide B micro-panel (its edge padding).
+template <typename T>
+inline void zero_panel_tail(T* d, int64_t kc, int64_t n, int nr) {
+  if (n >= nr) return;
+  for (int64_t p = 0; p < kc; ++p)
+    for (int64_t j = n; j < nr; ++j) d[p * nr + j] = T(0);
+}
+
 template <typename T>
 inline void pack_a_piece(T* d, const T* src, int64_t rs, int64_t cs, int64_t m, int64_t k,
                          int mr) {
@@ -119,9 +127,7 @@ struct MatrixPackB {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
       T* d = dst + jb * kc;
       pack_b_piece(d, b + p0 * rs + (j0 + jb) * cs, rs, cs, kc, n, nr);
-      if (n < nr)
-        for (int64_t p = 0; p < kc; ++p)
-          for (int64_t j = n; j < nr; ++j) d[p * nr + j] = T(0);
+      zero_panel_tail(d, kc, n, nr);
     }
   }
 };
