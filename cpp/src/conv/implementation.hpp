@@ -36,6 +36,8 @@ struct ExecArgs {
   const T* dy = nullptr;    // backward passes
   T* out = nullptr;         // y, dx or dw
   bool relu = false;        // forward
+  const T* w = nullptr;     // raw weights, for an executor that packs them as it goes
+                            // (WeightPacking::as_it_goes) when none were prepacked
 };
 
 // How an executor wants the weights prepacked: per group, an A operand with `extent` rows
@@ -44,6 +46,11 @@ struct ExecArgs {
 struct WeightPacking {
   bool is_a = true;
   int64_t extent = 0, depth = 0;
+  // The executor can pack each operand itself, right before the GEMM that uses it, from
+  // ExecArgs::w (PrepackedGroups::data is then null): for weights each used by one GEMM
+  // (the locally-connected forward), where packing them all up front would write and
+  // re-read a copy of every weight for nothing.
+  bool as_it_goes = false;
   bool none() const { return extent == 0; }
   int64_t padded(const Blocking& bl) const { return round_up(extent, is_a ? bl.mr : bl.nr); }
   int64_t group_elems(const Blocking& bl) const {

@@ -329,36 +329,47 @@ struct LcForwardWeights {
   }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    const int64_t CRS = p.C * p.R * p.S, P = p.P();
-    const WeightPacking wp = weight_packing(p);
-    const int64_t padded = wp.padded(bl), elems = wp.group_elems(bl);
+    const int64_t P = p.P();
+    const int64_t elems = weight_packing(p).group_elems(bl);
     parallel_run(std::max(1, std::min<int>(threads_for(double(P) * elems * 8), int(std::min<int64_t>(P, 1 << 20)))),
                  [&](int tid, int nt) {
       int64_t p0, p1;
       static_range(P, tid, nt, p0, p1);
-      std::vector<T> masked;
-      std::vector<int64_t> off;
       for (int64_t pos = p0; pos < p1; ++pos) {
         interrupt_point();
-        const T* wp_ = w + pos * p.K * CRS;
-        const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
-        if (position_reads_padding(p, oh, ow)) {
-          // A padding tap multiplies a padding zero: its weight is not part of the result,
-          // so it is packed as 0 (an Inf or NaN there would otherwise give 0·Inf = NaN).
-          off.resize(size_t(CRS));
-          position_offsets(p, oh, ow, false, off.data());
-          masked.assign(wp_, wp_ + p.K * CRS);
-          for (int64_t k = 0; k < p.K; ++k)
-            for (int64_t j = 0; j < CRS; ++j)
-              if (off[size_t(j)] < 0) masked[size_t(k * CRS + j)] = T(0);
-          wp_ = masked.data();
-        }
-        const MatrixPackA<T> pack{wp_, CRS, 1};
-        T* out = dst + pos * elems;
-        for (int64_t pc = 0; pc < CRS; pc += bl.kc)
-          pack(out + pc * padded, 0, p.K, pc, std::min<int64_t>(bl.kc, CRS - pc), bl.mr);
+        pack_position(p, bl, w, pos, dst + pos * elems);
       }
     });
+  }
+
+  // Packs position pos's weights (K × CRS row-major at w + pos·K·CRS) as an A operand into
+  // dst. A padding tap's column is packed as 0: it multiplies a padding zero, so its weight
+  // is not part of the result, and an Inf or NaN there would otherwise give 0·Inf = NaN.
+  template <typename T>
+  static void pack_position(const ConvPlan& p, const Blocking& bl, const T* w, int64_t pos,
+                            T* dst) {
+    const int64_t CRS = p.C * p.R * p.S;
+    const int64_t padded = weight_packing(p).padded(bl);
+    const MatrixPackA<T> pack{w + pos * p.K * CRS, CRS, 1};
+    for (int64_t pc = 0; pc < CRS; pc += bl.kc)
+      pack(dst + pc * padded, 0, p.K, pc, std::min<int64_t>(bl.kc, CRS - pc), bl.mr);
+    const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
+    if (!position_reads_padding(p, oh, ow)) return;
+    const int64_t h0 = oh * p.sh - p.pad_t, w0 = ow * p.sw - p.pad_l;
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t h = h0 + r, wc = w0 + s;
+        if (h >= 0 && h < p.H && wc >= 0 && wc < p.W) continue;
+        for (int64_t c = 0; c < p.C; ++c) {
+          // Column j of the packed operand: row panel ib at pc·padded + ib·kcb, then
+          // column j − pc at (j − pc)·MR.
+          const int64_t j = p.nchw() ? (c * p.R + r) * p.S + s : (r * p.S + s) * p.C + c;
+          const int64_t pc = j / bl.kc * bl.kc, kcb = std::min<int64_t>(bl.kc, CRS - pc);
+          T* col = dst + pc * padded + (j - pc) * bl.mr;
+          for (int64_t ib = 0; ib < padded; ib += bl.mr)
+            std::fill(col + ib * kcb, col + ib * kcb + bl.mr, T(0));
+        }
+      }
   }
 
   // Y[p] for images [n0, n0 + nn) of every position in one parallel region; pack_b_for(off)
@@ -441,6 +452,14 @@ void for_each_position_transposed(const ConvPlan& p, const GemmEngine<T>& e, con
 // microkernel, one parallel region per chunk of images.
 struct LcForward : LcForwardWeights, AlwaysPreferred {
   static constexpr const char* kName = "per_position_gemm";
+  // A functional call (no prepacked weights) packs each position's weights right before
+  // its GEMM, into the thread's A scratch (gemm_rect_offset_b does not use it): one read of
+  // the weights instead of a packed copy written and read back.
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    WeightPacking wp = LcForwardWeights::weight_packing(p);
+    wp.as_it_goes = true;
+    return wp;
+  }
   static const char* why_not(const ConvPlan& p, const Blocking& bl) {
     return transposed_chunk(p, bl.nr) == 0
                ? "the input transposed for NR images exceeds the image scratch"
@@ -455,7 +474,15 @@ struct LcForward : LcForwardWeights, AlwaysPreferred {
       const T* bias = a.bias ? a.bias + (p.nchw() ? pp.pos : pp.pos * K) : nullptr;
       const LcStore<T> epi{a.out + pp.n0 * p.ys_n + pp.y_pos, bias, p.ys_n, p.ys_c,
                            p.nchw() ? P : 1, a.relu};
-      gemm_rect_offset_b(e, 0, K, 0, pp.nn, CRS, weights.group(pp.pos), pp.xt, pp.off, epi);
+      Prepacked<T> w_pos;
+      if (weights.data) {
+        w_pos = weights.group(pp.pos);
+      } else {
+        T* dst = thread_scratch_as<Scratch::PackA, T>(weights.group_elems, "a position's weights");
+        pack_position(p, e.blocking, a.w, pp.pos, dst);
+        w_pos = Prepacked<T>{dst, weights.padded};
+      }
+      gemm_rect_offset_b(e, 0, K, 0, pp.nn, CRS, w_pos, pp.xt, pp.off, epi);
     });
   }
 };

@@ -194,7 +194,11 @@ void Conv2dPrimitive::State::run_lc(Pass pass, detail::ExecArgs<T> args, const T
   const detail::WeightPacking wp = im.weight_packing(plan);
   detail::PrepackedGroups<T> weights{nullptr, 0, 0};
   if (!wp.none()) {
-    if (w) {
+    if (w && wp.as_it_goes) {
+      // The executor packs each position's weights right before using them.
+      args.w = w;
+      weights = detail::PrepackedGroups<T>{nullptr, wp.padded(e.blocking), wp.group_elems(e.blocking)};
+    } else if (w) {
       // Packed once per call, in parallel, into the calling thread's weight scratch (the
       // executors read every position's operand in place, as with set_weights).
       const int64_t group_elems = wp.group_elems(e.blocking);
