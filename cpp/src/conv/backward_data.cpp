@@ -19,6 +19,7 @@
 // a ReLU pass.
 #include <cstring>
 #include <numeric>
+#include <vector>
 
 #include "implementation.hpp"
 #include "direct_s1.hpp"
@@ -173,6 +174,13 @@ struct Col2im : AlwaysPreferred {
 
 // Above this stride a phase decomposition has too many (mostly tiny) phases.
 constexpr int64_t kSubpixelMaxStride = 16;
+// Phase maps smaller than this (per image) leave the per-image phase GEMMs short of
+// columns; with several images col2im, whose columns run across images, does better.
+constexpr int64_t kSubpixelMinPhasePixels = 64;
+// The phase GEMMs have one row per input channel of the group: below this (RGB stems) the
+// micro-panels are mostly padding. (A constant, not MR, so the choice is the same on
+// every ISA.)
+constexpr int64_t kSubpixelMinChannels = 8;
 
 // Strided: one dense stride-1 correlation per phase of dx (subpixel.hpp), any layout.
 struct Subpixel {
@@ -191,6 +199,11 @@ struct Subpixel {
   static const char* declines(const ConvPlan& p, const Blocking&) {
     if (p.sh == 1 && p.sw == 1)
       return "stride 1: one phase, the full correlation (direct_stride1, indirect_nhwc)";
+    if (p.Cg < kSubpixelMinChannels)
+      return "fewer than 8 input channels per group: the phase GEMMs' rows would be mostly "
+             "micro-panel padding (col2im's rows are channels times taps)";
+    if (p.N > 1 && ceil_div(p.H, p.sh) * ceil_div(p.W, p.sw) < kSubpixelMinPhasePixels)
+      return "small phase maps of several images: col2im's columns run across images";
     const SubpixelGeometry geo(p);
     for (const PhaseAxis& cb : geo.cols)
       if (cb.count > 0 && 2 * (cb.hi - cb.lo) > cb.count)
@@ -219,32 +232,51 @@ struct Subpixel {
         }
     }
   }
+  // One parallel region for every phase: problems are (image, group, phase) with the
+  // phase innermost, so each thread's share holds every phase (their depths differ); a
+  // tile past its phase's columns does nothing.
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     const SubpixelGeometry geo(p);
     const BiasActivation<T> act{a.bias, nullptr, a.relu};
-    int64_t offset = 0;
+    struct Phase {
+      const PhaseAxis* ra;
+      const PhaseAxis* cb;
+      int64_t offset, depth, columns;
+    };
+    std::vector<Phase> phases;
+    int64_t offset = 0, max_columns = 0, max_depth = 0;
     for (const PhaseAxis& ra : geo.rows)
       for (const PhaseAxis& cb : geo.cols) {
         const int64_t depth = geo.depth(p, ra, cb);
         if (ra.count > 0 && cb.count > 0) {
-          if (depth == 0) fill_phase(p, ra, cb, act, a.out);
-          else
-            run_tiles(p.N * p.G, p.Cg, ra.count * SubpixelGeometry::wp(cb), depth, e.blocking,
-                      TileRules{1, e.blocking.nr, 0, 8},
-                      [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-              const int64_t img = prob / p.G, g = prob % p.G;
-              const SubpixelPhase<T> ph{&p, &ra, &cb, a.dy + g * p.Kg * p.ys_c,
-                                        a.out + g * p.Cg * p.xs_c, act.rows_from(g * p.Cg)};
-              ph.run_tile(e, Prepacked<T>{weights.data + g * weights.group_elems +
-                                              offset * weights.padded,
-                                          weights.padded},
-                          img, m0, m1, n0, n1);
-            });
+          if (depth == 0) {
+            fill_phase(p, ra, cb, act, a.out);
+          } else {
+            const int64_t columns = ra.count * SubpixelGeometry::wp(cb);
+            phases.push_back({&ra, &cb, offset, depth, columns});
+            max_columns = std::max(max_columns, columns);
+            max_depth = std::max(max_depth, depth);
+          }
         }
         offset += depth;
       }
+    const int64_t np = static_cast<int64_t>(phases.size());
+    if (np == 0) return;
+    run_tiles(p.N * p.G * np, p.Cg, max_columns, max_depth, e.blocking,
+              TileRules{1, e.blocking.nr, 0, 8},
+              [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const Phase& ph = phases[static_cast<size_t>(prob % np)];
+      if (n0 >= ph.columns) return;
+      const int64_t img = prob / np / p.G, g = (prob / np) % p.G;
+      const SubpixelPhase<T> run{&p, ph.ra, ph.cb, a.dy + g * p.Kg * p.ys_c,
+                                 a.out + g * p.Cg * p.xs_c, act.rows_from(g * p.Cg)};
+      run.run_tile(e, Prepacked<T>{weights.data + g * weights.group_elems +
+                                       ph.offset * weights.padded,
+                                   weights.padded},
+                   img, m0, m1, n0, std::min(n1, ph.columns));
+    });
   }
   // A phase no tap reaches: act(0 + bias).
   template <typename T>

@@ -201,10 +201,30 @@ struct SubpixelPhase {
       const int64_t len = std::min(n - t, w - u);
       const int64_t keep = std::max<int64_t>(0, std::min(len, b->count - u));
       const int64_t ih = a->first + row * p.sh, iw = b->first + u * p.sw;
-      for (int64_t ii = 0; ii < m && keep > 0; ++ii)
-        act.store(dxg + img * p.xs_n + (i0 + ii) * p.xs_c + ih * p.xs_h + iw * p.xs_w, step,
-                  buf + ii * ldb + t, keep, i0 + ii, 0);
+      for (int64_t ii = 0; ii < m && keep > 0; ++ii) {
+        T* dst = dxg + img * p.xs_n + (i0 + ii) * p.xs_c + ih * p.xs_h + iw * p.xs_w;
+        const T bias = act.row_bias ? act.row_bias[i0 + ii] : T(0);
+        if (act.relu) store_run<true>(dst, step, buf + ii * ldb + t, keep, bias);
+        else store_run<false>(dst, step, buf + ii * ldb + t, keep, bias);
+      }
       t += len;
+    }
+  }
+
+  // dst[u·step] = act(src[u] + bias), u < len: one tight loop per case.
+  template <bool kRelu>
+  static void store_run(T* __restrict dst, int64_t step, const T* __restrict src, int64_t len,
+                        T bias) {
+    if (step == 2) {
+      for (int64_t u = 0; u < len; ++u) {
+        const T v = src[u] + bias;
+        dst[2 * u] = kRelu ? BiasActivation<T>::relu_of(v) : v;
+      }
+    } else {
+      for (int64_t u = 0; u < len; ++u) {
+        const T v = src[u] + bias;
+        dst[u * step] = kRelu ? BiasActivation<T>::relu_of(v) : v;
+      }
     }
   }
 };
