@@ -494,3 +494,28 @@ def test_empty_batch():
                                   np.ones((4, 2, 3, 3)), stride=2)
     assert g.input.shape == (0, 4, 5, 5)
     assert not g.weight.any() and not g.bias.any()
+
+
+# -- summary --------------------------------------------------------------------------------
+
+def test_summary_transposed_layers(capsys):
+    s = convcore.summary((8, 256, 16, 16), ["convT128:4/2p1", "64:3p1", "convT32:3/2p1o1"])
+    assert s.fits
+    assert [r.kind for r in s] == ["convT", "conv", "convT"]
+    assert s[0].output_shape == (8, 128, 32, 32)
+    assert s[0].params == 256 * 128 * 16 + 128
+    assert s[0].flops == 2 * 8 * 256 * 16 * 16 * 128 * 16
+    assert s[0].algorithms["forward"] == "subpixel"
+    assert s[2].output_shape == (8, 32, 64, 64)
+    layer = ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1)
+    s = convcore.summary((64, 56, 56), [layer, {"transposed": True, "out_channels": 16,
+                                                "kernel_size": 4, "stride": 2, "padding": 1}])
+    assert s[0].output_shape == (32, 112, 112) and s[0].params == layer.num_params
+    assert s[1].output_shape == (16, 224, 224)
+    bad = convcore.summary((4, 1, 1), ["convT4:3p2"])
+    assert not bad.fits and "not positive" in bad[0].problem
+    with pytest.raises(ValueError, match="output_padding"):
+        convcore.summary((4, 5, 5), ["convT4:3/2o2"])
+    from convcore._summary import main
+    assert main(["8x256x16x16", "convT128:4/2p1"]) == 0
+    assert "convT 128:4/2p1" in capsys.readouterr().out
