@@ -92,7 +92,8 @@ struct Conv2dDesc {
   DataType dtype = DataType::Float32;
 };
 
-// What a validated descriptor resolves to.
+// What a validated descriptor resolves to (for ConvTranspose2d: the transposed operation's
+// own view — out_h/out_w its output, input_elements its x, output_elements its y).
 struct Conv2dShape {
   int64_t out_h = 0, out_w = 0;
   // Padding after the shape rule ("pad" grows bottom/right).
@@ -113,6 +114,8 @@ struct PrimitiveOptions {
   // Implementation names to force per pass ("" = the first preferred entry of the list).
   // A forced entry must apply to the problem (else std::invalid_argument naming why not).
   // For tests and diagnostics: the choice affects speed and the last bits, never validity.
+  // For ConvTranspose2d each pass's names are those of the conv2d list it runs (forward:
+  // the backward-data list, backward_data: the forward list).
   std::string forward, backward_data, backward_weight;
 };
 
