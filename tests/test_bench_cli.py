@@ -54,3 +54,15 @@ def test_plot_is_written(tmp_path):
 def test_plot_only_with_the_layer_suite():
     res = _bench("--gemm", "--plot", "x.png")
     assert res.returncode == 2 and "--plot applies to the layer suite" in res.stderr
+
+
+def test_family_transposed(tmp_path):
+    out = tmp_path / "t.json"
+    res = _bench("--family", "transposed", "--layers", "k4", "--batch", "1", "--passes",
+                 "fwd,bwd_weight", "--repeat", "1", "--no-torch", "--threads", "1",
+                 "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "convT_s2_k4_256to128" in res.stdout
+    doc = json.loads(out.read_text())
+    assert doc["mode"] == "transposed"
+    assert [r["pass"] for r in doc["rows"]] == ["fwd", "bwd_weight"]

@@ -19,7 +19,10 @@ the choice it is meant to exercise:
     read in place, one output row per depth segment ("tap rows"); NHWC with channels per
     group a multiple of 32 (and a kernel larger than 1×1 or <= 64 filters) -> im2col read
     in place through per-pixel offsets ("pixel rows"); otherwise packed;
-  * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data).
+  * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data);
+  * backward-data with a stride > 1, at least 8 input channels per group and phase maps
+    (the input map over the stride) of >= 64 pixels or one image -> the sub-pixel
+    decomposition (one stride-1 correlation per phase of dx); otherwise col2im.
 Sizes are chosen so each case lands on the intended path and still crosses tile edges.
 """
 import numpy as np
@@ -49,6 +52,7 @@ CASES = {
     "pixel_rows_nhwc_1x1": ((2, 32, 6, 7), (8, 1, 1), dict()),
     "pixel_rows_nhwc_groups": ((2, 64, 6, 6), (16, 3, 3), dict(padding=(0, 1, 2, 0), groups=2)),
     "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
+    "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
 }
 
 
@@ -122,6 +126,10 @@ EXPECTED = {
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
         'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'subpixel_strided': {
+        'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'subpixel', 'im2col'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),

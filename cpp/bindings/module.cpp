@@ -284,12 +284,14 @@ PYBIND11_MODULE(_core, m) {
                        const std::string& layout, const std::string& rule,
                        const std::string& dtype, const std::string& forward,
                        const std::string& backward_data, const std::string& backward_weight,
-                       const std::string& kind) {
+                       const std::string& kind, int64_t output_padding_h,
+                       int64_t output_padding_w) {
              Conv2dDesc desc;
              if (kind == "conv2d") desc.kind = OpKind::Conv2d;
              else if (kind == "locally_connected2d") desc.kind = OpKind::LocallyConnected2d;
-             else throw std::invalid_argument("kind must be 'conv2d' or 'locally_connected2d', got '" +
-                                              kind + "'");
+             else if (kind == "conv_transpose2d") desc.kind = OpKind::ConvTranspose2d;
+             else throw std::invalid_argument("kind must be 'conv2d', 'locally_connected2d' or "
+                                              "'conv_transpose2d', got '" + kind + "'");
              Conv2dParams& prm = desc.params;
              prm.batch = batch;
              prm.in_channels = in_channels;
@@ -307,6 +309,8 @@ PYBIND11_MODULE(_core, m) {
              prm.pad_left = pad_left;
              prm.pad_right = pad_right;
              prm.groups = groups;
+             prm.output_padding_h = output_padding_h;
+             prm.output_padding_w = output_padding_w;
              prm.layout = parse_layout(layout);
              prm.shape_rule = parse_rule(rule);
              if (dtype == "float32") desc.dtype = DataType::Float32;
@@ -324,7 +328,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"),
            py::arg("layout"), py::arg("shape_rule"), py::arg("dtype") = "float32",
            py::arg("forward") = "", py::arg("backward_data") = "",
-           py::arg("backward_weight") = "", py::arg("kind") = "conv2d")
+           py::arg("backward_weight") = "", py::arg("kind") = "conv2d",
+           py::arg("output_padding_h") = 0, py::arg("output_padding_w") = 0)
       .def_property_readonly("out_h", [](const Conv2dPrimitive& p) { return p.shape().out_h; })
       .def_property_readonly("out_w", [](const Conv2dPrimitive& p) { return p.shape().out_w; })
       .def_property_readonly("pad_top", [](const Conv2dPrimitive& p) { return p.shape().pad_top; })

@@ -9,6 +9,8 @@ from ._runtime import gemm, get_num_threads, max_num_threads, set_num_threads, s
 from .layers import Conv2d, LayerStateError
 from .locally_connected import (LocallyConnected2d, locally_connected2d,
                                 locally_connected2d_backward, locally_connected2d_num_params)
+from .transposed import (ConvTranspose2d, conv_transpose2d, conv_transpose2d_backward,
+                         conv_transpose2d_output_shape)
 from ._summary import LayerSummary, Summary, summary
 from . import cs231n  # the CS231n assignment's names: convcore.cs231n.conv_forward_fast, ...
 
@@ -22,3 +24,5 @@ __all__ = [
 __all__ += ["LayerSummary", "Summary", "cs231n", "summary"]
 __all__ += ["LocallyConnected2d", "locally_connected2d", "locally_connected2d_backward",
             "locally_connected2d_num_params"]
+__all__ += ["ConvTranspose2d", "conv_transpose2d", "conv_transpose2d_backward",
+            "conv_transpose2d_output_shape"]

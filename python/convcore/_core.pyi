@@ -17,12 +17,16 @@ class Primitive:
                  dilation_w: int, pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
                  groups: int, layout: _Layout, shape_rule: _ShapeRule, dtype: str = ...,
                  forward: str = ..., backward_data: str = ...,
-                 backward_weight: str = ..., kind: str = ...) -> None: ...
+                 backward_weight: str = ..., kind: str = ..., output_padding_h: int = ...,
+                 output_padding_w: int = ...) -> None: ...
     # dtype: "float32" or "float64" (any other string raises ValueError, as do unknown
     # implementation names and kinds). forward / backward_data / backward_weight: an
     # implementation name forced for that pass ("" = the core's choice). kind: "conv2d"
     # (default) or "locally_connected2d" (weights (Ho, Wo, K, C, R, S) NCHW, (Ho, Wo, K, R, S, C) NHWC; bias (K, Ho, Wo) NCHW,
-    # (Ho, Wo, K) NHWC).
+    # (Ho, Wo, K) NHWC), or "conv_transpose2d" (the sizes are the transposed operation's:
+    # in_* its input, out_h/out_w its output; weights (in_channels, out_channels/groups, R, S)
+    # NCHW, (in_channels, R, S, out_channels/groups) NHWC; output_padding_h/_w add rows and
+    # columns at the bottom/right, each < stride or < dilation).
     @property
     def out_h(self) -> int: ...
     @property

@@ -11,14 +11,22 @@ Layer syntax (Python list items, and the command line ``python -m convcore summa
 * ``"K:F"`` a conv layer of K filters F×F (``"K:RxS"`` rectangular), followed by options
   ``/S`` stride, ``pP`` padding (``p2``, ``p1x2``, ``psame``), ``dD`` dilation, ``gG``
   groups; e.g. ``"96:11/4"``, ``"256:5p2g2"``, ``"64:3/2p1"``.
+* ``"convTK:F"`` a transposed conv layer (conv_transpose2d) of K output channels, with the
+  conv options and ``oP`` output_padding; e.g. ``"convT64:4/2p1"``, ``"convT32:3/2p1o1"``.
 * ``"poolF"`` a pooling layer F×F with stride F; ``"poolF/S"``, ``"poolF/SpP"``;
   ``maxpool``/``avgpool`` also read.
 * a dict ``{'out_channels': K, 'kernel_size': F, 'stride': 1, 'padding': 0, 'dilation': 1,
   'groups': 1, 'bias': True, 'shape_rule': ..., 'name': ...}`` or
   ``{'pool': F, 'stride': F, 'padding': 0, 'mode': 'max', 'name': ...}``;
 * a tuple ``(K, F)``, ``(K, F, stride)`` or ``(K, F, stride, padding)``;
-* a :class:`convcore.Conv2d` layer object (its own channels, hyperparameters, layout,
-  shape rule and dtype).
+* a :class:`convcore.Conv2d` or :class:`convcore.ConvTranspose2d` layer object (its own
+  channels, hyperparameters, layout, shape rule and dtype); a dict with
+  ``'transposed': True`` (and ``'output_padding'``) for a transposed conv layer.
+
+A transposed layer's output is (H − 1)·S − P + d·(F − 1) + output_padding + 1 (it always
+fits unless that is not positive); its unshared count gives every input position its own
+kernel; its receptive field grows by ⌈F_eff/S⌉ − 1 of its input units and the jump is
+divided by the stride (floored at 1).
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Optional,
 from ._args import check_groups, check_layout, check_shape_rule, is_int, padding4, pair
 from ._conv import _algorithms
 from .layers import Conv2d
+from .transposed import ConvTranspose2d, _algorithms as _t_algorithms
 from ._types import DTypeName, Layout, ShapeRule
 
 __all__ = ["LayerSummary", "Summary", "summary", "main"]
@@ -49,7 +58,7 @@ class LayerSummary:
     name : str
         The layer as written (``"conv 96:11/4"``, ``"pool 3/2"``) or its ``name``.
     kind : str
-        ``"conv"`` or ``"pool"``.
+        ``"conv"``, ``"convT"`` (transposed) or ``"pool"``.
     input_shape, output_shape : tuple of int
         In the summary's layout, with the batch axis when the input shape had one;
         None when the layer (or, for input_shape, an earlier one) cannot be sized at all.
@@ -237,10 +246,13 @@ class _Spec:
     layout: Optional[str] = None
     dtype: Optional[str] = None
     weight_shape: Optional[Tuple[int, ...]] = None
+    output_padding: Pair = (0, 0)
 
 
 _NUM = r"\d+(?:[x×]\d+)?"
 _CONV_RE = re.compile(rf"(\d+):({_NUM})((?:/{_NUM}|p(?:same|valid|{_NUM})|d{_NUM}|g\d+)*)")
+_CONVT_RE = re.compile(rf"convT(\d+):({_NUM})((?:/{_NUM}|p{_NUM}|d{_NUM}|g\d+|o{_NUM})*)")
+_OPTT_RE = re.compile(rf"(/|p|d|g|o)({_NUM})")
 _POOL_RE = re.compile(rf"(max|avg)?pool({_NUM})((?:/{_NUM}|p{_NUM})*)")
 _OPT_RE = re.compile(rf"(/|p|d|g)(same|valid|{_NUM})")
 
@@ -265,6 +277,14 @@ def _parse_string(text: str, where: str) -> _Spec:
                           kernel_size=_num(m.group(2)), stride=_num(opts.get("/", "1")),
                           padding=padding, dilation=_num(opts.get("d", "1")),
                           groups=int(opts.get("g", "1")))
+    m = _CONVT_RE.fullmatch(t)
+    if m:
+        opts = {k: v for k, v in _OPTT_RE.findall(m.group(3))}
+        return _convt_spec(where, f"convT {_canonical(t)[5:]}", out_channels=int(m.group(1)),
+                           kernel_size=_num(m.group(2)), stride=_num(opts.get("/", "1")),
+                           padding=_num(opts.get("p", "0")), dilation=_num(opts.get("d", "1")),
+                           groups=int(opts.get("g", "1")),
+                           output_padding=_num(opts.get("o", "0")))
     m = _POOL_RE.fullmatch(t)
     if m:
         opts = {k: v for k, v in _OPT_RE.findall(m.group(3))}
@@ -274,7 +294,9 @@ def _parse_string(text: str, where: str) -> _Spec:
     raise ValueError(
         f"{where}: cannot read layer {text!r}; write a conv layer as 'K:F' with options "
         "/stride pPadding dDilation gGroups (e.g. '96:11/4', '256:5p2', '64:3/2p1', "
-        "'32:3x1'), a pooling layer as 'poolF' or 'poolF/S' (e.g. 'pool2', 'pool3/2')")
+        "'32:3x1'), a transposed conv layer as 'convTK:F' with the same options and oP "
+        "output_padding (e.g. 'convT64:4/2p1'), a pooling layer as 'poolF' or 'poolF/S' "
+        "(e.g. 'pool2', 'pool3/2')")
 
 
 def _conv_spec(where: str, name: Optional[str], *, out_channels: Any, kernel_size: Any,
@@ -301,6 +323,39 @@ def _conv_spec(where: str, name: Optional[str], *, out_channels: Any, kernel_siz
         name = "conv " + _spec_text(int(out_channels), kernel, st, padding, dil, g)
     return _Spec("conv", name, kernel, st, padding, dil, out_channels=int(out_channels),
                  groups=g, bias=bias, shape_rule=rule)
+
+
+def _convt_spec(where: str, name: Optional[str], *, out_channels: Any, kernel_size: Any,
+                stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: Any = 1,
+                bias: Any = True, output_padding: Any = 0) -> _Spec:
+    from .transposed import _output_padding, _padding
+    try:
+        if not is_int(out_channels):
+            raise TypeError(f"out_channels must be an int, got {out_channels!r}")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+        kernel = pair(kernel_size, "kernel_size", 1)
+        st = pair(stride, "stride", 1)
+        dil = pair(dilation, "dilation", 1)
+        pads = _padding(padding)
+        op = _output_padding(output_padding, st, dil)
+        g = check_groups(groups)
+        if out_channels % g:
+            raise ValueError(f"groups={g} must divide out_channels={out_channels}")
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
+    if name is None:
+        name = "convT " + _spec_text(int(out_channels), kernel, st, _pad_arg(pads), dil, g) + (
+            "" if op == (0, 0) else f"o{_pair_text(op)}")
+    return _Spec("convT", name, kernel, st, pads, dil, out_channels=int(out_channels),
+                 groups=g, bias=bias, output_padding=op)
+
+
+def _pad_arg(pads: Tuple[int, int, int, int]) -> Any:
+    """A (top, bottom, left, right) padding as the pair it is when symmetric."""
+    return (pads[0], pads[2]) if pads[0] == pads[1] and pads[2] == pads[3] else pads
 
 
 def _pool_spec(where: str, name: Optional[str], kernel: Any, stride: Any, padding: Any,
@@ -346,10 +401,34 @@ def _spec_text(k: int, kernel: Pair, stride: Pair, padding: Any, dil: Pair, g: i
 
 _CONV_KEYS = {"out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
               "shape_rule", "name"}
+_CONVT_KEYS = {"transposed", "out_channels", "kernel_size", "stride", "padding", "dilation",
+               "groups", "bias", "output_padding", "name"}
 _POOL_KEYS = {"pool", "stride", "padding", "mode", "shape_rule", "name"}
 
 
 def _parse_layer(layer: Any, where: str) -> _Spec:
+    if isinstance(layer, ConvTranspose2d):
+        text = _spec_text(layer.out_channels, layer.kernel_size, layer.stride,
+                          _pad_arg(layer.pads), layer.dilation, layer.groups)
+        if layer.output_padding != (0, 0):
+            text += f"o{_pair_text(layer.output_padding)}"
+        return _Spec("convT", f"ConvTranspose2d {layer.in_channels}→{text}", layer.kernel_size,
+                     layer.stride, layer.pads, layer.dilation,
+                     out_channels=layer.out_channels, in_channels=layer.in_channels,
+                     groups=layer.groups, bias=layer.bias is not None, layout=layer.layout,
+                     dtype=layer.dtype.name, weight_shape=tuple(layer.weight.shape),
+                     output_padding=layer.output_padding)
+    if isinstance(layer, dict) and layer.get("transposed"):
+        unknown = set(layer) - _CONVT_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} for a transposed conv "
+                             f"layer; the keys are {sorted(_CONVT_KEYS)}")
+        missing = [k for k in ("out_channels", "kernel_size") if k not in layer]
+        if missing:
+            raise ValueError(f"{where}: a transposed conv layer needs "
+                             f"{' and '.join(map(repr, missing))}, got {layer!r}")
+        kw = {k: v for k, v in layer.items() if k not in ("name", "transposed")}
+        return _convt_spec(where, layer.get("name"), **kw)
     if isinstance(layer, Conv2d):
         text = _spec_text(layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                           layer.dilation, layer.groups)
@@ -556,6 +635,10 @@ def summary(input_shape: Union[Sequence[int], str], layers: Union[str, Sequence[
         row = LayerSummary(i, spec.name, spec.kind,
                            _from_nchw(n, c, h, w, layout, batched) if sized else None, None)
         rows.append(row)
+        if spec.kind == "convT":
+            sized, (n, c, h, w) = _transposed_row(row, spec, sized, (n, c, h, w), rf, jump,
+                                                  layout, dtype, batched)
+            continue
         pads = padding4(spec.padding, spec.kernel, spec.stride, spec.dilation)
         axes = [_Axis(h, spec.dilation[0] * (spec.kernel[0] - 1) + 1, pads[0] + pads[1],
                       spec.stride[0]),
@@ -664,6 +747,68 @@ def summary(input_shape: Union[Sequence[int], str], layers: Union[str, Sequence[
     return result
 
 
+def _transposed_row(row: LayerSummary, spec: _Spec, sized: bool,
+                    nchw: Tuple[int, int, int, int], rf: List[int], jump: List[int],
+                    layout: str, dtype: str, batched: bool
+                    ) -> Tuple[bool, Tuple[int, int, int, int]]:
+    """Fills a transposed conv layer's row; returns (sized, the next input's n, c, h, w)."""
+    n, c, h, w = nchw
+    k, g = spec.out_channels, spec.groups
+    assert k is not None
+    pads = spec.padding
+    for a in range(2):
+        k_eff = spec.dilation[a] * (spec.kernel[a] - 1) + 1
+        rf[a] += (-(-k_eff // spec.stride[a]) - 1) * jump[a]
+        jump[a] = max(1, jump[a] // spec.stride[a])
+    row.receptive_field, row.jump = (rf[0], rf[1]), (jump[0], jump[1])
+    cin = c
+    if spec.in_channels is not None and spec.in_channels != c:
+        row.fits = False
+        row.problem = (f"the layer takes in_channels={spec.in_channels} but its input has "
+                       f"{c} channels")
+        row.fixes.append(f"make the previous layer give {spec.in_channels} channels or build "
+                         f"this one with in_channels={c}")
+        cin = spec.in_channels
+    if cin % g:
+        row.fits = False
+        row.problem = _join(row.problem, f"groups={g} does not divide the {cin} input channels")
+        row.fixes.append(f"groups dividing both {cin} and {k}")
+        return False, (n, k, h, w)
+    taps = (k // g) * spec.kernel[0] * spec.kernel[1]
+    row.params = cin * taps + (k if spec.bias else 0)
+    if not sized:
+        row.fits = False
+        row.problem = _join(row.problem, "not sized: an earlier layer does not fit its input "
+                                         "at all")
+        return False, (n, k, h, w)
+    ho = ((h - 1) * spec.stride[0] - pads[0] - pads[1] + spec.dilation[0] * (spec.kernel[0] - 1)
+          + spec.output_padding[0] + 1)
+    wo = ((w - 1) * spec.stride[1] - pads[2] - pads[3] + spec.dilation[1] * (spec.kernel[1] - 1)
+          + spec.output_padding[1] + 1)
+    if ho < 1 or wo < 1:
+        row.fits = False
+        row.problem = _join(row.problem, f"output {ho}×{wo} is not positive: (H − 1)·S − P + "
+                                         "d·(F − 1) + output_padding + 1")
+        row.fixes.append("less padding, or a larger input or stride")
+        return False, (n, k, h, w)
+    row.params_unshared = h * w * cin * taps + (ho * wo * k if spec.bias else 0)
+    row.flops = 2 * n * cin * h * w * taps
+    lay = spec.layout or layout
+    kg = k // g
+    wshape = spec.weight_shape or ((cin, kg) + spec.kernel if lay == "NCHW"
+                                   else (cin,) + spec.kernel + (kg,))
+    try:
+        row.algorithms = _t_algorithms(_from_nchw(n, cin, h, w, lay, True), wshape,
+                                       stride=spec.stride, padding=pads,
+                                       output_padding=spec.output_padding,
+                                       dilation=spec.dilation, groups=g, layout=lay,
+                                       dtype=spec.dtype or dtype)
+    except (ValueError, MemoryError) as e:
+        row.notes.append(f"convcore cannot plan it: {e}")
+    row.output_shape = _from_nchw(n, k, ho, wo, layout, batched)
+    return True, (n, k, ho, wo)
+
+
 # --- command line ---------------------------------------------------------------------------
 
 _CLI_HELP = """\
@@ -676,6 +821,8 @@ input:  CxHxW or NxCxHxW, e.g. 3x227x227 or 128x3x227x227 (N scales the FLOPs)
 layers: K:F      a conv layer of K filters F×F (K:RxS rectangular), with options
                  /S stride, pP padding (p2, p1x2, psame), dD dilation, gG groups
                  e.g. 96:11/4  256:5p2  64:3/2p1  256:3p1g32  32:3x1
+        convTK:F a transposed conv layer of K output channels: the conv options and
+                 oP output_padding, e.g. convT64:4/2p1  convT32:3/2p1o1
         poolF    a pooling layer F×F, stride F; poolF/S, poolF/SpP (e.g. pool2, pool3/2)
 
 example (AlexNet):

@@ -3,6 +3,7 @@
     python -m convcore.bench                      # the whole layer suite, 3 passes
     python -m convcore.bench --layers resnet --passes fwd --batch 4 --threads 1
     python -m convcore.bench --gemm               # convcore.gemm against NumPy's a @ b
+    python -m convcore.bench --family transposed  # conv_transpose2d against torch
 
 Peers: NumPy im2col (as_strided + one copy + one BLAS matmul; col2im by filter taps) and,
 when installed, PyTorch CPU (torch.nn.functional.conv2d and aten.convolution_backward).
@@ -357,6 +358,92 @@ def torch_impl(torch: Any, layer: Layer, layout: str, ops: Dict[str, np.ndarray]
     }, to_numpy)
 
 
+# -- transposed convolution (--family transposed) --------------------------------------------
+
+# name, N, C_in, H, W, C_out, kernel, stride, padding, output_padding
+TRANSPOSED_LAYERS = [
+    ("convT_s2_k4_256to128", 16, 256, 16, 16, 128, 4, 2, 1, 0),
+    ("convT_s2_k3_op1_64to32", 8, 64, 56, 56, 32, 3, 2, 1, 1),
+]
+
+
+def run_transposed(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
+    """conv_transpose2d's three passes against torch (same table as the layer suite; GFLOP
+    = 2·N·C_in·H·W·(C_out)·R·S per pass). convcore's backward passes go through the
+    transposed primitive (planned per call, like the functional calls)."""
+    from .transposed import _TProblem
+    dtype = np.dtype(args.dtype or "float32")
+    layout = args.layout
+    names = ["convcore"] + (["torch"] if torch is not None else [])
+    print(f"transposed convolution, layout {layout}, {dtype.name}; GFLOP/s and spread as "
+          "in the layer suite; ratio > 1: convcore faster")
+    head = (f"{'layer':<24} {'pass':<10} {'GFLOP':>7}" + "".join(f" {n:>13}" for n in names)
+            + (f" {'cc/torch':>9}" if torch is not None else ""))
+    print(head)
+    print("-" * len(head))
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, n, c, h, w, k, f, st, pad, op in TRANSPOSED_LAYERS:
+        if args.layers and not any(t in name for t in args.layers.split(",")):
+            continue
+        n = args.batch or n
+        ho, wo = (h - 1) * st - 2 * pad + f + op, (w - 1) * st - 2 * pad + f + op
+        gflop = 2.0 * n * c * h * w * k * f * f / 1e9
+        nhwc = layout == "NHWC"
+        x = rng.standard_normal((n, h, w, c) if nhwc else (n, c, h, w), dtype=dtype)
+        wt = rng.standard_normal((c, f, f, k) if nhwc else (c, k, f, f),
+                                 dtype=dtype) / math.sqrt(c * f * f)
+        b = rng.standard_normal(k, dtype=dtype)
+        dy = rng.standard_normal((n, ho, wo, k) if nhwc else (n, k, ho, wo), dtype=dtype)
+        kw: Dict[str, Any] = dict(stride=st, padding=pad, output_padding=op, layout=layout)
+
+        def plan() -> Any:
+            return _TProblem(x.shape, wt.shape, st, pad, op, 1, 1, layout, dtype.name).plan
+
+        def bwd_data() -> np.ndarray:
+            dx = np.empty_like(x)
+            plan().backward_data(dy, wt, dx)
+            return dx
+
+        def bwd_weight() -> np.ndarray:
+            dw = np.empty_like(wt)
+            plan().backward_weight(dy, x, dw)
+            return dw
+
+        impls = [Impl("convcore", {
+            "fwd": lambda: convcore.conv_transpose2d(x, wt, b, **kw),
+            "bwd_data": bwd_data, "bwd_weight": bwd_weight})]
+        if torch is not None:
+            def tensor(a: np.ndarray) -> Any:
+                t = torch.from_numpy(a)
+                return t.permute(0, 3, 1, 2) if nhwc else t
+
+            tx, tw, tb, tdy = tensor(x), tensor(wt), torch.from_numpy(b), tensor(dy)
+            cb = torch.ops.aten.convolution_backward
+
+            def to_numpy(t: Any) -> np.ndarray:
+                arr: np.ndarray = (t.permute(0, 2, 3, 1) if nhwc else t).numpy()
+                return arr
+
+            impls.append(Impl("torch", {
+                "fwd": lambda: torch.nn.functional.conv_transpose2d(
+                    tx, tw, tb, stride=st, padding=pad, output_padding=op),
+                "bwd_data": lambda: cb(tdy, tx, tw, None, [st] * 2, [pad] * 2, [1, 1], True,
+                                       [op] * 2, 1, [True, False, False])[0],
+                "bwd_weight": lambda: cb(tdy, tx, tw, None, [st] * 2, [pad] * 2, [1, 1], True,
+                                         [op] * 2, 1, [False, True, False])[1],
+            }, to_numpy))
+        for i, pass_name in enumerate(args.passes):
+            res = measure(impls, pass_name, gflop, args.repeat, f"{name} {pass_name}")
+            ratio = (res["convcore"]["gflops"] / res["torch"]["gflops"]) if torch else None
+            rows.append({"layer": name, "pass": pass_name, "gflop": gflop, "results": res,
+                         "ratio_torch": ratio})
+            print(f"{name if i == 0 else '':<24} {pass_name:<10} {gflop:>7.4g}"
+                  + "".join(cell(res[m]) for m in names)
+                  + (f" {ratio:>8.2f} " if ratio is not None else ""), flush=True)
+    return {"mode": "transposed", "layout": layout, "dtype": dtype.name, "rows": rows}
+
+
 # -- the two modes ----------------------------------------------------------------------------
 
 def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
@@ -614,6 +701,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="skip the PyTorch peer")
     ap.add_argument("--json", metavar="PATH",
                     help="write all results and machine information to PATH")
+    ap.add_argument("--family", choices=("conv", "transposed"), default="conv",
+                    help="transposed: conv_transpose2d's target layers against torch instead "
+                         "of the conv2d layer suite (--layers filters them by name)")
     ap.add_argument("--gemm", action="store_true",
                     help="GEMM mode: convcore.gemm against NumPy's a @ b")
     ap.add_argument("--layer-calls", action="store_true",
@@ -643,7 +733,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     try:
         if args.gemm:
             args.gemm_sizes = gemm_sizes(args.sizes, args.dtype)
-        else:
+        elif args.family == "conv":
             args.suite = select_layers(load_layers(args.csv), args.layers)
             if args.batch:
                 args.suite = [replace(layer, n=args.batch) for layer in args.suite]
@@ -676,7 +766,9 @@ def run(args: argparse.Namespace) -> int:
     if args.layer_calls:
         result = run_layer_calls(args)
     else:
-        result = run_gemm(args) if args.gemm else run_layers(args, torch)
+        result = (run_gemm(args) if args.gemm else
+                  run_transposed(args, torch) if args.family == "transposed" else
+                  run_layers(args, torch))
     if args.json:
         doc = {"machine": machine_info(torch, threads), "settings": args.settings, **result}
         with open(args.json, "w", encoding="utf-8") as f:

@@ -32,14 +32,25 @@ enum class Layout { NCHW, NHWC };
 enum class ShapeRule { Strict, Crop, Pad };
 enum class Activation { None, Relu };
 enum class DataType { Float32, Float64 };
-// The operation a descriptor asks for. Transposed and depthwise convolution join this list
-// as their own kinds.
+// The operation a descriptor asks for. Depthwise convolution joins this list as its own
+// kind.
 //   Conv2d: the convolutional layer (parameters shared across positions).
 //   LocallyConnected2d: every output position has its own filters (no sharing; groups and
 //     dilation must be 1). Weights NCHW (Ho, Wo, K, C, R, S), NHWC (Ho, Wo, K, R, S, C);
 //     bias NCHW (K, Ho, Wo), NHWC (Ho, Wo, K); backward_weight and backward_bias sum over
 //     the batch only.
-enum class OpKind { Conv2d, LocallyConnected2d };
+//   ConvTranspose2d: transposed convolution (PyTorch's conv_transpose2d), the adjoint of a
+//     conv2d. The params describe the transposed operation itself: x (N, in_channels, in_h,
+//     in_w) → y (N, out_channels, out_h, out_w) with
+//       out_h = (in_h − 1)·stride_h − pad_top − pad_bottom + dilation_h·(kernel_h − 1)
+//               + output_padding_h + 1
+//     (output_padding < stride or < dilation per axis, as PyTorch requires; shape_rule is
+//     not used). Weights NCHW (in_channels, out_channels/groups, R, S), NHWC (in_channels,
+//     R, S, out_channels/groups); bias (out_channels). Its passes run the conv2d
+//     machinery of the equivalent convolution (y's shape → x's shape, same weights):
+//     forward = that convolution's backward-data (bias and ReLU fused), backward_data =
+//     its forward, backward_weight = its backward-weight with x and dy exchanged.
+enum class OpKind { Conv2d, LocallyConnected2d, ConvTranspose2d };
 // The passes a primitive computes; the bias gradient is part of backward_weight's family
 // but has a single implementation (backward_bias).
 enum class Pass { Forward, BackwardData, BackwardWeight };
@@ -68,6 +79,8 @@ struct Conv2dParams {
   int64_t dilation_h = 1, dilation_w = 1;
   int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
   int64_t groups = 1;
+  // ConvTranspose2d only: extra rows (columns) at the bottom (right) of the output.
+  int64_t output_padding_h = 0, output_padding_w = 0;
   Layout layout = Layout::NCHW;
   ShapeRule shape_rule = ShapeRule::Strict;
 };
@@ -79,7 +92,8 @@ struct Conv2dDesc {
   DataType dtype = DataType::Float32;
 };
 
-// What a validated descriptor resolves to.
+// What a validated descriptor resolves to (for ConvTranspose2d: the transposed operation's
+// own view — out_h/out_w its output, input_elements its x, output_elements its y).
 struct Conv2dShape {
   int64_t out_h = 0, out_w = 0;
   // Padding after the shape rule ("pad" grows bottom/right).
@@ -100,6 +114,8 @@ struct PrimitiveOptions {
   // Implementation names to force per pass ("" = the first preferred entry of the list).
   // A forced entry must apply to the problem (else std::invalid_argument naming why not).
   // For tests and diagnostics: the choice affects speed and the last bits, never validity.
+  // For ConvTranspose2d each pass's names are those of the conv2d list it runs (forward:
+  // the backward-data list, backward_data: the forward list).
   std::string forward, backward_data, backward_weight;
 };
 

@@ -2,6 +2,9 @@
 //  * stride 1: dx is the full correlation of dy with the flipped, transposed weights —
 //    a forward-style GEMM through the direct (NCHW) or indirect (NHWC) executor that
 //    writes every element of dx once: no col2im, no zeroing;
+//  * stride > 1: the sub-pixel decomposition (subpixel.hpp) — stride_h·stride_w dense
+//    stride-1 correlations of dy, one per phase of dx, each writing its interleaved rows
+//    and columns of dx once;
 //  * otherwise dx = col2im(Wᵀ · dy), described here. Per group the column gradient
 // dcol (Cg·R·S × N·Ho·Wo) = Wᵀ (Cg·R·S × Kg) · dY (Kg × N·Ho·Wo) is produced block by
 // block in a per-thread buffer and scattered into dx by the col2im epilogue; no full
@@ -9,13 +12,20 @@
 // whole channels and whole images owns its slice of dx: tiles are cut only between
 // channels and between images, which makes the scatter race-free, and column blocks are
 // cut at fixed positions, which makes its summation order independent of the threads.
+//
+// The same executors compute a transposed convolution's forward (OpKind::ConvTranspose2d):
+// ExecArgs then carries a bias per dx channel and ReLU, which the once-writing executors
+// apply as they store and col2im applies by starting dx from the bias and finishing with
+// a ReLU pass.
 #include <cstring>
 #include <numeric>
+#include <vector>
 
 #include "implementation.hpp"
 #include "direct_s1.hpp"
 #include "packers.hpp"
 #include "indirect_nhwc.hpp"
+#include "subpixel.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
@@ -65,6 +75,7 @@ struct DirectStride1 {
       DirectS1<T> d = base;
       d.in = a.dy + g * p.Kg * p.ys_c;
       d.out = a.out + g * p.Cg * p.xs_c;
+      d.act = BiasActivation<T>{a.bias, nullptr, a.relu}.rows_from(g * p.Cg);
       d.run_tile(e, weights.group(g), img, m0, m1, n0, n1);
     });
   }
@@ -104,6 +115,7 @@ struct IndirectNhwcBackwardData {
       IndirectNhwc<T> d = base;
       d.in = a.dy + g * p.Kg * p.ys_c;
       d.out = a.out + g * p.Cg * p.xs_c;
+      d.act = BiasActivation<T>{nullptr, a.bias, a.relu}.cols_from(g * p.Cg);
       d.run_tile(e, weights.group(g), m0, m1, n0, n1);
     });
   }
@@ -125,12 +137,19 @@ struct Col2im : AlwaysPreferred {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     T* dx = a.out;
-    // Zero dx in parallel chunks (col2im accumulates into it).
+    // Zero dx (or set it to the bias) in parallel chunks: col2im accumulates into it.
     const int64_t total = p.x_size;
     parallel_run(threads_for(double(total) * 8), [&](int tid, int nt) {
       int64_t b, end;
       static_range(total, tid, nt, b, end);
-      if (end > b) std::memset(dx + b, 0, sizeof(T) * static_cast<size_t>(end - b));
+      if (end <= b) return;
+      if (!a.bias) {
+        std::memset(dx + b, 0, sizeof(T) * static_cast<size_t>(end - b));
+      } else if (p.nchw()) {
+        for (int64_t i = b; i < end; ++i) dx[i] = a.bias[(i / p.xs_c) % p.C];
+      } else {
+        for (int64_t i = b; i < end; ++i) dx[i] = a.bias[i % p.C];
+      }
     });
     const int64_t M = p.CgRS(), N = p.N * p.P(), K = p.Kg;
     // Tiles hold whole channels (R·S rows, starting on micro-panel boundaries) of whole
@@ -143,6 +162,142 @@ struct Col2im : AlwaysPreferred {
       const Col2imEpilogue<T> col2im{&p, dx + g * p.Cg * p.xs_c};
       gemm_rect_buffered(e, m0, m1, n0, n1, K, weights.group(g), pack_dy, col2im);
     });
+    if (a.relu) {
+      parallel_run(threads_for(double(total) * 4), [&](int tid, int nt) {
+        int64_t b, end;
+        static_range(total, tid, nt, b, end);
+        for (int64_t i = b; i < end; ++i) dx[i] = BiasActivation<T>::relu_of(dx[i]);
+      });
+    }
+  }
+};
+
+// Above this stride a phase decomposition has too many (mostly tiny) phases.
+constexpr int64_t kSubpixelMaxStride = 16;
+// Phase maps smaller than this (per image) leave the per-image phase GEMMs short of
+// columns; with several images col2im, whose columns run across images, does better.
+constexpr int64_t kSubpixelMinPhasePixels = 64;
+// The phase GEMMs have one row per input channel of the group: below this (RGB stems) the
+// micro-panels are mostly padding. (A constant, not MR, so the choice is the same on
+// every ISA.)
+constexpr int64_t kSubpixelMinChannels = 8;
+
+// Strided: one dense stride-1 correlation per phase of dx (subpixel.hpp), any layout.
+struct Subpixel {
+  static constexpr const char* kName = "subpixel";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (p.sh > kSubpixelMaxStride || p.sw > kSubpixelMaxStride)
+      return "stride above 16 along an axis: too many phases";
+    const SubpixelGeometry geo(p);
+    for (const PhaseAxis& ra : geo.rows)
+      for (const PhaseAxis& cb : geo.cols)
+        if (subpixel_row_scratch(p, ra, cb) > kImageScratchElems)
+          return "the dy rows one phase row reads exceed the per-thread scratch bound "
+                 "(dilation, padding or width too large)";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    if (p.sh == 1 && p.sw == 1)
+      return "stride 1: one phase, the full correlation (direct_stride1, indirect_nhwc)";
+    if (p.Cg < kSubpixelMinChannels)
+      return "fewer than 8 input channels per group: the phase GEMMs' rows would be mostly "
+             "micro-panel padding (col2im's rows are channels times taps)";
+    if (p.N > 1 && ceil_div(p.H, p.sh) * ceil_div(p.W, p.sw) < kSubpixelMinPhasePixels)
+      return "small phase maps of several images: col2im's columns run across images";
+    const SubpixelGeometry geo(p);
+    for (const PhaseAxis& cb : geo.cols)
+      if (cb.count > 0 && 2 * (cb.hi - cb.lo) > cb.count)
+        return "phase rows narrower than twice the spread of their taps: over half the "
+               "computed columns would be discarded";
+    return nullptr;
+  }
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return {true, p.Cg, p.Kg * p.R * p.S};
+  }
+  // Per group, the phases' A operands one after another (phase (a, b) in row-major order,
+  // each Kg·taps_h·taps_w deep: together Kg·R·S).
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const WeightPacking wp = weight_packing(p);
+    const int64_t padded = wp.padded(bl), group_elems = wp.group_elems(bl);
+    const SubpixelGeometry geo(p);
+    for (int64_t g = 0; g < p.G; ++g) {
+      int64_t offset = 0;
+      for (const PhaseAxis& ra : geo.rows)
+        for (const PhaseAxis& cb : geo.cols) {
+          const int64_t depth = geo.depth(p, ra, cb);
+          prepack(bl, PhaseWeightPackA<T>{&p, w + g * p.Kg * p.ws_k, &ra, &cb}, true, p.Cg,
+                  depth, dst + g * group_elems + offset * padded);
+          offset += depth;
+        }
+    }
+  }
+  // One parallel region for every phase: problems are (image, group, phase) with the
+  // phase innermost, so each thread's share holds every phase (their depths differ); a
+  // tile past its phase's columns does nothing.
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const SubpixelGeometry geo(p);
+    const BiasActivation<T> act{a.bias, nullptr, a.relu};
+    struct Phase {
+      const PhaseAxis* ra;
+      const PhaseAxis* cb;
+      int64_t offset, depth, columns;
+    };
+    std::vector<Phase> phases;
+    int64_t offset = 0, max_columns = 0, max_depth = 0;
+    for (const PhaseAxis& ra : geo.rows)
+      for (const PhaseAxis& cb : geo.cols) {
+        const int64_t depth = geo.depth(p, ra, cb);
+        if (ra.count > 0 && cb.count > 0) {
+          if (depth == 0) {
+            fill_phase(p, ra, cb, act, a.out);
+          } else {
+            const int64_t columns = ra.count * SubpixelGeometry::wp(cb);
+            phases.push_back({&ra, &cb, offset, depth, columns});
+            max_columns = std::max(max_columns, columns);
+            max_depth = std::max(max_depth, depth);
+          }
+        }
+        offset += depth;
+      }
+    const int64_t np = static_cast<int64_t>(phases.size());
+    if (np == 0) return;
+    run_tiles(p.N * p.G * np, p.Cg, max_columns, max_depth, e.blocking,
+              TileRules{1, e.blocking.nr, 0, 8},
+              [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      const Phase& ph = phases[static_cast<size_t>(prob % np)];
+      if (n0 >= ph.columns) return;
+      const int64_t img = prob / np / p.G, g = (prob / np) % p.G;
+      const SubpixelPhase<T> run{&p, ph.ra, ph.cb, a.dy + g * p.Kg * p.ys_c,
+                                 a.out + g * p.Cg * p.xs_c, act.rows_from(g * p.Cg)};
+      run.run_tile(e, Prepacked<T>{weights.data + g * weights.group_elems +
+                                       ph.offset * weights.padded,
+                                   weights.padded},
+                   img, m0, m1, n0, std::min(n1, ph.columns));
+    });
+  }
+  // A phase no tap reaches: act(0 + bias).
+  template <typename T>
+  static void fill_phase(const ConvPlan& p, const PhaseAxis& ra, const PhaseAxis& cb,
+                         const BiasActivation<T>& act, T* dx) {
+    const int64_t jobs = p.N * p.C;
+    parallel_run(std::max(1, std::min<int>(threads_for(double(ra.count) * cb.count * jobs),
+                                           int(std::min<int64_t>(jobs, 1 << 20)))),
+                 [&](int tid, int nt) {
+      int64_t j0, j1;
+      static_range(jobs, tid, nt, j0, j1);
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t n = j / p.C, c = j % p.C;
+        T v = act.row_bias ? act.row_bias[c] : T(0);
+        if (act.relu) v = BiasActivation<T>::relu_of(v);
+        T* plane = dx + n * p.xs_n + c * p.xs_c;
+        for (int64_t t = 0; t < ra.count; ++t)
+          for (int64_t u = 0; u < cb.count; ++u)
+            plane[(ra.first + t * p.sh) * p.xs_h + (cb.first + u * p.sw) * p.xs_w] = v;
+      }
+    });
   }
 };
 
@@ -154,6 +309,7 @@ const ImplList<T>& backward_data_implementations() {
   static const ImplList<T> list = {
       implementation_of<DirectStride1, T>(),
       implementation_of<IndirectNhwcBackwardData, T>(),
+      implementation_of<Subpixel, T>(),
       implementation_of<Col2im, T>(),
   };
   return list;

@@ -32,10 +32,10 @@ namespace convcore::detail {
 template <typename T>
 struct ExecArgs {
   const T* x = nullptr;     // forward, backward_weight
-  const T* bias = nullptr;  // forward (or null)
+  const T* bias = nullptr;  // forward, and backward-data for a transposed forward (or null)
   const T* dy = nullptr;    // backward passes
   T* out = nullptr;         // y, dx or dw
-  bool relu = false;        // forward
+  bool relu = false;        // forward, and backward-data for a transposed forward
   const T* w = nullptr;     // raw weights, for an executor that packs them as it goes
                             // (WeightPacking::as_it_goes) when none were prepacked
 };
@@ -105,9 +105,13 @@ const ImplList<T>& lc_backward_data_implementations();
 template <typename T>
 const ImplList<T>& lc_backward_weight_implementations();
 
-// The list of one pass of one operation kind.
+// The list of one pass of one operation kind. The transposed convolution's passes are the
+// equivalent convolution's (conv_pass): its forward runs the backward-data list (whose
+// executors fuse bias and ReLU when ExecArgs carries them), its backward-data the forward
+// list.
 template <typename T>
 const ImplList<T>& implementations(OpKind kind, Pass pass) {
+  if (kind == OpKind::ConvTranspose2d) return implementations<T>(OpKind::Conv2d, conv_pass(kind, pass));
   if (kind == OpKind::LocallyConnected2d) {
     switch (pass) {
       case Pass::Forward: return lc_forward_implementations<T>();

@@ -88,7 +88,100 @@ AxisSize conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t di
 
 namespace detail {
 
+namespace {
+
+// The output size of a transposed convolution along one axis (the equivalent convolution's
+// input size): (in − 1)·stride − pads + dilation·(kernel − 1) + output_padding + 1.
+int64_t transposed_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t dilation,
+                               int64_t pad_begin, int64_t pad_end, int64_t output_padding,
+                               const char* axis) {
+  const std::string ax(axis);
+  auto num = [](int64_t v) { return std::to_string(v); };
+  if (in < 1) bad("conv_transpose2d: input " + ax + " must be >= 1, got " + num(in));
+  if (kernel < 1) bad("conv_transpose2d: kernel " + ax + " must be >= 1, got " + num(kernel));
+  if (stride < 1) bad("conv_transpose2d: stride must be >= 1 along the " + ax + ", got " + num(stride));
+  if (dilation < 1)
+    bad("conv_transpose2d: dilation must be >= 1 along the " + ax + ", got " + num(dilation));
+  if (pad_begin < 0 || pad_end < 0)
+    bad("conv_transpose2d: padding must be >= 0 along the " + ax + ", got (" + num(pad_begin) +
+        ", " + num(pad_end) + ")");
+  if (output_padding < 0)
+    bad("conv_transpose2d: output_padding must be >= 0 along the " + ax + ", got " +
+        num(output_padding));
+  if (output_padding >= stride && output_padding >= dilation)
+    bad("conv_transpose2d: output_padding must be smaller than either stride or dilation "
+        "along the " + ax + " (PyTorch's rule), got output_padding " + num(output_padding) +
+        " with stride " + num(stride) + " and dilation " + num(dilation));
+  constexpr int64_t kLimit = std::numeric_limits<int64_t>::max() / 8;
+  const __int128 out = __int128(in - 1) * stride - pad_begin - pad_end +
+                       __int128(dilation) * (kernel - 1) + output_padding + 1;
+  if (out > kLimit || in > kLimit || pad_begin > kLimit || pad_end > kLimit)
+    throw std::overflow_error("conv_transpose2d: the output " + ax +
+                              " is too large (stride, dilation, kernel and input size)");
+  if (out < 1) {
+    std::ostringstream os;
+    os << "conv_transpose2d: output " << ax << " is not positive: (H_in − 1)·stride − "
+       << "padding + dilation·(kernel − 1) + output_padding + 1 = (" << in << " − 1)·" << stride
+       << " − " << (pad_begin + pad_end) << " + " << dilation << "·(" << kernel << " − 1) + "
+       << output_padding << " + 1 = " << int64_t(out) << "; reduce the padding";
+    throw ShapeError(os.str());
+  }
+  return int64_t(out);
+}
+
+// The plan of a transposed convolution: the equivalent convolution's (plan.hpp).
+ConvPlan make_transposed_plan(const Conv2dParams& prm) {
+  if (prm.batch < 0) bad("batch size must be >= 0, got " + std::to_string(prm.batch));
+  require_positive(prm.in_channels, "in_channels");
+  require_positive(prm.out_channels, "out_channels");
+  require_positive(prm.groups, "groups");
+  if (prm.in_channels % prm.groups != 0)
+    bad("groups must divide in_channels: in_channels=" + std::to_string(prm.in_channels) +
+        " is not divisible by groups=" + std::to_string(prm.groups));
+  if (prm.out_channels % prm.groups != 0)
+    bad("groups must divide out_channels: out_channels=" + std::to_string(prm.out_channels) +
+        " is not divisible by groups=" + std::to_string(prm.groups));
+  const int64_t out_h =
+      transposed_output_size(prm.in_h, prm.kernel_h, prm.stride_h, prm.dilation_h, prm.pad_top,
+                             prm.pad_bottom, prm.output_padding_h, "height");
+  const int64_t out_w =
+      transposed_output_size(prm.in_w, prm.kernel_w, prm.stride_w, prm.dilation_w,
+                             prm.pad_left, prm.pad_right, prm.output_padding_w, "width");
+  // The equivalent convolution: out_h + pad_top + pad_bottom − output_padding − k_eff =
+  // (in_h − 1)·stride, so it has exactly in_h outputs when its end padding is
+  // pad_bottom − output_padding. Where that is negative (output_padding > pad_bottom) the
+  // last output_padding − pad_bottom rows are read by no window: the end padding is 0,
+  // 'crop' drops what does not fit, and the output count is clamped to in_h below (only
+  // when output_padding ≥ stride, which dilation > stride allows).
+  Conv2dParams eq = prm;
+  eq.in_channels = prm.out_channels;
+  eq.out_channels = prm.in_channels;
+  eq.in_h = out_h;
+  eq.in_w = out_w;
+  eq.pad_bottom = std::max<int64_t>(0, prm.pad_bottom - prm.output_padding_h);
+  eq.pad_right = std::max<int64_t>(0, prm.pad_right - prm.output_padding_w);
+  eq.output_padding_h = eq.output_padding_w = 0;
+  eq.shape_rule = ShapeRule::Crop;
+  ConvPlan p = make_plan(eq, OpKind::Conv2d);
+  if (p.Ho != prm.in_h || p.Wo != prm.in_w) {
+    p.Ho = prm.in_h;
+    p.Wo = prm.in_w;
+    if (p.nchw()) {
+      p.ys_w = 1; p.ys_h = p.Wo; p.ys_c = p.Ho * p.Wo; p.ys_n = p.K * p.Ho * p.Wo;
+    } else {
+      p.ys_c = 1; p.ys_w = p.K; p.ys_h = p.Wo * p.K; p.ys_n = p.Ho * p.Wo * p.K;
+    }
+    p.y_size = checked_count({p.N, p.K, p.Ho, p.Wo}, "input");
+  }
+  p.kind = OpKind::ConvTranspose2d;
+  p.p = prm;
+  return p;
+}
+
+}  // namespace
+
 ConvPlan make_plan(const Conv2dParams& prm, OpKind kind) {
+  if (kind == OpKind::ConvTranspose2d) return make_transposed_plan(prm);
   if (kind == OpKind::LocallyConnected2d) {
     if (prm.groups != 1)
       bad("locally_connected2d: groups must be 1 (every position has its own filters), got " +

@@ -10,6 +10,10 @@
 
 namespace convcore::detail {
 
+// ConvTranspose2d: the plan is that of the equivalent convolution — x here is the
+// transposed operation's output (C = its out_channels, H × W = its output size), y its
+// input (K = its in_channels, Ho × Wo = its input size), w the same weights — so every
+// executor runs it unchanged; `p` keeps the transposed operation's own params.
 struct ConvPlan {
   OpKind kind = OpKind::Conv2d;
   Conv2dParams p;
@@ -28,8 +32,21 @@ struct ConvPlan {
   // Weight operands packed separately: one per group (conv2d), one per output position
   // (locally connected).
   int64_t packed_operands() const { return kind == OpKind::LocallyConnected2d ? Ho * Wo : G; }
-  int64_t bias_size() const { return kind == OpKind::LocallyConnected2d ? K * Ho * Wo : K; }
+  int64_t bias_size() const {
+    return kind == OpKind::LocallyConnected2d ? K * Ho * Wo
+           : kind == OpKind::ConvTranspose2d  ? C
+                                              : K;
+  }
 };
+
+// The conv2d pass that computes a pass of an operation kind: the transposed convolution's
+// forward is the equivalent convolution's backward-data and vice versa.
+inline Pass conv_pass(OpKind kind, Pass pass) {
+  if (kind != OpKind::ConvTranspose2d) return pass;
+  if (pass == Pass::Forward) return Pass::BackwardData;
+  if (pass == Pass::BackwardData) return Pass::Forward;
+  return pass;
+}
 
 // Validates and resolves; throws ShapeError (sizes that don't fit) or
 // std::invalid_argument (bad hyperparameters), std::overflow_error for sizes that

@@ -76,7 +76,38 @@ std::size_t choose(Pass pass, const detail::ConvPlan& plan, const Blocking& bl,
   throw std::logic_error(std::string("no ") + pass_name(pass) + " implementation applies");
 }
 
+// The transposed convolution's own view of its plan (that of the equivalent convolution):
+// its input is the plan's y, its output the plan's x.
+Conv2dShape transposed_shape_of(const detail::ConvPlan& p) {
+  Conv2dShape s;
+  s.out_h = p.H;
+  s.out_w = p.W;
+  s.pad_top = p.p.pad_top;
+  s.pad_bottom = p.p.pad_bottom;
+  s.pad_left = p.p.pad_left;
+  s.pad_right = p.p.pad_right;
+  s.input_elements = p.y_size;
+  s.weight_elements = p.w_size;
+  s.output_elements = p.x_size;
+  s.bias_elements = p.bias_size();
+  s.flops = p.flops();
+  return s;
+}
+
+// The plan with x and y exchanged, for the bias gradient of a transposed convolution (a
+// sum over its output, the plan's x, per channel).
+detail::ConvPlan output_as_y(const detail::ConvPlan& p) {
+  detail::ConvPlan q = p;
+  q.K = p.C;
+  q.Ho = p.H;
+  q.Wo = p.W;
+  q.ys_n = p.xs_n; q.ys_c = p.xs_c; q.ys_h = p.xs_h; q.ys_w = p.xs_w;
+  q.y_size = p.x_size;
+  return q;
+}
+
 Conv2dShape shape_of(const detail::ConvPlan& p) {
+  if (p.kind == OpKind::ConvTranspose2d) return transposed_shape_of(p);
   Conv2dShape s;
   s.out_h = p.Ho;
   s.out_w = p.Wo;
@@ -135,15 +166,18 @@ struct Conv2dPrimitive::State {
     } trim;
     if (plan.kind == OpKind::LocallyConnected2d) return run_lc<T>(pass, args, w);
     const auto& list = detail::implementations<T>(plan.kind, pass);
+    // The exactness rules belong to the convolution pass that runs (a transposed forward
+    // is a backward-data, and so on); `pass` still indexes the chosen entries and buffers.
+    const Pass cpass = detail::conv_pass(plan.kind, pass);
     std::size_t index = chosen[static_cast<int>(pass)];
     // The weights as given, for the exact paths: the call's, or set_weights' copy (kept
     // only when they are not all finite).
     const T* raw = w ? w : static_cast<const T*>(raw_weights.ptr);
     bool exact_border = false;
-    if (pass == Pass::Forward) {
+    if (cpass == Pass::Forward) {
       exact_border = detail::any_output_reads_padding(plan) &&
                      !(w ? detail::all_finite(w, plan.w_size) : weights_finite);
-    } else if (pass == Pass::BackwardData) {
+    } else if (cpass == Pass::BackwardData) {
       if (std::strcmp(list[index].name, "col2im") != 0 &&
           !(w ? detail::all_finite(w, plan.w_size) : weights_finite)) {
         for (std::size_t i = 0; i < list.size(); ++i)
@@ -274,6 +308,18 @@ template <typename T>
 void Conv2dPrimitive::forward(const T* x, const T* w, const T* bias, T* y, Activation act) const {
   const State& s = *state_;
   s.check_dtype<T>("forward");
+  if (s.plan.kind == OpKind::ConvTranspose2d) {
+    // y = act(backward-data of the equivalent convolution at dy = x, + bias).
+    if (s.plan.x_size == 0) return;  // (an empty batch: no input either)
+    detail::CallScope scope;
+    detail::ExecArgs<T> args;
+    args.dy = x;
+    args.bias = bias;
+    args.out = y;
+    args.relu = act == Activation::Relu;
+    s.run<T>(Pass::Forward, args, w);
+    return;
+  }
   if (s.plan.y_size == 0) return;
   detail::CallScope scope;
   detail::ExecArgs<T> args;
@@ -288,6 +334,16 @@ template <typename T>
 void Conv2dPrimitive::backward_data(const T* dy, const T* w, T* dx) const {
   const State& s = *state_;
   s.check_dtype<T>("backward_data");
+  if (s.plan.kind == OpKind::ConvTranspose2d) {
+    // dx = the equivalent convolution's forward of dy (no bias).
+    if (s.plan.y_size == 0) return;
+    detail::CallScope scope;
+    detail::ExecArgs<T> args;
+    args.x = dy;
+    args.out = dx;
+    s.run<T>(Pass::BackwardData, args, w);
+    return;
+  }
   if (s.plan.x_size == 0) return;
   if (s.plan.y_size == 0) {  // no output position: nothing reaches the input
     std::memset(dx, 0, sizeof(T) * static_cast<std::size_t>(s.plan.x_size));
@@ -311,8 +367,10 @@ void Conv2dPrimitive::backward_weight(const T* dy, const T* x, T* dw) const {
   }
   detail::CallScope scope;
   detail::ExecArgs<T> args;
-  args.dy = dy;
-  args.x = x;
+  // A transposed convolution's dw is the equivalent convolution's with x and dy exchanged.
+  const bool transposed = s.plan.kind == OpKind::ConvTranspose2d;
+  args.dy = transposed ? x : dy;
+  args.x = transposed ? dy : x;
   args.out = dw;
   s.run<T>(Pass::BackwardWeight, args, nullptr);
 }
@@ -323,6 +381,8 @@ void Conv2dPrimitive::backward_bias(const T* dy, T* db) const {
   s.check_dtype<T>("backward_bias");
   detail::CallScope scope;
   if (s.plan.kind == OpKind::LocallyConnected2d) detail::lc_backward_bias<T>(s.plan, dy, db);
+  else if (s.plan.kind == OpKind::ConvTranspose2d)
+    detail::backward_bias<T>(output_as_y(s.plan), dy, db);
   else detail::backward_bias<T>(s.plan, dy, db);
 }
 
