@@ -140,3 +140,10 @@ def test_bad_chunking_and_inputs_are_refused():
         ccd.conv2d(da.from_array(x, chunks=(2, -1, -1, -1)), w, stride=2)
     with pytest.raises(ValueError, match="expected"):
         ccd.locally_connected2d(da.from_array(x, chunks=(2, -1, -1, -1)), np.ones((2, 2, 1, 3, 3, 3), np.float32))
+
+
+def test_docstring_examples_run():
+    import doctest
+    with dask.config.set(scheduler="sync"):
+        result = doctest.testmod(ccd, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -342,3 +342,9 @@ def test_bad_inputs_give_clear_errors():
         cct.locally_connected2d(x, w)
     with pytest.raises(ValueError, match="expected"):
         cct.locally_connected2d(x, torch.randn(2, 2, 3, 2, 3, 3))
+
+
+def test_docstring_examples_run():
+    import doctest
+    result = doctest.testmod(cct, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -129,7 +129,8 @@ def _field(g: Conv2dGrads, i: int) -> Any:
 
 
 def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.add(a, b)
+    total: np.ndarray = np.add(a, b)
+    return total
 
 
 def _tree_sum(parts: List[Any]) -> Any:

@@ -749,7 +749,7 @@ def _why_not(m: Any) -> Optional[str]:
     return None
 
 
-def _swap(m: Any, cls: type) -> Any:
+def _swap(m: Any, cls: Any) -> Any:
     new = cls.__new__(cls)
     # Everything the module holds — the very Parameter objects, buffers, hooks, training
     # flag, hyperparameters — in containers of its own.
