@@ -48,7 +48,6 @@ def _alternate(fns: Dict[str, Callable[[], Any]], reps: int, warmup: int = 3) ->
 def run_torch(reps: int, threads: int) -> None:
     import copy
 
-    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -58,7 +57,7 @@ def run_torch(reps: int, threads: int) -> None:
     torch.set_num_threads(threads)
     convcore.set_num_threads(threads)
 
-    class Net(torch.nn.Module):
+    class Net(torch.nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
@@ -116,11 +115,9 @@ def run_torch(reps: int, threads: int) -> None:
     print("same, forward + backward through autograd:")
     for k, v in res.items():
         print(f"  {k:22s} median {statistics.median(v) * 1e6:7.1f} µs")
-    del np
 
 
 def run_dask(reps: int, batch: int) -> None:
-    import dask
     import dask.array as da
     import numpy as np
     from distributed import Client, LocalCluster, wait
@@ -162,7 +159,6 @@ def run_dask(reps: int, batch: int) -> None:
             ts.append(time.perf_counter() - t0)
             del y2
         print(f"  dask, data on the workers (persist):    {_stats(ts)}")
-    del dask
 
 
 def main() -> None:

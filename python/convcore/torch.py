@@ -35,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _conv
 from . import locally_connected as _lc
-from ._args import as_buffer, is_int, padding4, pair
+from ._args import is_int, padding4, pair
 
 __all__ = ["Conv2d", "ConvTranspose2d", "ConversionWarning", "LocallyConnected2d", "conv2d",
            "conv_transpose2d", "convert", "locally_connected2d"]
