@@ -25,6 +25,14 @@ def client():
         cluster.close()
 
 
+def test_import_convcore_does_not_import_dask():
+    import subprocess
+    import sys
+    code = "import sys, convcore; print('dask' in sys.modules, 'distributed' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
 def _data(dtype, layout="NCHW", n=9):
     rng = np.random.default_rng(0)
     if layout == "NCHW":
