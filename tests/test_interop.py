@@ -71,3 +71,39 @@ def test_tensor_that_requires_grad_is_refused_with_the_fix():
     x = torch.randn(1, 1, 4, 4, requires_grad=True)
     with pytest.raises(TypeError, match="detach"):
         convcore.conv2d(x, np.ones((1, 1, 3, 3), dtype=np.float32))
+
+
+def test_strided_torch_tensors_match_torch():
+    """Sliced, transposed, expanded and channels-last tensors (read as NCHW) are views;
+    the result is torch's own."""
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 12, 12, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    views = [x[:, :, ::2, 1::2], x.transpose(2, 3), x.to(memory_format=torch.channels_last),
+             torch.randn(1, 3, 1, 1, generator=g, dtype=torch.float64).expand(2, 3, 12, 12)]
+    for t in views:
+        ref = torch.nn.functional.conv2d(t, w, padding=1).numpy()
+        np.testing.assert_allclose(convcore.conv2d(t, w, padding=1), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_torch_negative_view_is_read_with_its_sign():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    neg = x._neg_view()   # lazily negated: DLPack would export the un-negated memory
+    assert neg.is_neg()
+    y = convcore.conv2d(neg, np.ones((1, 1, 1, 1)))
+    np.testing.assert_array_equal(y, -x.numpy())
+
+
+def test_torch_tensors_numpy_cannot_read_are_refused_clearly():
+    torch = pytest.importorskip("torch")
+    w = np.ones((1, 1, 1, 1), dtype=np.float32)
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64, got torch.bfloat16"):
+        convcore.conv2d(torch.ones(1, 1, 2, 2, dtype=torch.bfloat16), w)
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64, got float16"):
+        convcore.conv2d(torch.ones(1, 1, 2, 2, dtype=torch.float16), w)
+    with pytest.raises(TypeError, match="meta"):
+        convcore.conv2d(torch.ones(1, 1, 2, 2, device="meta"), w)
+    with pytest.raises(TypeError, match="strided"):
+        convcore.conv2d(torch.ones(1, 1, 2, 2).to_sparse(), w)

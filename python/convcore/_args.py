@@ -42,13 +42,30 @@ def as_array(a: Any, name: str) -> np.ndarray:
     it is; any CPU array that speaks DLPack (torch CPU tensors, JAX CPU arrays, CuPy-free
     array libraries) through numpy.from_dlpack; any object with the buffer protocol
     (array.array, memoryview) through numpy.asarray. Lists, scalars and strings are refused:
-    an input must already be an array."""
+    an input must already be an array.
+
+    torch CPU tensors: contiguous, channels-last (seen through ``permute(0, 2, 3, 1)`` it
+    is a C-contiguous NHWC view) and strided ones (sliced, transposed, expanded) are all
+    views of the tensor's memory; the kernels copy a non-contiguous one once, as for a
+    NumPy view. A tensor with the lazy negation bit is resolved (copied) first; one that
+    requires grad, sits on another device (CUDA, meta) or is sparse is refused with the
+    fix; dtypes NumPy lacks (bfloat16) are refused as wrong dtypes."""
     if isinstance(a, np.ndarray):
         return a
     if hasattr(a, "__dlpack__"):
+        # A torch tensor with its lazy negation bit set (a `_neg_view`) exports its
+        # un-negated memory through DLPack: resolve it first (a copy), or the values would
+        # be read with the wrong sign.
+        is_neg = getattr(a, "is_neg", None)
+        if callable(is_neg) and is_neg() is True:
+            a = a.resolve_neg()
         try:
             return cast(NDArray[Any], np.from_dlpack(a))
         except (BufferError, RuntimeError, TypeError, ValueError) as e:
+            dtype = getattr(a, "dtype", None)
+            if dtype is not None and "dtype" in str(e):
+                raise TypeError(f"{name} must have dtype float32 or float64, got {dtype} "
+                                f"({type(a).__name__} through DLPack: {e})") from e
             raise TypeError(f"{name}: cannot read this {type(a).__name__} through DLPack "
                             f"without a copy ({e}); pass a NumPy array, or a CPU tensor that "
                             "does not require grad (tensor.detach())") from e
