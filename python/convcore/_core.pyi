@@ -17,12 +17,14 @@ class Primitive:
                  dilation_w: int, pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
                  groups: int, layout: _Layout, shape_rule: _ShapeRule, dtype: str = ...,
                  forward: str = ..., backward_data: str = ...,
-                 backward_weight: str = ..., kind: str = ...) -> None: ...
+                 backward_weight: str = ..., kind: str = ...,
+                 algorithm: str = ...) -> None: ...
     # dtype: "float32" or "float64" (any other string raises ValueError, as do unknown
     # implementation names and kinds). forward / backward_data / backward_weight: an
     # implementation name forced for that pass ("" = the core's choice). kind: "conv2d"
     # (default) or "locally_connected2d" (weights (Ho, Wo, K, C, R, S) NCHW, (Ho, Wo, K, R, S, C) NHWC; bias (K, Ho, Wo) NCHW,
-    # (Ho, Wo, K) NHWC).
+    # (Ho, Wo, K) NHWC). algorithm: "exact" (default) or "winograd" (forward F(4×4, 3×3);
+    # ValueError naming the rule where it cannot compute the layer).
     @property
     def out_h(self) -> int: ...
     @property
@@ -41,6 +43,9 @@ class Primitive:
     def dtype(self) -> str: ...  # "float32" or "float64"
     @property
     def isa(self) -> str: ...
+    @property
+    def algorithm(self) -> str:
+        """The descriptor's algorithm: 'exact' or 'winograd' (forward only)."""
     @property
     def has_weights(self) -> bool: ...
     @property
