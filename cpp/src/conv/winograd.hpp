@@ -39,6 +39,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "../gemm/driver.hpp"
 #include "exact_padding.hpp"
@@ -76,69 +77,83 @@ inline int64_t winograd_tiles_w(const ConvPlan& p) { return ceil_div(p.Wo, kWino
 //   36 · Kgp · Cg  +  Kg · Cg · 9  <=  Kgp · 45 · Cg  (Kgp = Kg rounded up to MR).
 inline constexpr int64_t kWinogradWeightDepthPerChannel = 45;
 
-// U = G·g·Gᵀ for one 3×3 filter slice, in double (rounded once to T by the caller).
+// G·z for one 3-point column (or row) z of a filter slice:
 //   G = | 1/4    0     0   |
 //       | -1/6 -1/6  -1/6  |
 //       | -1/6  1/6  -1/6  |
 //       | 1/24  1/12  1/6  |
 //       | 1/24 -1/12  1/6  |
 //       |  0     0     1   |
+inline void winograd_weight_1d(double z0, double z1, double z2, double* u, int stride) {
+  // Products with the reciprocals (in double: the difference to dividing is far below the
+  // rounding to T that follows).
+  constexpr double k4 = 1.0 / 4, k6 = 1.0 / 6, k12 = 1.0 / 12, k24 = 1.0 / 24;
+  const double s = z0 + z2, h = z0 * k24 + z2 * k6, d = z1 * k12;
+  u[0] = z0 * k4;
+  u[stride] = -(s + z1) * k6;
+  u[2 * stride] = -(s - z1) * k6;
+  u[3 * stride] = h + d;
+  u[4 * stride] = h - d;
+  u[5 * stride] = z2;
+}
+// U = G·g·Gᵀ for one 3×3 filter slice, in double (rounded once to T by the caller).
 inline void winograd_weight_transform(const double g[3][3], double u[6][6]) {
-  static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                 {0, 0, 1}};
-  double t[6][3];
-  for (int a = 0; a < 6; ++a)
-    for (int s = 0; s < 3; ++s) t[a][s] = G[a][0] * g[0][s] + G[a][1] * g[1][s] + G[a][2] * g[2][s];
-  for (int a = 0; a < 6; ++a)
-    for (int b = 0; b < 6; ++b) u[a][b] = t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2];
+  double t[6][3];  // G·g
+  for (int s = 0; s < 3; ++s) winograd_weight_1d(g[0][s], g[1][s], g[2][s], &t[0][s], 3);
+  for (int a = 0; a < 6; ++a) winograd_weight_1d(t[a][0], t[a][1], t[a][2], &u[a][0], 1);
 }
 
+// Packs every group's U_ξ and weight copy (layout above). One job per (group, MR-panel of
+// filters, KC-slab of channels): its 36 transformed micro-panels are built in a local
+// buffer and written as 36 contiguous runs.
 template <typename T>
 void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
   const int64_t mr = bl.mr, kcb = bl.kc;
   const int64_t kgp = round_up(p.Kg, mr);
   const int64_t u_elems = kgp * p.Cg;  // one U_ξ
   const int64_t group_elems = kgp * kWinogradWeightDepthPerChannel * p.Cg;
-  // Rows Kg..Kgp-1 of every U_ξ micro-panel are zero (the last panel of each slab).
-  if (p.Kg % mr)
-    for (int64_t g = 0; g < p.G; ++g)
-      for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
-        for (int64_t pc = 0; pc < p.Cg; pc += kcb) {
-          const int64_t kc = std::min(kcb, p.Cg - pc);
-          T* panel = dst + g * group_elems + xi * u_elems + pc * kgp + (p.Kg / mr * mr) * kc;
-          for (int64_t c = 0; c < kc; ++c)
-            std::fill(panel + c * mr + p.Kg % mr, panel + (c + 1) * mr, T(0));
-        }
-  const int64_t jobs = p.G * p.Kg;
-  parallel_run(std::max(1, std::min<int>(threads_for(double(jobs) * p.Cg * 400),
+  const int64_t panels = kgp / mr, slabs = ceil_div(p.Cg, kcb);
+  const int64_t jobs = p.G * panels * slabs;
+  parallel_run(std::max(1, std::min<int>(threads_for(double(p.G) * p.Kg * p.Cg * 200),
                                          int(std::min<int64_t>(jobs, 1 << 20)))),
                [&](int tid, int nt) {
+    // The 36 runs of the buffer are one cache line apart beyond a multiple of 4 KiB, so the
+    // 36 stores of one filter slice do not all fall into the same L1 set.
+    const int64_t run_pitch = kcb * mr + 64 / int64_t(sizeof(T));
+    std::vector<T> buf(static_cast<std::size_t>(kWinogradPoints * run_pitch));
     int64_t j0, j1;
     static_range(jobs, tid, nt, j0, j1);
     for (int64_t j = j0; j < j1; ++j) {
       interrupt_point();
-      const int64_t g = j / p.Kg, k = j % p.Kg;
+      const int64_t g = j / (panels * slabs), panel = j / slabs % panels, slab = j % slabs;
+      const int64_t pc = slab * kcb, kc = std::min(kcb, p.Cg - pc), k0 = panel * mr;
+      const int64_t run = kc * mr;  // one micro-panel of one U_ξ
       T* dg = dst + g * group_elems;
       T* raw = dg + kWinogradPoints * u_elems;
-      const T* wk = w + (g * p.Kg + k) * p.ws_k;
-      for (int64_t c = 0; c < p.Cg; ++c) {
-        double gw[3][3], u[6][6];
-        for (int r = 0; r < 3; ++r)
-          for (int s = 0; s < 3; ++s) {
-            const T v = wk[c * p.ws_c + r * p.ws_r + s * p.ws_s];
-            gw[r][s] = double(v);
-            raw[(k * p.Cg + c) * 9 + r * 3 + s] = v;
+      for (int64_t i = 0; i < mr; ++i) {
+        const int64_t k = k0 + i;
+        for (int64_t c = pc; c < pc + kc; ++c) {
+          T* at = buf.data() + (c - pc) * mr + i;
+          if (k >= p.Kg) {  // padding rows of the last panel
+            for (int64_t xi = 0; xi < kWinogradPoints; ++xi) at[xi * run_pitch] = T(0);
+            continue;
           }
-        winograd_weight_transform(gw, u);
-        const int64_t pc = c / kcb * kcb, kc = std::min(kcb, p.Cg - pc);
-        T* at = dg + pc * kgp + (k / mr * mr) * kc + (c - pc) * mr + k % mr;
-        for (int a = 0; a < 6; ++a)
-          for (int b = 0; b < 6; ++b) at[(6 * a + b) * u_elems] = static_cast<T>(u[a][b]);
+          const T* wkc = w + (g * p.Kg + k) * p.ws_k + c * p.ws_c;
+          double gw[3][3], u[6][6];
+          for (int r = 0; r < 3; ++r)
+            for (int s = 0; s < 3; ++s) {
+              const T v = wkc[r * p.ws_r + s * p.ws_s];
+              gw[r][s] = double(v);
+              raw[(k * p.Cg + c) * 9 + r * 3 + s] = v;
+            }
+          winograd_weight_transform(gw, u);
+          for (int a = 0; a < 6; ++a)
+            for (int b = 0; b < 6; ++b) at[(6 * a + b) * run_pitch] = static_cast<T>(u[a][b]);
+        }
       }
+      for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
+        std::memcpy(dg + xi * u_elems + pc * kgp + k0 * kc, buf.data() + xi * run_pitch,
+                    sizeof(T) * static_cast<std::size_t>(run));
     }
   });
 }
@@ -181,123 +196,204 @@ T winograd_exact_output(const ConvPlan& p, const T* x, const T* raw, int64_t n, 
   return acc;
 }
 
+// One tile of a block: where its patch starts in x (relative to the group's channel 0 of
+// image 0) and its outputs in y, and whether they lie wholly inside.
+struct WinogradTile {
+  int64_t n, oh0, ow0;
+  int64_t x_off, y_off;
+  bool patch_inside, outputs_inside;
+};
+
+template <typename T>
+struct WinogradExecutor {
+  const ConvPlan& p;
+  const GemmEngine<T>& e;
+  const ExecArgs<T>& a;
+  int64_t nr, kcb, th_n, tw_n, per_image, total, kgp, u_elems, nb;
+
+  WinogradExecutor(const ConvPlan& plan, const GemmEngine<T>& engine, const ExecArgs<T>& args,
+                   int threads)
+      : p(plan), e(engine), a(args) {
+    nr = e.blocking.nr;
+    kcb = e.blocking.kc;
+    th_n = winograd_tiles_h(p);
+    tw_n = winograd_tiles_w(p);
+    per_image = th_n * tw_n;
+    total = p.N * per_image;
+    kgp = round_up(p.Kg, e.blocking.mr);
+    u_elems = kgp * p.Cg;
+    nb = winograd_block_tiles(p, e.blocking, sizeof(T), threads);
+  }
+
+  void describe(int64_t t0, int64_t nt, WinogradTile* tiles) const {
+    for (int64_t t = 0; t < nt; ++t) {
+      WinogradTile& d = tiles[t];
+      const int64_t tt = t0 + t, rest = tt % per_image;
+      d.n = tt / per_image;
+      d.oh0 = rest / tw_n * kWinogradTile;
+      d.ow0 = rest % tw_n * kWinogradTile;
+      const int64_t h0 = d.oh0 - p.pad_t, w0 = d.ow0 - p.pad_l;
+      d.patch_inside = h0 >= 0 && w0 >= 0 && h0 + 6 <= p.H && w0 + 6 <= p.W;
+      d.x_off = d.n * p.xs_n + h0 * p.xs_h + w0 * p.xs_w;  // used when patch_inside
+      d.outputs_inside = d.oh0 + kWinogradTile <= p.Ho && d.ow0 + kWinogradTile <= p.Wo;
+      d.y_off = d.n * p.ys_n + d.oh0 * p.ys_h + d.ow0 * p.ys_w;
+    }
+  }
+
+  // The 6×6 patches of channel xc (group-relative pointer) for `lanes` tiles, into
+  // patch[ξ·nr + lane]; lanes past `lanes` zero.
+  template <bool kUnitW>
+  void gather(const T* xc, const WinogradTile* tiles, int64_t lanes, T* patch) const {
+    const int64_t sh = p.xs_h, sw = kUnitW ? 1 : p.xs_w;
+    const int64_t stride = nr;
+    for (int64_t l = 0; l < lanes; ++l) {
+      const WinogradTile& d = tiles[l];
+      T* dst = patch + l;
+      if (d.patch_inside) {
+        const T* src = xc + d.x_off;
+        for (int i = 0; i < 6; ++i) {
+          const T* row = src + i * sh;
+          T* out = dst + 6 * i * stride;
+          out[0] = row[0];
+          out[stride] = row[sw];
+          out[2 * stride] = row[2 * sw];
+          out[3 * stride] = row[3 * sw];
+          out[4 * stride] = row[4 * sw];
+          out[5 * stride] = row[5 * sw];
+        }
+      } else {
+        const int64_t h0 = d.oh0 - p.pad_t, w0 = d.ow0 - p.pad_l;
+        const T* xn = xc + d.n * p.xs_n;
+        for (int i = 0; i < 6; ++i)
+          for (int j = 0; j < 6; ++j) {
+            const int64_t h = h0 + i, w = w0 + j;
+            dst[(6 * i + j) * stride] =
+                (h >= 0 && h < p.H && w >= 0 && w < p.W) ? xn[h * sh + w * sw] : T(0);
+          }
+      }
+    }
+    for (int64_t l = lanes; l < nr; ++l)
+      for (int64_t xi = 0; xi < kWinogradPoints; ++xi) patch[xi * stride + l] = T(0);
+  }
+
+  // Stores the output panel of filter k (group-relative kk) for `lanes` tiles: bias, ReLU,
+  // and the tiles flagged non-finite recomputed by the definition.
+  template <bool kUnitW>
+  void store(const T* outp, const WinogradTile* tiles, int64_t lanes, int64_t g, int64_t kk,
+             const T* xg, const T* raw) const {
+    const int64_t kglob = g * p.Kg + kk;
+    const T bias = a.bias ? a.bias[kglob] : T(0);
+    const bool relu = a.relu;
+    T* yk = a.out + kglob * p.ys_c;
+    const int64_t sh = p.ys_h, sw = kUnitW ? 1 : p.ys_w;
+    const int64_t stride = nr;
+    const T* flags = outp + 16 * stride;
+    for (int64_t l = 0; l < lanes; ++l) {
+      const WinogradTile& d = tiles[l];
+      T* yt = yk + d.y_off;
+      const T* src = outp + l;
+      if (d.outputs_inside && flags[l] == T(0)) {
+        for (int i = 0; i < 4; ++i) {
+          T v[4];
+          for (int j = 0; j < 4; ++j) {
+            v[j] = src[(4 * i + j) * stride] + bias;
+            if (relu) v[j] = v[j] < T(0) ? T(0) : v[j];
+          }
+          T* row = yt + i * sh;
+          row[0] = v[0];
+          row[sw] = v[1];
+          row[2 * sw] = v[2];
+          row[3 * sw] = v[3];
+        }
+        continue;
+      }
+      const bool exact = !(flags[l] == T(0));
+      const int64_t rows = std::min(kWinogradTile, p.Ho - d.oh0);
+      const int64_t cols = std::min(kWinogradTile, p.Wo - d.ow0);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j) {
+          T v = exact ? winograd_exact_output(p, xg, raw, d.n, kk, d.oh0 + i, d.ow0 + j)
+                      : src[(4 * i + j) * stride];
+          if (a.bias) v += bias;
+          if (relu) v = v < T(0) ? T(0) : v;
+          yt[i * sh + j * sw] = v;
+        }
+    }
+  }
+
+  // Unit = (tile block, group), start to finish.
+  template <bool kUnitW>
+  void run_unit(int64_t unit, const PrepackedGroups<T>& weights, T* v, T* patch, T* outp, T* m,
+                WinogradTile* tiles) const {
+    const int64_t blk = unit / p.G, g = unit % p.G;
+    const int64_t t0 = blk * nb, nt = std::min(nb, total - t0);
+    const int64_t nbp = round_up(nt, nr);
+    describe(t0, nt, tiles);
+    const T* xg = a.x + g * p.Cg * p.xs_c;
+    const T* ug = weights.group(g).data;
+    const T* raw = ug + kWinogradPoints * u_elems;
+    const auto input_fn = e.winograd.input_f4x3;
+    const auto output_fn = e.winograd.output_f4x3;
+
+    for (int64_t pc = 0; pc < p.Cg; pc += kcb) {
+      const int64_t kc = std::min(kcb, p.Cg - pc);
+      const int64_t v_stride = kc * nbp;  // between points ξ
+      // 1. input transform, panel by panel, channel by channel, into B micro-panels.
+      for (int64_t q = 0; q * nr < nt; ++q) {
+        const int64_t lanes = std::min(nr, nt - q * nr);
+        for (int64_t c = pc; c < pc + kc; ++c) {
+          gather<kUnitW>(xg + c * p.xs_c, tiles + q * nr, lanes, patch);
+          input_fn(patch, v + q * nr * kc + (c - pc) * nr, v_stride, nr);
+        }
+      }
+      // 2. the 36 GEMMs of this channel chunk, accumulated into M in chunk order.
+      for (int64_t xi = 0; xi < kWinogradPoints; ++xi) {
+        const Prepacked<T> ua{ug + xi * u_elems + pc * kgp, kgp};
+        const Prepacked<T> vb{v + xi * v_stride, nbp};
+        gemm_rect(e, 0, p.Kg, 0, nbp, kc, ua, vb, m + xi * p.Kg * nbp, nbp, pc > 0,
+                  NoEpilogue{});
+      }
+    }
+    // 3. output transform and store.
+    const int64_t m_stride = p.Kg * nbp;
+    for (int64_t k = 0; k < p.Kg; ++k)
+      for (int64_t q = 0; q * nr < nt; ++q) {
+        output_fn(m + k * nbp + q * nr, m_stride, outp, nr);
+        store<kUnitW>(outp, tiles + q * nr, std::min(nr, nt - q * nr), g, k, xg, raw);
+      }
+  }
+};
+
 template <typename T>
 void winograd_forward(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                       const PrepackedGroups<T>& weights) {
-  const Blocking& bl = e.blocking;
-  const int64_t nr = bl.nr, kcb = bl.kc;
-  const int64_t th_n = winograd_tiles_h(p), tw_n = winograd_tiles_w(p);
-  const int64_t per_image = th_n * tw_n, total = p.N * per_image;
-  const int64_t kgp = round_up(p.Kg, bl.mr);
-  const int64_t u_elems = kgp * p.Cg;
   int threads = threads_for(p.flops() / 4);
-  const int64_t nb = winograd_block_tiles(p, bl, sizeof(T), threads);
-  const int64_t blocks = ceil_div(total, nb);
-  const int64_t units = blocks * p.G;
+  const WinogradExecutor<T> ex(p, e, a, threads);
+  const int64_t units = ceil_div(ex.total, ex.nb) * p.G;
   threads = static_cast<int>(std::min<int64_t>(threads, units));
-  const auto input_fn = e.winograd.input_f4x3;
-  const auto output_fn = e.winograd.output_f4x3;
-
+  // NCHW: unit column stride in x and y (the common case gets constant offsets).
+  const bool unit_w = p.xs_w == 1 && p.ys_w == 1;
   parallel_run(threads, [&](int tid, int nthreads) {
     int64_t u0, u1;
     static_range(units, tid, nthreads, u0, u1);
     if (u0 >= u1) return;
-    const int64_t kc_max = std::min(kcb, p.Cg);
-    // V (36 chunks of KC × NB), then a gathered patch panel (36 × NR) and an output panel
-    // (17 × NR); M (36 × Kg × NB) in its own slot.
+    const int64_t nr = ex.nr, nb = ex.nb;
+    const int64_t kc_max = std::min(ex.kcb, p.Cg);
+    // V (36 chunks of KC × NB), a gathered patch panel (36 × NR), an output panel
+    // (17 × NR) and the tile table; M (36 × Kg × NB) in its own slot.
     const int64_t v_elems = kWinogradPoints * kc_max * nb;
-    T* v = thread_scratch_as<Scratch::Image, T>(v_elems + 53 * nr, "the Winograd input tiles");
+    const int64_t table_elems = ceil_div(nb * int64_t(sizeof(WinogradTile)), sizeof(T));
+    T* v = thread_scratch_as<Scratch::Image, T>(v_elems + 53 * nr + table_elems,
+                                                "the Winograd input tiles");
     T* patch = v + v_elems;
     T* outp = patch + kWinogradPoints * nr;
+    auto* tiles = reinterpret_cast<WinogradTile*>(outp + 17 * nr);
     T* m = thread_scratch_as<Scratch::Tile, T>(kWinogradPoints * p.Kg * nb,
                                                "the Winograd products");
-    // Per tile of the block: image, first output row and column.
-    int64_t* geo = thread_scratch_as<Scratch::Offsets, int64_t>(3 * nb, "the tile table");
-
     for (int64_t unit = u0; unit < u1; ++unit) {
       interrupt_point();
-      const int64_t blk = unit / p.G, g = unit % p.G;
-      const int64_t t0 = blk * nb, nt = std::min(nb, total - t0);
-      const int64_t nbp = round_up(nt, nr);
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t tt = t0 + t, n = tt / per_image, rest = tt % per_image;
-        geo[3 * t] = n;
-        geo[3 * t + 1] = rest / tw_n * kWinogradTile;
-        geo[3 * t + 2] = rest % tw_n * kWinogradTile;
-      }
-      const T* xg = a.x + g * p.Cg * p.xs_c;
-      const T* ug = weights.group(g).data;
-      const T* raw = ug + kWinogradPoints * u_elems;
-
-      for (int64_t pc = 0; pc < p.Cg; pc += kcb) {
-        const int64_t kc = std::min(kcb, p.Cg - pc);
-        const int64_t v_stride = kc * nbp;  // between points ξ
-        // 1. input transform, panel by panel, channel by channel.
-        for (int64_t q = 0; q * nr < nt; ++q) {
-          const int64_t lanes = std::min(nr, nt - q * nr);
-          for (int64_t c = pc; c < pc + kc; ++c) {
-            for (int64_t l = 0; l < nr; ++l) {
-              if (l >= lanes) {
-                for (int64_t xi = 0; xi < kWinogradPoints; ++xi) patch[xi * nr + l] = T(0);
-                continue;
-              }
-              const int64_t* tg = geo + 3 * (q * nr + l);
-              const int64_t h0 = tg[1] - p.pad_t, w0 = tg[2] - p.pad_l;
-              const T* xc = xg + tg[0] * p.xs_n + c * p.xs_c;
-              if (h0 >= 0 && w0 >= 0 && h0 + 6 <= p.H && w0 + 6 <= p.W) {
-                const T* src = xc + h0 * p.xs_h + w0 * p.xs_w;
-                for (int i = 0; i < 6; ++i)
-                  for (int j = 0; j < 6; ++j)
-                    patch[(6 * i + j) * nr + l] = src[i * p.xs_h + j * p.xs_w];
-              } else {
-                for (int i = 0; i < 6; ++i)
-                  for (int j = 0; j < 6; ++j) {
-                    const int64_t h = h0 + i, w = w0 + j;
-                    patch[(6 * i + j) * nr + l] =
-                        (h >= 0 && h < p.H && w >= 0 && w < p.W) ? xc[h * p.xs_h + w * p.xs_w]
-                                                                 : T(0);
-                  }
-              }
-            }
-            input_fn(patch, v + q * nr * kc + (c - pc) * nr, v_stride, nr);
-          }
-        }
-        // 2. the 36 GEMMs of this channel chunk, accumulated into M in chunk order.
-        for (int64_t xi = 0; xi < kWinogradPoints; ++xi) {
-          const Prepacked<T> ua{ug + xi * u_elems + pc * kgp, kgp};
-          const Prepacked<T> vb{v + xi * v_stride, nbp};
-          gemm_rect(e, 0, p.Kg, 0, nbp, kc, ua, vb, m + xi * p.Kg * nbp, nbp, pc > 0,
-                    NoEpilogue{});
-        }
-      }
-
-      // 3. output transform, bias + ReLU, store (tiles with a non-finite output: exact).
-      const int64_t m_stride = p.Kg * nbp;
-      for (int64_t k = 0; k < p.Kg; ++k) {
-        const int64_t kglob = g * p.Kg + k;
-        const T bias = a.bias ? a.bias[kglob] : T(0);
-        T* yk = a.out + kglob * p.ys_c;
-        for (int64_t q = 0; q * nr < nt; ++q) {
-          const int64_t lanes = std::min(nr, nt - q * nr);
-          output_fn(m + k * nbp + q * nr, m_stride, outp, nr);
-          for (int64_t l = 0; l < lanes; ++l) {
-            const int64_t* tg = geo + 3 * (q * nr + l);
-            const int64_t n = tg[0], oh0 = tg[1], ow0 = tg[2];
-            const int64_t rows = std::min(kWinogradTile, p.Ho - oh0);
-            const int64_t cols = std::min(kWinogradTile, p.Wo - ow0);
-            T* yt = yk + n * p.ys_n + oh0 * p.ys_h + ow0 * p.ys_w;
-            const bool exact = !(outp[16 * nr + l] == T(0));
-            for (int64_t i = 0; i < rows; ++i)
-              for (int64_t j = 0; j < cols; ++j) {
-                T val = exact ? winograd_exact_output(p, xg, raw, n, k, oh0 + i, ow0 + j)
-                              : outp[(4 * i + j) * nr + l];
-                if (a.bias) val += bias;
-                if (a.relu) val = val < T(0) ? T(0) : val;
-                yt[i * p.ys_h + j * p.ys_w] = val;
-              }
-          }
-        }
-      }
+      if (unit_w) ex.template run_unit<true>(unit, weights, v, patch, outp, m, tiles);
+      else ex.template run_unit<false>(unit, weights, v, patch, outp, m, tiles);
     }
   });
 }
