@@ -259,11 +259,11 @@ def _algorithms(input_shape: Sequence[int], weight_shape: Sequence[int], *, stri
 def _implementations(input_shape: Sequence[int], weight_shape: Sequence[int], *,
                      stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
                      layout: str = "NCHW", shape_rule: str = "strict",
-                     dtype: str = "float32") -> Dict[str, Any]:
+                     dtype: str = "float32", algorithm: Any = None) -> Dict[str, Any]:
     """Every implementation of each pass, in preference order, with whether it applies to
     this convolution and why not (diagnostics/tests)."""
     prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
-                    shape_rule, dtype)
+                    shape_rule, dtype, algorithm)
     return dict(prob.plan.implementations())
 
 
