@@ -39,6 +39,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "../gemm/driver.hpp"
@@ -77,50 +78,41 @@ inline int64_t winograd_tiles_w(const ConvPlan& p) { return ceil_div(p.Wo, kWino
 //   36 · Kgp · Cg  +  Kg · Cg · 9  <=  Kgp · 45 · Cg  (Kgp = Kg rounded up to MR).
 inline constexpr int64_t kWinogradWeightDepthPerChannel = 45;
 
-// G·z for one 3-point column (or row) z of a filter slice:
-//   G = | 1/4    0     0   |
-//       | -1/6 -1/6  -1/6  |
-//       | -1/6  1/6  -1/6  |
-//       | 1/24  1/12  1/6  |
-//       | 1/24 -1/12  1/6  |
-//       |  0     0     1   |
-inline void winograd_weight_1d(double z0, double z1, double z2, double* u, int stride) {
-  // Products with the reciprocals (in double: the difference to dividing is far below the
-  // rounding to T that follows).
-  constexpr double k4 = 1.0 / 4, k6 = 1.0 / 6, k12 = 1.0 / 12, k24 = 1.0 / 24;
-  const double s = z0 + z2, h = z0 * k24 + z2 * k6, d = z1 * k12;
-  u[0] = z0 * k4;
-  u[stride] = -(s + z1) * k6;
-  u[2 * stride] = -(s - z1) * k6;
-  u[3 * stride] = h + d;
-  u[4 * stride] = h - d;
-  u[5 * stride] = z2;
-}
-// U = G·g·Gᵀ for one 3×3 filter slice, in double (rounded once to T by the caller).
-inline void winograd_weight_transform(const double g[3][3], double u[6][6]) {
-  double t[6][3];  // G·g
-  for (int s = 0; s < 3; ++s) winograd_weight_1d(g[0][s], g[1][s], g[2][s], &t[0][s], 3);
-  for (int a = 0; a < 6; ++a) winograd_weight_1d(t[a][0], t[a][1], t[a][2], &u[a][0], 1);
+// The engine whose blocking `bl` is: the packers receive the primitive's engine's blocking
+// (Implementation::pack_weights), which names its kernel; the weight transform runs that
+// engine's winograd kernel, so per-call and set_weights packing agree bitwise.
+template <typename T>
+const GemmEngine<T>& winograd_engine_of(const Blocking& bl) {
+  for (Isa isa : available_isas()) {
+    const GemmEngine<T>& e = engine_for<T>(isa);
+    if (&e.blocking == &bl || std::strcmp(e.blocking.kernel_name, bl.kernel_name) == 0) return e;
+  }
+  throw std::logic_error("winograd: no engine has the blocking of the packed weights");
 }
 
 // Packs every group's U_ξ and weight copy (layout above). One job per (group, MR-panel of
-// filters, KC-slab of channels): its 36 transformed micro-panels are built in a local
-// buffer and written as 36 contiguous runs.
+// filters, KC-slab of channels): its filter slices, taken in micro-panel order (channel,
+// then filter), are transformed by the engine's winograd weight kernel (in T) into a local
+// buffer and written as 36 contiguous runs, one per U_ξ.
 template <typename T>
 void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+  const auto weight_fn = winograd_engine_of<T>(bl).winograd.weight_f4x3;
+  const int64_t lanes = winograd_engine_of<T>(bl).winograd.lanes;
   const int64_t mr = bl.mr, kcb = bl.kc;
   const int64_t kgp = round_up(p.Kg, mr);
   const int64_t u_elems = kgp * p.Cg;  // one U_ξ
   const int64_t group_elems = kgp * kWinogradWeightDepthPerChannel * p.Cg;
   const int64_t panels = kgp / mr, slabs = ceil_div(p.Cg, kcb);
   const int64_t jobs = p.G * panels * slabs;
+  // Slices of a job, rounded up to whole vectors; rows of the buffers are one cache line
+  // apart beyond that, so the 36 stores of a vector do not all fall into one L1 set.
+  const int64_t n_max = round_up(kcb * mr, lanes);
+  const int64_t pitch = n_max + 64 / int64_t(sizeof(T));
   parallel_run(std::max(1, std::min<int>(threads_for(double(p.G) * p.Kg * p.Cg * 200),
                                          int(std::min<int64_t>(jobs, 1 << 20)))),
                [&](int tid, int nt) {
-    // The 36 runs of the buffer are one cache line apart beyond a multiple of 4 KiB, so the
-    // 36 stores of one filter slice do not all fall into the same L1 set.
-    const int64_t run_pitch = kcb * mr + 64 / int64_t(sizeof(T));
-    std::vector<T> buf(static_cast<std::size_t>(kWinogradPoints * run_pitch));
+    std::vector<T> taps(static_cast<std::size_t>(9 * n_max));
+    std::vector<T> buf(static_cast<std::size_t>(kWinogradPoints * pitch));
     int64_t j0, j1;
     static_range(jobs, tid, nt, j0, j1);
     for (int64_t j = j0; j < j1; ++j) {
@@ -128,31 +120,30 @@ void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T*
       const int64_t g = j / (panels * slabs), panel = j / slabs % panels, slab = j % slabs;
       const int64_t pc = slab * kcb, kc = std::min(kcb, p.Cg - pc), k0 = panel * mr;
       const int64_t run = kc * mr;  // one micro-panel of one U_ξ
+      const int64_t n = round_up(run, lanes);
       T* dg = dst + g * group_elems;
       T* raw = dg + kWinogradPoints * u_elems;
-      for (int64_t i = 0; i < mr; ++i) {
-        const int64_t k = k0 + i;
-        for (int64_t c = pc; c < pc + kc; ++c) {
-          T* at = buf.data() + (c - pc) * mr + i;
-          if (k >= p.Kg) {  // padding rows of the last panel
-            for (int64_t xi = 0; xi < kWinogradPoints; ++xi) at[xi * run_pitch] = T(0);
+      for (int64_t c = pc; c < pc + kc; ++c)
+        for (int64_t i = 0; i < mr; ++i) {
+          const int64_t k = k0 + i, l = (c - pc) * mr + i;
+          if (k >= p.Kg) {  // padding rows of the last panel: zero filters
+            for (int t = 0; t < 9; ++t) taps[t * n + l] = T(0);
             continue;
           }
           const T* wkc = w + (g * p.Kg + k) * p.ws_k + c * p.ws_c;
-          double gw[3][3], u[6][6];
+          T* rkc = raw + (k * p.Cg + c) * 9;
           for (int r = 0; r < 3; ++r)
             for (int s = 0; s < 3; ++s) {
               const T v = wkc[r * p.ws_r + s * p.ws_s];
-              gw[r][s] = double(v);
-              raw[(k * p.Cg + c) * 9 + r * 3 + s] = v;
+              taps[(3 * r + s) * n + l] = v;
+              rkc[3 * r + s] = v;
             }
-          winograd_weight_transform(gw, u);
-          for (int a = 0; a < 6; ++a)
-            for (int b = 0; b < 6; ++b) at[(6 * a + b) * run_pitch] = static_cast<T>(u[a][b]);
         }
-      }
+      for (int64_t l = run; l < n; ++l)
+        for (int t = 0; t < 9; ++t) taps[t * n + l] = T(0);
+      weight_fn(taps.data(), buf.data(), pitch, n);
       for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
-        std::memcpy(dg + xi * u_elems + pc * kgp + k0 * kc, buf.data() + xi * run_pitch,
+        std::memcpy(dg + xi * u_elems + pc * kgp + k0 * kc, buf.data() + xi * pitch,
                     sizeof(T) * static_cast<std::size_t>(run));
     }
   });

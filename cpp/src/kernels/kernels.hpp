@@ -52,7 +52,11 @@ struct GemmUkernel {
 //           output (i, j) of tile t to out[(4i + j)·n + t], and out[16·n + t] = 0 when all
 //           16 outputs of tile t are finite, NaN otherwise (the caller recomputes such
 //           tiles by the definition).
+//   weight: g holds n 3×3 filter slices, tap 3r + s of slice l at g[(3r + s)·n + l];
+//           writes U = G·g·Gᵀ, point ξ of slice l to u[ξ·u_stride + l].
 // n is a multiple of the target's lane count (every gemm NR of the target is).
+template <typename T>
+using WinogradWeightFn = void (*)(const T* g, T* u, int64_t u_stride, int64_t n);
 template <typename T>
 using WinogradInputFn = void (*)(const T* d, T* v, int64_t v_stride, int64_t n);
 template <typename T>
@@ -60,6 +64,7 @@ using WinogradOutputFn = void (*)(const T* m, int64_t m_stride, T* out, int64_t 
 
 template <typename T>
 struct WinogradKernels {
+  WinogradWeightFn<T> weight_f4x3 = nullptr;
   WinogradInputFn<T> input_f4x3 = nullptr;
   WinogradOutputFn<T> output_f4x3 = nullptr;
   int lanes = 0;

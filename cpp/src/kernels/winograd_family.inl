@@ -5,7 +5,7 @@
 // F(4, 3) on the points 0, ±1, ±2, ∞ (Lavin & Gray, 2015): a 6-point input patch d gives
 // 4 outputs y = Aᵀ[(G·g) ⊙ (Bᵀ·d)] of the 3-tap correlation, and nested in 2-D
 // Y = Aᵀ[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]A. The weight side (G·g·Gᵀ) is computed once, in double, by
-// the primitive (conv/winograd.hpp); these kernels do the input and output sides:
+// the primitive when it packs the weights; the input and output sides run per call:
 //
 //   Bᵀ = | 4  0 -5  0  1  0 |        Aᵀ = | 1  1  1  1  1  0 |
 //        | 0 -4 -4  1  1  0 |             | 0  1 -1  2 -2  0 |
@@ -13,6 +13,13 @@
 //        | 0 -2 -1  2  1  0 |             | 0  1 -1  8 -8  1 |
 //        | 0  2 -1 -2  1  0 |
 //        | 0  4  0 -5  0  1 |
+//
+//   G  = |  1/4    0     0   |
+//        | -1/6  -1/6  -1/6  |
+//        | -1/6   1/6  -1/6  |
+//        |  1/24  1/12  1/6  |
+//        |  1/24 -1/12  1/6  |
+//        |   0     0     1   |
 //
 // Each 1-D transform is factored into shared sums (below); every lane (tile) sees the same
 // operations in the same order, so results are independent of where a tile's lane falls.
@@ -31,6 +38,7 @@ struct WinogradOps {
   using V = typename VT::V;
   static V cst(T c) { return VT::broadcast(&c); }
   static V sub(V a, V b) { return VT::fmadd(cst(T(-1)), b, a); }  // exact: a − b
+  static V mul(V a, V b) { return VT::fmadd(a, b, VT::zero()); }    // exact: a·b rounded
 
   // t = Bᵀ·z for one column (or row) of 6 points.
   static void input_1d(const V* z, V* t) {
@@ -47,6 +55,20 @@ struct WinogradOps {
     t[4] = VT::fmadd(m2, e, c);
     t[5] = VT::fmadd(four, z[1], VT::fmadd(m5, z[3], z[5]));
   }
+  // u = G·z for one column (or row) of 3 taps.
+  static void weight_1d(const V* z, V* u) {
+    const V k4 = cst(T(1) / T(4)), k6 = cst(T(1) / T(6)), m6 = cst(T(-1) / T(6)),
+            k12 = cst(T(1) / T(12)), k24 = cst(T(1) / T(24));
+    const V s = VT::add(z[0], z[2]);
+    const V h = VT::fmadd(k24, z[0], mul(k6, z[2]));
+    const V d = mul(k12, z[1]);
+    u[0] = mul(k4, z[0]);
+    u[1] = mul(m6, VT::add(s, z[1]));
+    u[2] = mul(m6, sub(s, z[1]));
+    u[3] = VT::add(h, d);
+    u[4] = sub(h, d);
+    u[5] = z[2];
+  }
   // o = Aᵀ·m for one column (or row) of 6 points.
   static void output_1d(const V* m, V* o) {
     const V two = cst(T(2)), four = cst(T(4)), eight = cst(T(8));
@@ -60,6 +82,28 @@ struct WinogradOps {
     o[3] = VT::add(VT::fmadd(eight, s, q), m[5]);
   }
 };
+
+template <class VT>
+void winograd_weight_f4x3(const typename VT::T* g, typename VT::T* u, int64_t u_stride,
+                          int64_t n) {
+  using Ops = WinogradOps<VT>;
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  for (int64_t l = 0; l < n; l += L) {
+    V t[6][3];  // t[a][s] = Σ_r G[a][r]·g[r][s]
+    for (int s = 0; s < 3; ++s) {
+      V z[3], col[6];
+      for (int r = 0; r < 3; ++r) z[r] = VT::loadu(g + (3 * r + s) * n + l);
+      Ops::weight_1d(z, col);
+      for (int a = 0; a < 6; ++a) t[a][s] = col[a];
+    }
+    for (int a = 0; a < 6; ++a) {
+      V row[6];
+      Ops::weight_1d(t[a], row);
+      for (int b = 0; b < 6; ++b) VT::storeu(u + (6 * a + b) * u_stride + l, row[b]);
+    }
+  }
+}
 
 template <class VT>
 void winograd_input_f4x3(const typename VT::T* d, typename VT::T* v, int64_t v_stride,
@@ -113,7 +157,8 @@ void winograd_output_f4x3(const typename VT::T* m, int64_t m_stride, typename VT
 
 template <class VT>
 WinogradKernels<typename VT::T> winograd_family() {
-  return {&winograd_input_f4x3<VT>, &winograd_output_f4x3<VT>, VT::kLanes};
+  return {&winograd_weight_f4x3<VT>, &winograd_input_f4x3<VT>, &winograd_output_f4x3<VT>,
+          VT::kLanes};
 }
 
 }  // namespace
