@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "../gemm/driver.hpp"
@@ -62,6 +63,9 @@ inline const char* winograd_why_not(const ConvPlan& p, const Blocking& bl) {
   if (p.R != 3 || p.S != 3) return "3×3 kernels only (F(4×4, 3×3))";
   if (p.sh != 1 || p.sw != 1) return "stride 1 only";
   if (p.dh != 1 || p.dw != 1) return "dilation 1 only";
+  if (bl.nr != 4 && bl.nr != 8 && bl.nr != 16 && bl.nr != 32 && bl.nr != 64)
+    return "the active kernel's NR is not one the transforms are built for (4 to 64, powers "
+           "of 2)";
   if (!product_at_most({kWinogradPoints, p.Kg, bl.nr}, kImageScratchElems))
     return "too many filters per group: the transformed outputs of one tile panel exceed "
            "the per-thread scratch bound";
@@ -233,10 +237,12 @@ struct WinogradExecutor {
 
   // The 6×6 patches of channel xc (group-relative pointer) for `lanes` tiles, into
   // patch[ξ·nr + lane]; lanes past `lanes` zero.
-  template <bool kUnitW>
+  // kNR: the panel width (the kernel's NR) as a constant, so the 36 offsets into the patch
+  // panel are immediates.
+  template <int kNR, bool kUnitW>
   void gather(const T* xc, const WinogradTile* tiles, int64_t lanes, T* patch) const {
     const int64_t sh = p.xs_h, sw = kUnitW ? 1 : p.xs_w;
-    const int64_t stride = nr;
+    constexpr int64_t stride = kNR;
     for (int64_t l = 0; l < lanes; ++l) {
       const WinogradTile& d = tiles[l];
       T* dst = patch + l;
@@ -263,38 +269,31 @@ struct WinogradExecutor {
           }
       }
     }
-    for (int64_t l = lanes; l < nr; ++l)
+    for (int64_t l = lanes; l < kNR; ++l)
       for (int64_t xi = 0; xi < kWinogradPoints; ++xi) patch[xi * stride + l] = T(0);
   }
 
   // Stores the output panel of filter k (group-relative kk) for `lanes` tiles: bias, ReLU,
   // and the tiles flagged non-finite recomputed by the definition.
-  template <bool kUnitW>
+  template <int kNR, bool kUnitW>
   void store(const T* outp, const WinogradTile* tiles, int64_t lanes, int64_t g, int64_t kk,
              const T* xg, const T* raw) const {
     const int64_t kglob = g * p.Kg + kk;
-    const T bias = a.bias ? a.bias[kglob] : T(0);
-    const bool relu = a.relu;
     T* yk = a.out + kglob * p.ys_c;
     const int64_t sh = p.ys_h, sw = kUnitW ? 1 : p.ys_w;
-    const int64_t stride = nr;
+    constexpr int64_t stride = kNR;
     const T* flags = outp + 16 * stride;
     for (int64_t l = 0; l < lanes; ++l) {
       const WinogradTile& d = tiles[l];
       T* yt = yk + d.y_off;
       const T* src = outp + l;
-      if (d.outputs_inside && flags[l] == T(0)) {
+      if (d.outputs_inside && flags[l] == T(0)) {  // bias and ReLU applied by the kernel
         for (int i = 0; i < 4; ++i) {
-          T v[4];
-          for (int j = 0; j < 4; ++j) {
-            v[j] = src[(4 * i + j) * stride] + bias;
-            if (relu) v[j] = v[j] < T(0) ? T(0) : v[j];
-          }
           T* row = yt + i * sh;
-          row[0] = v[0];
-          row[sw] = v[1];
-          row[2 * sw] = v[2];
-          row[3 * sw] = v[3];
+          row[0] = src[(4 * i) * stride];
+          row[sw] = src[(4 * i + 1) * stride];
+          row[2 * sw] = src[(4 * i + 2) * stride];
+          row[3 * sw] = src[(4 * i + 3) * stride];
         }
         continue;
       }
@@ -303,17 +302,21 @@ struct WinogradExecutor {
       const int64_t cols = std::min(kWinogradTile, p.Wo - d.ow0);
       for (int64_t i = 0; i < rows; ++i)
         for (int64_t j = 0; j < cols; ++j) {
-          T v = exact ? winograd_exact_output(p, xg, raw, d.n, kk, d.oh0 + i, d.ow0 + j)
-                      : src[(4 * i + j) * stride];
-          if (a.bias) v += bias;
-          if (relu) v = v < T(0) ? T(0) : v;
+          T v;
+          if (exact) {
+            v = winograd_exact_output(p, xg, raw, d.n, kk, d.oh0 + i, d.ow0 + j);
+            if (a.bias) v += a.bias[kglob];
+            if (a.relu) v = v < T(0) ? T(0) : v;
+          } else {
+            v = src[(4 * i + j) * stride];
+          }
           yt[i * sh + j * sw] = v;
         }
     }
   }
 
   // Unit = (tile block, group), start to finish.
-  template <bool kUnitW>
+  template <int kNR, bool kUnitW>
   void run_unit(int64_t unit, const PrepackedGroups<T>& weights, T* v, T* patch, T* outp, T* m,
                 WinogradTile* tiles) const {
     const int64_t blk = unit / p.G, g = unit % p.G;
@@ -333,7 +336,7 @@ struct WinogradExecutor {
       for (int64_t q = 0; q * nr < nt; ++q) {
         const int64_t lanes = std::min(nr, nt - q * nr);
         for (int64_t c = pc; c < pc + kc; ++c) {
-          gather<kUnitW>(xg + c * p.xs_c, tiles + q * nr, lanes, patch);
+          gather<kNR, kUnitW>(xg + c * p.xs_c, tiles + q * nr, lanes, patch);
           input_fn(patch, v + q * nr * kc + (c - pc) * nr, v_stride, nr);
         }
       }
@@ -347,13 +350,33 @@ struct WinogradExecutor {
     }
     // 3. output transform and store.
     const int64_t m_stride = p.Kg * nbp;
-    for (int64_t k = 0; k < p.Kg; ++k)
+    for (int64_t k = 0; k < p.Kg; ++k) {
+      const T* bias = a.bias ? a.bias + g * p.Kg + k : nullptr;
       for (int64_t q = 0; q * nr < nt; ++q) {
-        output_fn(m + k * nbp + q * nr, m_stride, outp, nr);
-        store<kUnitW>(outp, tiles + q * nr, std::min(nr, nt - q * nr), g, k, xg, raw);
+        output_fn(m + k * nbp + q * nr, m_stride, outp, nr, bias, a.relu);
+        store<kNR, kUnitW>(outp, tiles + q * nr, std::min(nr, nt - q * nr), g, k, xg, raw);
       }
+    }
   }
 };
+
+// Calls f with the panel width and the unit-column-stride flag as constants.
+template <typename F>
+void winograd_dispatch(int64_t nr, bool unit_w, F&& f) {
+  auto with_nr = [&](auto kUnitW) {
+    using UW = decltype(kUnitW);
+    switch (nr) {
+      case 4: return f(std::integral_constant<int, 4>{}, UW{});
+      case 8: return f(std::integral_constant<int, 8>{}, UW{});
+      case 16: return f(std::integral_constant<int, 16>{}, UW{});
+      case 32: return f(std::integral_constant<int, 32>{}, UW{});
+      case 64: return f(std::integral_constant<int, 64>{}, UW{});
+      default: throw std::logic_error("winograd: unsupported kernel NR");
+    }
+  };
+  if (unit_w) with_nr(std::true_type{});
+  else with_nr(std::false_type{});
+}
 
 template <typename T>
 void winograd_forward(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
@@ -383,8 +406,10 @@ void winograd_forward(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<
                                                "the Winograd products");
     for (int64_t unit = u0; unit < u1; ++unit) {
       interrupt_point();
-      if (unit_w) ex.template run_unit<true>(unit, weights, v, patch, outp, m, tiles);
-      else ex.template run_unit<false>(unit, weights, v, patch, outp, m, tiles);
+      winograd_dispatch(nr, unit_w, [&](auto kNR, auto kUnitW) {
+        ex.template run_unit<decltype(kNR)::value, decltype(kUnitW)::value>(
+            unit, weights, v, patch, outp, m, tiles);
+      });
     }
   });
 }

@@ -48,10 +48,11 @@ struct GemmUkernel {
 // of every row is tile t. Points of a 6×6 tile are numbered ξ = 6·row + column.
 //   input:  d holds n tiles' 6×6 input patches, point ξ of tile t at d[ξ·n + t]; writes
 //           V = Bᵀ·d·B, point ξ of tile t to v[ξ·v_stride + t].
-//   output: m holds 36 rows of n tiles, point ξ at m[ξ·m_stride + t]; writes Y = Aᵀ·m·A,
-//           output (i, j) of tile t to out[(4i + j)·n + t], and out[16·n + t] = 0 when all
-//           16 outputs of tile t are finite, NaN otherwise (the caller recomputes such
-//           tiles by the definition).
+//   output: m holds 36 rows of n tiles, point ξ at m[ξ·m_stride + t]; writes
+//           act(Aᵀ·m·A + bias) — bias the value *bias (none when null), act ReLU keeping
+//           NaN (x < 0 ? 0 : x) when relu — output (i, j) of tile t to out[(4i + j)·n + t],
+//           and out[16·n + t] = 0 when all 16 outputs of tile t were finite before the bias,
+//           NaN otherwise (the caller recomputes such tiles by the definition).
 //   weight: g holds n 3×3 filter slices, tap 3r + s of slice l at g[(3r + s)·n + l];
 //           writes U = G·g·Gᵀ, point ξ of slice l to u[ξ·u_stride + l].
 // n is a multiple of the target's lane count (every gemm NR of the target is).
@@ -60,7 +61,8 @@ using WinogradWeightFn = void (*)(const T* g, T* u, int64_t u_stride, int64_t n)
 template <typename T>
 using WinogradInputFn = void (*)(const T* d, T* v, int64_t v_stride, int64_t n);
 template <typename T>
-using WinogradOutputFn = void (*)(const T* m, int64_t m_stride, T* out, int64_t n);
+using WinogradOutputFn = void (*)(const T* m, int64_t m_stride, T* out, int64_t n,
+                                  const T* bias, bool relu);
 
 template <typename T>
 struct WinogradKernels {

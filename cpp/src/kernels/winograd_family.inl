@@ -129,11 +129,12 @@ void winograd_input_f4x3(const typename VT::T* d, typename VT::T* v, int64_t v_s
 
 template <class VT>
 void winograd_output_f4x3(const typename VT::T* m, int64_t m_stride, typename VT::T* out,
-                          int64_t n) {
+                          int64_t n, const typename VT::T* bias, bool relu) {
   using Ops = WinogradOps<VT>;
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
   const V zero = VT::zero();
+  const V b = bias ? VT::broadcast(bias) : zero;
   for (int64_t l = 0; l < n; l += L) {
     V t[4][6];  // t[i][b] = Σ_a Aᵀ[i][a]·m[a][b]
     for (int b = 0; b < 6; ++b) {
@@ -147,8 +148,10 @@ void winograd_output_f4x3(const typename VT::T* m, int64_t m_stride, typename VT
       V row[4];
       Ops::output_1d(t[i], row);
       for (int j = 0; j < 4; ++j) {
-        VT::storeu(out + (4 * i + j) * n + l, row[j]);
         finite = VT::fmadd(zero, row[j], finite);
+        V y = bias ? VT::add(row[j], b) : row[j];
+        if (relu) y = VT::max(zero, y);  // 0 > y ? 0 : y: NaN stays NaN
+        VT::storeu(out + (4 * i + j) * n + l, y);
       }
     }
     VT::storeu(out + 16 * n + l, finite);
