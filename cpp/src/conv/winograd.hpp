@@ -96,8 +96,9 @@ const GemmEngine<T>& winograd_engine_of(const Blocking& bl) {
 
 // Packs every group's U_ξ and weight copy (layout above). One job per (group, MR-panel of
 // filters, KC-slab of channels): its filter slices, taken in micro-panel order (channel,
-// then filter), are transformed by the engine's winograd weight kernel (in T) into a local
-// buffer and written as 36 contiguous runs, one per U_ξ.
+// then filter), are transformed by the engine's winograd weight kernel (in T) straight into
+// the 36 micro-panels, one per U_ξ (through a local buffer when the panel is not a whole
+// number of vectors).
 template <typename T>
 void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
   const auto weight_fn = winograd_engine_of<T>(bl).winograd.weight_f4x3;
@@ -145,10 +146,15 @@ void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T*
         }
       for (int64_t l = run; l < n; ++l)
         for (int t = 0; t < 9; ++t) taps[t * n + l] = T(0);
-      weight_fn(taps.data(), buf.data(), pitch, n);
-      for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
-        std::memcpy(dg + xi * u_elems + pc * kgp + k0 * kc, buf.data() + xi * pitch,
-                    sizeof(T) * static_cast<std::size_t>(run));
+      T* panel0 = dg + pc * kgp + k0 * kc;  // this job's micro-panel of U_0
+      if (n == run) {  // whole vectors: straight into the 36 micro-panels
+        weight_fn(taps.data(), panel0, u_elems, n);
+      } else {  // the last vector would spill into the next panel: through the buffer
+        weight_fn(taps.data(), buf.data(), pitch, n);
+        for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
+          std::memcpy(panel0 + xi * u_elems, buf.data() + xi * pitch,
+                      sizeof(T) * static_cast<std::size_t>(run));
+      }
     }
   });
 }
