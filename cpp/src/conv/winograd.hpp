@@ -116,7 +116,7 @@ void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T*
   parallel_run(std::max(1, std::min<int>(threads_for(double(p.G) * p.Kg * p.Cg * 200),
                                          int(std::min<int64_t>(jobs, 1 << 20)))),
                [&](int tid, int nt) {
-    std::vector<T> taps(static_cast<std::size_t>(9 * n_max));
+    std::vector<T> taps(static_cast<std::size_t>(9 * pitch));
     std::vector<T> buf(static_cast<std::size_t>(kWinogradPoints * pitch));
     int64_t j0, j1;
     static_range(jobs, tid, nt, j0, j1);
@@ -132,7 +132,7 @@ void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T*
         for (int64_t i = 0; i < mr; ++i) {
           const int64_t k = k0 + i, l = (c - pc) * mr + i;
           if (k >= p.Kg) {  // padding rows of the last panel: zero filters
-            for (int t = 0; t < 9; ++t) taps[t * n + l] = T(0);
+            for (int t = 0; t < 9; ++t) taps[t * pitch + l] = T(0);
             continue;
           }
           const T* wkc = w + (g * p.Kg + k) * p.ws_k + c * p.ws_c;
@@ -140,17 +140,17 @@ void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T*
           for (int r = 0; r < 3; ++r)
             for (int s = 0; s < 3; ++s) {
               const T v = wkc[r * p.ws_r + s * p.ws_s];
-              taps[(3 * r + s) * n + l] = v;
+              taps[(3 * r + s) * pitch + l] = v;
               rkc[3 * r + s] = v;
             }
         }
       for (int64_t l = run; l < n; ++l)
-        for (int t = 0; t < 9; ++t) taps[t * n + l] = T(0);
+        for (int t = 0; t < 9; ++t) taps[t * pitch + l] = T(0);
       T* panel0 = dg + pc * kgp + k0 * kc;  // this job's micro-panel of U_0
       if (n == run) {  // whole vectors: straight into the 36 micro-panels
-        weight_fn(taps.data(), panel0, u_elems, n);
+        weight_fn(taps.data(), pitch, panel0, u_elems, n);
       } else {  // the last vector would spill into the next panel: through the buffer
-        weight_fn(taps.data(), buf.data(), pitch, n);
+        weight_fn(taps.data(), pitch, buf.data(), pitch, n);
         for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
           std::memcpy(panel0 + xi * u_elems, buf.data() + xi * pitch,
                       sizeof(T) * static_cast<std::size_t>(run));

@@ -53,11 +53,12 @@ struct GemmUkernel {
 //           NaN (x < 0 ? 0 : x) when relu — output (i, j) of tile t to out[(4i + j)·n + t],
 //           and out[16·n + t] = 0 when all 16 outputs of tile t were finite before the bias,
 //           NaN otherwise (the caller recomputes such tiles by the definition).
-//   weight: g holds n 3×3 filter slices, tap 3r + s of slice l at g[(3r + s)·n + l];
+//   weight: g holds n 3×3 filter slices, tap 3r + s of slice l at g[(3r + s)·g_stride + l];
 //           writes U = G·g·Gᵀ, point ξ of slice l to u[ξ·u_stride + l].
 // n is a multiple of the target's lane count (every gemm NR of the target is).
 template <typename T>
-using WinogradWeightFn = void (*)(const T* g, T* u, int64_t u_stride, int64_t n);
+using WinogradWeightFn = void (*)(const T* g, int64_t g_stride, T* u, int64_t u_stride,
+                                  int64_t n);
 template <typename T>
 using WinogradInputFn = void (*)(const T* d, T* v, int64_t v_stride, int64_t n);
 template <typename T>

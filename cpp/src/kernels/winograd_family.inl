@@ -84,8 +84,8 @@ struct WinogradOps {
 };
 
 template <class VT>
-void winograd_weight_f4x3(const typename VT::T* g, typename VT::T* u, int64_t u_stride,
-                          int64_t n) {
+void winograd_weight_f4x3(const typename VT::T* g, int64_t g_stride, typename VT::T* u,
+                          int64_t u_stride, int64_t n) {
   using Ops = WinogradOps<VT>;
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
@@ -93,7 +93,7 @@ void winograd_weight_f4x3(const typename VT::T* g, typename VT::T* u, int64_t u_
     V t[6][3];  // t[a][s] = Σ_r G[a][r]·g[r][s]
     for (int s = 0; s < 3; ++s) {
       V z[3], col[6];
-      for (int r = 0; r < 3; ++r) z[r] = VT::loadu(g + (3 * r + s) * n + l);
+      for (int r = 0; r < 3; ++r) z[r] = VT::loadu(g + (3 * r + s) * g_stride + l);
       Ops::weight_1d(z, col);
       for (int a = 0; a < 6; ++a) t[a][s] = col[a];
     }
