@@ -141,11 +141,13 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
     taps' products). "winograd" computes 3×3, stride-1, dilation-1 layers (any padding,
     groups, both layouts and dtypes) by Winograd F(4×4, 3×3): about 4× fewer
     multiplications, at a small loss of accuracy. Measured on the suite's 3×3 layers with
-    N(0, 1) inputs, the largest error relative to the largest output is about 2e-6 in
-    float32 (exact float32 convolution: about 3e-7) and 5e-15 in float64; tests bound it
-    by 1e-4 (float32) and 1e-12 (float64). Non-finite inputs give the exact result (tiles
-    whose outputs are not all finite are recomputed by the definition). Any other layer
-    raises ValueError naming the rule (3×3 kernels, stride 1, dilation 1).
+    N(0, 1) inputs, the largest error relative to the largest output is about 1e-5 in
+    float32 (6e-6 to 1.0e-5; exact float32 convolution: about 3e-7) and 2e-14 in float64
+    (docs/design.md §3 has the table); tests bound it by 1e-4 (float32) and 1e-12
+    (float64). Non-finite inputs give the exact result (tiles whose outputs are not all
+    finite are recomputed by the definition). Any other layer raises ValueError naming the
+    rule (3×3 kernels, stride 1, dilation 1). The weights are transformed per call here;
+    a Conv2d layer with algorithm="winograd" transforms them once.
     """
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")

@@ -431,7 +431,7 @@ class Conv2d(_Layer):
     algorithm : {None, "winograd"}, default None
         The forward pass's algorithm, as for :func:`convcore.conv2d`: None is exact;
         ``"winograd"`` computes 3×3, stride-1, dilation-1 layers by Winograd F(4×4, 3×3)
-        (weights transformed once, when packed; float32 error about 1e-6 of the largest
+        (weights transformed once, when packed; float32 error about 1e-5 of the largest
         output). ``backward`` is exact either way. ValueError at construction for a layer
         Winograd cannot compute.
 

@@ -76,8 +76,9 @@ struct Conv2dParams {
 //   Exact: direct / GEMM executors — every output is the sum of its taps' products (only the
 //     summation order varies between executors), padding never multiplied into a result.
 //   Winograd: F(4×4, 3×3) for 3×3, stride-1, dilation-1 Conv2d layers (any padding,
-//     groups): about 4× fewer multiplications, at a bounded loss of accuracy (float32:
-//     norm-wise relative error ~1e-6 on the suite's layers, see docs/design.md §3). The
+//     groups): about 4× fewer multiplications, at a bounded loss of accuracy (float32: the
+//     largest error is ~1e-5 of the largest output on the suite's layers, about 30× the
+//     exact error; see docs/design.md §3). The
 //     backward passes stay exact. A descriptor asking for Winograd on a layer it cannot
 //     compute is rejected by the primitive (std::invalid_argument naming the rule).
 enum class Algorithm { Exact, Winograd };

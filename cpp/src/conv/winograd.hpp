@@ -264,15 +264,24 @@ struct WinogradExecutor {
           out[4 * stride] = row[4 * sw];
           out[5 * stride] = row[5 * sw];
         }
-      } else {
+      } else {  // a border tile: the rows and columns inside the image, zeros elsewhere
         const int64_t h0 = d.oh0 - p.pad_t, w0 = d.ow0 - p.pad_l;
+        const int64_t i0 = std::clamp<int64_t>(-h0, 0, 6);
+        const int64_t i1 = std::clamp<int64_t>(p.H - h0, i0, 6);
+        const int64_t j0 = std::clamp<int64_t>(-w0, 0, 6);
+        const int64_t j1 = std::clamp<int64_t>(p.W - w0, j0, 6);
         const T* xn = xc + d.n * p.xs_n;
-        for (int i = 0; i < 6; ++i)
-          for (int j = 0; j < 6; ++j) {
-            const int64_t h = h0 + i, w = w0 + j;
-            dst[(6 * i + j) * stride] =
-                (h >= 0 && h < p.H && w >= 0 && w < p.W) ? xn[h * sh + w * sw] : T(0);
+        for (int64_t i = 0; i < 6; ++i) {
+          T* out = dst + 6 * i * stride;
+          if (i < i0 || i >= i1) {
+            for (int j = 0; j < 6; ++j) out[j * stride] = T(0);
+            continue;
           }
+          const T* row = xn + (h0 + i) * sh + w0 * sw;
+          for (int64_t j = 0; j < j0; ++j) out[j * stride] = T(0);
+          for (int64_t j = j0; j < j1; ++j) out[j * stride] = row[j * sw];
+          for (int64_t j = j1; j < 6; ++j) out[j * stride] = T(0);
+        }
       }
     }
     for (int64_t l = lanes; l < kNR; ++l)

@@ -4,8 +4,8 @@
 //
 // F(4, 3) on the points 0, ±1, ±2, ∞ (Lavin & Gray, 2015): a 6-point input patch d gives
 // 4 outputs y = Aᵀ[(G·g) ⊙ (Bᵀ·d)] of the 3-tap correlation, and nested in 2-D
-// Y = Aᵀ[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]A. The weight side (G·g·Gᵀ) is computed once, in double, by
-// the primitive when it packs the weights; the input and output sides run per call:
+// Y = Aᵀ[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]A. The weight side G·g·Gᵀ runs when the primitive packs the
+// weights (once with set_weights); the input and output sides run per call:
 //
 //   Bᵀ = | 4  0 -5  0  1  0 |        Aᵀ = | 1  1  1  1  1  0 |
 //        | 0 -4 -4  1  1  0 |             | 0  1 -1  2 -2  0 |

@@ -15,10 +15,12 @@
 namespace convcore::kernels::avx512 {
 
 Families<float> f32_families() {
-  return {gemm_family<Vec<float>, 8, 2>("f32_gemm_ukernel_8x32__avx512f"), winograd_family<Vec<float>>()};
+  return {gemm_family<Vec<float>, 8, 2>("f32_gemm_ukernel_8x32__avx512f"),
+          winograd_family<Vec<float>>()};
 }
 Families<double> f64_families() {
-  return {gemm_family<Vec<double>, 8, 2>("f64_gemm_ukernel_8x16__avx512f"), winograd_family<Vec<double>>()};
+  return {gemm_family<Vec<double>, 8, 2>("f64_gemm_ukernel_8x16__avx512f"),
+          winograd_family<Vec<double>>()};
 }
 
 }  // namespace convcore::kernels::avx512
