@@ -19,7 +19,8 @@ def _bench(*args, timeout=300):
 def test_help_describes_the_options():
     res = _bench("--help")
     assert res.returncode == 0, res.stderr
-    for opt in ("--threads", "--layout", "--suite", "--plot", "--layer-calls", "--gemm"):
+    for opt in ("--threads", "--layout", "--suite", "--plot", "--layer-calls", "--gemm",
+                "--algorithm", "--prepacked"):
         assert opt in res.stdout
 
 
@@ -66,3 +67,22 @@ def test_family_transposed(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["mode"] == "transposed"
     assert [r["pass"] for r in doc["rows"]] == ["fwd", "bwd_weight"]
+
+
+def test_winograd_rows_report_the_forward_error(tmp_path):
+    out = tmp_path / "w.json"
+    res = _bench("--algorithm", "winograd", "--prepacked", "--layers", "deep,seed_numpy",
+                 "--passes", "fwd", "--batch", "1", "--repeat", "1", "--no-torch",
+                 "--threads", "1", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(out.read_text())
+    assert doc["algorithm"] == "winograd" and doc["prepacked"]
+    # seed_numpy_example (5×5, stride 2) is not a Winograd layer: left out.
+    assert [r["layer"]["name"] for r in doc["rows"]] == ["deep_3x3_c512_7x7"]
+    assert 0 < doc["rows"][0]["fwd_rel_error"] < 1e-4
+    assert "fwd err" in res.stdout
+
+
+def test_winograd_needs_a_3x3_stride1_layer():
+    res = _bench("--algorithm", "winograd", "--layers", "seed_numpy_example")
+    assert res.returncode == 2 and "no 3×3 stride-1 layer" in res.stderr

@@ -236,17 +236,24 @@ def test_every_implementation_forced(isa, case, layout, dtype):
 
 def test_every_implementation_is_reached_and_explained():
     """Over the cases, every entry of every list applies somewhere (so the sweep above runs
-    it); an entry that does not apply says why; forcing one that does not apply fails."""
+    it, or, for the Winograd entry, which applies only when asked for, test_winograd.py);
+    an entry that does not apply says why; forcing one that does not apply fails."""
     reached = {}
     for case in CASES:
         for layout in ("NCHW", "NHWC"):
             x, wt, _, kw = _case_arrays(case, layout, np.float32)
-            for pass_, entries in _implementations(x.shape, wt.shape, **kw).items():
-                for e in entries:
-                    reached.setdefault((pass_, e["name"]), False)
-                    reached[(pass_, e["name"])] |= e["applies"]
-                    if not e["applies"]:
-                        assert e["reason"], e
+            for algorithm in (None, "winograd"):
+                try:
+                    lists = _implementations(x.shape, wt.shape, algorithm=algorithm, **kw)
+                except ValueError as e:   # Winograd asked for where it cannot compute
+                    assert algorithm == "winograd" and "cannot compute" in str(e), e
+                    continue
+                for pass_, entries in lists.items():
+                    for e in entries:
+                        reached.setdefault((pass_, e["name"]), False)
+                        reached[(pass_, e["name"])] |= e["applies"]
+                        if not e["applies"]:
+                            assert e["reason"], e
     assert all(reached.values()), [k for k, v in reached.items() if not v]
     assert len(reached) >= 11
     with _force_implementations(forward="direct_stride1"):

@@ -285,7 +285,7 @@ PYBIND11_MODULE(_core, m) {
                        const std::string& dtype, const std::string& forward,
                        const std::string& backward_data, const std::string& backward_weight,
                        const std::string& kind, int64_t output_padding_h,
-                       int64_t output_padding_w) {
+                       int64_t output_padding_w, const std::string& algorithm) {
              Conv2dDesc desc;
              if (kind == "conv2d") desc.kind = OpKind::Conv2d;
              else if (kind == "locally_connected2d") desc.kind = OpKind::LocallyConnected2d;
@@ -316,6 +316,10 @@ PYBIND11_MODULE(_core, m) {
              if (dtype == "float32") desc.dtype = DataType::Float32;
              else if (dtype == "float64") desc.dtype = DataType::Float64;
              else throw py::type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+             if (algorithm == "exact") desc.algorithm = Algorithm::Exact;
+             else if (algorithm == "winograd") desc.algorithm = Algorithm::Winograd;
+             else throw std::invalid_argument("algorithm must be 'exact' or 'winograd', got '" +
+                                              algorithm + "'");
              PrimitiveOptions opt;
              opt.forward = forward;
              opt.backward_data = backward_data;
@@ -329,7 +333,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("layout"), py::arg("shape_rule"), py::arg("dtype") = "float32",
            py::arg("forward") = "", py::arg("backward_data") = "",
            py::arg("backward_weight") = "", py::arg("kind") = "conv2d",
-           py::arg("output_padding_h") = 0, py::arg("output_padding_w") = 0)
+           py::arg("output_padding_h") = 0, py::arg("output_padding_w") = 0,
+           py::arg("algorithm") = "exact")
       .def_property_readonly("out_h", [](const Conv2dPrimitive& p) { return p.shape().out_h; })
       .def_property_readonly("out_w", [](const Conv2dPrimitive& p) { return p.shape().out_w; })
       .def_property_readonly("pad_top", [](const Conv2dPrimitive& p) { return p.shape().pad_top; })
@@ -343,6 +348,9 @@ PYBIND11_MODULE(_core, m) {
         return p.desc().dtype == DataType::Float32 ? "float32" : "float64";
       })
       .def_property_readonly("isa", [](const Conv2dPrimitive& p) { return isa_name(p.isa()); })
+      .def_property_readonly("algorithm", [](const Conv2dPrimitive& p) {
+        return algorithm_name(p.desc().algorithm);
+      }, "The descriptor's algorithm: 'exact' or 'winograd' (forward only).")
       .def_property_readonly("algorithms", [](const Conv2dPrimitive& p) {
         py::dict d;
         for (Pass pass : kPasses) d[pass_name(pass)] = p.implementation(pass);

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Tuple, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from ._types import Activation, Layout, ShapeRule
+from ._types import Activation, Algorithm, Layout, ShapeRule
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 LAYOUTS = ("NCHW", "NHWC")
@@ -145,6 +145,18 @@ def check_activation(act: Any) -> Activation:
     if act not in ACTIVATIONS:
         raise ValueError(f"activation must be None or 'relu', got {act!r}")
     return cast(Activation, act)
+
+
+def check_algorithm(algorithm: Any) -> Algorithm:
+    """None (exact direct/GEMM) or "winograd"."""
+    if algorithm is not None and not (isinstance(algorithm, str) and algorithm == "winograd"):
+        raise ValueError(f"algorithm must be None (exact) or 'winograd', got {algorithm!r}")
+    return cast(Algorithm, algorithm)
+
+
+def core_algorithm(algorithm: Algorithm) -> str:
+    """The core's name of a checked algorithm."""
+    return "winograd" if algorithm == "winograd" else "exact"
 
 
 def pair(v: Any, name: str, minimum: int) -> Tuple[int, int]:

@@ -18,7 +18,7 @@ class Primitive:
                  groups: int, layout: _Layout, shape_rule: _ShapeRule, dtype: str = ...,
                  forward: str = ..., backward_data: str = ...,
                  backward_weight: str = ..., kind: str = ..., output_padding_h: int = ...,
-                 output_padding_w: int = ...) -> None: ...
+                 output_padding_w: int = ..., algorithm: str = ...) -> None: ...
     # dtype: "float32" or "float64" (any other string raises ValueError, as do unknown
     # implementation names and kinds). forward / backward_data / backward_weight: an
     # implementation name forced for that pass ("" = the core's choice). kind: "conv2d"
@@ -27,6 +27,8 @@ class Primitive:
     # in_* its input, out_h/out_w its output; weights (in_channels, out_channels/groups, R, S)
     # NCHW, (in_channels, R, S, out_channels/groups) NHWC; output_padding_h/_w add rows and
     # columns at the bottom/right, each < stride or < dilation).
+    # algorithm: "exact" (default) or "winograd" (forward F(4×4, 3×3); ValueError naming
+    # the rule where it cannot compute the layer).
     @property
     def out_h(self) -> int: ...
     @property
@@ -45,6 +47,9 @@ class Primitive:
     def dtype(self) -> str: ...  # "float32" or "float64"
     @property
     def isa(self) -> str: ...
+    @property
+    def algorithm(self) -> str:
+        """The descriptor's algorithm: 'exact' or 'winograd' (forward only)."""
     @property
     def has_weights(self) -> bool: ...
     @property

@@ -5,6 +5,7 @@ the argument checks in _args.py are).
     ShapeRule   "strict" | "crop" | "pad"
     PaddingMode "valid" | "same"
     Activation  None | "relu"
+    Algorithm   None | "winograd"                     conv2d's forward algorithm (None: exact)
     Init        "pytorch" | "he"                      a layer's initialisation
     IntPair     int | (int, int)                      stride, dilation, kernel_size
     Padding     int | (int, int) | (top, bottom, left, right) | "valid" | "same"
@@ -23,6 +24,7 @@ Layout = Literal["NCHW", "NHWC"]
 ShapeRule = Literal["strict", "crop", "pad"]
 PaddingMode = Literal["valid", "same"]
 Activation = Optional[Literal["relu"]]
+Algorithm = Optional[Literal["winograd"]]
 IntPair = Union[int, Tuple[int, int]]
 Padding = Union[int, Tuple[int, int], Tuple[int, int, int, int], PaddingMode]
 DTypeName = Literal["float32", "float64"]
@@ -38,5 +40,5 @@ FloatT = TypeVar("FloatT", np.float32, np.float64)
 FloatArray = NDArray["np.floating[Any]"]  # (a string: numpy < 1.22 cannot subscript it)
 AnyArray = NDArray[Any]
 
-__all__ = ["Activation", "AnyArray", "DTypeLike", "DTypeName", "FloatArray", "FloatT",
+__all__ = ["Activation", "Algorithm", "AnyArray", "DTypeLike", "DTypeName", "FloatArray", "FloatT",
            "Init", "IntPair", "Layout", "Padding", "PaddingMode", "RngLike", "ShapeRule"]

@@ -4,6 +4,7 @@
     python -m convcore.bench --layers resnet --passes fwd --batch 4 --threads 1
     python -m convcore.bench --gemm               # convcore.gemm against NumPy's a @ b
     python -m convcore.bench --family transposed  # conv_transpose2d against torch
+    python -m convcore.bench --algorithm winograd --passes fwd   # 3×3 stride-1 layers only
 
 Peers: NumPy im2col (as_strided + one copy + one BLAS matmul; col2im by filter taps) and,
 when installed, PyTorch CPU (torch.nn.functional.conv2d and aten.convolution_backward).
@@ -312,15 +313,48 @@ def make_operands(layer: Layer, layout: str, dtype: np.dtype,
     }
 
 
-def convcore_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray]) -> Impl:
+def convcore_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray],
+                  algorithm: Optional[str] = None, prepacked: bool = False) -> Impl:
+    """convcore's functional calls (weights packed — for Winograd, transformed — per call),
+    or with prepacked=True one primitive per layer whose weights set_weights packed once
+    (as a Conv2d layer object keeps them)."""
     kw: Dict[str, Any] = dict(stride=layer.stride, padding=layer.pad, layout=layout,
-                              shape_rule="crop")
+                              shape_rule="crop", algorithm=algorithm)
     x, w, b, dy = ops["x"], ops["w"], ops["b"], ops["dy"]
-    return Impl("convcore", {
+    passes: Dict[str, Callable[[], Any]] = {
         "fwd": lambda: convcore.conv2d(x, w, b, **kw),
         "bwd_data": lambda: convcore.conv2d_backward_input(dy, w, x.shape, **kw),
         "bwd_weight": lambda: convcore.conv2d_backward_weight(dy, x, w.shape, **kw),
-    })
+    }
+    if prepacked:
+        from convcore._conv import _Problem
+        prob = _Problem(x.shape, w.shape, layer.stride, layer.pad, 1, 1, layout, "crop",
+                        x.dtype.name, algorithm)
+        prob.plan.set_weights(w)
+
+        def fwd() -> np.ndarray:
+            y = np.empty(prob.y_shape, dtype=x.dtype)
+            prob.plan.forward(x, None, b, y, False)
+            return y
+
+        def bwd_data() -> np.ndarray:
+            dx = np.empty(x.shape, dtype=x.dtype)
+            prob.plan.backward_data(dy, None, dx)
+            return dx
+
+        passes.update(fwd=fwd, bwd_data=bwd_data)
+    return Impl("convcore", passes)
+
+
+def forward_error(layer: Layer, layout: str, ops: Dict[str, np.ndarray],
+                  y: np.ndarray) -> float:
+    """Largest error of a forward result relative to the largest output of the float64
+    exact convolution of the same operands."""
+    kw: Dict[str, Any] = dict(stride=layer.stride, padding=layer.pad, layout=layout,
+                              shape_rule="crop")
+    f64 = {k: v.astype(np.float64) for k, v in ops.items()}
+    want = convcore.conv2d(f64["x"], f64["w"], f64["b"], **kw)
+    return float(np.max(np.abs(y - want)) / (np.max(np.abs(want)) or 1.0))
 
 
 def numpy_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray]) -> Impl:
@@ -453,6 +487,12 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
     names = ["convcore"] + [n for n, on in (("numpy", args.numpy), ("torch", torch is not None))
                             if on]
     peers = names[1:]
+    winograd = args.algorithm == "winograd"
+    if winograd or args.prepacked:
+        print(f"convcore: algorithm {args.algorithm}"
+              + (" (forward; backward passes exact)" if winograd else "")
+              + ("; weights packed once per layer (set_weights), not per call"
+                 if args.prepacked else "; weights packed per call (functional API)"))
     print(f"layout {args.layout}, {dtype.name}, shape_rule crop; GFLOP/s = pass GFLOP / median "
           f"time per call (≤{args.repeat} samples after a warm-up), then the samples' spread "
           f"(max − min)/median; ratio > 1: convcore faster; '!': a spread over "
@@ -461,14 +501,16 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
     width = len(str(total))
     head = (f"{'#':>{2 * width + 1}} {'layer':<22} {'pass':<10} {'GFLOP':>7}"
             + "".join(f" {n:>13}" for n in names)
-            + "".join(f" {'cc/' + SHORT[p]:>9}" for p in peers))
+            + "".join(f" {'cc/' + SHORT[p]:>9}" for p in peers)
+            + (f" {'fwd err':>8}" if winograd else ""))
     print(head)
     print("-" * len(head))
     rng = np.random.default_rng(0)
     rows = []
     for layer in layers:
         ops = make_operands(layer, args.layout, dtype, rng)
-        impls = [convcore_impl(layer, args.layout, ops)]
+        impls = [convcore_impl(layer, args.layout, ops,
+                               "winograd" if winograd else None, args.prepacked)]
         if args.numpy:
             impls.append(numpy_impl(layer, args.layout, ops))
         if torch is not None:
@@ -478,13 +520,21 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
                           f"{layer.name} {pass_name}")
             ratios = {p: res["convcore"]["gflops"] / res[p]["gflops"] for p in peers}
             noisy = {p: res[p]["noisy"] or res["convcore"]["noisy"] for p in peers}
-            rows.append({"layer": asdict(layer), "pass": pass_name, "gflop": layer.gflop,
-                         "results": res, "ratios": ratios, "noisy": noisy})
+            row = {"layer": asdict(layer), "pass": pass_name, "gflop": layer.gflop,
+                   "results": res, "ratios": ratios, "noisy": noisy}
+            err_cell = ""
+            if winograd:
+                err_cell = " " * 9
+                if pass_name == "fwd":
+                    row["fwd_rel_error"] = forward_error(layer, args.layout, ops,
+                                                         impls[0].passes["fwd"]())
+                    err_cell = f" {row['fwd_rel_error']:>8.1e}"
+            rows.append(row)
             done = f"{len(rows)}/{total}"
             print(f"{done:>{2 * width + 1}} {layer.name if i == 0 else '':<22} {pass_name:<10} "
                   f"{layer.gflop:>7.4g}" + "".join(cell(res[n]) for n in names)
-                  + "".join(f" {ratios[p]:>8.2f}{'!' if noisy[p] else ' '}" for p in peers),
-                  flush=True)
+                  + "".join(f" {ratios[p]:>8.2f}{'!' if noisy[p] else ' '}" for p in peers)
+                  + err_cell, flush=True)
         del impls, ops
     summary = {p: {pn: geomean([r["ratios"][p] for r in rows if r["pass"] == pn])
                    for pn in args.passes} for p in peers}
@@ -500,7 +550,11 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
                       f"{NOISY_SPREAD:.0%}): rerun those, or read the geomean as rough")
     if args.plot:
         plot_layers(rows, names, args)
+    if winograd:
+        print("fwd err: the largest error of convcore's forward relative to the largest output "
+              "of the float64 exact convolution of the same operands")
     return {"mode": "layers", "layout": args.layout, "dtype": dtype.name,
+            "algorithm": args.algorithm, "prepacked": args.prepacked,
             "layer_file": args.csv or "convcore/data/layers.csv", "rows": rows,
             "geomean_ratios": summary}
 
@@ -690,6 +744,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="element type (default float32; --gemm: the mixed default list)")
     ap.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
     ap.add_argument("--batch", type=int, metavar="N", help="override every layer's batch size")
+    ap.add_argument("--algorithm", choices=("exact", "winograd"), default="exact",
+                    help="convcore's forward algorithm (default exact); winograd keeps the "
+                         "suite's 3×3 stride-1 layers only and adds each forward's error "
+                         "against the float64 exact result")
+    ap.add_argument("--prepacked", action="store_true",
+                    help="time convcore's forward and backward-data with the weights packed "
+                         "once per layer (set_weights, as a Conv2d layer does) instead of per "
+                         "call")
     ap.add_argument("--csv", "--suite", dest="csv", metavar="PATH",
                     help="layer file (name,N,C,H,W,K,R,S,stride,pad) instead of the suite")
     ap.add_argument("--plot", metavar="FILE.png",
@@ -725,6 +787,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             ap.error(f"--{name} must be >= 1, got {value}")
     if args.sizes and not args.gemm:
         ap.error("--sizes applies to --gemm mode only")
+    if (args.algorithm != "exact" or args.prepacked) and (args.gemm or args.layer_calls
+                                                          or args.family != "conv"):
+        ap.error("--algorithm and --prepacked apply to the layer suite only")
     if args.plot and (args.gemm or args.layer_calls):
         ap.error("--plot applies to the layer suite only")
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
@@ -737,6 +802,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             args.suite = select_layers(load_layers(args.csv), args.layers)
             if args.batch:
                 args.suite = [replace(layer, n=args.batch) for layer in args.suite]
+            if args.algorithm == "winograd":
+                args.suite = [layer for layer in args.suite
+                              if (layer.r, layer.s, layer.stride) == (3, 3, 1)]
+                if not args.suite:
+                    raise ValueError("--algorithm winograd: no 3×3 stride-1 layer selected")
     except (OSError, ValueError) as e:
         ap.error(str(e))
     return args

@@ -15,12 +15,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
-                    check_shape_rule, is_int, pair)
+from ._args import (as_buffer, check_activation, check_algorithm, check_array, check_groups,
+                    check_layout, check_shape_rule, is_int, pair)
 from ._conv import (_check_grad_output, _check_input, _dtype_name, _Problem, _FORCED,
                     conv2d_num_params)
-from ._types import (Activation, DTypeLike, FloatArray, Init, IntPair, Layout, Padding,
-                     RngLike, ShapeRule)
+from ._types import (Activation, Algorithm, DTypeLike, FloatArray, Init, IntPair, Layout,
+                     Padding, RngLike, ShapeRule)
 
 # Primitives a layer keeps, one per input shape (and ISA): enough for a training batch, a
 # last partial batch and an evaluation batch.
@@ -428,6 +428,12 @@ class Conv2d(_Layer):
         ``"pytorch"``: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's
         default for its Conv2d. ``"he"``: He (Kaiming) normal weights, N(0, 2/fan_in),
         suited to ReLU networks, and zero biases. fan_in = (C/groups)·R·S.
+    algorithm : {None, "winograd"}, default None
+        The forward pass's algorithm, as for :func:`convcore.conv2d`: None is exact;
+        ``"winograd"`` computes 3×3, stride-1, dilation-1 layers by Winograd F(4×4, 3×3)
+        (weights transformed once, when packed; float32 error about 1e-5 of the largest
+        output). ``backward`` is exact either way. ValueError at construction for a layer
+        Winograd cannot compute.
 
     Attributes
     ----------
@@ -490,7 +496,8 @@ class Conv2d(_Layer):
                  groups: int = 1, bias: bool = True, layout: Layout = "NCHW",
                  shape_rule: ShapeRule = "strict", activation: Activation = None,
                  dtype: DTypeLike = "float32", rng: RngLike = None,
-                 requires_input_grad: bool = True, init: Init = "pytorch") -> None:
+                 requires_input_grad: bool = True, init: Init = "pytorch",
+                 algorithm: Algorithm = None) -> None:
         self.num_params = conv2d_num_params(in_channels, out_channels, kernel_size,
                                             groups=groups, bias=bias)  # checks them all
         self.in_channels = int(in_channels)
@@ -503,6 +510,7 @@ class Conv2d(_Layer):
         self.layout = check_layout(layout)
         self.shape_rule = check_shape_rule(shape_rule)
         self.activation = check_activation(activation)
+        self.algorithm = check_algorithm(algorithm)
         self.dtype = _check_dtype(dtype)
         self.requires_input_grad = _check_requires_input_grad(requires_input_grad)
         self.init = _check_init(init)
@@ -516,7 +524,8 @@ class Conv2d(_Layer):
         # Fails early (ValueError) for a padding string or tuple that can never work.
         _Problem((1, self.in_channels, r * self.dilation[0], s * self.dilation[1])
                  if layout == "NCHW" else (1, r * self.dilation[0], s * self.dilation[1], self.in_channels),
-                 shape, self.stride, padding, self.dilation, self.groups, layout, "crop")
+                 shape, self.stride, padding, self.dilation, self.groups, layout, "crop",
+                 algorithm=self.algorithm)
 
     @property
     def weight(self) -> FloatArray:
@@ -534,7 +543,7 @@ class Conv2d(_Layer):
     def _new_problem(self, x_shape: Tuple[int, ...]) -> _Problem:
         return _Problem(x_shape, self._weight.shape, self.stride, self.padding,
                         self.dilation, self.groups, self.layout, self.shape_rule,
-                        _dtype_name(self._weight))
+                        _dtype_name(self._weight), self.algorithm)
 
     def _checked_grad_output(self, grad_y: FloatArray, prob: _Problem, x: FloatArray) -> FloatArray:
         return as_buffer(_check_grad_output(grad_y, prob, x, "x"))
@@ -607,7 +616,8 @@ class Conv2d(_Layer):
                 f"groups={self.groups}, bias={self.bias is not None}, layout={self.layout!r}, "
                 f"activation={self.activation!r}, dtype={self.dtype.name}"
                 + ("" if self.requires_input_grad else ", requires_input_grad=False")
-                + ("" if self.init == "pytorch" else f", init={self.init!r}") + ")")
+                + ("" if self.init == "pytorch" else f", init={self.init!r}")
+                + ("" if self.algorithm is None else f", algorithm={self.algorithm!r}") + ")")
 
 
 def _same_bits(a: FloatArray, b: FloatArray) -> bool:

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -308,7 +309,21 @@ TEST(Primitive, ImplementationListsAndForcing) {
   for (const ConvCase& cc : conv_cases())
     for (Layout layout : {Layout::NCHW, Layout::NHWC}) {
       const Problem p = make_problem(params_of(cc, layout));
-      const convcore::Conv2dPrimitive prim = primitive<float>(p);
+      for (convcore::Algorithm algorithm :
+           {convcore::Algorithm::Exact, convcore::Algorithm::Winograd}) {
+      convcore::Conv2dDesc desc{convcore::OpKind::Conv2d, p.params, convcore::DataType::Float32};
+      desc.algorithm = algorithm;
+      std::optional<convcore::Conv2dPrimitive> made;
+      try {
+        made.emplace(desc);
+      } catch (const std::invalid_argument& e) {
+        // Winograd asked for where it cannot compute: rejected, naming the rule.
+        EXPECT_EQ(algorithm, convcore::Algorithm::Winograd) << e.what();
+        EXPECT_NE(std::string(e.what()).find("algorithm='winograd' cannot compute"),
+                  std::string::npos) << e.what();
+        continue;
+      }
+      const convcore::Conv2dPrimitive& prim = *made;
       for (Pass pass : {Pass::Forward, Pass::BackwardData, Pass::BackwardWeight}) {
         const auto list = prim.implementations(pass);
         ASSERT_FALSE(list.empty());
@@ -323,6 +338,10 @@ TEST(Primitive, ImplementationListsAndForcing) {
         }
         EXPECT_FALSE(first.empty()) << cc.name << ": no entry applies and is preferred";
         EXPECT_EQ(first, prim.implementation(pass)) << cc.name;
+        if (algorithm == convcore::Algorithm::Winograd && pass == Pass::Forward) {
+          EXPECT_EQ(first, "winograd_f4x3") << cc.name;
+        }
+      }
       }
     }
   for (const auto& [name, count] : reached) {
@@ -726,6 +745,80 @@ TEST(Conv, SeedNumpyExampleNHWC) {
     conv2d_forward<double>(p, x.data(), w.data(), b.data(), y.data());
     expect_close("forward", y, want, magnitude);
   });
+}
+
+// Winograd F(4×4, 3×3) (Algorithm::Winograd): every 3×3 stride-1 table shape, both
+// layouts and dtypes, every ISA, against the oracle within the documented bound (float32
+// 1e-4, float64 1e-12 of the error scale); prepacked weights give the per-call result
+// bitwise, and so does every thread count.
+template <typename T>
+void check_winograd(const ConvCase& cc, Layout layout) {
+  SCOPED_TRACE(std::string(type_name<T>()) + (layout == Layout::NCHW ? " NCHW" : " NHWC"));
+  const Problem p = make_problem(params_of(cc, layout));
+  convcore::Conv2dDesc desc{convcore::OpKind::Conv2d, p.params, convcore::data_type_of<T>()};
+  desc.algorithm = convcore::Algorithm::Winograd;
+  std::mt19937 rng(static_cast<unsigned>(p.x_size * 13 + p.w_size + p.K));
+  const auto x = random_vector<T>(static_cast<std::size_t>(p.x_size), rng);
+  const auto w = random_vector<T>(static_cast<std::size_t>(p.w_size), rng);
+  const auto b = random_vector<T>(static_cast<std::size_t>(p.K), rng);
+  const T* bias = cc.bias ? b.data() : nullptr;
+  const Activation act = cc.relu ? Activation::Relu : Activation::None;
+  std::vector<T> y_ref(p.y_size), y_mag(p.y_size);
+  reference::conv2d_forward<T>(p, x.data(), w.data(), bias, y_ref.data(), act);
+  const auto ax = abs_copy(x), aw = abs_copy(w), ab = abs_copy(b);
+  reference::conv2d_forward<T>(p, ax.data(), aw.data(), cc.bias ? ab.data() : nullptr,
+                               y_mag.data());
+  const double bound = sizeof(T) == 4 ? 1e-4 : 1e-12;
+  for_each_isa([&](convcore::Isa) {
+    RuntimeGuard threads_guard;
+    convcore::Conv2dPrimitive prim(desc);
+    ASSERT_STREQ(prim.implementation(convcore::Pass::Forward), "winograd_f4x3");
+    Guarded<T> y(y_ref.size()), y2(y_ref.size()), y3(y_ref.size());
+    prim.forward(x.data(), w.data(), bias, y.data(), act);
+    const double err = scaled_error(y.data(), y_ref.data(), y_mag.data(), y_ref.size());
+    EXPECT_LE(err, bound) << cc.name;
+    EXPECT_TRUE(y.guard_intact()) << "wrote past the end of y";
+    prim.set_weights(w.data());
+    convcore::set_num_threads(3);
+    prim.forward<T>(x.data(), nullptr, bias, y2.data(), act);
+    EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), y_ref.size() * sizeof(T)))
+        << "prepacked, 3 threads: " << first_difference(y.data(), y2.data(), y_ref.size());
+    convcore::set_num_threads(1);
+    prim.forward<T>(x.data(), nullptr, bias, y3.data(), act);
+    EXPECT_EQ(0, std::memcmp(y.data(), y3.data(), y_ref.size() * sizeof(T)))
+        << "1 thread: " << first_difference(y.data(), y3.data(), y_ref.size());
+  });
+}
+
+TEST(Winograd, TableShapesMatchReference) {
+  int covered = 0;
+  for (const ConvCase& cc : conv_cases()) {
+    const Conv2dParams prm = params_of(cc, Layout::NCHW);
+    if (prm.kernel_h != 3 || prm.kernel_w != 3 || prm.stride_h != 1 || prm.stride_w != 1 ||
+        prm.dilation_h != 1 || prm.dilation_w != 1)
+      continue;
+    ++covered;
+    for (Layout layout : {Layout::NCHW, Layout::NHWC}) {
+      check_winograd<float>(cc, layout);
+      check_winograd<double>(cc, layout);
+    }
+  }
+  EXPECT_GT(covered, 2);
+}
+
+TEST(Winograd, RejectedWhereItCannotCompute) {
+  Conv2dParams prm = params_of(Case("s2", 1, 3, 9, 9, 4, 3, 3).stride(2, 2), Layout::NCHW);
+  prm.shape_rule = ShapeRule::Crop;
+  convcore::Conv2dDesc desc{convcore::OpKind::Conv2d, prm, convcore::DataType::Float32};
+  desc.algorithm = convcore::Algorithm::Winograd;
+  try {
+    convcore::Conv2dPrimitive prim(desc);
+    ADD_FAILURE() << "Winograd on a stride-2 layer did not throw";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("stride 1 only"), std::string::npos) << e.what();
+  }
+  EXPECT_STREQ(convcore::algorithm_name(convcore::Algorithm::Winograd), "winograd");
+  EXPECT_STREQ(convcore::algorithm_name(convcore::Algorithm::Exact), "exact");
 }
 
 }  // namespace

@@ -85,11 +85,25 @@ struct Conv2dParams {
   ShapeRule shape_rule = ShapeRule::Strict;
 };
 
-// What to compute: the operation, its sizes and hyperparameters, and the element type.
+// How the forward pass may compute the convolution.
+//   Exact: direct / GEMM executors — every output is the sum of its taps' products (only the
+//     summation order varies between executors), padding never multiplied into a result.
+//   Winograd: F(4×4, 3×3) for 3×3, stride-1, dilation-1 Conv2d layers (any padding,
+//     groups): about 4× fewer multiplications, at a bounded loss of accuracy (float32: the
+//     largest error is ~1e-5 of the largest output on the suite's layers, about 30× the
+//     exact error; see docs/design.md §3). The
+//     backward passes stay exact. A descriptor asking for Winograd on a layer it cannot
+//     compute is rejected by the primitive (std::invalid_argument naming the rule).
+enum class Algorithm { Exact, Winograd };
+const char* algorithm_name(Algorithm algorithm);  // "exact", "winograd"
+
+// What to compute: the operation, its sizes and hyperparameters, the element type, and
+// the algorithm the forward pass may use (the default stays exact).
 struct Conv2dDesc {
   OpKind kind = OpKind::Conv2d;
   Conv2dParams params;
   DataType dtype = DataType::Float32;
+  Algorithm algorithm = Algorithm::Exact;
 };
 
 // What a validated descriptor resolves to (for ConvTranspose2d: the transposed operation's

@@ -12,6 +12,7 @@
 #include "epilogue.hpp"
 #include "packers.hpp"
 #include "indirect_nhwc.hpp"
+#include "winograd.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
 
@@ -61,6 +62,27 @@ struct WeightsAsB {
     pack_groups<T>(bl, p.G, wp.is_a, wp.extent, wp.depth, [&](int64_t g) {
       return MatrixPackB<T>{w + g * p.Kg * p.ws_k, 1, p.ws_k};
     }, dst);
+  }
+};
+
+// Winograd F(4×4, 3×3) (winograd.hpp): only when the descriptor asks for it
+// (Algorithm::Winograd), then it is the entry that runs.
+struct WinogradF4x3 : AlwaysPreferred {
+  static constexpr const char* kName = "winograd_f4x3";
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    return winograd_why_not(p, bl);
+  }
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return {true, p.Kg, kWinogradWeightDepthPerChannel * p.Cg};
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    winograd_pack_weights(p, bl, w, dst);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    winograd_forward(p, e, a, weights);
   }
 };
 
@@ -204,6 +226,7 @@ struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
 template <typename T>
 const ImplList<T>& forward_implementations() {
   static const ImplList<T> list = {
+      implementation_of<WinogradF4x3, T>(),
       implementation_of<DirectStride1, T>(),  implementation_of<Im2colMultiImage, T>(),
       implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcForward, T>(),
       implementation_of<Im2colNhwc, T>(),

@@ -16,6 +16,7 @@ namespace convcore::detail {
 // executor runs it unchanged; `p` keeps the transposed operation's own params.
 struct ConvPlan {
   OpKind kind = OpKind::Conv2d;
+  Algorithm algorithm = Algorithm::Exact;  // the descriptor's (set by the primitive)
   Conv2dParams p;
   int64_t N, C, H, W, K, R, S, G, Cg, Kg, Ho, Wo;
   int64_t sh, sw, dh, dw;

@@ -12,8 +12,13 @@
 #include "exact_padding.hpp"
 #include "implementation.hpp"
 #include "plan.hpp"
+#include "winograd.hpp"
 
 namespace convcore {
+
+const char* algorithm_name(Algorithm algorithm) {
+  return algorithm == Algorithm::Winograd ? "winograd" : "exact";
+}
 
 const char* pass_name(Pass pass) {
   switch (pass) {
@@ -258,8 +263,19 @@ Conv2dPrimitive::Conv2dPrimitive(const Conv2dDesc& desc, const PrimitiveOptions&
   State& s = *state_;
   s.desc = desc;
   s.plan = detail::make_plan(desc.params, desc.kind);
+  s.plan.algorithm = desc.algorithm;
   s.shape = shape_of(s.plan);
   s.isa = active_isa();
+  if (desc.algorithm == Algorithm::Winograd) {
+    // Asked for, Winograd must apply (the forward list's winograd entry); the backward
+    // passes stay exact.
+    const char* why = desc.dtype == DataType::Float32
+                          ? detail::winograd_why_not(s.plan, s.engine<float>().blocking)
+                          : detail::winograd_why_not(s.plan, s.engine<double>().blocking);
+    if (why)
+      throw std::invalid_argument(std::string("algorithm='winograd' cannot compute this layer: ") +
+                                  why);
+  }
   const std::string* forced[kPasses] = {&options.forward, &options.backward_data,
                                         &options.backward_weight};
   for (int i = 0; i < kPasses; ++i) {

@@ -10,6 +10,7 @@
 // The traits type VT (kernels/<target>/traits.hpp) provides:
 //   T, V (one register of kLanes T), Mask; zero(), broadcast(const T*), load(const T*)
 //   (vector-aligned), loadu(const T*), fmadd(a, b, c) = a·b + c, add(a, b), storeu(T*, V);
+//   max(a, b) = a > b ? a : b per lane (b where either is NaN; the Winograd epilogue's ReLU);
 //   mask(count): the first count lanes, count clamped to [0, kLanes];
 //   load_masked(const T*, Mask) (lanes off read as 0, their memory untouched) and
 //   store_masked(T*, Mask, V).

@@ -44,12 +44,42 @@ struct GemmUkernel {
   const char* name = "";
 };
 
+// Winograd F(4×4, 3×3) transforms (winograd_family.inl), vectorised across tiles: lane t
+// of every row is tile t. Points of a 6×6 tile are numbered ξ = 6·row + column.
+//   input:  d holds n tiles' 6×6 input patches, point ξ of tile t at d[ξ·n + t]; writes
+//           V = Bᵀ·d·B, point ξ of tile t to v[ξ·v_stride + t].
+//   output: m holds 36 rows of n tiles, point ξ at m[ξ·m_stride + t]; writes
+//           act(Aᵀ·m·A + bias) — bias the value *bias (none when null), act ReLU keeping
+//           NaN (x < 0 ? 0 : x) when relu — output (i, j) of tile t to out[(4i + j)·n + t],
+//           and out[16·n + t] = 0 when all 16 outputs of tile t were finite before the bias,
+//           NaN otherwise (the caller recomputes such tiles by the definition).
+//   weight: g holds n 3×3 filter slices, tap 3r + s of slice l at g[(3r + s)·g_stride + l];
+//           writes U = G·g·Gᵀ, point ξ of slice l to u[ξ·u_stride + l].
+// n is a multiple of the target's lane count (every gemm NR of the target is).
+template <typename T>
+using WinogradWeightFn = void (*)(const T* g, int64_t g_stride, T* u, int64_t u_stride,
+                                  int64_t n);
+template <typename T>
+using WinogradInputFn = void (*)(const T* d, T* v, int64_t v_stride, int64_t n);
+template <typename T>
+using WinogradOutputFn = void (*)(const T* m, int64_t m_stride, T* out, int64_t n,
+                                  const T* bias, bool relu);
+
+template <typename T>
+struct WinogradKernels {
+  WinogradWeightFn<T> weight_f4x3 = nullptr;
+  WinogradInputFn<T> input_f4x3 = nullptr;
+  WinogradOutputFn<T> output_f4x3 = nullptr;
+  int lanes = 0;
+};
+
 // Every kernel family of one target for one dtype: what a target TU hands the runtime.
 template <typename T>
 struct Families {
   GemmUkernel<T> gemm;
-  // Later families (igemm, dwconv, winograd) become members here, each written once as a
-  // template beside gemm_family.inl and instantiated by the same target TUs.
+  WinogradKernels<T> winograd;
+  // Later families (igemm, dwconv) become members here, each written once as a template
+  // beside gemm_family.inl and instantiated by the same target TUs.
 };
 
 }  // namespace convcore::kernels

@@ -3,6 +3,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -80,7 +83,7 @@ struct EngineTable {
     for (const Target& t : compiled_targets()) {
       if (!t.supported()) continue;
       const kernels::Families<T> f = families_of<T>(t);
-      entries.push_back({t.isa, Engine<T>{f.gemm, derive_blocking(f.gemm)}});
+      entries.push_back({t.isa, Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd}});
     }
   }
 };
@@ -180,6 +183,8 @@ int threads_for(double flops) {
 
 namespace {
 thread_local ScratchBuffer t_scratch[static_cast<int>(Scratch::Count)];
+constexpr std::size_t kHugePageBytes = std::size_t(2) << 20;
+constexpr std::size_t kHugeScratchBytes = std::size_t(4) << 20;
 }
 
 void* thread_scratch(Scratch which, std::size_t bytes, const char* what) {
@@ -188,8 +193,15 @@ void* thread_scratch(Scratch which, std::size_t bytes, const char* what) {
     std::free(b.ptr);
     b.ptr = nullptr;
     b.bytes = 0;
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = rounded >= bytes ? std::aligned_alloc(64, rounded) : nullptr;
+    // Large buffers (a call's transformed weights, big panels) are aligned to 2 MiB and
+    // offered to transparent huge pages: one page fault per 2 MiB instead of 512.
+    const bool huge = bytes >= kHugeScratchBytes;
+    const std::size_t align = huge ? kHugePageBytes : 64;
+    const std::size_t rounded = (bytes + align - 1) / align * align;
+    void* p = rounded >= bytes ? std::aligned_alloc(align, rounded) : nullptr;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p && huge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
     if (!p)
       throw ScratchAllocError(std::string("cannot allocate ") + std::to_string(bytes) +
                               " bytes for " + what);

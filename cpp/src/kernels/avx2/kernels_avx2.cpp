@@ -6,14 +6,17 @@
 #include "traits.hpp"
 #define CONVCORE_KERNEL_NS avx2
 #include "../gemm_family.inl"
+#include "../winograd_family.inl"
 
 namespace convcore::kernels::avx2 {
 
 Families<float> f32_families() {
-  return {gemm_family<Vec<float>, 6, 2>("f32_gemm_ukernel_6x16__avx2_fma")};
+  return {gemm_family<Vec<float>, 6, 2>("f32_gemm_ukernel_6x16__avx2_fma"),
+          winograd_family<Vec<float>>()};
 }
 Families<double> f64_families() {
-  return {gemm_family<Vec<double>, 6, 2>("f64_gemm_ukernel_6x8__avx2_fma")};
+  return {gemm_family<Vec<double>, 6, 2>("f64_gemm_ukernel_6x8__avx2_fma"),
+          winograd_family<Vec<double>>()};
 }
 
 }  // namespace convcore::kernels::avx2

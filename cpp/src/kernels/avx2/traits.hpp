@@ -33,6 +33,8 @@ struct Vec<float> {
   static V loadu(const float* p) { return _mm256_loadu_ps(p); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  // a > b ? a : b per lane (b where either is NaN): max(zero(), x) is ReLU keeping NaN.
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
   static Mask mask(int64_t count) {
     count = count > 8 ? 8 : (count < 0 ? 0 : count);
@@ -54,6 +56,8 @@ struct Vec<double> {
   static V loadu(const double* p) { return _mm256_loadu_pd(p); }
   static V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  // a > b ? a : b per lane (b where either is NaN): max(zero(), x) is ReLU keeping NaN.
+  static V max(V a, V b) { return _mm256_max_pd(a, b); }
   static void storeu(double* p, V v) { _mm256_storeu_pd(p, v); }
   static Mask mask(int64_t count) {
     count = count > 4 ? 4 : (count < 0 ? 0 : count);

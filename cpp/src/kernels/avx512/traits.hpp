@@ -23,6 +23,8 @@ struct Vec<float> {
   static V loadu(const float* p) { return _mm512_loadu_ps(p); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  // a > b ? a : b per lane (b where either is NaN): max(zero(), x) is ReLU keeping NaN.
+  static V max(V a, V b) { return _mm512_maskz_max_ps(static_cast<__mmask16>(0xFFFF), a, b); }
   static void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
   static Mask mask(int64_t count) {
     if (count >= kLanes) return static_cast<Mask>(0xFFFFu);
@@ -45,6 +47,8 @@ struct Vec<double> {
   static V loadu(const double* p) { return _mm512_loadu_pd(p); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  // a > b ? a : b per lane (b where either is NaN): max(zero(), x) is ReLU keeping NaN.
+  static V max(V a, V b) { return _mm512_maskz_max_pd(static_cast<__mmask8>(0xFF), a, b); }
   static void storeu(double* p, V v) { _mm512_storeu_pd(p, v); }
   static Mask mask(int64_t count) {
     if (count >= kLanes) return static_cast<Mask>(0xFFu);

@@ -5,14 +5,17 @@
 #include "traits.hpp"
 #define CONVCORE_KERNEL_NS generic
 #include "../gemm_family.inl"
+#include "../winograd_family.inl"
 
 namespace convcore::kernels::generic {
 
 Families<float> f32_families() {
-  return {gemm_family<Vec<float>, 4, 1>("f32_gemm_ukernel_4x8__generic")};
+  return {gemm_family<Vec<float>, 4, 1>("f32_gemm_ukernel_4x8__generic"),
+          winograd_family<Vec<float>>()};
 }
 Families<double> f64_families() {
-  return {gemm_family<Vec<double>, 4, 1>("f64_gemm_ukernel_4x4__generic")};
+  return {gemm_family<Vec<double>, 4, 1>("f64_gemm_ukernel_4x4__generic"),
+          winograd_family<Vec<double>>()};
 }
 
 }  // namespace convcore::kernels::generic

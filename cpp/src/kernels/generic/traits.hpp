@@ -38,6 +38,11 @@ struct Vec {
     for (int l = 0; l < kLanes; ++l) c.lane[l] += a.lane[l] * b.lane[l];
     return c;
   }
+  // a > b ? a : b per lane (b where either is NaN): max(zero(), x) is ReLU keeping NaN.
+  static V max(V a, V b) {
+    for (int l = 0; l < kLanes; ++l) a.lane[l] = a.lane[l] > b.lane[l] ? a.lane[l] : b.lane[l];
+    return a;
+  }
   static V add(V a, V b) {
     for (int l = 0; l < kLanes; ++l) a.lane[l] = a.lane[l] + b.lane[l];
     return a;
