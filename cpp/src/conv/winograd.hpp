@@ -56,7 +56,7 @@ inline constexpr int64_t kWinogradTile = 4;     // outputs per tile side
 // Whether the Winograd executor can compute the plan; the reason when not (reported to
 // callers asking for algorithm='winograd').
 inline const char* winograd_why_not(const ConvPlan& p, const Blocking& bl) {
-  if (p.kind != OpKind::Conv2d) return "Conv2d layers only (not locally connected)";
+  if (p.kind != OpKind::Conv2d) return "conv2d only (algorithm='winograd' is a conv2d option; not locally connected or transposed)";
   if (p.algorithm != Algorithm::Winograd)
     return "runs only when algorithm='winograd' is asked for (not exact: the default "
            "algorithm never takes it)";
