@@ -49,11 +49,8 @@ numpydoc_attributes_as_param_list = True
 # matches its signature. tests/test_docs.py checks the rest (Returns, Raises, Examples).
 numpydoc_validation_checks = {"GL08", "SS01", "PR01", "PR02"}
 numpydoc_validation_exclude = {
-    r"\.__init__$", r"\.__call__$",
     # Records made by the library: their fields are Attributes, not Parameters.
     r"LayerSummary$", r"Conv2dGrads$",
-    # Inherited NamedTuple/list methods documented by Python itself.
-    r"\.count$", r"\.index$",
 }
 
 # -- MyST (docs/design.md is Markdown) ------------------------------------------------------
