@@ -28,9 +28,11 @@ def table(doc: Dict[str, Any]) -> str:
     passes = list(dict.fromkeys(r["pass"] for r in rows))
     layers = list(dict.fromkeys(r["layer"]["name"] for r in rows))
     peers = [p for p in ("numpy", "torch") if any(p in r["results"] for r in rows)]
+    short = {"numpy": "np", "torch": "torch"}
+    titles = {"fwd": "fwd", "bwd_data": "bwd data", "bwd_weight": "bwd weight"}
     head = ["layer"]
     for p in passes:
-        head += [f"{p} GFLOP/s (spread)"] + [f"×{peer}" for peer in peers]
+        head += [titles.get(p, p)] + [f"×{short.get(peer, peer)}" for peer in peers]
     body = []
     for name in layers:
         line = [f"``{name}``"]
