@@ -231,7 +231,8 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
         The windows do not fit: the stride does not divide ``H - F + P`` under
         ``shape_rule="strict"``, or the filter is larger than the padded input.
     TypeError
-        An operand is not an array, not float32/float64, or the dtypes differ.
+        An operand is not an array, not float32/float64, or the dtypes differ (``out``
+        included); a hyperparameter or shape of the wrong type (``stride=1.5``).
     ValueError
         A bad hyperparameter (stride, padding, dilation, groups, layout, shape_rule,
         activation) or shape: x not 3-D/4-D, weight not 4-D, channels that do not match
@@ -314,7 +315,8 @@ def conv2d_backward_input(grad_output: NDArray[FloatT], weight: NDArray[FloatT],
     ShapeError
         The convolution described does not fit (as for :func:`conv2d`).
     TypeError
-        An operand is not a float32/float64 array, or the dtypes differ.
+        An operand is not a float32/float64 array, or the dtypes differ; a
+        hyperparameter or shape of the wrong type (``stride=1.5``, a float in a shape).
     ValueError
         A bad hyperparameter or shape; grad_output is not the output shape of this
         convolution.
@@ -379,7 +381,8 @@ def conv2d_backward_weight(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     ShapeError
         The convolution described does not fit (as for :func:`conv2d`).
     TypeError
-        An operand is not a float32/float64 array, or the dtypes differ.
+        An operand is not a float32/float64 array, or the dtypes differ; a
+        hyperparameter or shape of the wrong type (``stride=1.5``, a float in a shape).
     ValueError
         A bad hyperparameter or shape; grad_output is not the output shape of this
         convolution.
@@ -450,8 +453,8 @@ def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     ShapeError
         The convolution described does not fit (as for :func:`conv2d`).
     TypeError
-        An operand is not a float32/float64 array, the dtypes differ, or ``bias`` is not
-        a bool.
+        An operand is not a float32/float64 array, the dtypes differ, ``bias`` is not a
+        bool, or a hyperparameter is of the wrong type (``stride=1.5``).
     ValueError
         A bad hyperparameter or shape; grad_output is not the output shape of this
         convolution.
@@ -517,6 +520,9 @@ def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int],
     ShapeError
         The windows do not fit the input under ``shape_rule`` (the message shows the
         arithmetic and the fixes).
+    TypeError
+        A hyperparameter or shape of the wrong type (``stride=1.5``, a float in a
+        shape).
     ValueError
         A bad hyperparameter or shape (wrong number of axes, channels that do not match
         ``groups``, sizes < 1).

@@ -39,7 +39,8 @@ def gemm(a: NDArray[FloatT], b: NDArray[FloatT],
     Raises
     ------
     TypeError
-        a or b is not an array, not float32/float64, or their dtypes differ.
+        a or b is not an array, not float32/float64, or the dtypes of a, b and ``out``
+        differ.
     ValueError
         a or b is not 2-D, the inner sizes differ, or ``out`` is unusable.
     MemoryError

@@ -175,7 +175,8 @@ def locally_connected2d(x: NDArray[FloatT], weight: NDArray[FloatT],
     ShapeError
         The windows do not fit the input under ``shape_rule``.
     TypeError
-        An operand is not a float32/float64 array, or the dtypes differ.
+        An operand is not a float32/float64 array, or the dtypes differ (``out``
+        included); a hyperparameter of the wrong type (``stride=1.5``).
     ValueError
         A bad hyperparameter or shape: weight not 6-D or not the shape x implies (the
         message spells out the expected one), bias of the wrong shape, an unusable out.
@@ -246,8 +247,8 @@ def locally_connected2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT
     ShapeError
         The windows do not fit the input under ``shape_rule``.
     TypeError
-        An operand is not a float32/float64 array, the dtypes differ, or ``bias`` is not
-        a bool.
+        An operand is not a float32/float64 array, the dtypes differ, ``bias`` is not a
+        bool, or a hyperparameter is of the wrong type (``stride=1.5``).
     ValueError
         A bad hyperparameter or shape; grad_output is not the output shape.
     MemoryError
@@ -341,7 +342,8 @@ def locally_connected2d_num_params(input_size: IntPair, in_channels: int, out_ch
     ShapeError
         The windows do not fit the input under ``shape_rule``.
     TypeError
-        A size is not an int, or ``bias`` is not a bool.
+        A size or hyperparameter is not an int (or pair of ints), or ``bias`` is not a
+        bool.
     ValueError
         A size < 1 or another bad hyperparameter.
 
