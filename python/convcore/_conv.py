@@ -15,11 +15,56 @@ from ._types import (Activation, Algorithm, AnyArray, DTypeName, FloatT, IntPair
                      Padding, ShapeRule)
 
 ShapeError = _core.ShapeError
+ShapeError.__doc__ = """The filter windows do not fit the input under the shape rule in force.
+
+A subclass of ValueError raised by :func:`conv2d`, its backward passes,
+:func:`conv2d_output_shape`, the locally-connected functions and the layers, when
+``(H - F + P)`` is not a multiple of the stride under ``shape_rule="strict"`` (the default),
+or when a (dilated) filter is larger than the padded input under any rule. The message
+shows the arithmetic, e.g. ``(224 - 11 + 0)/4 + 1 = 54.25``, and the fixes: the padding or
+input size that would fit, ``shape_rule="crop"`` or ``"pad"``.
+
+Examples
+--------
+>>> import numpy as np
+>>> import convcore
+>>> x = np.zeros((1, 3, 224, 224), np.float32)
+>>> w = np.zeros((96, 3, 11, 11), np.float32)
+>>> try:
+...     convcore.conv2d(x, w, stride=4)
+... except convcore.ShapeError as e:
+...     print(str(e).split(" (shape_rule")[0])
+output height is not an integer: (H − F + P)/S + 1 = (224 − 11 + 0)/4 + 1 = 54.25
+>>> issubclass(convcore.ShapeError, ValueError)
+True
+"""
 
 
 class Conv2dGrads(NamedTuple):
-    """Gradients of a convolution: w.r.t. its input, its weight and its bias (None when
-    not asked for: ``bias=False``). The arrays have the dtype of the inputs."""
+    """The three gradients of a convolution: input, weight and bias.
+
+    Returned by :func:`conv2d_backward` and :func:`locally_connected2d_backward`. A named
+    tuple: unpack it (``dx, dw, db = grads``) or read the fields.
+
+    Attributes
+    ----------
+    input : numpy.ndarray
+        Gradient of the loss with respect to the input x (x's shape).
+    weight : numpy.ndarray
+        Gradient with respect to the weight (the weight's shape).
+    bias : numpy.ndarray or None
+        Gradient with respect to the bias; None when the backward call had ``bias=False``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> x = np.ones((2, 3, 5, 5)); w = np.ones((4, 3, 3, 3))
+    >>> g = convcore.conv2d_backward(np.ones((2, 4, 3, 3)), x, w)
+    >>> g.input.shape, g.weight.shape, g.bias.shape
+    ((2, 3, 5, 5), (4, 3, 3, 3), (4,))
+    >>> dx, dw, db = g
+    """
     input: AnyArray
     weight: AnyArray
     bias: Optional[AnyArray]
@@ -130,24 +175,106 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
            groups: int = 1, layout: Layout = "NCHW", shape_rule: ShapeRule = "strict",
            activation: Activation = None, algorithm: Algorithm = None,
            out: Optional[NDArray[FloatT]] = None) -> NDArray[FloatT]:
-    """2-D convolution (cross-correlation, as in every DL framework), optionally with a
-    fused bias and ReLU.
+    """2-D convolution (cross-correlation) with an optional fused bias and ReLU.
 
-    NCHW: x (N, C, H, W), weight (K, C/groups, R, S) -> (N, K, Ho, Wo).
-    NHWC: x (N, H, W, C), weight (K, R, S, C/groups) -> (N, Ho, Wo, K).
-    A 3-D x is one image and gives a 3-D result.
+    As in every deep-learning framework, the filters are not flipped. K filters of R×S×(C/groups) weights slide over the zero-padded input; each output value
+    is one filter's dot product with one window, plus that filter's bias. In NCHW::
 
-    algorithm: None (default) computes exactly (direct/GEMM: every output is the sum of its
-    taps' products). "winograd" computes 3×3, stride-1, dilation-1 layers (any padding,
-    groups, both layouts and dtypes) by Winograd F(4×4, 3×3): about 4× fewer
-    multiplications, at a small loss of accuracy. Measured on the suite's 3×3 layers with
-    N(0, 1) inputs, the largest error relative to the largest output is about 1e-5 in
-    float32 (6e-6 to 1.0e-5; exact float32 convolution: about 3e-7) and 2e-14 in float64
-    (docs/design.md §3 has the table); tests bound it by 1e-4 (float32) and 1e-12
-    (float64). Non-finite inputs give the exact result (tiles whose outputs are not all
-    finite are recomputed by the definition). Any other layer raises ValueError naming the
-    rule (3×3 kernels, stride 1, dilation 1). The weights are transformed per call here;
-    a Conv2d layer with algorithm="winograd" transforms them once.
+        y[n, k, i, j] = bias[k] + sum_{c, r, s} weight[k, c, r, s]
+                        * xpad[n, g*C/groups + c, i*sh + r*dh, j*sw + s*dw]
+
+    with g = k // (K/groups). Each output size is ``(H - F + P)/stride + 1`` where
+    ``F = dilation*(R - 1) + 1`` and P is the total padding of that axis (the CS231n notes'
+    (W - F + 2P)/S + 1 with symmetric padding).
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W) in NCHW or (N, H, W, C) in NHWC
+        The input batch, float32 or float64: a numpy.ndarray or any CPU array that speaks
+        DLPack or the buffer protocol (read without a copy where the layout allows). A 3-D
+        array, (C, H, W) or (H, W, C), is one image and gives a 3-D result.
+    weight : array, shape (K, C/groups, R, S) in NCHW or (K, R, S, C/groups) in NHWC
+        The K filters, of x's dtype.
+    bias : array, shape (K,), optional
+        One bias per filter, of x's dtype; None (default) adds nothing.
+    stride : int or (int, int), default 1
+        Step between adjacent windows, (sh, sw); >= 1.
+    padding : int, (int, int), (int, int, int, int), "valid" or "same", default 0
+        Zeros around the input: p on every side, (ph, pw), or (top, bottom, left, right).
+        ``"valid"`` is 0; ``"same"`` (stride 1 only) keeps H×W, an odd total putting the
+        extra row/column at the bottom/right.
+    dilation : int or (int, int), default 1
+        Spacing between filter taps, (dh, dw); >= 1.
+    groups : int, default 1
+        Channels are split into this many groups convolved separately; C and K must be
+        multiples of it (groups = C = K is a depthwise convolution).
+    layout : {"NCHW", "NHWC"}, default "NCHW"
+        Axis order of x, weight and the result.
+    shape_rule : {"strict", "crop", "pad"}, default "strict"
+        When ``H - F + P`` is not a multiple of the stride: ``"strict"`` raises
+        :class:`ShapeError` showing the arithmetic and the fixes; ``"crop"`` drops the last
+        rows/columns no window reaches (PyTorch, Caffe); ``"pad"`` zero-pads the
+        bottom/right just enough.
+    activation : {None, "relu"}, default None
+        ``"relu"`` applies max(y, 0) as the result is stored (NaN stays NaN).
+    algorithm : {None, "winograd"}, default None
+        None computes exactly (direct/GEMM: every output is the sum of its taps' products).
+        ``"winograd"`` computes 3×3, stride-1, dilation-1 layers (any padding, groups,
+        both layouts and dtypes) by Winograd F(4×4, 3×3): about 4× fewer multiplications
+        at a small loss of accuracy — measured on the layer suite's 3×3 layers with N(0, 1)
+        data, the largest error relative to the largest output is about 1e-5 in float32
+        (exact float32: about 3e-7) and 2e-14 in float64; tests bound it by 1e-4 and
+        1e-12. Non-finite inputs give the exact result (tiles whose outputs are not all
+        finite are recomputed by the definition). Other layers raise ValueError naming the
+        rule. The weights are transformed per call; a :class:`Conv2d` layer with
+        ``algorithm="winograd"`` transforms them once.
+    out : numpy.ndarray, optional
+        Array to write the result into: exactly the result's shape and dtype,
+        C-contiguous, writable, not overlapping an input.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC (without N for a 3-D x), of x's
+        dtype; ``out`` itself when given.
+
+    Raises
+    ------
+    ShapeError
+        The windows do not fit: the stride does not divide ``H - F + P`` under
+        ``shape_rule="strict"``, or the filter is larger than the padded input.
+    TypeError
+        An operand is not an array, not float32/float64, or the dtypes differ (``out``
+        included); a hyperparameter or shape of the wrong type (``stride=1.5``).
+    ValueError
+        A bad hyperparameter (stride, padding, dilation, groups, layout, shape_rule,
+        activation) or shape: x not 3-D/4-D, weight not 4-D, channels that do not match
+        ``groups``, bias not (K,), an unusable ``out``. The message names the argument.
+    MemoryError
+        The sizes overflow 64-bit arithmetic or the buffers cannot be allocated.
+
+    See Also
+    --------
+    conv2d_backward : All three gradients.
+    conv2d_output_shape : The result's shape without computing it.
+    Conv2d : The layer object (prepacked weights, accumulated gradients).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 3, 3), np.float32)          # a 3x3 box filter
+    >>> convcore.conv2d(x, w)[0, 0]
+    array([[45., 54.],
+           [81., 90.]], dtype=float32)
+    >>> convcore.conv2d(x, w, padding="same").shape
+    (1, 1, 4, 4)
+    >>> convcore.conv2d(x, w, np.array([-50], np.float32), activation="relu")[0, 0]
+    array([[ 0.,  4.],
+           [31., 40.]], dtype=float32)
+    >>> convcore.conv2d(x, w, stride=2, shape_rule="crop").shape   # (4 - 3)/2 + 1 = 1.5
+    (1, 1, 1, 1)
     """
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")
@@ -173,10 +300,61 @@ def conv2d_backward_input(grad_output: NDArray[FloatT], weight: NDArray[FloatT],
                           padding: Padding = 0, dilation: IntPair = 1, groups: int = 1,
                           layout: Layout = "NCHW", shape_rule: ShapeRule = "strict",
                           algorithm: Algorithm = None) -> NDArray[FloatT]:
-    """Gradient of the loss w.r.t. the convolution's input (shape `input_shape`).
+    """Gradient of the loss with respect to a convolution's input.
 
-    algorithm: as for conv2d (checked the same way); the backward passes always compute
-    exactly, whatever the forward pass used."""
+    The backward-data pass of :func:`conv2d`: ``dx`` is the transposed convolution of
+    ``grad_output`` with the filters (each input value gets the gradient of every output it
+    took part in; padding and rows a ``"crop"`` dropped get nothing).
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC
+        Gradient of the loss with respect to the convolution's output (float32 or
+        float64); 3-D for one image.
+    weight : array, shape (K, C/groups, R, S) in NCHW or (K, R, S, C/groups) in NHWC
+        The filters the forward pass used, of grad_output's dtype.
+    input_shape : sequence of int
+        Shape of the forward pass's input x, (N, C, H, W) / (N, H, W, C) or 3-D.
+    stride, padding, dilation, groups, layout, shape_rule
+        The forward pass's hyperparameters, as for :func:`conv2d`.
+    algorithm : {None, "winograd"}, default None
+        Checked as for :func:`conv2d`; the backward passes always compute exactly,
+        whatever the forward pass used.
+
+    Returns
+    -------
+    numpy.ndarray
+        dx, of shape ``input_shape`` and grad_output's dtype.
+
+    Raises
+    ------
+    ShapeError
+        The convolution described does not fit (as for :func:`conv2d`).
+    TypeError
+        An operand is not a float32/float64 array, or the dtypes differ; a
+        hyperparameter or shape of the wrong type (``stride=1.5``, a float in a shape).
+    ValueError
+        A bad hyperparameter or shape; grad_output is not the output shape of this
+        convolution.
+    MemoryError
+        The sizes overflow or the buffers cannot be allocated.
+
+    See Also
+    --------
+    conv2d_backward : All three gradients in one call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> dx = convcore.conv2d_backward_input(np.ones((1, 1, 2, 2)), w, (1, 1, 4, 4))
+    >>> dx[0, 0]            # how many 3x3 windows cover each input pixel
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
+    """
     dy = check_array(grad_output, "grad_output")
     weight = _check_weight(weight, dy, "grad_output")
     prob = _Problem(input_shape, weight.shape, stride, padding, dilation, groups, layout,
@@ -192,11 +370,59 @@ def conv2d_backward_weight(grad_output: NDArray[FloatT], x: NDArray[FloatT],
                            padding: Padding = 0, dilation: IntPair = 1, groups: int = 1,
                            layout: Layout = "NCHW", shape_rule: ShapeRule = "strict",
                            algorithm: Algorithm = None) -> NDArray[FloatT]:
-    """Gradient of the loss w.r.t. the weight (shape `weight_shape`): every position's
-    contribution summed into the one shared filter.
+    """Gradient of the loss with respect to a convolution's weight.
 
-    algorithm: as for conv2d (checked the same way); the backward passes always compute
-    exactly."""
+    The backward-weight pass of :func:`conv2d`: because every output position shares the
+    filter, its gradient is the sum over every position and image of the output gradient
+    times the input window there.
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC
+        Gradient of the loss with respect to the convolution's output, of x's dtype.
+    x : array, shape (N, C, H, W) in NCHW or (N, H, W, C) in NHWC
+        The forward pass's input (float32 or float64); 3-D for one image.
+    weight_shape : sequence of int
+        Shape of the weight, (K, C/groups, R, S) in NCHW or (K, R, S, C/groups) in NHWC.
+    stride, padding, dilation, groups, layout, shape_rule
+        The forward pass's hyperparameters, as for :func:`conv2d`.
+    algorithm : {None, "winograd"}, default None
+        Checked as for :func:`conv2d`; the backward passes always compute exactly,
+        whatever the forward pass used.
+
+    Returns
+    -------
+    numpy.ndarray
+        dw, of shape ``weight_shape`` and x's dtype.
+
+    Raises
+    ------
+    ShapeError
+        The convolution described does not fit (as for :func:`conv2d`).
+    TypeError
+        An operand is not a float32/float64 array, or the dtypes differ; a
+        hyperparameter or shape of the wrong type (``stride=1.5``, a float in a shape).
+    ValueError
+        A bad hyperparameter or shape; grad_output is not the output shape of this
+        convolution.
+    MemoryError
+        The sizes overflow or the buffers cannot be allocated.
+
+    See Also
+    --------
+    conv2d_backward : All three gradients in one call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> dw = convcore.conv2d_backward_weight(np.ones((1, 1, 2, 2)), x, (1, 1, 3, 3))
+    >>> dw[0, 0]            # each tap summed over the 2x2 output positions
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]])
+    """
     x = _check_input(x, "x")
     prob = _Problem(x.shape, weight_shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(x), algorithm)
@@ -217,9 +443,64 @@ def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
                     dilation: IntPair = 1, groups: int = 1, layout: Layout = "NCHW",
                     shape_rule: ShapeRule = "strict", bias: bool = True,
                     algorithm: Algorithm = None) -> Conv2dGrads:
-    """All three gradients of conv2d: Conv2dGrads(input, weight, bias); bias is None when
-    bias=False. algorithm: as for conv2d (checked the same way); the gradients are always
-    computed exactly."""
+    """All three gradients of :func:`conv2d` in one call.
+
+    The forward's fused ReLU is not part of this: pass the output gradient already
+    masked (``np.where(y > 0, dy, 0)``), as :class:`Conv2d` does for you.
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC
+        Gradient of the loss with respect to the convolution's output, of x's dtype.
+    x : array, shape (N, C, H, W) in NCHW or (N, H, W, C) in NHWC
+        The forward pass's input (float32 or float64); 3-D for one image.
+    weight : array, shape (K, C/groups, R, S) in NCHW or (K, R, S, C/groups) in NHWC
+        The forward pass's filters, of x's dtype.
+    stride, padding, dilation, groups, layout, shape_rule
+        The forward pass's hyperparameters, as for :func:`conv2d`.
+    algorithm : {None, "winograd"}, default None
+        Checked as for :func:`conv2d`; the backward passes always compute exactly,
+        whatever the forward pass used.
+    bias : bool, default True
+        Whether to compute the bias gradient (the sum of grad_output over every axis but
+        the channels); False leaves ``Conv2dGrads.bias`` None.
+
+    Returns
+    -------
+    Conv2dGrads
+        ``(input, weight, bias)``: dx (x's shape), dw (weight's shape) and db, shape (K,),
+        or None when ``bias=False``; all of x's dtype.
+
+    Raises
+    ------
+    ShapeError
+        The convolution described does not fit (as for :func:`conv2d`).
+    TypeError
+        An operand is not a float32/float64 array, the dtypes differ, ``bias`` is not a
+        bool, or a hyperparameter is of the wrong type (``stride=1.5``).
+    ValueError
+        A bad hyperparameter or shape; grad_output is not the output shape of this
+        convolution.
+    MemoryError
+        The sizes overflow or the buffers cannot be allocated.
+
+    See Also
+    --------
+    conv2d_backward_input, conv2d_backward_weight : One gradient each.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((2, 3, 8, 8)); w = rng.standard_normal((4, 3, 3, 3))
+    >>> y = convcore.conv2d(x, w, padding=1)
+    >>> dx, dw, db = convcore.conv2d_backward(np.ones_like(y), x, w, padding=1)
+    >>> dx.shape, dw.shape, db.shape
+    ((2, 3, 8, 8), (4, 3, 3, 3), (4,))
+    >>> db                  # 2 images x 8 x 8 positions per filter
+    array([128., 128., 128., 128.])
+    """
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")
     if not isinstance(bias, (bool, np.bool_)):
@@ -241,7 +522,45 @@ def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int],
                         stride: IntPair = 1, padding: Padding = 0, dilation: IntPair = 1,
                         groups: int = 1, layout: Layout = "NCHW",
                         shape_rule: ShapeRule = "strict") -> Tuple[int, ...]:
-    """The output shape conv2d would produce (raises ShapeError when it does not fit)."""
+    """The shape of :func:`conv2d`'s result, without computing anything.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        Shape of x: (N, C, H, W) in NCHW, (N, H, W, C) in NHWC, or 3-D for one image.
+    weight_shape : sequence of int
+        Shape of the weight: (K, C/groups, R, S) in NCHW, (K, R, S, C/groups) in NHWC.
+    stride, padding, dilation, groups, layout, shape_rule
+        As for :func:`conv2d`.
+
+    Returns
+    -------
+    tuple of int
+        (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC (3-D for a 3-D input_shape).
+
+    Raises
+    ------
+    ShapeError
+        The windows do not fit the input under ``shape_rule`` (the message shows the
+        arithmetic and the fixes).
+    TypeError
+        A hyperparameter or shape of the wrong type (``stride=1.5``, a float in a
+        shape).
+    ValueError
+        A bad hyperparameter or shape (wrong number of axes, channels that do not match
+        ``groups``, sizes < 1).
+
+    Examples
+    --------
+    >>> import convcore
+    >>> convcore.conv2d_output_shape((8, 3, 227, 227), (96, 3, 11, 11), stride=4)
+    (8, 96, 55, 55)
+    >>> convcore.conv2d_output_shape((8, 3, 224, 224), (96, 3, 11, 11), stride=4,
+    ...                              shape_rule="pad")
+    (8, 96, 55, 55)
+    >>> convcore.conv2d_output_shape((11, 11, 4), (2, 5, 5, 4), stride=2, layout="NHWC")
+    (4, 4, 2)
+    """
     prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
                     shape_rule)
     return prob.user_shape(prob.y_shape)
@@ -271,10 +590,45 @@ def _implementations(input_shape: Sequence[int], weight_shape: Sequence[int], *,
 
 def conv2d_num_params(in_channels: int, out_channels: int, kernel_size: IntPair, *,
                       groups: int = 1, bias: bool = True) -> int:
-    """Learnable parameters of a conv layer: K·(C/groups)·R·S weights (+ K biases).
+    """The number of learnable parameters of a conv layer.
 
-    Computed with Python ints (exact for any size; NumPy integer arguments are converted
-    first, so nothing wraps around)."""
+    K·(C/groups)·R·S weights plus K biases. Parameter sharing is what keeps this small: the count does not depend on the input
+    size (compare :func:`locally_connected2d_num_params`).
+
+    Parameters
+    ----------
+    in_channels : int
+        C, >= 1.
+    out_channels : int
+        K, the number of filters, >= 1.
+    kernel_size : int or (int, int)
+        R×S (an int is square).
+    groups : int, default 1
+        Channel groups; must divide C and K.
+    bias : bool, default True
+        Whether to count the K biases.
+
+    Returns
+    -------
+    int
+        The count, a Python int (exact for any size: NumPy integers are converted first,
+        so nothing wraps around).
+
+    Raises
+    ------
+    TypeError
+        A size is not an int, or ``bias`` is not a bool.
+    ValueError
+        A size < 1, or groups does not divide C and K.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> convcore.conv2d_num_params(3, 96, 11)       # AlexNet conv1: 96*11*11*3 + 96
+    34944
+    >>> convcore.conv2d_num_params(64, 64, 3, groups=64, bias=False)   # depthwise 3x3
+    576
+    """
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
         if not is_int(v):
             raise TypeError(f"{name} must be an int, got {v!r}")

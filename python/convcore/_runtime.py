@@ -13,10 +13,50 @@ from ._types import FloatT
 
 def gemm(a: NDArray[FloatT], b: NDArray[FloatT],
          out: Optional[NDArray[FloatT]] = None) -> NDArray[FloatT]:
-    """a @ b for 2-D float32/float64 arrays with convcore's own blocked GEMM.
+    """Matrix product ``a @ b`` of 2-D arrays with convcore's own blocked GEMM.
 
-    Transposed and strided views are read in place (no copy); `out` must be a writable
-    C-contiguous array of the result's shape and dtype.
+    The GEMM every convolution runs on (BLIS-style loops, a microkernel per ISA, threads over
+    tiles of the result), exposed for its own sake. Transposed and strided views are read
+    in place, without a copy.
+
+    Parameters
+    ----------
+    a : array, shape (M, K)
+        float32 or float64 (a numpy.ndarray or any CPU array with DLPack or the buffer
+        protocol).
+    b : array, shape (K, N)
+        Of a's dtype.
+    out : numpy.ndarray, shape (M, N), optional
+        Array to write the result into: a's dtype, C-contiguous, writable, not overlapping
+        a or b.
+
+    Returns
+    -------
+    numpy.ndarray, shape (M, N)
+        ``a @ b`` in a's dtype; ``out`` itself when given. The sum over K is never split
+        between threads, so the result is bitwise the same for any thread count.
+
+    Raises
+    ------
+    TypeError
+        a or b is not an array, not float32/float64, or the dtypes of a, b and ``out``
+        differ.
+    ValueError
+        a or b is not 2-D, the inner sizes differ, or ``out`` is unusable.
+    MemoryError
+        The sizes overflow or the packing buffers cannot be allocated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    >>> convcore.gemm(a, a.T)            # a.T is read in place
+    array([[ 5., 14.],
+           [14., 50.]], dtype=float32)
+    >>> big = np.random.default_rng(0).standard_normal((300, 200))
+    >>> bool(np.allclose(convcore.gemm(big, big.T), big @ big.T))
+    True
     """
     a = check_array(a, "a")
     b = check_array(b, "b")
@@ -40,18 +80,46 @@ def gemm(a: NDArray[FloatT], b: NDArray[FloatT],
 
 
 def set_num_threads(n: int) -> None:
-    """Threads convcore uses for each call (default: OMP_NUM_THREADS or all cores).
+    """Set the number of threads convcore uses for each call.
 
-    n must be an int >= 1 (bool is refused: TypeError; n < 1: ValueError). A larger n than
-    ``max_num_threads()`` — 4 threads per CPU this process may run on, at least 64 — is
-    clamped to it: more threads only oversubscribe the cores. Calls use fewer threads when
-    they are small or when several Python threads call at once.
+    The default is ``OMP_NUM_THREADS`` or, unset, all the cores the process may run on.
+    Calls use fewer threads when they are small or when several Python threads call at
+    once (they share the configured threads instead of oversubscribing the cores). The
+    setting is process-wide; results do not depend on it.
 
+    Parameters
+    ----------
+    n : int
+        Threads, >= 1. A value above :func:`max_num_threads` (4 per CPU this process may
+        run on, at least 64) is clamped to it: more threads only oversubscribe the cores.
+
+    Raises
+    ------
+    TypeError
+        n is not an int (``bool`` is refused too).
+    ValueError
+        n < 1.
+
+    See Also
+    --------
+    get_num_threads, max_num_threads
+
+    Notes
+    -----
     In a process made by ``fork()`` (``os.fork``, multiprocessing's "fork" start method)
-    after its parent ran a call on several threads, every call runs on one thread and
-    this setting has no effect: the OpenMP runtime's threads do not survive fork, and a
+    after its parent ran a call on several threads, every call runs on one thread and this
+    setting has no effect: the OpenMP runtime's threads do not survive fork, and a
     parallel region in the child would wait for them forever. "spawn" and "forkserver"
     children start fresh and use threads as usual.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> saved = convcore.get_num_threads()
+    >>> convcore.set_num_threads(1)
+    >>> convcore.get_num_threads()
+    1
+    >>> convcore.set_num_threads(saved)
     """
     if not is_int(n):
         raise TypeError(f"n must be an int, got {n!r}")
@@ -61,17 +129,60 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Threads a large call uses (1 in a forked child; see set_num_threads)."""
+    """The number of threads a large call uses.
+
+    Returns
+    -------
+    int
+        The value :func:`set_num_threads` set, or the default (``OMP_NUM_THREADS`` or all
+        cores); 1 in a child forked after the parent used threads (see
+        :func:`set_num_threads`).
+
+    Examples
+    --------
+    >>> import convcore
+    >>> convcore.get_num_threads() >= 1
+    True
+    """
     return int(_core.get_num_threads())
 
 
 def max_num_threads() -> int:
-    """The largest thread count set_num_threads keeps (larger values are clamped to it):
-    4 per CPU this process may run on, at least 64."""
+    """The largest thread count :func:`set_num_threads` keeps.
+
+    Returns
+    -------
+    int
+        4 per CPU this process may run on, at least 64; larger requests are clamped to it.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> convcore.max_num_threads() >= 64
+    True
+    """
     return int(_core.max_num_threads())
 
 
 def show_config() -> Dict[str, Any]:
-    """Version, the ISA in use (and those available), threads, OpenMP, and the GEMM
-    blocking (microkernel, MR/NR/KC/MC/NC) per dtype."""
+    """The build and run-time configuration: which kernels run here, and how.
+
+    Returns
+    -------
+    dict
+        ``"version"``; ``"isa"`` (the kernel path in use: ``"avx512"``, ``"avx2"`` or
+        ``"generic"``), ``"isa_detected"`` and ``"isa_available"`` (what the CPU and the
+        build allow; ``CONVCORE_ISA`` in the environment forces one); ``"threads"``;
+        ``"openmp"`` (whether the build has threads at all); ``"blocking"``: per dtype, the
+        GEMM microkernel and its MR/NR/KC/MC/NC block sizes.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> cfg = convcore.show_config()
+    >>> cfg["isa"] in cfg["isa_available"]
+    True
+    >>> sorted(cfg["blocking"])
+    ['float32', 'float64']
+    """
     return dict(_core.config())

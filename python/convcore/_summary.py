@@ -87,6 +87,15 @@ class LayerSummary:
         Changes that would make it fit.
     notes : list of str
         What the summary assumed to go on, and what a 'crop' or 'pad' rule did.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> row = convcore.summary((3, 227, 227), ["96:11/4"])[0]
+    >>> row.name, row.output_shape, row.params, row.flops
+    ('conv 96:11/4', (96, 55, 55), 34944, 210830400)
+    >>> row.receptive_field, row.jump, row.fits
+    ((11, 11), (4, 4), True)
     """
 
     index: int
@@ -113,8 +122,30 @@ else:
 
 
 class Summary(_SummaryBase):
-    """The rows of :func:`summary` (a list of :class:`LayerSummary`) with totals; printing
-    it (``str``, ``repr``) gives an aligned text table."""
+    """The rows of :func:`summary`: a list of :class:`LayerSummary` with totals.
+
+    Printing it (``str``, ``repr``) gives an aligned text table. Made by :func:`summary`.
+
+    Parameters
+    ----------
+    rows : iterable of LayerSummary
+        The layers, in order.
+    input_shape : tuple of int
+        The stack's input shape, in ``layout`` order.
+    layout : {"NCHW", "NHWC"}
+        Order of the shapes' axes.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> s = convcore.summary((3, 32, 32), ["16:3p1", "pool2", "32:3p1"])
+    >>> len(s), s.params, s.output_shape, s.fits
+    (3, 5088, (32, 16, 16), True)
+    >>> print(s)            # doctest: +ELLIPSIS
+    input 32×32×3 (NCHW)
+    #  layer        output H×W×C  params  unshared  FLOPs  RF  jump  algorithms ...
+    ...
+    """
 
     def __init__(self, rows: Iterable[LayerSummary], input_shape: Tuple[int, ...],
                  layout: str):
@@ -144,6 +175,7 @@ class Summary(_SummaryBase):
 
     @property
     def output_shape(self) -> Optional[Tuple[int, ...]]:
+        """The last layer's output shape (the input shape for an empty stack)."""
         return self[-1].output_shape if self else self.input_shape
 
     def table(self) -> str:
@@ -602,7 +634,13 @@ def summary(input_shape: Union[Sequence[int], str], layers: Union[str, Sequence[
     >>> s = convcore.summary((3, 224, 224), ["96:11/4"])
     >>> s.fits, s[0].output_shape
     (False, (96, 54, 54))
-    >>> print(s)  # doctest: +SKIP
+    >>> print(s)   # doctest: +ELLIPSIS
+    input 224×224×3 (NCHW)
+    ...
+    1  conv 96:11/4  !  54×54×96 ...
+       ! height and width: (W − F + P)/S + 1 = (224 − 11 + 0)/4 + 1 = 54.25, not an integer ...
+         fix: pad 3 more rows and columns (1 before, 2 after), or input height and width 227 or 223
+    ...
     """
     layout = check_layout(layout)
     if dtype not in ("float32", "float64"):

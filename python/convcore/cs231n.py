@@ -201,7 +201,6 @@ def conv_forward_naive(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
     Examples
     --------
     >>> import numpy as np
-from numpy.typing import ArrayLike, NDArray
     >>> from convcore.cs231n import conv_forward_naive, conv_backward_naive
     >>> x = np.linspace(-0.1, 0.5, num=2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
     >>> w = np.linspace(-0.2, 0.3, num=3 * 3 * 4 * 4).reshape(3, 3, 4, 4)
@@ -245,20 +244,54 @@ def conv_backward_naive(dout: ArrayLike, cache: Tuple[Any, ...]) -> _Grads:
 
     Examples
     --------
-    See :func:`conv_forward_naive`.
+    >>> import numpy as np
+    >>> from convcore.cs231n import conv_forward_naive, conv_backward_naive
+    >>> x = np.ones((1, 1, 3, 3)); w = np.ones((1, 1, 2, 2)); b = np.zeros(1)
+    >>> out, cache = conv_forward_naive(x, w, b, {'stride': 1, 'pad': 0})
+    >>> dx, dw, db = conv_backward_naive(np.ones_like(out), cache)
+    >>> dx[0, 0]            # how many 2x2 windows cover each pixel
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> db
+    array([4.])
     """
     return _backward(dout, cache)
 
 
 def conv_forward_fast(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
                       conv_param: Mapping[str, Any]) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
-    """The assignment's ``conv_forward_fast``: ``convcore.conv2d`` with the assignment's
-    arguments. Everything else is as :func:`conv_forward_naive` (the same path).
+    """The assignment's ``conv_forward_fast``: ``convcore.conv2d`` with its arguments.
+
+    Everything else is as :func:`conv_forward_naive` (the same path).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Input data.
+    w : ndarray, shape (F, C, HH, WW)
+        F filters.
+    b : ndarray, shape (F,), or None
+        One bias per filter.
+    conv_param : dict
+        ``{'stride': s, 'pad': p}`` and optionally ``'shape_rule'``, as for
+        :func:`conv_forward_naive`.
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, H', W')
+        ``H' = 1 + (H + 2*pad - HH) // stride``, likewise W'.
+    cache : tuple
+        For :func:`conv_backward_fast` (or :func:`conv_backward_naive`).
+
+    Raises
+    ------
+    ValueError, TypeError, convcore.ShapeError
+        As :func:`conv_forward_naive`.
 
     Examples
     --------
     >>> import numpy as np
-from numpy.typing import ArrayLike, NDArray
     >>> from convcore.cs231n import conv_forward_fast, conv_backward_fast
     >>> rng = np.random.default_rng(0)
     >>> x, w, b = rng.standard_normal((5, 3, 32, 32)), rng.standard_normal((16, 3, 3, 3)), np.zeros(16)
@@ -271,16 +304,53 @@ from numpy.typing import ArrayLike, NDArray
 
 
 def conv_backward_fast(dout: ArrayLike, cache: Tuple[Any, ...]) -> _Grads:
-    """The assignment's ``conv_backward_fast``: ``convcore.conv2d_backward`` with the
-    assignment's arguments; returns ``(dx, dw, db)``. Everything else is as
-    :func:`conv_backward_naive` (the same path)."""
+    """The assignment's ``conv_backward_fast``: ``convcore.conv2d_backward`` with its arguments.
+
+    Everything else is as :func:`conv_backward_naive` (the same path).
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, H', W')
+        Upstream derivatives.
+    cache : tuple
+        What :func:`conv_forward_fast` (or :func:`conv_forward_naive`) returned.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+        Gradient with respect to x.
+    dw : ndarray, shape (F, C, HH, WW)
+        Gradient with respect to w.
+    db : ndarray, shape (F,), or None
+        Gradient with respect to b (None when the forward had ``b=None``).
+
+    Raises
+    ------
+    TypeError
+        cache is not a cache from this module's forward functions.
+    ValueError
+        dout does not have the shape of the forward's output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore.cs231n import conv_forward_fast, conv_backward_fast
+    >>> x = np.ones((2, 3, 6, 6)); w = np.ones((4, 3, 3, 3)); b = np.zeros(4)
+    >>> out, cache = conv_forward_fast(x, w, b, {'stride': 2, 'pad': 1})
+    >>> out.shape                   # 1 + (6 + 2 - 3) // 2 = 3
+    (2, 4, 3, 3)
+    >>> dx, dw, db = conv_backward_fast(np.ones_like(out), cache)
+    >>> dx.shape, dw.shape, db.shape
+    ((2, 3, 6, 6), (4, 3, 3, 3), (4,))
+    """
     return _backward(dout, cache)
 
 
 def conv_relu_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
                       conv_param: Mapping[str, Any]) -> Tuple[NDArray[Any], Tuple[Any, ...]]:
-    """The assignment's ``conv_relu_forward`` (layer_utils): a convolution followed by a
-    ReLU, here with the ReLU fused into the convolution.
+    """The assignment's ``conv_relu_forward`` (layer_utils): a convolution, then a ReLU.
+
+    Here the ReLU is fused into the convolution.
 
     Parameters
     ----------
@@ -301,7 +371,6 @@ def conv_relu_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike],
     Examples
     --------
     >>> import numpy as np
-from numpy.typing import ArrayLike, NDArray
     >>> from convcore.cs231n import conv_relu_forward, conv_relu_backward
     >>> rng = np.random.default_rng(0)
     >>> x, w, b = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), np.zeros(4)
@@ -315,8 +384,9 @@ from numpy.typing import ArrayLike, NDArray
 
 
 def conv_relu_backward(dout: ArrayLike, cache: Tuple[Any, ...]) -> _Grads:
-    """The assignment's ``conv_relu_backward`` (layer_utils): the backward pass of
-    :func:`conv_relu_forward`.
+    """The assignment's ``conv_relu_backward`` (layer_utils).
+
+    The backward pass of :func:`conv_relu_forward`.
 
     Parameters
     ----------
@@ -336,6 +406,17 @@ def conv_relu_backward(dout: ArrayLike, cache: Tuple[Any, ...]) -> _Grads:
         cache is not what conv_relu_forward returned.
     ValueError
         dout does not have the shape of the forward's output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore.cs231n import conv_relu_forward, conv_relu_backward
+    >>> x = np.array([[[[1., -1.], [2., -2.]]]]); w = np.ones((1, 1, 1, 1)); b = np.zeros(1)
+    >>> out, cache = conv_relu_forward(x, w, b, {'stride': 1, 'pad': 0})
+    >>> dx, dw, db = conv_relu_backward(np.ones_like(out), cache)
+    >>> dx[0, 0]            # the gradient passes where the ReLU's input was > 0
+    array([[1., 0.],
+           [1., 0.]])
     """
     if not (isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[0], _ConvCache)
             and isinstance(cache[1], np.ndarray)):

@@ -28,9 +28,23 @@ _MAX_PRIMITIVES = 4
 
 
 class LayerStateError(ValueError, RuntimeError):
-    """A layer method was called in a state that does not allow it: ``backward()`` before
-    any ``forward()``. A ValueError (and, for code written against earlier versions, a
-    RuntimeError)."""
+    """A layer method was called in a state that does not allow it.
+
+    Raised by ``backward()`` before any ``forward()`` of a :class:`Conv2d` or
+    :class:`LocallyConnected2d`. A ValueError (and, for code written against earlier
+    versions, a RuntimeError).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> layer = convcore.Conv2d(1, 1, 3)
+    >>> try:
+    ...     layer.backward(np.ones((1, 1, 2, 2), np.float32))
+    ... except convcore.LayerStateError as e:
+    ...     print(e)
+    backward() called before forward(): the layer has no input to differentiate at
+    """
 
 
 def _rng(rng: Any) -> np.random.Generator:
@@ -148,10 +162,9 @@ class _Layer:
         self.weight_changed()
 
     def weight_changed(self) -> None:
-        """Tell the layer its weight array was edited in place: the next ``forward()``
-        repacks.
+        """Tell the layer that its weight array was edited in place.
 
-        Assigning ``layer.weight`` and ``load_state_dict()`` do this themselves, and a
+        The next ``forward()`` repacks the weights. Assigning ``layer.weight`` and ``load_state_dict()`` do this themselves, and a
         training layer (see the class notes) notices in-place edits by itself; calling it
         needlessly costs one repack."""
         self._weight_dirty = True
@@ -394,10 +407,10 @@ class _Layer:
 
 
 class Conv2d(_Layer):
-    """A convolutional layer that trains: K filters of R×S×(C/groups) weights shared over
-    every output position, plus one bias each.
+    """A convolutional layer that trains, with its weights prepacked for repeated calls.
 
-    ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
+    K filters of R×S×(C/groups) weights, shared over every output position, plus one bias
+    each. ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
     gradient and *adds* the weight and bias gradients (summed over every position and
     image) to ``grad_weight`` and ``grad_bias``, as PyTorch does.
 
@@ -446,6 +459,20 @@ class Conv2d(_Layer):
     num_params : int
         Number of learnable parameters.
 
+    Raises
+    ------
+    TypeError
+        A size or flag of the wrong type (``in_channels=3.0``, ``bias="yes"``), a dtype
+        other than float32/float64, or an ``rng`` that is not None, an int or a Generator.
+    ValueError
+        A size < 1, groups that do not divide C and K, an unknown layout, shape_rule,
+        activation or init, or a padding that can never work (``"same"`` with stride > 1).
+
+    See Also
+    --------
+    conv2d : The same convolution as a function.
+    LocallyConnected2d : The layer without parameter sharing.
+
     Notes
     -----
     Every hyperparameter is checked by the constructor (TypeError / ValueError naming it),
@@ -481,7 +508,11 @@ class Conv2d(_Layer):
 
     Examples
     --------
-    >>> layer = Conv2d(3, 8, 3, padding=1, activation="relu", rng=0)
+    >>> import numpy as np
+    >>> import convcore
+    >>> layer = convcore.Conv2d(3, 8, 3, padding=1, activation="relu", rng=0)
+    >>> layer.weight.shape, layer.num_params
+    ((8, 3, 3, 3), 224)
     >>> x = np.ones((2, 3, 8, 8), np.float32)
     >>> for step in range(3):
     ...     layer.zero_grad()
@@ -489,6 +520,8 @@ class Conv2d(_Layer):
     ...     _ = layer.backward(y - 1.0)       # grad of 0.5·|y - 1|²
     ...     for p, g in layer.parameters():
     ...         p -= 0.01 * g
+    >>> y.shape, layer.grad_weight.shape
+    ((2, 8, 8, 8), (8, 3, 3, 3))
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
@@ -555,8 +588,26 @@ class Conv2d(_Layer):
                     groups=self.groups, layout=self.layout, shape_rule=self.shape_rule)
 
     def output_shape(self, input_shape: Any) -> Tuple[int, ...]:
-        """The output shape for an input of ``input_shape`` (ShapeError when the stride
-        does not fit under this layer's shape rule)."""
+        """The shape ``forward`` returns for an input of a given shape.
+
+        Parameters
+        ----------
+        input_shape : sequence of int
+            (N, C, H, W) in NCHW or (N, H, W, C) in NHWC (3-D for one image).
+
+        Returns
+        -------
+        tuple of int
+            (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC.
+
+        Raises
+        ------
+        ShapeError
+            The stride does not fit under this layer's shape rule, or the filter is
+            larger than the padded input.
+        ValueError
+            input_shape is malformed or has the wrong number of channels.
+        """
         from ._conv import conv2d_output_shape
         return conv2d_output_shape(input_shape, self.weight.shape, **self._kw())
 
@@ -572,7 +623,17 @@ class Conv2d(_Layer):
         Returns
         -------
         numpy.ndarray
-            The output, (N, K, P, Q) or (N, P, Q, K).
+            The output, (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC, in the layer's
+            dtype (ReLU applied when the layer has ``activation="relu"``).
+
+        Raises
+        ------
+        TypeError
+            x is not a float array of the layer's dtype.
+        ValueError
+            x does not have 3 or 4 axes or the layer's number of channels.
+        ShapeError
+            The stride does not fit x under the layer's shape rule.
         """
         y = self._forward(x, self.activation == "relu")
         self._mask = np.greater(y, 0) if self.activation == "relu" else None
@@ -595,11 +656,19 @@ class Conv2d(_Layer):
             The gradient with respect to that forward's input, computed with the weights
             that forward used; None when ``requires_input_grad`` is False (not computed).
 
+        Raises
+        ------
+        LayerStateError
+            ``forward()`` was never called.
+        TypeError
+            grad_y is not a float array of the layer's dtype.
+        ValueError
+            grad_y does not have the shape of the last forward's output.
+
         Notes
         -----
         Adds the weight and bias gradients to ``grad_weight`` / ``grad_bias`` (the first
-        ``backward()`` after construction or ``zero_grad()`` stores them). Raises
-        LayerStateError (a ValueError) when ``forward()`` was never called.
+        ``backward()`` after construction or ``zero_grad()`` stores them).
         """
         self._saved_input()
         grad_y = check_array(grad_y, "grad_y")

@@ -131,11 +131,77 @@ def locally_connected2d(x: NDArray[FloatT], weight: NDArray[FloatT],
                         *, stride: IntPair = 1, padding: Padding = 0, layout: Layout = "NCHW",
                         shape_rule: ShapeRule = "strict",
                         out: Optional[NDArray[FloatT]] = None) -> NDArray[FloatT]:
-    """Locally-connected layer forward (see the module docstring for shapes).
+    """The forward pass of a locally-connected layer: a convolution without weight sharing.
 
-    NCHW: x (N, C, H, W), weight (Ho, Wo, K, C, R, S), bias (K, Ho, Wo) -> (N, K, Ho, Wo).
-    NHWC: x (N, H, W, C), weight (Ho, Wo, K, R, S, C), bias (Ho, Wo, K) -> (N, Ho, Wo, K).
-    A 3-D x is one image and gives a 3-D result.
+    Every output position (i, j) has its own K filters. In NCHW::
+
+        y[n, k, i, j] = bias[k, i, j] + sum_{c, r, s} weight[i, j, k, c, r, s]
+                        * xpad[n, c, i*sh + r, j*sw + s]
+
+    The output size follows :func:`conv2d`'s rule, (H - R + P)/stride + 1; there are no
+    groups and no dilation.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W) in NCHW or (N, H, W, C) in NHWC
+        The input batch, float32 or float64 (any CPU array with DLPack or the buffer
+        protocol is read as for :func:`conv2d`). A 3-D array is one image and gives a 3-D
+        result.
+    weight : array, shape (Ho, Wo, K, C, R, S) in NCHW or (Ho, Wo, K, R, S, C) in NHWC
+        One set of K filters per output position, of x's dtype; (Ho, Wo) must be the
+        output size that x, the stride and the padding give.
+    bias : array, shape (K, Ho, Wo) in NCHW or (Ho, Wo, K) in NHWC, optional
+        One bias per filter and position; None (default) adds nothing.
+    stride : int or (int, int), default 1
+        Step between adjacent windows.
+    padding : int, (int, int), (int, int, int, int), "valid" or "same", default 0
+        As for :func:`conv2d` (``"same"`` needs stride 1).
+    layout : {"NCHW", "NHWC"}, default "NCHW"
+        Axis order of x, weight, bias and the result.
+    shape_rule : {"strict", "crop", "pad"}, default "strict"
+        What to do when the stride does not divide, as for :func:`conv2d`.
+    out : numpy.ndarray, optional
+        Array to write the result into (exact shape and dtype, C-contiguous, writable,
+        not overlapping an input).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC (3-D for a 3-D x), of x's dtype;
+        ``out`` itself when given.
+
+    Raises
+    ------
+    ShapeError
+        The windows do not fit the input under ``shape_rule``.
+    TypeError
+        An operand is not a float32/float64 array, or the dtypes differ (``out``
+        included); a hyperparameter of the wrong type (``stride=1.5``).
+    ValueError
+        A bad hyperparameter or shape: weight not 6-D or not the shape x implies (the
+        message spells out the expected one), bias of the wrong shape, an unusable out.
+    MemoryError
+        The sizes overflow or the buffers cannot be allocated.
+
+    See Also
+    --------
+    LocallyConnected2d : The layer object.
+    locally_connected2d_backward : All three gradients.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> x = np.ones((2, 3, 5, 5))
+    >>> w = np.zeros((3, 3, 4, 3, 3, 3))          # 3x3 positions, each 4 filters of 3x3x3
+    >>> w[0, 0] = 1.0                              # only position (0, 0) sums its window
+    >>> y = convcore.locally_connected2d(x, w)
+    >>> y.shape
+    (2, 4, 3, 3)
+    >>> y[0, 0]
+    array([[27.,  0.,  0.],
+           [ 0.,  0.,  0.],
+           [ 0.,  0.,  0.]])
     """
     x = _check_input(x, "x")
     weight = _check_weight6(weight, x, "x", layout)
@@ -152,8 +218,53 @@ def locally_connected2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT
                                  padding: Padding = 0, layout: Layout = "NCHW",
                                  shape_rule: ShapeRule = "strict",
                                  bias: bool = True) -> Conv2dGrads:
-    """All three gradients: Conv2dGrads(input, weight, bias). The weight and bias gradients
-    sum over the batch only (no sharing across positions); bias is None when bias=False."""
+    """All three gradients of :func:`locally_connected2d`.
+
+    Without parameter sharing the weight and bias gradients sum over the batch only, each
+    position keeping its own.
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC
+        Gradient of the loss with respect to the layer's output, of x's dtype.
+    x : array, shape (N, C, H, W) in NCHW or (N, H, W, C) in NHWC
+        The forward pass's input (float32 or float64); 3-D for one image.
+    weight : array, shape (Ho, Wo, K, C, R, S) in NCHW or (Ho, Wo, K, R, S, C) in NHWC
+        The forward pass's weights.
+    stride, padding, layout, shape_rule
+        The forward pass's hyperparameters, as for :func:`locally_connected2d`.
+    bias : bool, default True
+        Whether to compute the bias gradient; False leaves ``Conv2dGrads.bias`` None.
+
+    Returns
+    -------
+    Conv2dGrads
+        ``(input, weight, bias)``: dx (x's shape), dw (weight's shape) and db, shape
+        (K, Ho, Wo) in NCHW or (Ho, Wo, K) in NHWC, or None when ``bias=False``.
+
+    Raises
+    ------
+    ShapeError
+        The windows do not fit the input under ``shape_rule``.
+    TypeError
+        An operand is not a float32/float64 array, the dtypes differ, ``bias`` is not a
+        bool, or a hyperparameter is of the wrong type (``stride=1.5``).
+    ValueError
+        A bad hyperparameter or shape; grad_output is not the output shape.
+    MemoryError
+        The sizes overflow or the buffers cannot be allocated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> x = np.ones((2, 3, 5, 5)); w = np.ones((3, 3, 4, 3, 3, 3))
+    >>> dx, dw, db = convcore.locally_connected2d_backward(np.ones((2, 4, 3, 3)), x, w)
+    >>> dx.shape, dw.shape, db.shape
+    ((2, 3, 5, 5), (3, 3, 4, 3, 3, 3), (4, 3, 3))
+    >>> float(db[0, 0, 0])          # summed over the batch of 2 only
+    2.0
+    """
     x = _check_input(x, "x")
     weight = _check_weight6(weight, x, "x", layout)
     if not isinstance(bias, (bool, np.bool_)):
@@ -197,11 +308,53 @@ def locally_connected2d_num_params(input_size: IntPair, in_channels: int, out_ch
                                    kernel_size: IntPair, *, stride: IntPair = 1,
                                    padding: Padding = 0, bias: bool = True,
                                    shape_rule: ShapeRule = "strict") -> int:
-    """Learnable parameters of a locally-connected layer: Ho·Wo·K·(C·R·S + 1) (without
-    the + 1 when bias=False). input_size is H or (H, W). Exact Python ints.
+    """The number of learnable parameters of a locally-connected layer.
 
-    AlexNet's conv1 without sharing (227, 3 channels, 96 filters of 11×11, stride 4):
-    55·55·96·(363 + 1) = 105,705,600."""
+    Ho·Wo·K·(C·R·S + 1), without the + 1 when ``bias=False``: every output position has its
+    own filters, so the count grows with the input (compare :func:`conv2d_num_params`).
+
+    Parameters
+    ----------
+    input_size : int or (int, int)
+        H, or (H, W), of the input.
+    in_channels : int
+        C, >= 1.
+    out_channels : int
+        K, filters per position, >= 1.
+    kernel_size : int or (int, int)
+        R×S.
+    stride : int or (int, int), default 1
+        Step between adjacent windows.
+    padding : int, (int, int), (int, int, int, int), "valid" or "same", default 0
+        As for :func:`conv2d`.
+    bias : bool, default True
+        Whether to count one bias per filter and position.
+    shape_rule : {"strict", "crop", "pad"}, default "strict"
+        How (Ho, Wo) is worked out when the stride does not divide.
+
+    Returns
+    -------
+    int
+        The count, an exact Python int.
+
+    Raises
+    ------
+    ShapeError
+        The windows do not fit the input under ``shape_rule``.
+    TypeError
+        A size or hyperparameter is not an int (or pair of ints), or ``bias`` is not a
+        bool.
+    ValueError
+        A size < 1 or another bad hyperparameter.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> convcore.locally_connected2d_num_params(227, 3, 96, 11, stride=4)  # AlexNet conv1
+    105705600
+    >>> 55 * 55 * 96 * (11 * 11 * 3 + 1)
+    105705600
+    """
     c, k = _check_channels(in_channels, out_channels)
     if not isinstance(bias, (bool, np.bool_)):
         raise TypeError(f"bias must be True or False, got {bias!r}")
@@ -213,10 +366,10 @@ def locally_connected2d_num_params(input_size: IntPair, in_channels: int, out_ch
 
 
 class LocallyConnected2d(_Layer):
-    """A locally-connected layer that trains: every output position (ho, wo) has its own
-    K filters of C×R×S weights and its own K biases (no parameter sharing).
+    """A locally-connected layer that trains: a conv layer without parameter sharing.
 
-    ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
+    Every output position (ho, wo) has its own K filters of C×R×S weights and its own K
+    biases. ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
     gradient and *adds* the weight and bias gradients (summed over the batch only) to
     ``grad_weight`` and ``grad_bias``, as PyTorch does. The training API is Conv2d's:
     ``zero_grad()``, ``parameters()`` / ``named_parameters()``, ``state_dict()`` /
@@ -264,6 +417,21 @@ class LocallyConnected2d(_Layer):
         Number of learnable parameters, Ho·Wo·K·(C·R·S + 1) (without the + 1 when
         bias=False).
 
+    Raises
+    ------
+    TypeError
+        A size or flag of the wrong type, a dtype other than float32/float64, or a bad
+        ``rng``.
+    ValueError
+        A size < 1, an unknown layout or init, or a bad padding.
+    ShapeError
+        The windows do not fit ``input_size`` with this stride and padding.
+
+    See Also
+    --------
+    locally_connected2d : The same computation as a function.
+    Conv2d : The layer with parameter sharing.
+
     Notes
     -----
     ``forward(x)`` keeps its own copy of x, so later edits of x do not change the
@@ -286,7 +454,11 @@ class LocallyConnected2d(_Layer):
 
     Examples
     --------
-    >>> layer = LocallyConnected2d(3, 4, 3, input_size=8, padding=1, rng=0)
+    >>> import numpy as np
+    >>> import convcore
+    >>> layer = convcore.LocallyConnected2d(3, 4, 3, input_size=8, padding=1, rng=0)
+    >>> layer.weight.shape, layer.num_params        # 8*8 positions * 4 * (27 + 1)
+    ((8, 8, 4, 3, 3, 3), 7168)
     >>> x = np.ones((2, 3, 8, 8), np.float32)
     >>> for step in range(3):
     ...     layer.zero_grad()
@@ -361,7 +533,14 @@ class LocallyConnected2d(_Layer):
         Returns
         -------
         numpy.ndarray
-            The output, (N, K, Ho, Wo) or (N, Ho, Wo, K).
+            The output, (N, K, Ho, Wo) in NCHW or (N, Ho, Wo, K) in NHWC.
+
+        Raises
+        ------
+        TypeError
+            x is not a float array of the layer's dtype.
+        ValueError
+            x has the wrong number of axes, channels or spatial size.
         """
         return self._forward(x)
 
@@ -382,12 +561,20 @@ class LocallyConnected2d(_Layer):
             The gradient with respect to that forward's input, computed with the weights
             that forward used; None when ``requires_input_grad`` is False (not computed).
 
+        Raises
+        ------
+        LayerStateError
+            ``forward()`` was never called.
+        TypeError
+            grad_y is not a float array of the layer's dtype.
+        ValueError
+            grad_y does not have the shape of the last forward's output.
+
         Notes
         -----
         Adds the weight and bias gradients (summed over the batch) to ``grad_weight`` /
         ``grad_bias`` (the first ``backward()`` after construction or ``zero_grad()``
-        stores them). Raises LayerStateError (a ValueError) when ``forward()`` was never
-        called.
+        stores them).
         """
         return self._backward(grad_y)
 
