@@ -150,37 +150,84 @@ def conv_transpose2d(x: NDArray[FloatT], weight: NDArray[FloatT],
                      padding: Any = 0, output_padding: IntPair = 0, dilation: IntPair = 1,
                      groups: int = 1, layout: Layout = "NCHW", activation: Activation = None,
                      out: Optional[NDArray[FloatT]] = None) -> NDArray[FloatT]:
-    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``, optionally
-    with a fused bias and ReLU.
+    """2-D transposed convolution (PyTorch's ``conv_transpose2d``), bias and ReLU fused.
+
+    The adjoint of :func:`conv2d` with the same weights: each input value scatters its
+    products with a filter into a window of the output, windows ``stride`` apart (an
+    upsampling for stride > 1, as in decoders, U-Nets and GANs). In NCHW, before padding
+    is cropped::
+
+        y[n, g*Cg_out + k, i*sh + r*dh, j*sw + s*dw] += x[n, c, i, j] * weight[c, k, r, s]
+
+    for every input channel c of group g (Cg_out = C_out/groups). It is computed as the
+    input gradient of the convolution it is the adjoint of — for stride > 1 by a sub-pixel
+    decomposition (one dense stride-1 convolution per output phase, no scatter).
 
     Parameters
     ----------
-    x : numpy.ndarray
-        (N, C_in, H, W) in NCHW or (N, H, W, C_in) in NHWC; 3-D for one image (then the
-        result is 3-D too). float32 or float64.
-    weight : numpy.ndarray
-        (C_in, C_out/groups, R, S) in NCHW, (C_in, R, S, C_out/groups) in NHWC.
-    bias : numpy.ndarray, optional
-        (C_out,).
-    stride, dilation : int or pair, default 1
-    padding : int, pair or 4-tuple (top, bottom, left, right), default 0
-        Rows/columns removed from each border of the full output.
-    output_padding : int or pair, default 0
-        Rows/columns added at the bottom/right; each must be smaller than the stride or
-        the dilation along its axis (ValueError otherwise).
+    x : array, shape (N, C_in, H, W) in NCHW or (N, H, W, C_in) in NHWC
+        The input batch, float32 or float64 (NumPy, or any CPU array with DLPack or the
+        buffer protocol). A 3-D array is one image and gives a 3-D result.
+    weight : array, shape (C_in, C_out/groups, R, S) in NCHW or (C_in, R, S, C_out/groups) in NHWC
+        The filters, as PyTorch stores them, of x's dtype.
+    bias : array, shape (C_out,), optional
+        One bias per output channel; None (default) adds nothing.
+    stride : int or (int, int), default 1
+        Spacing of the windows in the output, (sh, sw); >= 1.
+    padding : int, (int, int) or (int, int, int, int), default 0
+        Rows/columns cropped from each border of the full output: p, (ph, pw) or
+        (top, bottom, left, right).
+    output_padding : int or (int, int), default 0
+        Rows/columns added at the bottom/right (to pick one of the input sizes a strided
+        conv2d maps to the same size); each smaller than the stride or the dilation.
+    dilation : int or (int, int), default 1
+        Spacing between filter taps; >= 1.
     groups : int, default 1
         Must divide C_in and C_out.
     layout : {"NCHW", "NHWC"}, default "NCHW"
+        Axis order of x, weight and the result.
     activation : {None, "relu"}, default None
-        ReLU fused after the bias.
+        ``"relu"`` applies max(y, 0) after the bias, as the result is stored.
     out : numpy.ndarray, optional
-        Written in place (exact shape and dtype, C-contiguous).
+        Array to write the result into: exactly the result's shape and dtype,
+        C-contiguous, writable, not overlapping an input.
 
     Returns
     -------
     numpy.ndarray
-        (N, C_out, Ho, Wo) or (N, Ho, Wo, C_out), Ho = (H − 1)·stride − pad_top −
-        pad_bottom + dilation·(R − 1) + output_padding + 1 (the same along the width).
+        (N, C_out, Ho, Wo) in NCHW or (N, Ho, Wo, C_out) in NHWC, with
+        Ho = (H − 1)·sh − pad_top − pad_bottom + dh·(R − 1) + output_padding_h + 1
+        (the same along the width); ``out`` itself when given.
+
+    Raises
+    ------
+    TypeError
+        An operand is not a float32/float64 array, the dtypes differ, or a hyperparameter
+        has the wrong type.
+    ValueError
+        A bad hyperparameter or shape (output_padding not smaller than stride or dilation,
+        channels not divisible by groups, bias not (C_out,), an output size below 1, an
+        unusable ``out``); the message names the argument.
+    MemoryError
+        The sizes overflow 64-bit arithmetic or the buffers cannot be allocated.
+
+    See Also
+    --------
+    conv_transpose2d_backward : Its three gradients.
+    ConvTranspose2d : The layer object.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> x = np.ones((1, 1, 2, 2))
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> convcore.conv_transpose2d(x, w, stride=2, padding=1)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> convcore.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1).shape
+    (1, 1, 4, 4)
     """
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")
@@ -206,12 +253,56 @@ def conv_transpose2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
                               padding: Any = 0, output_padding: IntPair = 0,
                               dilation: IntPair = 1, groups: int = 1, layout: Layout = "NCHW",
                               bias: bool = True) -> Conv2dGrads:
-    """All three gradients of :func:`conv_transpose2d` (without activation):
-    Conv2dGrads(input, weight, bias); bias is None when ``bias=False``.
+    """All three gradients of :func:`conv_transpose2d` in one call.
 
-    The input gradient is the ordinary convolution of grad_output with the same weights
-    (stride, padding, dilation, groups), the weight gradient sums over every position and
-    image, the bias gradient is grad_output summed per output channel."""
+    The input gradient is the ordinary convolution (:func:`conv2d`) of grad_output with the
+    same weights and hyperparameters; the weight gradient sums every position's and image's
+    contribution into the shared filters; the bias gradient sums grad_output per output
+    channel. A fused ReLU is not part of this: pass grad_output already masked, as
+    :class:`ConvTranspose2d` does.
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, C_out, Ho, Wo) in NCHW or (N, Ho, Wo, C_out) in NHWC
+        Gradient of the loss with respect to the output; 3-D for one image.
+    x : array, shape (N, C_in, H, W) in NCHW or (N, H, W, C_in) in NHWC
+        The forward pass's input, of grad_output's dtype.
+    weight : array, shape (C_in, C_out/groups, R, S) in NCHW or (C_in, R, S, C_out/groups) in NHWC
+        The forward pass's filters.
+    stride, padding, output_padding, dilation, groups, layout
+        The forward pass's hyperparameters, as for :func:`conv_transpose2d`.
+    bias : bool, default True
+        Whether to compute the bias gradient (None in the result otherwise).
+
+    Returns
+    -------
+    Conv2dGrads
+        ``(input, weight, bias)``: arrays of x's, weight's and (C_out,) shape.
+
+    Raises
+    ------
+    TypeError
+        An operand is not a float32/float64 array, the dtypes differ, ``bias`` is not a
+        bool, or a hyperparameter has the wrong type.
+    ValueError
+        A bad hyperparameter or shape; grad_output is not the forward pass's output shape.
+    MemoryError
+        The sizes overflow or the buffers cannot be allocated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import convcore
+    >>> x = np.ones((1, 1, 2, 2))
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> g = convcore.conv_transpose2d_backward(np.ones((1, 1, 3, 3)), x, w, stride=2,
+    ...                                        padding=1)
+    >>> g.input[0, 0]        # how many outputs each input value reached
+    array([[4., 4.],
+           [4., 4.]])
+    >>> g.bias
+    array([9.])
+    """
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")
     if not isinstance(bias, (bool, np.bool_)):
@@ -235,8 +326,37 @@ def conv_transpose2d_output_shape(input_shape: Sequence[int], weight_shape: Sequ
                                   stride: IntPair = 1, padding: Any = 0,
                                   output_padding: IntPair = 0, dilation: IntPair = 1,
                                   groups: int = 1, layout: Layout = "NCHW") -> Tuple[int, ...]:
-    """The output shape :func:`conv_transpose2d` would produce (ValueError / ShapeError
-    when the arguments do not fit)."""
+    """The shape :func:`conv_transpose2d` would return, without computing it.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        x's shape, (N, C_in, H, W) / (N, H, W, C_in), or 3-D for one image.
+    weight_shape : sequence of int
+        (C_in, C_out/groups, R, S) in NCHW or (C_in, R, S, C_out/groups) in NHWC.
+    stride, padding, output_padding, dilation, groups, layout
+        As for :func:`conv_transpose2d`.
+
+    Returns
+    -------
+    tuple of int
+        The output shape (3-D for a 3-D input_shape).
+
+    Raises
+    ------
+    TypeError
+        A shape or hyperparameter of the wrong type.
+    ValueError
+        A bad hyperparameter or shape, or an output size below 1; the message names the
+        argument.
+
+    Examples
+    --------
+    >>> import convcore
+    >>> convcore.conv_transpose2d_output_shape((8, 64, 56, 56), (64, 32, 3, 3), stride=2,
+    ...                                        padding=1, output_padding=1)
+    (8, 32, 112, 112)
+    """
     prob = _TProblem(input_shape, weight_shape, stride, padding, output_padding, dilation,
                      groups, layout)
     return prob.user_shape(prob.y_shape)
@@ -262,8 +382,9 @@ def _implementations(input_shape: Sequence[int], weight_shape: Sequence[int], *,
 
 
 class ConvTranspose2d(_Layer):
-    """A transposed convolution layer that trains (PyTorch's ConvTranspose2d): the adjoint
-    of a Conv2d, upsampling by the stride.
+    """A transposed convolution layer that trains, like PyTorch's ConvTranspose2d.
+
+    The adjoint of a :class:`Conv2d`, upsampling by the stride (:func:`conv_transpose2d`).
 
     ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_y)`` returns the input
     gradient and *adds* the weight and bias gradients to ``grad_weight`` and
@@ -308,6 +429,14 @@ class ConvTranspose2d(_Layer):
         place) until the next ``zero_grad()``.
     num_params : int
         C_in·(C_out/groups)·R·S weights (+ C_out biases).
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter of the wrong type (``kernel_size=2.5``).
+    ValueError
+        A bad hyperparameter (channels not divisible by groups, output_padding not smaller
+        than stride or dilation, unknown layout/dtype/init); the message names it.
 
     Notes
     -----
@@ -384,7 +513,18 @@ class ConvTranspose2d(_Layer):
         return _check_dy(grad_y, prob, x, "x")
 
     def output_shape(self, input_shape: Any) -> Tuple[int, ...]:
-        """The output shape for an input of ``input_shape``."""
+        """The shape ``forward`` returns for an input of a given shape.
+
+        Parameters
+        ----------
+        input_shape : sequence of int
+            (N, C_in, H, W) in NCHW or (N, H, W, C_in) in NHWC (3-D for one image).
+
+        Returns
+        -------
+        tuple of int
+            The output shape, as :func:`conv_transpose2d_output_shape` gives it.
+        """
         return conv_transpose2d_output_shape(input_shape, self.weight.shape, **self._kw())
 
     def forward(self, x: FloatArray) -> FloatArray:
