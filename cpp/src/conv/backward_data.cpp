@@ -152,6 +152,8 @@ struct Col2im : AlwaysPreferred {
 template <typename T>
 const ImplList<T>& backward_data_implementations() {
   static const ImplList<T> list = {
+      depthwise_nchw_backward_data<T>(),
+      depthwise_nhwc_backward_data<T>(),
       implementation_of<DirectStride1, T>(),
       implementation_of<IndirectNhwcBackwardData, T>(),
       implementation_of<Col2im, T>(),

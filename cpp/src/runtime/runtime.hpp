@@ -30,7 +30,8 @@ template <typename T>
 struct Engine {
   kernels::GemmUkernel<T> ukernel;  // the gemm family
   Blocking blocking;                // cache blocking for ukernel's tile
-  // Later families (igemm, dwconv, winograd) join here, with their own parameters.
+  kernels::DwconvUkernel<T> dwconv;  // the depthwise family (conv/depthwise.cpp)
+  // Later families (igemm, winograd) join here, with their own parameters.
 };
 template <typename T>
 using GemmEngine = Engine<T>;

@@ -40,6 +40,15 @@ struct Vec<float> {
   }
   static V load_masked(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
   static void store_masked(float* p, Mask m, V v) { _mm256_maskstore_ps(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) { return _mm256_andnot_si256(mask(lo), mask(hi)); }
+  // Lanes on: a·b + c; lanes off: c unchanged (the blend drops whatever a·b gave there).
+  static V fmadd_masked(V a, V b, V c, Mask m) {
+    return _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), _mm256_castsi256_ps(m));
+  }
+  // max(0, v): 0 for v < 0, v otherwise — NaN kept (vmax returns its second operand when
+  // either is NaN).
+  static V relu(V v) { return _mm256_max_ps(zero(), v); }
 };
 
 template <>
@@ -61,6 +70,15 @@ struct Vec<double> {
   }
   static V load_masked(const double* p, Mask m) { return _mm256_maskload_pd(p, m); }
   static void store_masked(double* p, Mask m, V v) { _mm256_maskstore_pd(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) { return _mm256_andnot_si256(mask(lo), mask(hi)); }
+  // Lanes on: a·b + c; lanes off: c unchanged (the blend drops whatever a·b gave there).
+  static V fmadd_masked(V a, V b, V c, Mask m) {
+    return _mm256_blendv_pd(c, _mm256_fmadd_pd(a, b, c), _mm256_castsi256_pd(m));
+  }
+  // max(0, v): 0 for v < 0, v otherwise — NaN kept (vmax returns its second operand when
+  // either is NaN).
+  static V relu(V v) { return _mm256_max_pd(zero(), v); }
 };
 
 }  // namespace convcore::kernels::avx2

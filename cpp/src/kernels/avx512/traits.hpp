@@ -31,6 +31,16 @@ struct Vec<float> {
   }
   static V load_masked(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
   static void store_masked(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) {
+    return static_cast<Mask>(mask(hi) & static_cast<Mask>(~mask(lo)));
+  }
+  // Lanes on: a·b + c; lanes off: c unchanged (a and b there are never combined).
+  static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_ps(a, b, c, m); }
+  // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
+  static V relu(V v) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero(), _CMP_LT_OQ), v, zero());
+  }
 };
 
 template <>
@@ -53,6 +63,16 @@ struct Vec<double> {
   }
   static V load_masked(const double* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
   static void store_masked(double* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) {
+    return static_cast<Mask>(mask(hi) & static_cast<Mask>(~mask(lo)));
+  }
+  // Lanes on: a·b + c; lanes off: c unchanged (a and b there are never combined).
+  static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_pd(a, b, c, m); }
+  // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
+  static V relu(V v) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, zero(), _CMP_LT_OQ), v, zero());
+  }
 };
 
 }  // namespace convcore::kernels::avx512

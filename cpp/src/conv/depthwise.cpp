@@ -1,0 +1,720 @@
+// Depthwise convolution (groups == C, one input channel per filter, K = C·m for a channel
+// multiplier m): the dwconv kernel family (kernels/dwconv_family.inl), no GEMM. Filter k
+// reads input channel c = k / m. Entries at the head of each pass's list (their lines are in
+// forward.cpp, backward_data.cpp, backward_weights.cpp):
+//
+//   depthwise_nchw: vectorised along output rows. A tap (r, s) is a whole row segment: stride
+//     1 reads the input row in place; a column stride s > 1 first splits each input plane
+//     into s phase rows (x[j·s + φ] → phase φ, column j), so every tap is again contiguous.
+//     Backward-data is the gather dx[i] = Σ dy[(i + pad − t·d)/stride] · w[t] over the taps
+//     that divide, one output phase per column residue (interleaved into dx afterwards);
+//     the channel multiplier only adds taps (one dy plane per filter of the channel).
+//   depthwise_nhwc: vectorised along channels: a block of output pixels × a channel block
+//     accumulated across the taps; the input read in place (m == 1) or, for m > 1, the rows
+//     a pixel row reads with each channel repeated m times (so filter k's input is lane k);
+//     backward-data with m > 1 computes the m partial gradients per channel side by side
+//     and sums them in order.
+//
+// Padding is never multiplied (exact_padding.hpp's rule): NCHW masks each tap's lanes to
+// the columns whose source lies in the image, NHWC lists only the taps inside the image;
+// so these entries need no Inf/NaN scan (kExactPadding). Backward-weight gives each thread
+// private sums per (chunk of images, filter or channel block) — chunks fixed by the problem,
+// not the thread count — and the last chunk to finish a filter sums the chunks in order:
+// bitwise identical for any thread count. Every pass is one parallel region.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "implementation.hpp"
+#include "../gemm/driver.hpp"
+
+namespace convcore::detail {
+namespace {
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t mod_pos(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
+
+// NHWC channel block (output channels per work item) for m == 1.
+constexpr int64_t kNhwcBlock = 64;
+// Backward-weight: images are cut into at most this many chunks × units (filters, channel
+// blocks) of work, a fixed function of the problem.
+constexpr int64_t kWgradItems = 64;
+
+const char* depthwise_why_not(const ConvPlan& p) {
+  if (p.kind != OpKind::Conv2d) return "conv2d only";
+  if (p.Cg != 1 || p.G != p.C) return "depthwise only (groups == in_channels)";
+  return nullptr;
+}
+
+// One axis of a gather out[u] = Σ_t src[source(u, t)]: forward (source = u·stride − pad +
+// t·dil, in range) or transposed (backward-data: source = (u + pad − t·dil) / stride where
+// it divides, in range).
+struct Axis {
+  int64_t out_size, src_size, taps, stride, dil, pad;
+  bool transposed;
+  int64_t out_step() const { return transposed ? stride : 1; }
+  int64_t src_step() const { return transposed ? 1 : stride; }
+  bool source(int64_t u, int64_t t, int64_t& s) const {
+    if (!transposed) {
+      s = u * stride - pad + t * dil;
+    } else {
+      const int64_t num = u + pad - t * dil;
+      if (num < 0 || num % stride != 0) return false;
+      s = num / stride;
+    }
+    return s >= 0 && s < src_size;
+  }
+};
+
+// Outputs u0, u0 + out_step, … (count of them) that read the same taps, each tap's source
+// advancing by src_step from `src` at u0.
+struct AxisRun {
+  int64_t u0 = 0, count = 0;
+  std::vector<int64_t> tap, src;
+};
+
+std::vector<AxisRun> axis_runs(const Axis& a) {
+  std::vector<AxisRun> runs;
+  const int64_t step = a.out_step(), sstep = a.src_step();
+  std::vector<int64_t> tap, src;
+  for (int64_t phi = 0; phi < std::min(step, a.out_size); ++phi) {
+    AxisRun cur;
+    for (int64_t u = phi; u < a.out_size; u += step) {
+      tap.clear();
+      src.clear();
+      for (int64_t t = 0; t < a.taps; ++t) {
+        int64_t s;
+        if (a.source(u, t, s)) {
+          tap.push_back(t);
+          src.push_back(s);
+        }
+      }
+      bool same = cur.count > 0 && tap == cur.tap;
+      for (std::size_t i = 0; same && i < src.size(); ++i)
+        same = src[i] == cur.src[i] + cur.count * sstep;
+      if (same) {
+        ++cur.count;
+        continue;
+      }
+      if (cur.count > 0) runs.push_back(cur);
+      cur.u0 = u;
+      cur.count = 1;
+      cur.tap = tap;
+      cur.src = src;
+    }
+    if (cur.count > 0) runs.push_back(cur);
+  }
+  return runs;
+}
+
+Axis rows_axis(const ConvPlan& p, bool transposed) {
+  return transposed ? Axis{p.H, p.Ho, p.R, p.sh, p.dh, p.pad_t, true}
+                    : Axis{p.Ho, p.H, p.R, p.sh, p.dh, p.pad_t, false};
+}
+Axis cols_axis(const ConvPlan& p, bool transposed) {
+  return transposed ? Axis{p.W, p.Wo, p.S, p.sw, p.dw, p.pad_l, true}
+                    : Axis{p.Wo, p.W, p.S, p.sw, p.dw, p.pad_l, false};
+}
+
+// NCHW: where tap column s reads for output column u (forward), as an offset into the
+// phase row `phase` of a plane split into sw phases (sw == 1: the row itself), and the
+// output columns [lo, hi) whose source lies in the image.
+struct ColTap {
+  int64_t phase, offset, lo, hi;
+};
+std::vector<ColTap> forward_col_taps(const ConvPlan& p) {
+  std::vector<ColTap> v;
+  for (int64_t s = 0; s < p.S; ++s) {
+    const int64_t off = s * p.dw - p.pad_l;  // input column of output 0
+    ColTap c;
+    c.phase = mod_pos(off, p.sw);
+    c.offset = floor_div(off, p.sw);
+    c.lo = std::clamp<int64_t>(ceil_div(std::max<int64_t>(-off, 0), p.sw), 0, p.Wo);
+    c.hi = std::clamp<int64_t>(p.W - off <= 0 ? 0 : ceil_div(p.W - off, p.sw), c.lo, p.Wo);
+    v.push_back(c);
+  }
+  return v;
+}
+
+// Columns of one phase row of a plane split into sw phases: ceil(W / sw).
+int64_t phase_len(const ConvPlan& p) { return ceil_div(p.W, p.sw); }
+
+// dst[φ·Wph + j] = row[j·sw + φ] for every input row of a plane (row stride sw·Wph).
+template <typename T>
+void split_phases(const ConvPlan& p, const T* plane, T* dst) {
+  const int64_t Wph = phase_len(p), sw = p.sw;
+  for (int64_t h = 0; h < p.H; ++h) {
+    const T* row = plane + h * p.xs_h;
+    T* d = dst + h * sw * Wph;
+    for (int64_t phi = 0; phi < sw; ++phi) {
+      T* dp = d + phi * Wph;
+      int64_t j = 0;
+      for (int64_t w = phi; w < p.W; w += sw) dp[j++] = row[w];
+    }
+  }
+}
+
+// The weights: NCHW entries read w[k][r·S + s] (the layout given: Cg == 1 makes both
+// layouts (K, R·S)); NHWC entries read tap-major copies, wt[t][k], so a tap's channels are
+// contiguous. The primitive sizes the buffer as G·round_up(Kg, MR)·R·S >= K·R·S.
+template <bool kTapMajor>
+struct DwWeights {
+  static constexpr bool kExactPadding = true;
+  static WeightPacking weight_packing(const ConvPlan& p) { return {true, p.Kg, p.R * p.S}; }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking&, const T* w, T* dst) {
+    const int64_t RS = p.R * p.S;
+    for (int64_t k = 0; k < p.K; ++k)
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s) {
+          const T v = w[k * p.ws_k + r * p.ws_r + s * p.ws_s];
+          if (kTapMajor) dst[(r * p.S + s) * p.K + k] = v;
+          else dst[k * RS + r * p.S + s] = v;
+        }
+  }
+};
+
+// Splits `items` work items over the threads of one parallel region.
+template <typename Body>
+void run_items(int64_t items, double flops, Body&& body) {
+  if (items <= 0) return;
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(flops), items));
+  parallel_run(std::max(1, nt), [&](int tid, int nthreads) {
+    int64_t b, e;
+    static_range(items, tid, nthreads, b, e);
+    for (int64_t i = b; i < e; ++i) {
+      interrupt_point();
+      body(i);
+    }
+  });
+}
+
+// Chunks of images for backward-weight: a fixed function of the problem.
+int64_t wgrad_chunks(int64_t N, int64_t units) {
+  return std::clamp<int64_t>(kWgradItems / std::max<int64_t>(units, 1), 1, std::max<int64_t>(N, 1));
+}
+
+// Per-thread tap tables (pointers, column ranges, weights).
+template <typename T>
+struct TapTable {
+  std::vector<const T*> src;
+  std::vector<const T*> wp;
+  std::vector<int64_t> lo, hi;
+  std::vector<T> w;
+  std::vector<T*> acc;
+  void clear() {
+    src.clear();
+    wp.clear();
+    lo.clear();
+    hi.clear();
+    w.clear();
+    acc.clear();
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// NCHW
+
+// Whether the per-thread copies fit kImageScratchElems: a plane split into phases
+// (column stride > 1).
+const char* nchw_scratch_why_not(const ConvPlan& p) {
+  if (p.sw == 1) return nullptr;
+  if (!product_at_most({p.H, p.sw, phase_len(p)}, kImageScratchElems))
+    return "a plane split into stride phases exceeds the per-thread scratch bound";
+  return nullptr;
+}
+
+struct DepthwiseNchwForward : DwWeights<false> {
+  static constexpr const char* kName = "depthwise_nchw";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (const char* why = depthwise_why_not(p)) return why;
+    if (!p.nchw()) return "NCHW only";
+    return nchw_scratch_why_not(p);
+  }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const auto rows = axis_runs(rows_axis(p, false));
+    const auto cols = forward_col_taps(p);
+    const int64_t m = p.Kg, RS = p.R * p.S, Wph = phase_len(p);
+    const auto fn = e.dwconv.rows;
+    run_items(p.N * p.K, p.flops(), [&](int64_t item) {
+      const int64_t n = item / p.K, k = item % p.K, c = k / m;
+      const T* plane = a.x + n * p.xs_n + c * p.xs_c;
+      const T* base = plane;
+      int64_t row_len = p.xs_h, phase_stride = 0;
+      if (p.sw > 1) {
+        T* buf = thread_scratch_as<Scratch::Image, T>(p.H * p.sw * Wph, "a plane split into phases");
+        split_phases(p, plane, buf);
+        base = buf;
+        row_len = p.sw * Wph;
+        phase_stride = Wph;
+      }
+      thread_local TapTable<T> tt;
+      const T* wk = weights.data + k * RS;
+      T* yk = a.out + n * p.ys_n + k * p.ys_c;
+      for (const AxisRun& run : rows) {
+        tt.clear();
+        for (std::size_t i = 0; i < run.tap.size(); ++i) {
+          const int64_t r = run.tap[i], ih = run.src[i];
+          for (int64_t s = 0; s < p.S; ++s) {
+            const ColTap& ct = cols[s];
+            if (ct.lo >= ct.hi) continue;
+            tt.src.push_back(base + ih * row_len + ct.phase * phase_stride + ct.offset);
+            tt.lo.push_back(ct.lo);
+            tt.hi.push_back(ct.hi);
+            tt.w.push_back(wk[r * p.S + s]);
+          }
+        }
+        fn(run.count, p.Wo, int64_t(tt.w.size()), tt.src.data(), p.sh * row_len, tt.lo.data(),
+           tt.hi.data(), tt.w.data(), a.bias ? a.bias + k : nullptr, a.relu, false,
+           yk + run.u0 * p.ys_h, p.ys_h);
+      }
+    });
+  }
+};
+
+struct DepthwiseNchwBackwardData : DwWeights<false> {
+  static constexpr const char* kName = "depthwise_nchw";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (const char* why = depthwise_why_not(p)) return why;
+    if (!p.nchw()) return "NCHW only";
+    if (p.sw > 1 && !product_at_most({p.H, p.sw, phase_len(p)}, kImageScratchElems))
+      return "a plane's stride phases exceed the per-thread scratch bound";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const auto rows = axis_runs(rows_axis(p, true));
+    const int64_t m = p.Kg, RS = p.R * p.S, sw = p.sw, Wq = phase_len(p);
+    // Per output phase φ (dx columns φ + v·sw) and tap column s: the dy column of v = 0
+    // (src0) and the valid v range, or none when the tap does not divide.
+    struct PhaseTap {
+      bool on;
+      int64_t src0, lo, hi;
+    };
+    std::vector<PhaseTap> pt(static_cast<std::size_t>(sw * p.S));
+    std::vector<int64_t> wq(static_cast<std::size_t>(sw));
+    for (int64_t phi = 0; phi < sw; ++phi) {
+      wq[phi] = phi < p.W ? ceil_div(p.W - phi, sw) : 0;
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t num0 = phi + p.pad_l - s * p.dw;
+        PhaseTap& t = pt[phi * p.S + s];
+        t.on = mod_pos(num0, sw) == 0;
+        if (!t.on) continue;
+        t.src0 = floor_div(num0, sw);
+        t.lo = std::clamp<int64_t>(-t.src0, 0, wq[phi]);
+        t.hi = std::clamp<int64_t>(p.Wo - t.src0, t.lo, wq[phi]);
+        t.on = t.lo < t.hi;
+      }
+    }
+    const auto fn = e.dwconv.rows;
+    run_items(p.N * p.C, p.flops(), [&](int64_t item) {
+      const int64_t n = item / p.C, c = item % p.C;
+      T* dxc = a.out + n * p.xs_n + c * p.xs_c;
+      thread_local TapTable<T> tt;
+      for (const AxisRun& run : rows) {
+        // Output rows of the run: run.u0 + i·sh (rows of dx), i < count.
+        T* tmp = nullptr;
+        if (sw > 1)
+          tmp = thread_scratch_as<Scratch::Image, T>(run.count * sw * Wq, "stride phases of dx rows");
+        for (int64_t phi = 0; phi < std::min(sw, p.W); ++phi) {
+          tt.clear();
+          for (int64_t j = 0; j < m; ++j) {
+            const int64_t k = c * m + j;
+            const T* dyk = a.dy + n * p.ys_n + k * p.ys_c;
+            const T* wk = weights.data + k * RS;
+            for (std::size_t i = 0; i < run.tap.size(); ++i) {
+              const int64_t r = run.tap[i], oh = run.src[i];
+              for (int64_t s = 0; s < p.S; ++s) {
+                const PhaseTap& t = pt[phi * p.S + s];
+                if (!t.on) continue;
+                tt.src.push_back(dyk + oh * p.ys_h + t.src0);
+                tt.lo.push_back(t.lo);
+                tt.hi.push_back(t.hi);
+                tt.w.push_back(wk[r * p.S + s]);
+              }
+            }
+          }
+          if (sw == 1) {
+            fn(run.count, p.W, int64_t(tt.w.size()), tt.src.data(), p.ys_h, tt.lo.data(),
+               tt.hi.data(), tt.w.data(), nullptr, false, false, dxc + run.u0 * p.xs_h,
+               p.sh * p.xs_h);
+          } else {
+            fn(run.count, wq[phi], int64_t(tt.w.size()), tt.src.data(), p.ys_h, tt.lo.data(),
+               tt.hi.data(), tt.w.data(), nullptr, false, false, tmp + phi * Wq, sw * Wq);
+          }
+        }
+        if (sw > 1) {
+          for (int64_t i = 0; i < run.count; ++i) {
+            T* row = dxc + (run.u0 + i * p.sh) * p.xs_h;
+            const T* src = tmp + i * sw * Wq;
+            for (int64_t phi = 0; phi < std::min(sw, p.W); ++phi)
+              for (int64_t v = 0; v < wq[phi]; ++v) row[phi + v * sw] = src[phi * Wq + v];
+          }
+        }
+      }
+    });
+  }
+};
+
+// Backward-weight, shared by both layouts: units (filters for NCHW, channel blocks for
+// NHWC) × chunks of images; unit_sums(unit, n0, n1, partial) writes the chunk's sums
+// partial[(k − first filter of the unit)·RS + t]; the last chunk of a unit to finish adds
+// the chunks in order into dw.
+template <typename T, typename UnitSums>
+void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, T* dw,
+                     UnitSums&& unit_sums) {
+  const int64_t RS = p.R * p.S;
+  const int64_t chunks = wgrad_chunks(p.N, units);
+  const int64_t per_unit = unit_filters * RS;
+  std::vector<T> partial(static_cast<std::size_t>(checked_product({chunks, units, per_unit},
+                                                                  "the weight-gradient sums")));
+  std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[units]);
+  for (int64_t u = 0; u < units; ++u) done[u].store(0, std::memory_order_relaxed);
+  run_items(chunks * units, p.flops(), [&](int64_t item) {
+    const int64_t unit = item % units, chunk = item / units;
+    const int64_t n0 = p.N * chunk / chunks, n1 = p.N * (chunk + 1) / chunks;
+    T* mine = partial.data() + (chunk * units + unit) * per_unit;
+    unit_sums(unit, n0, n1, mine);
+    if (done[unit].fetch_add(1, std::memory_order_acq_rel) + 1 != chunks) return;
+    const int64_t k0 = unit * unit_filters, k1 = std::min(p.K, k0 + unit_filters);
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t t = 0; t < RS; ++t) {
+        T sum = T(0);
+        for (int64_t ch = 0; ch < chunks; ++ch)
+          sum += partial[(ch * units + unit) * per_unit + (k - k0) * RS + t];
+        dw[k * p.ws_k + (t / p.S) * p.ws_r + (t % p.S) * p.ws_s] = sum;
+      }
+  });
+}
+
+struct DepthwiseNchwBackwardWeight : NoWeights {
+  static constexpr const char* kName = "depthwise_nchw";
+  static constexpr bool kExactPadding = true;
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (const char* why = depthwise_why_not(p)) return why;
+    if (!p.nchw()) return "NCHW only";
+    return nchw_scratch_why_not(p);
+  }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    const auto rows = axis_runs(rows_axis(p, false));
+    const auto cols = forward_col_taps(p);
+    const int64_t m = p.Kg, RS = p.R * p.S, Wph = phase_len(p);
+    const int L = e.dwconv.lanes;
+    const auto fn = e.dwconv.rows_wgrad;
+    wgrad_by_chunks<T>(p, p.K, 1, a.out, [&](int64_t k, int64_t n0, int64_t n1, T* out) {
+      const int64_t c = k / m;
+      thread_local TapTable<T> tt;
+      thread_local std::vector<T> acc;
+      acc.assign(static_cast<std::size_t>(RS * L), T(0));
+      for (int64_t n = n0; n < n1; ++n) {
+        const T* plane = a.x + n * p.xs_n + c * p.xs_c;
+        const T* base = plane;
+        int64_t row_len = p.xs_h, phase_stride = 0;
+        if (p.sw > 1) {
+          T* buf = thread_scratch_as<Scratch::Image, T>(p.H * p.sw * Wph, "a plane split into phases");
+          split_phases(p, plane, buf);
+          base = buf;
+          row_len = p.sw * Wph;
+          phase_stride = Wph;
+        }
+        const T* dyk = a.dy + n * p.ys_n + k * p.ys_c;
+        for (const AxisRun& run : rows) {
+          tt.clear();
+          for (std::size_t i = 0; i < run.tap.size(); ++i) {
+            const int64_t r = run.tap[i], ih = run.src[i];
+            for (int64_t s = 0; s < p.S; ++s) {
+              const ColTap& ct = cols[s];
+              if (ct.lo >= ct.hi) continue;
+              tt.src.push_back(base + ih * row_len + ct.phase * phase_stride + ct.offset);
+              tt.lo.push_back(ct.lo);
+              tt.hi.push_back(ct.hi);
+              tt.acc.push_back(acc.data() + (r * p.S + s) * L);
+            }
+          }
+          fn(run.count, p.Wo, int64_t(tt.acc.size()), tt.src.data(), p.sh * row_len,
+             tt.lo.data(), tt.hi.data(), dyk + run.u0 * p.ys_h, p.ys_h, tt.acc.data());
+        }
+      }
+      for (int64_t t = 0; t < RS; ++t) {
+        T sum = T(0);
+        for (int l = 0; l < L; ++l) sum += acc[t * L + l];
+        out[t] = sum;
+      }
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// NHWC
+
+// Output channels per NHWC work item: whole channels' filters (a multiple of m).
+int64_t nhwc_block(const ConvPlan& p) {
+  const int64_t m = p.Kg;
+  const int64_t channels = std::max<int64_t>(1, kNhwcBlock / m);
+  return std::min(p.K, channels * m);
+}
+
+// m > 1: the input rows one pixel row reads, each channel repeated m times.
+const char* nhwc_scratch_why_not(const ConvPlan& p) {
+  if (p.Kg == 1) return nullptr;
+  if (!product_at_most({p.R, p.W, nhwc_block(p)}, kImageScratchElems))
+    return "the expanded input rows of a pixel row exceed the per-thread scratch bound";
+  return nullptr;
+}
+
+// dst[iw·kb + kk] = x[ih][iw][(k0 + kk) / m] for one input row, kk < kb.
+template <typename T>
+void expand_row(const ConvPlan& p, const T* xrow, int64_t k0, int64_t kb, T* dst) {
+  const int64_t m = p.Kg;
+  for (int64_t iw = 0; iw < p.W; ++iw) {
+    const T* px = xrow + iw * p.xs_w;
+    T* d = dst + iw * kb;
+    for (int64_t kk = 0; kk < kb; ++kk) d[kk] = px[(k0 + kk) / m];
+  }
+}
+
+// The input a pixel row reads for output channels [k0, k0 + kb): source pixel (row index i
+// of the row list, column iw) at view(i, iw); the input itself when m == 1.
+template <typename T>
+struct NhwcSource {
+  const T* base;
+  int64_t row_stride, pixel_stride;
+  std::vector<const T*> rows;  // per valid kernel row of the output row
+};
+
+struct DepthwiseNhwcForward : DwWeights<true> {
+  static constexpr const char* kName = "depthwise_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (const char* why = depthwise_why_not(p)) return why;
+    if (p.nchw()) return "NHWC only";
+    return nhwc_scratch_why_not(p);
+  }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const auto rows = axis_runs(rows_axis(p, false));
+    const auto cols = axis_runs(cols_axis(p, false));
+    const int64_t m = p.Kg, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    // Row bands: enough items to balance the threads (forward results do not depend on
+    // the split).
+    const int64_t per_image = blocks * p.Ho;
+    const int64_t band = std::max<int64_t>(1, per_image * p.N / 64 / blocks);
+    const int64_t bands = ceil_div(p.Ho, band);
+    const auto fn = e.dwconv.pixels;
+    run_items(p.N * blocks * bands, p.flops(), [&](int64_t item) {
+      const int64_t n = item / (blocks * bands), rest = item % (blocks * bands);
+      const int64_t b = rest / bands, oh0 = (rest % bands) * band;
+      const int64_t oh1 = std::min(p.Ho, oh0 + band);
+      const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
+      const T* xn = a.x + n * p.xs_n;
+      thread_local TapTable<T> tt;
+      thread_local std::vector<const T*> rowp;
+      T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
+                    : nullptr;
+      const int64_t ps = m > 1 ? kb : p.xs_w;
+      for (const AxisRun& rrun : rows) {
+        for (int64_t i = 0; i < rrun.count; ++i) {
+          const int64_t oh = rrun.u0 + i;
+          if (oh < oh0 || oh >= oh1) continue;
+          rowp.clear();
+          for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
+            const int64_t ih = rrun.src[q] + i * p.sh;
+            if (m > 1) {
+              T* d = ex + int64_t(q) * p.W * kb;
+              expand_row(p, xn + ih * p.xs_h, k0, kc, d);
+              rowp.push_back(d);
+            } else {
+              rowp.push_back(xn + ih * p.xs_h + k0);
+            }
+          }
+          T* yrow = a.out + n * p.ys_n + oh * p.ys_h + k0;
+          for (const AxisRun& crun : cols) {
+            tt.clear();
+            for (std::size_t q = 0; q < rrun.tap.size(); ++q)
+              for (std::size_t j = 0; j < crun.tap.size(); ++j) {
+                tt.src.push_back(rowp[q] + crun.src[j] * ps);
+                tt.wp.push_back(weights.data + (rrun.tap[q] * p.S + crun.tap[j]) * p.K + k0);
+              }
+            fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps, tt.wp.data(),
+               a.bias ? a.bias + k0 : nullptr, a.relu, yrow + crun.u0 * p.ys_w, p.ys_w);
+          }
+        }
+      }
+    });
+  }
+};
+
+struct DepthwiseNhwcBackwardData : DwWeights<true> {
+  static constexpr const char* kName = "depthwise_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (const char* why = depthwise_why_not(p)) return why;
+    if (p.nchw()) return "NHWC only";
+    if (p.Kg > 1 && !product_at_most({p.W, nhwc_block(p)}, kImageScratchElems))
+      return "a row of per-filter input gradients exceeds the per-thread scratch bound";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const auto rows = axis_runs(rows_axis(p, true));
+    const auto cols = axis_runs(cols_axis(p, true));
+    const int64_t m = p.Kg, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    const int64_t band = std::max<int64_t>(1, blocks * p.H * p.N / 64 / blocks);
+    const int64_t bands = ceil_div(p.H, band);
+    const auto fn = e.dwconv.pixels;
+    run_items(p.N * blocks * bands, p.flops(), [&](int64_t item) {
+      const int64_t n = item / (blocks * bands), rest = item % (blocks * bands);
+      const int64_t b = rest / bands, ih0 = (rest % bands) * band;
+      const int64_t ih1 = std::min(p.H, ih0 + band);
+      const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0), c0 = k0 / m;
+      const T* dyn = a.dy + n * p.ys_n + k0;
+      thread_local TapTable<T> tt;
+      T* tmp = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.W * kb, "per-filter input gradients")
+                     : nullptr;
+      for (const AxisRun& rrun : rows) {
+        for (int64_t i = 0; i < rrun.count; ++i) {
+          const int64_t ih = rrun.u0 + i * p.sh;
+          if (ih < ih0 || ih >= ih1) continue;
+          T* out = m > 1 ? tmp : a.out + n * p.xs_n + ih * p.xs_h + c0;
+          const int64_t ops = m > 1 ? kb : p.xs_w;
+          for (const AxisRun& crun : cols) {
+            tt.clear();
+            for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
+              const int64_t oh = rrun.src[q] + i;  // rows of a run advance one dy row
+              for (std::size_t j = 0; j < crun.tap.size(); ++j) {
+                tt.src.push_back(dyn + oh * p.ys_h + crun.src[j] * p.ys_w);
+                tt.wp.push_back(weights.data + (rrun.tap[q] * p.S + crun.tap[j]) * p.K + k0);
+              }
+            }
+            fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.ys_w, tt.wp.data(),
+               nullptr, false, out + crun.u0 * ops, p.sw * ops);
+          }
+          if (m > 1) {
+            T* dxrow = a.out + n * p.xs_n + ih * p.xs_h + c0;
+            const int64_t channels = kc / m;
+            for (int64_t iw = 0; iw < p.W; ++iw) {
+              const T* src = tmp + iw * kb;
+              T* d = dxrow + iw * p.xs_w;
+              for (int64_t cc = 0; cc < channels; ++cc) {
+                T sum = src[cc * m];
+                for (int64_t j = 1; j < m; ++j) sum += src[cc * m + j];
+                d[cc] = sum;
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+};
+
+struct DepthwiseNhwcBackwardWeight : NoWeights {
+  static constexpr const char* kName = "depthwise_nhwc";
+  static constexpr bool kExactPadding = true;
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (const char* why = depthwise_why_not(p)) return why;
+    if (p.nchw()) return "NHWC only";
+    return nhwc_scratch_why_not(p);
+  }
+  static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    const auto rows = axis_runs(rows_axis(p, false));
+    const auto cols = axis_runs(cols_axis(p, false));
+    const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    const auto fn = e.dwconv.pixels_wgrad;
+    wgrad_by_chunks<T>(p, blocks, kb, a.out, [&](int64_t b, int64_t n0, int64_t n1, T* out) {
+      const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
+      thread_local TapTable<T> tt;
+      thread_local std::vector<const T*> rowp;
+      thread_local std::vector<T> acc;
+      acc.assign(static_cast<std::size_t>(RS * kb), T(0));
+      T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
+                    : nullptr;
+      const int64_t ps = m > 1 ? kb : p.xs_w;
+      for (int64_t n = n0; n < n1; ++n) {
+        const T* xn = a.x + n * p.xs_n;
+        const T* dyn = a.dy + n * p.ys_n + k0;
+        for (const AxisRun& rrun : rows) {
+          for (int64_t i = 0; i < rrun.count; ++i) {
+            const int64_t oh = rrun.u0 + i;
+            rowp.clear();
+            for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
+              const int64_t ih = rrun.src[q] + i * p.sh;
+              if (m > 1) {
+                T* d = ex + int64_t(q) * p.W * kb;
+                expand_row(p, xn + ih * p.xs_h, k0, kc, d);
+                rowp.push_back(d);
+              } else {
+                rowp.push_back(xn + ih * p.xs_h + k0);
+              }
+            }
+            for (const AxisRun& crun : cols) {
+              tt.clear();
+              for (std::size_t q = 0; q < rrun.tap.size(); ++q)
+                for (std::size_t j = 0; j < crun.tap.size(); ++j) {
+                  tt.src.push_back(rowp[q] + crun.src[j] * ps);
+                  tt.acc.push_back(acc.data() + (rrun.tap[q] * p.S + crun.tap[j]) * kb);
+                }
+              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps,
+                 dyn + oh * p.ys_h + crun.u0 * p.ys_w, p.ys_w, tt.acc.data());
+            }
+          }
+        }
+      }
+      // partial[(k − k0)·RS + t]
+      for (int64_t kk = 0; kk < kc; ++kk)
+        for (int64_t t = 0; t < RS; ++t) out[kk * RS + t] = acc[t * kb + kk];
+    });
+  }
+};
+
+}  // namespace
+
+template <typename T>
+Implementation<T> depthwise_nchw_forward() { return implementation_of<DepthwiseNchwForward, T>(); }
+template <typename T>
+Implementation<T> depthwise_nhwc_forward() { return implementation_of<DepthwiseNhwcForward, T>(); }
+template <typename T>
+Implementation<T> depthwise_nchw_backward_data() {
+  return implementation_of<DepthwiseNchwBackwardData, T>();
+}
+template <typename T>
+Implementation<T> depthwise_nhwc_backward_data() {
+  return implementation_of<DepthwiseNhwcBackwardData, T>();
+}
+template <typename T>
+Implementation<T> depthwise_nchw_backward_weight() {
+  return implementation_of<DepthwiseNchwBackwardWeight, T>();
+}
+template <typename T>
+Implementation<T> depthwise_nhwc_backward_weight() {
+  return implementation_of<DepthwiseNhwcBackwardWeight, T>();
+}
+
+#define CONVCORE_INSTANTIATE_DEPTHWISE(T)                          \
+  template Implementation<T> depthwise_nchw_forward<T>();          \
+  template Implementation<T> depthwise_nhwc_forward<T>();          \
+  template Implementation<T> depthwise_nchw_backward_data<T>();    \
+  template Implementation<T> depthwise_nhwc_backward_data<T>();    \
+  template Implementation<T> depthwise_nchw_backward_weight<T>();  \
+  template Implementation<T> depthwise_nhwc_backward_weight<T>();
+CONVCORE_INSTANTIATE_DEPTHWISE(float)
+CONVCORE_INSTANTIATE_DEPTHWISE(double)
+#undef CONVCORE_INSTANTIATE_DEPTHWISE
+
+}  // namespace convcore::detail
