@@ -177,17 +177,19 @@ struct DwWeights {
   }
 };
 
-// Splits `items` work items over the threads of one parallel region.
-template <typename Body>
+// Splits `items` work items over the threads of one parallel region; body(item, local)
+// gets the thread's own Local (tap tables and buffers reused across its items).
+template <typename Local, typename Body>
 void run_items(int64_t items, double flops, Body&& body) {
   if (items <= 0) return;
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(flops), items));
   parallel_run(std::max(1, nt), [&](int tid, int nthreads) {
     int64_t b, e;
     static_range(items, tid, nthreads, b, e);
+    Local local;
     for (int64_t i = b; i < e; ++i) {
       interrupt_point();
-      body(i);
+      body(i, local);
     }
   });
 }
@@ -197,7 +199,7 @@ int64_t wgrad_chunks(int64_t N, int64_t units) {
   return std::clamp<int64_t>(kWgradItems / std::max<int64_t>(units, 1), 1, std::max<int64_t>(N, 1));
 }
 
-// Per-thread tap tables (pointers, column ranges, weights).
+// Per-thread tap tables (pointers, column ranges, weights) and buffers.
 template <typename T>
 struct TapTable {
   std::vector<const T*> src;
@@ -205,6 +207,8 @@ struct TapTable {
   std::vector<int64_t> lo, hi;
   std::vector<T> w;
   std::vector<T*> acc;
+  std::vector<const T*> rowp;  // NHWC: the source rows of an output row
+  std::vector<T> sums;         // backward-weight: an item's partial sums
   void clear() {
     src.clear();
     wp.clear();
@@ -242,7 +246,7 @@ struct DepthwiseNchwForward : DwWeights<false> {
     const auto cols = forward_col_taps(p);
     const int64_t m = p.Kg, RS = p.R * p.S, Wph = phase_len(p);
     const auto fn = e.dwconv.rows;
-    run_items(p.N * p.K, p.flops(), [&](int64_t item) {
+    run_items<TapTable<T>>(p.N * p.K, p.flops(), [&](int64_t item, TapTable<T>& tt) {
       const int64_t n = item / p.K, k = item % p.K, c = k / m;
       const T* plane = a.x + n * p.xs_n + c * p.xs_c;
       const T* base = plane;
@@ -254,7 +258,6 @@ struct DepthwiseNchwForward : DwWeights<false> {
         row_len = p.sw * Wph;
         phase_stride = Wph;
       }
-      thread_local TapTable<T> tt;
       const T* wk = weights.data + k * RS;
       T* yk = a.out + n * p.ys_n + k * p.ys_c;
       for (const AxisRun& run : rows) {
@@ -315,10 +318,9 @@ struct DepthwiseNchwBackwardData : DwWeights<false> {
       }
     }
     const auto fn = e.dwconv.rows;
-    run_items(p.N * p.C, p.flops(), [&](int64_t item) {
+    run_items<TapTable<T>>(p.N * p.C, p.flops(), [&](int64_t item, TapTable<T>& tt) {
       const int64_t n = item / p.C, c = item % p.C;
       T* dxc = a.out + n * p.xs_n + c * p.xs_c;
-      thread_local TapTable<T> tt;
       for (const AxisRun& run : rows) {
         // Output rows of the run: run.u0 + i·sh (rows of dx), i < count.
         T* tmp = nullptr;
@@ -378,11 +380,11 @@ void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, T* 
                                                                   "the weight-gradient sums")));
   std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[units]);
   for (int64_t u = 0; u < units; ++u) done[u].store(0, std::memory_order_relaxed);
-  run_items(chunks * units, p.flops(), [&](int64_t item) {
+  run_items<TapTable<T>>(chunks * units, p.flops(), [&](int64_t item, TapTable<T>& tt) {
     const int64_t unit = item % units, chunk = item / units;
     const int64_t n0 = p.N * chunk / chunks, n1 = p.N * (chunk + 1) / chunks;
     T* mine = partial.data() + (chunk * units + unit) * per_unit;
-    unit_sums(unit, n0, n1, mine);
+    unit_sums(unit, n0, n1, mine, tt);
     if (done[unit].fetch_add(1, std::memory_order_acq_rel) + 1 != chunks) return;
     const int64_t k0 = unit * unit_filters, k1 = std::min(p.K, k0 + unit_filters);
     for (int64_t k = k0; k < k1; ++k)
@@ -412,11 +414,10 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
     const int64_t m = p.Kg, RS = p.R * p.S, Wph = phase_len(p);
     const int L = e.dwconv.lanes;
     const auto fn = e.dwconv.rows_wgrad;
-    wgrad_by_chunks<T>(p, p.K, 1, a.out, [&](int64_t k, int64_t n0, int64_t n1, T* out) {
+    wgrad_by_chunks<T>(p, p.K, 1, a.out, [&](int64_t k, int64_t n0, int64_t n1, T* out,
+                                              TapTable<T>& tt) {
       const int64_t c = k / m;
-      thread_local TapTable<T> tt;
-      thread_local std::vector<T> acc;
-      acc.assign(static_cast<std::size_t>(RS * L), T(0));
+      tt.sums.assign(static_cast<std::size_t>(RS * L), T(0));
       for (int64_t n = n0; n < n1; ++n) {
         const T* plane = a.x + n * p.xs_n + c * p.xs_c;
         const T* base = plane;
@@ -439,7 +440,7 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
               tt.src.push_back(base + ih * row_len + ct.phase * phase_stride + ct.offset);
               tt.lo.push_back(ct.lo);
               tt.hi.push_back(ct.hi);
-              tt.acc.push_back(acc.data() + (r * p.S + s) * L);
+              tt.acc.push_back(tt.sums.data() + (r * p.S + s) * L);
             }
           }
           fn(run.count, p.Wo, int64_t(tt.acc.size()), tt.src.data(), p.sh * row_len,
@@ -448,7 +449,7 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
       }
       for (int64_t t = 0; t < RS; ++t) {
         T sum = T(0);
-        for (int l = 0; l < L; ++l) sum += acc[t * L + l];
+        for (int l = 0; l < L; ++l) sum += tt.sums[t * L + l];
         out[t] = sum;
       }
     });
@@ -473,14 +474,14 @@ const char* nhwc_scratch_why_not(const ConvPlan& p) {
   return nullptr;
 }
 
-// dst[iw·kb + kk] = x[ih][iw][(k0 + kk) / m] for one input row, kk < kb.
+// dst[iw·kb + kk] = x[ih][iw][(k0 + kk) / m] for one input row, kk < kc <= kb.
 template <typename T>
-void expand_row(const ConvPlan& p, const T* xrow, int64_t k0, int64_t kb, T* dst) {
+void expand_row(const ConvPlan& p, const T* xrow, int64_t k0, int64_t kc, int64_t kb, T* dst) {
   const int64_t m = p.Kg;
   for (int64_t iw = 0; iw < p.W; ++iw) {
     const T* px = xrow + iw * p.xs_w;
     T* d = dst + iw * kb;
-    for (int64_t kk = 0; kk < kb; ++kk) d[kk] = px[(k0 + kk) / m];
+    for (int64_t kk = 0; kk < kc; ++kk) d[kk] = px[(k0 + kk) / m];
   }
 }
 
@@ -513,14 +514,12 @@ struct DepthwiseNhwcForward : DwWeights<true> {
     const int64_t band = std::max<int64_t>(1, per_image * p.N / 64 / blocks);
     const int64_t bands = ceil_div(p.Ho, band);
     const auto fn = e.dwconv.pixels;
-    run_items(p.N * blocks * bands, p.flops(), [&](int64_t item) {
+    run_items<TapTable<T>>(p.N * blocks * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
       const int64_t n = item / (blocks * bands), rest = item % (blocks * bands);
       const int64_t b = rest / bands, oh0 = (rest % bands) * band;
       const int64_t oh1 = std::min(p.Ho, oh0 + band);
       const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
       const T* xn = a.x + n * p.xs_n;
-      thread_local TapTable<T> tt;
-      thread_local std::vector<const T*> rowp;
       T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
                     : nullptr;
       const int64_t ps = m > 1 ? kb : p.xs_w;
@@ -528,15 +527,15 @@ struct DepthwiseNhwcForward : DwWeights<true> {
         for (int64_t i = 0; i < rrun.count; ++i) {
           const int64_t oh = rrun.u0 + i;
           if (oh < oh0 || oh >= oh1) continue;
-          rowp.clear();
+          tt.rowp.clear();
           for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
             const int64_t ih = rrun.src[q] + i * p.sh;
             if (m > 1) {
               T* d = ex + int64_t(q) * p.W * kb;
-              expand_row(p, xn + ih * p.xs_h, k0, kc, d);
-              rowp.push_back(d);
+              expand_row(p, xn + ih * p.xs_h, k0, kc, kb, d);
+              tt.rowp.push_back(d);
             } else {
-              rowp.push_back(xn + ih * p.xs_h + k0);
+              tt.rowp.push_back(xn + ih * p.xs_h + k0);
             }
           }
           T* yrow = a.out + n * p.ys_n + oh * p.ys_h + k0;
@@ -544,7 +543,7 @@ struct DepthwiseNhwcForward : DwWeights<true> {
             tt.clear();
             for (std::size_t q = 0; q < rrun.tap.size(); ++q)
               for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                tt.src.push_back(rowp[q] + crun.src[j] * ps);
+                tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
                 tt.wp.push_back(weights.data + (rrun.tap[q] * p.S + crun.tap[j]) * p.K + k0);
               }
             fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps, tt.wp.data(),
@@ -575,13 +574,12 @@ struct DepthwiseNhwcBackwardData : DwWeights<true> {
     const int64_t band = std::max<int64_t>(1, blocks * p.H * p.N / 64 / blocks);
     const int64_t bands = ceil_div(p.H, band);
     const auto fn = e.dwconv.pixels;
-    run_items(p.N * blocks * bands, p.flops(), [&](int64_t item) {
+    run_items<TapTable<T>>(p.N * blocks * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
       const int64_t n = item / (blocks * bands), rest = item % (blocks * bands);
       const int64_t b = rest / bands, ih0 = (rest % bands) * band;
       const int64_t ih1 = std::min(p.H, ih0 + band);
       const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0), c0 = k0 / m;
       const T* dyn = a.dy + n * p.ys_n + k0;
-      thread_local TapTable<T> tt;
       T* tmp = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.W * kb, "per-filter input gradients")
                      : nullptr;
       for (const AxisRun& rrun : rows) {
@@ -637,12 +635,10 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
     const auto cols = axis_runs(cols_axis(p, false));
     const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
     const auto fn = e.dwconv.pixels_wgrad;
-    wgrad_by_chunks<T>(p, blocks, kb, a.out, [&](int64_t b, int64_t n0, int64_t n1, T* out) {
+    wgrad_by_chunks<T>(p, blocks, kb, a.out, [&](int64_t b, int64_t n0, int64_t n1, T* out,
+                                                 TapTable<T>& tt) {
       const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
-      thread_local TapTable<T> tt;
-      thread_local std::vector<const T*> rowp;
-      thread_local std::vector<T> acc;
-      acc.assign(static_cast<std::size_t>(RS * kb), T(0));
+      tt.sums.assign(static_cast<std::size_t>(RS * kb), T(0));
       T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
                     : nullptr;
       const int64_t ps = m > 1 ? kb : p.xs_w;
@@ -652,23 +648,23 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
         for (const AxisRun& rrun : rows) {
           for (int64_t i = 0; i < rrun.count; ++i) {
             const int64_t oh = rrun.u0 + i;
-            rowp.clear();
+            tt.rowp.clear();
             for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
               const int64_t ih = rrun.src[q] + i * p.sh;
               if (m > 1) {
                 T* d = ex + int64_t(q) * p.W * kb;
-                expand_row(p, xn + ih * p.xs_h, k0, kc, d);
-                rowp.push_back(d);
+                expand_row(p, xn + ih * p.xs_h, k0, kc, kb, d);
+                tt.rowp.push_back(d);
               } else {
-                rowp.push_back(xn + ih * p.xs_h + k0);
+                tt.rowp.push_back(xn + ih * p.xs_h + k0);
               }
             }
             for (const AxisRun& crun : cols) {
               tt.clear();
               for (std::size_t q = 0; q < rrun.tap.size(); ++q)
                 for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                  tt.src.push_back(rowp[q] + crun.src[j] * ps);
-                  tt.acc.push_back(acc.data() + (rrun.tap[q] * p.S + crun.tap[j]) * kb);
+                  tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
+                  tt.acc.push_back(tt.sums.data() + (rrun.tap[q] * p.S + crun.tap[j]) * kb);
                 }
               fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps,
                  dyn + oh * p.ys_h + crun.u0 * p.ys_w, p.ys_w, tt.acc.data());
@@ -678,7 +674,7 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
       }
       // partial[(k − k0)·RS + t]
       for (int64_t kk = 0; kk < kc; ++kk)
-        for (int64_t t = 0; t < RS; ++t) out[kk * RS + t] = acc[t * kb + kk];
+        for (int64_t t = 0; t < RS; ++t) out[kk * RS + t] = tt.sums[t * kb + kk];
     });
   }
 };

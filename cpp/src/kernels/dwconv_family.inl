@@ -21,16 +21,136 @@
 namespace convcore::kernels::CONVCORE_KERNEL_NS {
 namespace {
 
-// NCHW rows: columns in chunks of NV vectors. A chunk inside every tap's valid range runs
-// unmasked (only the row's tail vector masked); a border chunk masks each tap's lanes.
+// Taps whose lane masks a border chunk keeps precomputed (more taps: computed per use).
+constexpr int64_t kDwMaskTaps = 64;
+
+// NCHW rows, one chunk of columns [u, u + n), n <= NV·L: RB rows at a time share each
+// tap's broadcast weight (and, on border chunks, its lane masks). kMasked: some tap is
+// invalid on some column of the chunk, or the chunk is the row's short tail.
+template <class VT, int RB, int NV, bool kMasked>
+inline void dw_rows_block(int64_t ntaps, const typename VT::T* const* src, int64_t so,
+                          int64_t src_rs, const typename VT::T* w, const typename VT::Mask* mk,
+                          const int64_t* lo, const int64_t* hi, int64_t u, int64_t n,
+                          typename VT::V* acc_out) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  V acc[RB][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = VT::zero();
+  for (int64_t t = 0; t < ntaps; ++t) {
+    Mask m[NV];
+    if (kMasked) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        if (mk) {
+          m[v] = mk[t * NV + v];
+        } else {
+          const int64_t at = u + int64_t(v) * L;
+          m[v] = VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
+        }
+      }
+    }
+    const V wv = VT::broadcast(w + t);
+    const T* s = src[t] + so + u;
+#pragma GCC unroll 8
+    for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const T* sv = s + i * src_rs + v * L;
+        if (kMasked)
+          acc[i][v] = VT::fmadd_masked(VT::load_masked(sv, m[v]), wv, acc[i][v], m[v]);
+        else
+          acc[i][v] = VT::fmadd(VT::loadu(sv), wv, acc[i][v]);
+      }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc_out[i * NV + v] = acc[i][v];
+}
+
+template <class VT, int NV>
+inline void dw_rows_chunk(int64_t rows, int64_t ntaps, const typename VT::T* const* src,
+                          int64_t src_rs, const int64_t* lo, const int64_t* hi,
+                          const typename VT::T* w, const typename VT::T* bias, bool relu,
+                          bool accumulate, typename VT::T* out, int64_t out_rs, int64_t u,
+                          int64_t n, bool interior) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  constexpr int RB = 4;
+  const bool masked = !interior || n < int64_t(NV) * L;
+  Mask tail[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) tail[v] = VT::mask(n - v * L);
+  // Border or tail chunk: each tap's lanes, once for all rows.
+  Mask mk_buf[kDwMaskTaps * NV];
+  const Mask* mk = nullptr;
+  if (masked && ntaps <= kDwMaskTaps) {
+    for (int64_t t = 0; t < ntaps; ++t)
+      for (int v = 0; v < NV; ++v) {
+        const int64_t at = u + int64_t(v) * L;
+        mk_buf[t * NV + v] = interior ? tail[v]
+                                      : VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
+      }
+    mk = mk_buf;
+  }
+  // (interior tail chunks with more than kDwMaskTaps taps: mask_range over [lo, hi) ∩
+  // [u, u + n) is the tail mask, as every tap is valid on the chunk.)
+  const V bv = bias ? VT::broadcast(bias) : VT::zero();
+  V acc[RB * NV];
+  auto store = [&](int64_t i0, int rb) {
+    for (int i = 0; i < rb; ++i) {
+      T* o = out + (i0 + i) * out_rs + u;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        V r = acc[i * NV + v];
+        if (accumulate) {
+          r = VT::add(VT::load_masked(o + v * L, tail[v]), r);
+        } else {
+          if (bias) r = VT::add(r, bv);
+          if (relu) r = VT::relu(r);
+        }
+        if (masked) VT::store_masked(o + v * L, tail[v], r);
+        else VT::storeu(o + v * L, r);
+      }
+    }
+  };
+  int64_t i = 0;
+  if (masked) {
+    for (; i + RB <= rows; i += RB) {
+      dw_rows_block<VT, RB, NV, true>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, RB);
+    }
+    for (; i < rows; ++i) {
+      dw_rows_block<VT, 1, NV, true>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, 1);
+    }
+  } else {
+    for (; i + RB <= rows; i += RB) {
+      dw_rows_block<VT, RB, NV, false>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, RB);
+    }
+    for (; i < rows; ++i) {
+      dw_rows_block<VT, 1, NV, false>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, 1);
+    }
+  }
+}
+
+// NCHW rows: columns in chunks of NV vectors (one vector when the rest of the row fits in
+// one). A chunk inside every tap's valid range runs unmasked (the row's tail chunk masked to
+// the row), a border chunk masks each tap's lanes to its valid columns.
 template <class VT, int NV>
 void dw_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* const* src,
              int64_t src_rs, const int64_t* lo, const int64_t* hi, const typename VT::T* w,
              const typename VT::T* bias, bool relu, bool accumulate, typename VT::T* out,
              int64_t out_rs) {
-  using T = typename VT::T;
-  using V = typename VT::V;
-  using Mask = typename VT::Mask;
   constexpr int L = VT::kLanes;
   constexpr int64_t CW = int64_t(NV) * L;
   int64_t ilo = 0, ihi = len;  // columns where every tap is valid
@@ -38,69 +158,22 @@ void dw_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* con
     ilo = std::max(ilo, lo[t]);
     ihi = std::min(ihi, hi[t]);
   }
-  const V bv = bias ? VT::broadcast(bias) : VT::zero();
-  for (int64_t i = 0; i < rows; ++i) {
-    T* o = out + i * out_rs;
-    const int64_t so = i * src_rs;
-    for (int64_t u = 0; u < len; u += CW) {
-      const int64_t n = std::min(CW, len - u);
-      V acc[NV];
-      Mask tail[NV];
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) {
-        acc[v] = VT::zero();
-        tail[v] = VT::mask(n - v * L);
-      }
-      if (u >= ilo && u + n <= ihi) {
-        if (n == CW) {
-          for (int64_t t = 0; t < ntaps; ++t) {
-            const V wv = VT::broadcast(w + t);
-            const T* s = src[t] + so + u;
-#pragma GCC unroll 8
-            for (int v = 0; v < NV; ++v) acc[v] = VT::fmadd(VT::loadu(s + v * L), wv, acc[v]);
-          }
-        } else {
-          for (int64_t t = 0; t < ntaps; ++t) {
-            const V wv = VT::broadcast(w + t);
-            const T* s = src[t] + so + u;
-#pragma GCC unroll 8
-            for (int v = 0; v < NV; ++v)
-              acc[v] = VT::fmadd(VT::load_masked(s + v * L, tail[v]), wv, acc[v]);
-          }
-        }
-      } else {
-        for (int64_t t = 0; t < ntaps; ++t) {
-          const int64_t a = lo[t], b = std::min(hi[t], u + n);
-          if (b <= u || a >= b) continue;
-          const V wv = VT::broadcast(w + t);
-          const T* s = src[t] + so + u;
-#pragma GCC unroll 8
-          for (int v = 0; v < NV; ++v) {
-            const int64_t at = u + int64_t(v) * L;
-            const Mask m = VT::mask_range(a - at, b - at);
-            acc[v] = VT::fmadd_masked(VT::load_masked(s + v * L, m), wv, acc[v], m);
-          }
-        }
-      }
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) {
-        V r = acc[v];
-        T* ov = o + u + v * L;
-        if (accumulate) {
-          r = VT::add(VT::load_masked(ov, tail[v]), r);
-        } else {
-          if (bias) r = VT::add(r, bv);
-          if (relu) r = VT::relu(r);
-        }
-        if (n == CW) VT::storeu(ov, r);
-        else VT::store_masked(ov, tail[v], r);
-      }
-    }
+  for (int64_t u = 0; u < len; u += CW) {
+    const int64_t n = std::min(CW, len - u);
+    const bool interior = u >= ilo && u + n <= ihi;
+    if (n <= L)
+      dw_rows_chunk<VT, 1>(rows, ntaps, src, src_rs, lo, hi, w, bias, relu, accumulate, out,
+                           out_rs, u, n, interior);
+    else
+      dw_rows_chunk<VT, NV>(rows, ntaps, src, src_rs, lo, hi, w, bias, relu, accumulate, out,
+                            out_rs, u, n, interior);
   }
 }
 
 // NCHW weight-gradient rows: up to TC taps' partial-sum vectors live in registers while the
-// rows stream past; a dy vector is loaded once per column chunk and feeds every tap.
+// rows stream past (in blocks of kDwWgradRows, column vector by column vector, so a border
+// vector's masks are made once per block); a dy vector is loaded once and feeds every tap.
+constexpr int64_t kDwWgradRows = 32;
 template <class VT, int TC>
 void dw_rows_wgrad(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* const* src,
                    int64_t src_rs, const int64_t* lo, const int64_t* hi,
@@ -123,29 +196,42 @@ void dw_rows_wgrad(int64_t rows, int64_t len, int64_t ntaps, const typename VT::
       a[j] = j < nt ? VT::loadu(acc[t0 + j]) : VT::zero();
       s[j] = j < nt ? src[t0 + j] : src[t0];
     }
-    for (int64_t i = 0; i < rows; ++i) {
-      const T* d = dy + i * dy_rs;
-      const int64_t so = i * src_rs;
+    for (int64_t i0 = 0; i0 < rows; i0 += kDwWgradRows) {
+      const int64_t i1 = std::min(rows, i0 + kDwWgradRows);
       for (int64_t u = 0; u < len; u += L) {
         const int64_t n = std::min<int64_t>(L, len - u);
         if (n == L && u >= ilo && u + L <= ihi) {
-          const V dv = VT::loadu(d + u);
           if (nt == TC) {
+            for (int64_t i = i0; i < i1; ++i) {
+              const V dv = VT::loadu(dy + i * dy_rs + u);
+              const int64_t so = i * src_rs + u;
 #pragma GCC unroll 32
-            for (int j = 0; j < TC; ++j) a[j] = VT::fmadd(VT::loadu(s[j] + so + u), dv, a[j]);
+              for (int j = 0; j < TC; ++j) a[j] = VT::fmadd(VT::loadu(s[j] + so), dv, a[j]);
+            }
           } else {
+            for (int64_t i = i0; i < i1; ++i) {
+              const V dv = VT::loadu(dy + i * dy_rs + u);
+              const int64_t so = i * src_rs + u;
 #pragma GCC unroll 32
-            for (int j = 0; j < TC; ++j)
-              if (j < nt) a[j] = VT::fmadd(VT::loadu(s[j] + so + u), dv, a[j]);
+              for (int j = 0; j < TC; ++j)
+                if (j < nt) a[j] = VT::fmadd(VT::loadu(s[j] + so), dv, a[j]);
+            }
           }
         } else {
-          const V dv = VT::load_masked(d + u, VT::mask(n));
+          const Mask tail = VT::mask(n);
+          Mask m[TC];
 #pragma GCC unroll 32
           for (int j = 0; j < TC; ++j) {
-            if (j >= nt) break;
-            const int64_t b = std::min(hi[t0 + j], u + n);
-            const Mask m = VT::mask_range(lo[t0 + j] - u, b - u);
-            a[j] = VT::fmadd_masked(VT::load_masked(s[j] + so + u, m), dv, a[j], m);
+            const int64_t t = j < nt ? t0 + j : t0;
+            m[j] = VT::mask_range(lo[t] - u, std::min(hi[t], u + n) - u);
+          }
+          for (int64_t i = i0; i < i1; ++i) {
+            const V dv = VT::load_masked(dy + i * dy_rs + u, tail);
+            const int64_t so = i * src_rs + u;
+#pragma GCC unroll 32
+            for (int j = 0; j < TC; ++j)
+              if (j < nt)
+                a[j] = VT::fmadd_masked(VT::load_masked(s[j] + so, m[j]), dv, a[j], m[j]);
           }
         }
       }
