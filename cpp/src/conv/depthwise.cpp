@@ -37,11 +37,18 @@ namespace {
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 inline int64_t mod_pos(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
 
-// NHWC channel block (output channels per work item) for m == 1.
-constexpr int64_t kNhwcBlock = 64;
-// Backward-weight: images are cut into at most this many chunks × units (filters, channel
-// blocks) of work, a fixed function of the problem.
-constexpr int64_t kWgradItems = 64;
+// NHWC channel block (output channels per kernel call, for m == 1): whole pixels of common
+// layers, so a row is read as one contiguous run (measured: 256 channels of 28×28 run ~1.5×
+// faster than blocks of 64).
+constexpr int64_t kNhwcBlock = 256;
+// Backward-weight: the batch is cut into at most this many chunks × units (filters) of
+// work, a fixed function of the problem (each chunk keeps its own sums: up to this many
+// copies of dw).
+constexpr int64_t kWgradItems = 16;
+// Forward and backward-data NHWC: rows of the batch in about this many bands (work items).
+constexpr int64_t kBandItems = 64;
+// NHWC: output rows whose input rows are asked for ahead of use (prefetch_row).
+constexpr int64_t kPrefetchRows = 2;
 
 const char* depthwise_why_not(const ConvPlan& p) {
   if (p.kind != OpKind::Conv2d) return "conv2d only";
@@ -157,23 +164,35 @@ void split_phases(const ConvPlan& p, const T* plane, T* dst) {
   }
 }
 
+// Output channels per NHWC work item: whole channels' filters (a multiple of m).
+int64_t nhwc_block(const ConvPlan& p) {
+  const int64_t m = p.Kg;
+  const int64_t channels = std::max<int64_t>(1, kNhwcBlock / m);
+  return std::min(p.K, channels * m);
+}
+
 // The weights: NCHW entries read w[k][r·S + s] (the layout given: Cg == 1 makes both
-// layouts (K, R·S)); NHWC entries read tap-major copies, wt[t][k], so a tap's channels are
-// contiguous. The primitive sizes the buffer as G·round_up(Kg, MR)·R·S >= K·R·S.
+// layouts (K, R·S)); NHWC entries read tap-major copies per channel block of nhwc_block(p)
+// filters (the last block shorter): block b at b·kb·R·S holds wt[t][k − k0], so a block's
+// taps are one contiguous run (a tap-major copy of all K filters would put the taps K
+// elements apart, a power of two for common layers, all in the same few L1 sets). The
+// primitive sizes the buffer as G·round_up(Kg, MR)·R·S >= K·R·S.
 template <bool kTapMajor>
 struct DwWeights {
   static constexpr bool kExactPadding = true;
   static WeightPacking weight_packing(const ConvPlan& p) { return {true, p.Kg, p.R * p.S}; }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking&, const T* w, T* dst) {
-    const int64_t RS = p.R * p.S;
-    for (int64_t k = 0; k < p.K; ++k)
+    const int64_t RS = p.R * p.S, kb = nhwc_block(p);
+    for (int64_t k = 0; k < p.K; ++k) {
+      const int64_t k0 = k / kb * kb, kc = std::min(kb, p.K - k0);
       for (int64_t r = 0; r < p.R; ++r)
         for (int64_t s = 0; s < p.S; ++s) {
           const T v = w[k * p.ws_k + r * p.ws_r + s * p.ws_s];
-          if (kTapMajor) dst[(r * p.S + s) * p.K + k] = v;
+          if (kTapMajor) dst[k0 * RS + (r * p.S + s) * kc + (k - k0)] = v;
           else dst[k * RS + r * p.S + s] = v;
         }
+    }
   }
 };
 
@@ -366,15 +385,16 @@ struct DepthwiseNchwBackwardData : DwWeights<false> {
   }
 };
 
-// Backward-weight, shared by both layouts: units (filters for NCHW, channel blocks for
-// NHWC) × chunks of images; unit_sums(unit, n0, n1, partial) writes the chunk's sums
-// partial[(k − first filter of the unit)·RS + t]; the last chunk of a unit to finish adds
-// the chunks in order into dw.
+// Backward-weight, shared by both layouts: units (filters for NCHW; all filters for NHWC)
+// × chunks of `extent` (images for NCHW, output rows of the batch for NHWC), the chunks a
+// fixed function of the problem; unit_sums(unit, e0, e1, partial, local) writes the
+// chunk's sums partial[(k − first filter of the unit)·RS + t]; the last chunk of a unit to
+// finish adds the chunks in order into dw.
 template <typename T, typename UnitSums>
-void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, T* dw,
-                     UnitSums&& unit_sums) {
+void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, int64_t extent,
+                     T* dw, UnitSums&& unit_sums) {
   const int64_t RS = p.R * p.S;
-  const int64_t chunks = wgrad_chunks(p.N, units);
+  const int64_t chunks = wgrad_chunks(extent, units);
   const int64_t per_unit = unit_filters * RS;
   std::vector<T> partial(static_cast<std::size_t>(checked_product({chunks, units, per_unit},
                                                                   "the weight-gradient sums")));
@@ -382,9 +402,9 @@ void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, T* 
   for (int64_t u = 0; u < units; ++u) done[u].store(0, std::memory_order_relaxed);
   run_items<TapTable<T>>(chunks * units, p.flops(), [&](int64_t item, TapTable<T>& tt) {
     const int64_t unit = item % units, chunk = item / units;
-    const int64_t n0 = p.N * chunk / chunks, n1 = p.N * (chunk + 1) / chunks;
+    const int64_t e0 = extent * chunk / chunks, e1 = extent * (chunk + 1) / chunks;
     T* mine = partial.data() + (chunk * units + unit) * per_unit;
-    unit_sums(unit, n0, n1, mine, tt);
+    unit_sums(unit, e0, e1, mine, tt);
     if (done[unit].fetch_add(1, std::memory_order_acq_rel) + 1 != chunks) return;
     const int64_t k0 = unit * unit_filters, k1 = std::min(p.K, k0 + unit_filters);
     for (int64_t k = k0; k < k1; ++k)
@@ -414,7 +434,7 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
     const int64_t m = p.Kg, RS = p.R * p.S, Wph = phase_len(p);
     const int L = e.dwconv.lanes;
     const auto fn = e.dwconv.rows_wgrad;
-    wgrad_by_chunks<T>(p, p.K, 1, a.out, [&](int64_t k, int64_t n0, int64_t n1, T* out,
+    wgrad_by_chunks<T>(p, p.K, 1, p.N, a.out, [&](int64_t k, int64_t n0, int64_t n1, T* out,
                                               TapTable<T>& tt) {
       const int64_t c = k / m;
       tt.sums.assign(static_cast<std::size_t>(RS * L), T(0));
@@ -459,12 +479,6 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
 // ---------------------------------------------------------------------------------------
 // NHWC
 
-// Output channels per NHWC work item: whole channels' filters (a multiple of m).
-int64_t nhwc_block(const ConvPlan& p) {
-  const int64_t m = p.Kg;
-  const int64_t channels = std::max<int64_t>(1, kNhwcBlock / m);
-  return std::min(p.K, channels * m);
-}
 
 // m > 1: the input rows one pixel row reads, each channel repeated m times.
 const char* nhwc_scratch_why_not(const ConvPlan& p) {
@@ -485,14 +499,53 @@ void expand_row(const ConvPlan& p, const T* xrow, int64_t k0, int64_t kc, int64_
   }
 }
 
-// The input a pixel row reads for output channels [k0, k0 + kb): source pixel (row index i
-// of the row list, column iw) at view(i, iw); the input itself when m == 1.
+// Asks for rows [first, last] of an NHWC image (`rows` rows of `row_len` elements,
+// `row_stride` apart, from `base`) ahead of use. The executors read a row as runs of
+// channels a pixel apart, block by block, which the hardware prefetchers do not follow from
+// memory (measured on 256 channels of 28×28, batch 16: 4.4 → 2.8 ms forward).
 template <typename T>
-struct NhwcSource {
-  const T* base;
-  int64_t row_stride, pixel_stride;
-  std::vector<const T*> rows;  // per valid kernel row of the output row
-};
+void prefetch_rows(const T* base, int64_t first, int64_t last, int64_t rows, int64_t row_stride,
+                   int64_t row_len) {
+  constexpr int64_t line = 64 / sizeof(T);
+  for (int64_t row = std::max<int64_t>(first, 0); row <= std::min(last, rows - 1); ++row) {
+    const T* r = base + row * row_stride;
+    for (int64_t e = 0; e < row_len; e += line) __builtin_prefetch(r + e, 0, 2);
+  }
+}
+
+// Input rows of output rows [oh0, oh1] (forward geometry).
+template <typename T>
+void prefetch_input_rows(const ConvPlan& p, const T* xn, int64_t oh0, int64_t oh1) {
+  prefetch_rows(xn, oh0 * p.sh - p.pad_t, oh1 * p.sh - p.pad_t + (p.R - 1) * p.dh, p.H, p.xs_h,
+                (p.W - 1) * p.xs_w + p.C);
+}
+
+// The NHWC executors take one output row at a time and run every channel block of it
+// before the next row, so the rows it reads come in whole (and stay cached across the
+// blocks); threads own bands of rows.
+
+// The source rows of one output row for the channel block [k0, k0 + kc): pointers into x
+// (m == 1) or to expanded copies (m > 1), one per valid kernel row of the row run.
+template <typename T>
+void nhwc_source_rows(const ConvPlan& p, const AxisRun& rrun, int64_t i, const T* xn,
+                      int64_t k0, int64_t kc, int64_t kb, T* ex, TapTable<T>& tt) {
+  tt.rowp.clear();
+  for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
+    const int64_t ih = rrun.src[q] + i * p.sh;
+    if (p.Kg > 1) {
+      T* d = ex + int64_t(q) * p.W * kb;
+      expand_row(p, xn + ih * p.xs_h, k0, kc, kb, d);
+      tt.rowp.push_back(d);
+    } else {
+      tt.rowp.push_back(xn + ih * p.xs_h + k0);
+    }
+  }
+}
+
+// Rows [0, rows) of each image split into bands, N·bands items (about kBandItems).
+inline int64_t band_rows(int64_t rows, int64_t N) {
+  return std::max<int64_t>(1, rows * N / kBandItems);
+}
 
 struct DepthwiseNhwcForward : DwWeights<true> {
   static constexpr const char* kName = "depthwise_nhwc";
@@ -507,47 +560,40 @@ struct DepthwiseNhwcForward : DwWeights<true> {
                   const PrepackedGroups<T>& weights) {
     const auto rows = axis_runs(rows_axis(p, false));
     const auto cols = axis_runs(cols_axis(p, false));
-    const int64_t m = p.Kg, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
-    // Row bands: enough items to balance the threads (forward results do not depend on
-    // the split).
-    const int64_t per_image = blocks * p.Ho;
-    const int64_t band = std::max<int64_t>(1, per_image * p.N / 64 / blocks);
-    const int64_t bands = ceil_div(p.Ho, band);
+    const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    const int64_t band = band_rows(p.Ho, p.N), bands = ceil_div(p.Ho, band);
     const auto fn = e.dwconv.pixels;
-    run_items<TapTable<T>>(p.N * blocks * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
-      const int64_t n = item / (blocks * bands), rest = item % (blocks * bands);
-      const int64_t b = rest / bands, oh0 = (rest % bands) * band;
+    run_items<TapTable<T>>(p.N * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
+      const int64_t n = item / bands, oh0 = (item % bands) * band;
       const int64_t oh1 = std::min(p.Ho, oh0 + band);
-      const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
       const T* xn = a.x + n * p.xs_n;
       T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
                     : nullptr;
       const int64_t ps = m > 1 ? kb : p.xs_w;
+      // The rows the band's first kPrefetchRows output rows read, then kPrefetchRows ahead.
+      if (m == 1) prefetch_input_rows(p, xn, oh0, oh0 + kPrefetchRows - 1);
       for (const AxisRun& rrun : rows) {
         for (int64_t i = 0; i < rrun.count; ++i) {
           const int64_t oh = rrun.u0 + i;
           if (oh < oh0 || oh >= oh1) continue;
-          tt.rowp.clear();
-          for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
-            const int64_t ih = rrun.src[q] + i * p.sh;
-            if (m > 1) {
-              T* d = ex + int64_t(q) * p.W * kb;
-              expand_row(p, xn + ih * p.xs_h, k0, kc, kb, d);
-              tt.rowp.push_back(d);
-            } else {
-              tt.rowp.push_back(xn + ih * p.xs_h + k0);
+          if (m == 1)  // the rows output row oh + kPrefetchRows adds
+            prefetch_rows(xn, (oh + kPrefetchRows - 1) * p.sh - p.pad_t + (p.R - 1) * p.dh + 1,
+                          (oh + kPrefetchRows) * p.sh - p.pad_t + (p.R - 1) * p.dh, p.H, p.xs_h,
+                          (p.W - 1) * p.xs_w + p.C);
+          for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
+            nhwc_source_rows(p, rrun, i, xn, k0, kc, kb, ex, tt);
+            T* yrow = a.out + n * p.ys_n + oh * p.ys_h + k0;
+            for (const AxisRun& crun : cols) {
+              tt.clear();
+              for (std::size_t q = 0; q < rrun.tap.size(); ++q)
+                for (std::size_t j = 0; j < crun.tap.size(); ++j) {
+                  tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
+                  tt.wp.push_back(weights.data + k0 * RS + (rrun.tap[q] * p.S + crun.tap[j]) * kc);
+                }
+              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps, tt.wp.data(),
+                 a.bias ? a.bias + k0 : nullptr, a.relu, yrow + crun.u0 * p.ys_w, p.ys_w);
             }
-          }
-          T* yrow = a.out + n * p.ys_n + oh * p.ys_h + k0;
-          for (const AxisRun& crun : cols) {
-            tt.clear();
-            for (std::size_t q = 0; q < rrun.tap.size(); ++q)
-              for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
-                tt.wp.push_back(weights.data + (rrun.tap[q] * p.S + crun.tap[j]) * p.K + k0);
-              }
-            fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps, tt.wp.data(),
-               a.bias ? a.bias + k0 : nullptr, a.relu, yrow + crun.u0 * p.ys_w, p.ys_w);
           }
         }
       }
@@ -570,46 +616,55 @@ struct DepthwiseNhwcBackwardData : DwWeights<true> {
                   const PrepackedGroups<T>& weights) {
     const auto rows = axis_runs(rows_axis(p, true));
     const auto cols = axis_runs(cols_axis(p, true));
-    const int64_t m = p.Kg, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
-    const int64_t band = std::max<int64_t>(1, blocks * p.H * p.N / 64 / blocks);
-    const int64_t bands = ceil_div(p.H, band);
+    const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    const int64_t band = band_rows(p.H, p.N), bands = ceil_div(p.H, band);
     const auto fn = e.dwconv.pixels;
-    run_items<TapTable<T>>(p.N * blocks * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
-      const int64_t n = item / (blocks * bands), rest = item % (blocks * bands);
-      const int64_t b = rest / bands, ih0 = (rest % bands) * band;
+    run_items<TapTable<T>>(p.N * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
+      const int64_t n = item / bands, ih0 = (item % bands) * band;
       const int64_t ih1 = std::min(p.H, ih0 + band);
-      const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0), c0 = k0 / m;
-      const T* dyn = a.dy + n * p.ys_n + k0;
+      const T* dyn = a.dy + n * p.ys_n;
       T* tmp = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.W * kb, "per-filter input gradients")
                      : nullptr;
       for (const AxisRun& rrun : rows) {
         for (int64_t i = 0; i < rrun.count; ++i) {
           const int64_t ih = rrun.u0 + i * p.sh;
           if (ih < ih0 || ih >= ih1) continue;
-          T* out = m > 1 ? tmp : a.out + n * p.xs_n + ih * p.xs_h + c0;
-          const int64_t ops = m > 1 ? kb : p.xs_w;
-          for (const AxisRun& crun : cols) {
-            tt.clear();
-            for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
-              const int64_t oh = rrun.src[q] + i;  // rows of a run advance one dy row
-              for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                tt.src.push_back(dyn + oh * p.ys_h + crun.src[j] * p.ys_w);
-                tt.wp.push_back(weights.data + (rrun.tap[q] * p.S + crun.tap[j]) * p.K + k0);
+          // dy rows: at the band's first row those of its first kPrefetchRows rows, then
+          // the last one the row kPrefetchRows ahead reads
+          const int64_t dy_len = (p.Wo - 1) * p.ys_w + p.K;
+          const int64_t ahead = floor_div(ih + kPrefetchRows * p.sh + p.pad_t, p.sh);
+          if (ih == ih0)
+            prefetch_rows(dyn, floor_div(ih + p.pad_t - (p.R - 1) * p.dh, p.sh), ahead, p.Ho,
+                          p.ys_h, dy_len);
+          else
+            prefetch_rows(dyn, ahead, ahead, p.Ho, p.ys_h, dy_len);
+          for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0), c0 = k0 / m;
+            T* out = m > 1 ? tmp : a.out + n * p.xs_n + ih * p.xs_h + c0;
+            const int64_t ops = m > 1 ? kb : p.xs_w;
+            for (const AxisRun& crun : cols) {
+              tt.clear();
+              for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
+                const int64_t oh = rrun.src[q] + i;  // rows of a run advance one dy row
+                for (std::size_t j = 0; j < crun.tap.size(); ++j) {
+                  tt.src.push_back(dyn + oh * p.ys_h + crun.src[j] * p.ys_w + k0);
+                  tt.wp.push_back(weights.data + k0 * RS + (rrun.tap[q] * p.S + crun.tap[j]) * kc);
+                }
               }
+              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.ys_w, tt.wp.data(),
+                 nullptr, false, out + crun.u0 * ops, p.sw * ops);
             }
-            fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.ys_w, tt.wp.data(),
-               nullptr, false, out + crun.u0 * ops, p.sw * ops);
-          }
-          if (m > 1) {
-            T* dxrow = a.out + n * p.xs_n + ih * p.xs_h + c0;
-            const int64_t channels = kc / m;
-            for (int64_t iw = 0; iw < p.W; ++iw) {
-              const T* src = tmp + iw * kb;
-              T* d = dxrow + iw * p.xs_w;
-              for (int64_t cc = 0; cc < channels; ++cc) {
-                T sum = src[cc * m];
-                for (int64_t j = 1; j < m; ++j) sum += src[cc * m + j];
-                d[cc] = sum;
+            if (m > 1) {
+              T* dxrow = a.out + n * p.xs_n + ih * p.xs_h + c0;
+              const int64_t channels = kc / m;
+              for (int64_t iw = 0; iw < p.W; ++iw) {
+                const T* src = tmp + iw * kb;
+                T* d = dxrow + iw * p.xs_w;
+                for (int64_t cc = 0; cc < channels; ++cc) {
+                  T sum = src[cc * m];
+                  for (int64_t j = 1; j < m; ++j) sum += src[cc * m + j];
+                  d[cc] = sum;
+                }
               }
             }
           }
@@ -634,47 +689,60 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
     const auto rows = axis_runs(rows_axis(p, false));
     const auto cols = axis_runs(cols_axis(p, false));
     const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    // Per output row: the source row and tap list of its run.
+    std::vector<std::pair<const AxisRun*, int64_t>> row_of(static_cast<std::size_t>(p.Ho));
+    for (const AxisRun& rrun : rows)
+      for (int64_t i = 0; i < rrun.count; ++i) row_of[rrun.u0 + i] = {&rrun, i};
     const auto fn = e.dwconv.pixels_wgrad;
-    wgrad_by_chunks<T>(p, blocks, kb, a.out, [&](int64_t b, int64_t n0, int64_t n1, T* out,
-                                                 TapTable<T>& tt) {
-      const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
-      tt.sums.assign(static_cast<std::size_t>(RS * kb), T(0));
+    // One unit (all filters); chunks of the batch's output rows.
+    wgrad_by_chunks<T>(p, 1, p.K, p.N * p.Ho, a.out, [&](int64_t, int64_t e0, int64_t e1,
+                                                          T* out, TapTable<T>& tt) {
+      tt.sums.assign(static_cast<std::size_t>(RS * p.K), T(0));  // block b at k0·RS: [t][kc]
       T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
                     : nullptr;
       const int64_t ps = m > 1 ? kb : p.xs_w;
-      for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t row = e0; row < e1; ++row) {
+        const int64_t n = row / p.Ho, oh = row % p.Ho;
+        const AxisRun& rrun = *row_of[oh].first;
+        const int64_t i = row_of[oh].second;
         const T* xn = a.x + n * p.xs_n;
-        const T* dyn = a.dy + n * p.ys_n + k0;
-        for (const AxisRun& rrun : rows) {
-          for (int64_t i = 0; i < rrun.count; ++i) {
-            const int64_t oh = rrun.u0 + i;
-            tt.rowp.clear();
-            for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
-              const int64_t ih = rrun.src[q] + i * p.sh;
-              if (m > 1) {
-                T* d = ex + int64_t(q) * p.W * kb;
-                expand_row(p, xn + ih * p.xs_h, k0, kc, kb, d);
-                tt.rowp.push_back(d);
-              } else {
-                tt.rowp.push_back(xn + ih * p.xs_h + k0);
+        const T* dyrow = a.dy + n * p.ys_n + oh * p.ys_h;
+        // as forward: x and dy rows kPrefetchRows output rows ahead (all of them at the
+        // chunk's first row and at an image's first row)
+        const T* dyn = a.dy + n * p.ys_n;
+        const int64_t dy_len = (p.Wo - 1) * p.ys_w + p.K;
+        const bool cold = row == e0 || oh == 0;
+        if (m == 1) {
+          if (cold) prefetch_input_rows(p, xn, oh, oh + kPrefetchRows);
+          else
+            prefetch_rows(xn, (oh + kPrefetchRows - 1) * p.sh - p.pad_t + (p.R - 1) * p.dh + 1,
+                          (oh + kPrefetchRows) * p.sh - p.pad_t + (p.R - 1) * p.dh, p.H, p.xs_h,
+                          (p.W - 1) * p.xs_w + p.C);
+        }
+        prefetch_rows(dyn, cold ? oh : oh + kPrefetchRows, oh + kPrefetchRows, p.Ho, p.ys_h, dy_len);
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
+          nhwc_source_rows(p, rrun, i, xn, k0, kc, kb, ex, tt);
+          T* acc = tt.sums.data() + k0 * RS;
+          for (const AxisRun& crun : cols) {
+            tt.clear();
+            for (std::size_t q = 0; q < rrun.tap.size(); ++q)
+              for (std::size_t j = 0; j < crun.tap.size(); ++j) {
+                tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
+                tt.acc.push_back(acc + (rrun.tap[q] * p.S + crun.tap[j]) * kc);
               }
-            }
-            for (const AxisRun& crun : cols) {
-              tt.clear();
-              for (std::size_t q = 0; q < rrun.tap.size(); ++q)
-                for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                  tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
-                  tt.acc.push_back(tt.sums.data() + (rrun.tap[q] * p.S + crun.tap[j]) * kb);
-                }
-              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps,
-                 dyn + oh * p.ys_h + crun.u0 * p.ys_w, p.ys_w, tt.acc.data());
-            }
+            fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps,
+               dyrow + crun.u0 * p.ys_w + k0, p.ys_w, tt.acc.data());
           }
         }
       }
-      // partial[(k − k0)·RS + t]
-      for (int64_t kk = 0; kk < kc; ++kk)
-        for (int64_t t = 0; t < RS; ++t) out[kk * RS + t] = tt.sums[t * kb + kk];
+      // partial[k·RS + t]
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
+        const T* acc = tt.sums.data() + k0 * RS;
+        for (int64_t kk = 0; kk < kc; ++kk)
+          for (int64_t t = 0; t < RS; ++t) out[(k0 + kk) * RS + t] = acc[t * kc + kk];
+      }
     });
   }
 };

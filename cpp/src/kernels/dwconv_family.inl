@@ -15,6 +15,7 @@
 #endif
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels.hpp"
 
@@ -285,6 +286,10 @@ inline void dw_pixels_block(int64_t ntaps, const typename VT::T* const* src, int
     }
 }
 
+// NHWC pixels: pixel blocks outer, channel chunks inner, so a block's pixels (whole, when
+// the channels are few hundred) stay in L1 while every chunk reads them: with the chunk
+// outer, a power-of-two channel count puts the pixels a chunk reads a few KB apart, all in
+// the same few L1 sets.
 template <class VT, int PB, int NV>
 void dw_pixels(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
                int64_t src_ps, const typename VT::T* const* w, const typename VT::T* bias,
@@ -293,37 +298,36 @@ void dw_pixels(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* con
   using Mask = typename VT::Mask;
   constexpr int L = VT::kLanes;
   constexpr int64_t CW = int64_t(NV) * L;
-  for (int64_t c = 0; c < kc; c += CW) {
-    const int64_t n = std::min(CW, kc - c);
-    Mask tail[NV];
-    V bv[NV];
+  const bool has_bias = bias != nullptr;
+  auto chunks = [&](int64_t p, auto np_tag) {
+    constexpr int NP = decltype(np_tag)::value;
+    for (int64_t c = 0; c < kc; c += CW) {
+      const int64_t n = std::min(CW, kc - c);
+      Mask tail[NV];
+      V bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
-      tail[v] = VT::mask(n - v * L);
-      bv[v] = bias ? VT::load_masked(bias + c + v * L, tail[v]) : VT::zero();
-    }
-    const bool has_bias = bias != nullptr;
-    int64_t p = 0;
-    if (n == CW) {
-      for (; p + PB <= npx; p += PB)
-        dw_pixels_block<VT, PB, NV, true>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
+      for (int v = 0; v < NV; ++v) {
+        tail[v] = VT::mask(n - v * L);
+        bv[v] = has_bias ? VT::load_masked(bias + c + v * L, tail[v]) : VT::zero();
+      }
+      if (n == CW)
+        dw_pixels_block<VT, NP, NV, true>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
                                           relu, tail, out + p * out_ps, out_ps);
-      for (; p < npx; ++p)
-        dw_pixels_block<VT, 1, NV, true>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
-                                         relu, tail, out + p * out_ps, out_ps);
-    } else {
-      for (; p + PB <= npx; p += PB)
-        dw_pixels_block<VT, PB, NV, false>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
+      else
+        dw_pixels_block<VT, NP, NV, false>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
                                            relu, tail, out + p * out_ps, out_ps);
-      for (; p < npx; ++p)
-        dw_pixels_block<VT, 1, NV, false>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
-                                          relu, tail, out + p * out_ps, out_ps);
     }
-  }
+  };
+  int64_t p = 0;
+  for (; p + PB <= npx; p += PB) chunks(p, std::integral_constant<int, PB>{});
+  for (; p < npx; ++p) chunks(p, std::integral_constant<int, 1>{});
 }
 
-// NHWC weight gradient: per channel vector, up to TC taps' sums in registers while the
-// pixels stream past; a dy vector is loaded once per pixel and feeds every tap.
+// NHWC weight gradient: blocks of kDwWgradPixels pixels outer (they stay in L1, as in
+// dw_pixels), then per channel vector up to TC taps' sums in registers across the block's
+// pixels; a dy vector is loaded once per pixel and feeds every tap. Each sum still adds its
+// pixels in order.
+constexpr int64_t kDwWgradPixels = 8;
 template <class VT, int TC>
 void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
                      int64_t src_ps, const typename VT::T* dy, int64_t dy_ps,
@@ -332,41 +336,45 @@ void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::
   using V = typename VT::V;
   using Mask = typename VT::Mask;
   constexpr int L = VT::kLanes;
-  for (int64_t c = 0; c < kc; c += L) {
-    const int64_t n = std::min<int64_t>(L, kc - c);
-    const bool full = n == L;
-    const Mask m = VT::mask(n);
-    for (int64_t t0 = 0; t0 < ntaps; t0 += TC) {
-      const int64_t nt = std::min<int64_t>(TC, ntaps - t0);
-      V a[TC];
-      const T* s[TC];
+  for (int64_t p0 = 0; p0 < npx; p0 += kDwWgradPixels) {
+    const int64_t p1 = std::min(npx, p0 + kDwWgradPixels);
+    for (int64_t c = 0; c < kc; c += L) {
+      const int64_t n = std::min<int64_t>(L, kc - c);
+      const bool full = n == L;
+      const Mask m = VT::mask(n);
+      for (int64_t t0 = 0; t0 < ntaps; t0 += TC) {
+        const int64_t nt = std::min<int64_t>(TC, ntaps - t0);
+        V a[TC];
+        const T* s[TC];
 #pragma GCC unroll 32
-      for (int j = 0; j < TC; ++j) {
-        a[j] = j >= nt ? VT::zero()
-                       : (full ? VT::loadu(acc[t0 + j] + c) : VT::load_masked(acc[t0 + j] + c, m));
-        s[j] = (j < nt ? src[t0 + j] : src[t0]) + c;
-      }
-      if (full && nt == TC) {
-        for (int64_t p = 0; p < npx; ++p) {
-          const V dv = VT::loadu(dy + p * dy_ps + c);
-          const int64_t so = p * src_ps;
-#pragma GCC unroll 32
-          for (int j = 0; j < TC; ++j) a[j] = VT::fmadd(VT::loadu(s[j] + so), dv, a[j]);
+        for (int j = 0; j < TC; ++j) {
+          a[j] = j >= nt ? VT::zero()
+                         : (full ? VT::loadu(acc[t0 + j] + c)
+                                 : VT::load_masked(acc[t0 + j] + c, m));
+          s[j] = (j < nt ? src[t0 + j] : src[t0]) + c;
         }
-      } else {
-        for (int64_t p = 0; p < npx; ++p) {
-          const V dv = VT::load_masked(dy + p * dy_ps + c, m);
-          const int64_t so = p * src_ps;
+        if (full && nt == TC) {
+          for (int64_t p = p0; p < p1; ++p) {
+            const V dv = VT::loadu(dy + p * dy_ps + c);
+            const int64_t so = p * src_ps;
 #pragma GCC unroll 32
-          for (int j = 0; j < TC; ++j)
-            if (j < nt) a[j] = VT::fmadd(VT::load_masked(s[j] + so, m), dv, a[j]);
+            for (int j = 0; j < TC; ++j) a[j] = VT::fmadd(VT::loadu(s[j] + so), dv, a[j]);
+          }
+        } else {
+          for (int64_t p = p0; p < p1; ++p) {
+            const V dv = VT::load_masked(dy + p * dy_ps + c, m);
+            const int64_t so = p * src_ps;
+#pragma GCC unroll 32
+            for (int j = 0; j < TC; ++j)
+              if (j < nt) a[j] = VT::fmadd(VT::load_masked(s[j] + so, m), dv, a[j]);
+          }
         }
-      }
 #pragma GCC unroll 32
-      for (int j = 0; j < TC; ++j) {
-        if (j >= nt) break;
-        if (full) VT::storeu(acc[t0 + j] + c, a[j]);
-        else VT::store_masked(acc[t0 + j] + c, m, a[j]);
+        for (int j = 0; j < TC; ++j) {
+          if (j >= nt) break;
+          if (full) VT::storeu(acc[t0 + j] + c, a[j]);
+          else VT::store_masked(acc[t0 + j] + c, m, a[j]);
+        }
       }
     }
   }
