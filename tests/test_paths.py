@@ -19,7 +19,9 @@ the choice it is meant to exercise:
     read in place, one output row per depth segment ("tap rows"); NHWC with channels per
     group a multiple of 32 (and a kernel larger than 1×1 or <= 64 filters) -> im2col read
     in place through per-pixel offsets ("pixel rows"); otherwise packed;
-  * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data).
+  * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data);
+  * depthwise (groups == in_channels, any multiplier) -> the dwconv kernels, every pass
+    (depthwise_nchw / depthwise_nhwc).
 Sizes are chosen so each case lands on the intended path and still crosses tile edges.
 """
 import numpy as np
@@ -49,6 +51,9 @@ CASES = {
     "pixel_rows_nhwc_1x1": ((2, 32, 6, 7), (8, 1, 1), dict()),
     "pixel_rows_nhwc_groups": ((2, 64, 6, 6), (16, 3, 3), dict(padding=(0, 1, 2, 0), groups=2)),
     "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
+    "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
+    "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
+    "depthwise_kernel_beyond_map": ((3, 4, 1, 2), (8, 3, 5), dict(padding=(1, 1, 2, 2), groups=4)),
 }
 
 
@@ -122,6 +127,18 @@ EXPECTED = {
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
         'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'depthwise_3x3': {
+        'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
+        'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
+    },
+    'depthwise_multiplier3_strided': {
+        'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
+        'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
+    },
+    'depthwise_kernel_beyond_map': {
+        'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
+        'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
