@@ -2,7 +2,8 @@
 (depthwise_nchw / depthwise_nhwc, cpp/src/conv/depthwise.cpp) of every pass, forced on every
 ISA, against the float64 direct loops; shapes that cross their edges (vector tails, border
 chunks, channel blocks, stride phases, maps smaller than the kernel); Inf/NaN never meeting
-padding; bitwise results for any thread count."""
+padding; bitwise results for any thread count. Also grouped_nhwc (NHWC groups of 2, 4, 8
+channels with as many filters: the same kernels with lane permutations)."""
 from __future__ import annotations
 
 import itertools
@@ -162,3 +163,64 @@ def test_chosen_automatically_and_gemm_still_reachable():
         with _force_implementations(forward=ENTRY[layout]):
             with pytest.raises(ValueError, match="depthwise only"):
                 convcore.conv2d(x2, w2, **kw2)
+
+
+# --- grouped_nhwc ------------------------------------------------------------------------------
+
+def grouped_arrays(n, c, h, w, g, r, s, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.ascontiguousarray(rng.standard_normal((n, h, w, c)).astype(dtype))
+    wt = rng.standard_normal((c, r, s, c // g)).astype(dtype)
+    return x, wt, rng.standard_normal(c).astype(dtype)
+
+
+@pytest.mark.parametrize("cg", [2, 4, 8])
+@pytest.mark.parametrize("geometry", GEOMETRIES[:4], ids=str)
+def test_grouped_nhwc_every_isa(isa, cg, geometry):
+    stride, dilation, padding = geometry
+    for dtype, c, (h, w) in ((np.float32, 8 * cg, (9, 11)), (np.float64, 3 * cg, (7, 13))):
+        if dtype == np.float64 and cg == 8:
+            continue  # needs 8 lanes: float64 has 4 on some targets (see the next test)
+        kw = dict(stride=stride, dilation=dilation, padding=padding, groups=c // cg,
+                  layout="NHWC", shape_rule="crop")
+        x, wt, b = grouped_arrays(2, c, h, w, c // cg, 3, 3, dtype, seed=cg)
+        e = "grouped_nhwc"
+        with _force_implementations(forward=e, backward_data=e, backward_weight=e):
+            y = convcore.conv2d(x, wt, b, activation="relu", **kw)
+            dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+            dx = convcore.conv2d_backward_input(dy, wt, x.shape, **kw)
+            dw = convcore.conv2d_backward_weight(dy, x, wt.shape, **kw)
+        what = f"{isa} cg={cg} {geometry} {np.dtype(dtype).name}"
+        check_forward(y, x, wt, b, activation="relu", dtype=dtype, what=what, **kw)
+        check_backward_input(dx, dy, wt, x.shape, dtype=dtype, what=what, **kw)
+        check_backward_weight(dw, dy, x, wt.shape, dtype=dtype, what=what, **kw)
+
+
+def test_grouped_nhwc_applies_and_says_why_not():
+    kw = dict(padding=1, layout="NHWC")
+    assert _algorithms((2, 9, 9, 256), (256, 3, 3, 8), groups=32, **kw)["forward"] == \
+        "grouped_nhwc"
+    for x_shape, w_shape, groups, dtype, why in (
+            ((2, 9, 9, 64), (64, 3, 3, 8), 8, "float64", "groups of 2 or 4"),
+            ((2, 9, 9, 48), (48, 3, 3, 6), 8, "float32", "groups of 2, 4 or 8"),
+            ((2, 9, 9, 64), (32, 3, 3, 8), 8, "float32", "as many filters as channels")):
+        x, w = np.ones(x_shape, dtype), np.ones(w_shape, dtype)
+        assert _algorithms(x.shape, w.shape, groups=groups, dtype=dtype, **kw)["forward"] != \
+            "grouped_nhwc"
+        with _force_implementations(forward="grouped_nhwc"):
+            with pytest.raises(ValueError, match=why):
+                convcore.conv2d(x, w, groups=groups, **kw)
+
+
+def test_grouped_nhwc_bitwise_across_thread_counts(restore_threads):
+    kw = dict(padding=1, groups=6, layout="NHWC")
+    x, wt, b = grouped_arrays(5, 24, 10, 11, 6, 3, 3, np.float32, seed=3)
+    dy = np.sin(np.arange(5 * 10 * 11 * 24, dtype=np.float32)).reshape(5, 10, 11, 24)
+    results = []
+    for threads in (1, 2, 3, 5):
+        convcore.set_num_threads(threads)
+        g = convcore.conv2d_backward(dy, x, wt, **kw)
+        results.append((convcore.conv2d(x, wt, b, **kw), g.input, g.weight))
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert np.array_equal(a, c)

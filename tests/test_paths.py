@@ -21,7 +21,8 @@ the choice it is meant to exercise:
     in place through per-pixel offsets ("pixel rows"); otherwise packed;
   * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data);
   * depthwise (groups == in_channels, any multiplier) -> the dwconv kernels, every pass
-    (depthwise_nchw / depthwise_nhwc).
+    (depthwise_nchw / depthwise_nhwc); NHWC groups of 2, 4 or 8 channels and as many
+    filters -> the same kernels with lane permutations (grouped_nhwc).
 Sizes are chosen so each case lands on the intended path and still crosses tile edges.
 """
 import numpy as np
@@ -54,6 +55,7 @@ CASES = {
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
     "depthwise_kernel_beyond_map": ((3, 4, 1, 2), (8, 3, 5), dict(padding=(1, 1, 2, 2), groups=4)),
+    "grouped_cg4": ((2, 8, 7, 9), (8, 3, 3), dict(padding=1, groups=2)),
 }
 
 
@@ -139,6 +141,10 @@ EXPECTED = {
     'depthwise_kernel_beyond_map': {
         'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
         'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
+    },
+    'grouped_cg4': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),

@@ -154,6 +154,7 @@ const ImplList<T>& backward_data_implementations() {
   static const ImplList<T> list = {
       depthwise_nchw_backward_data<T>(),
       depthwise_nhwc_backward_data<T>(),
+      grouped_nhwc_backward_data<T>(),
       implementation_of<DirectStride1, T>(),
       implementation_of<IndirectNhwcBackwardData, T>(),
       implementation_of<Col2im, T>(),

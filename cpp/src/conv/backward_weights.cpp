@@ -383,6 +383,7 @@ const ImplList<T>& backward_weight_implementations() {
   static const ImplList<T> list = {
       depthwise_nchw_backward_weight<T>(),
       depthwise_nhwc_backward_weight<T>(),
+      grouped_nhwc_backward_weight<T>(),
       implementation_of<TapRows, T>(),
       implementation_of<PixelRows, T>(),
       implementation_of<Im2col, T>(),

@@ -173,25 +173,37 @@ int64_t nhwc_block(const ConvPlan& p) {
 
 // The weights: NCHW entries read w[k][r·S + s] (the layout given: Cg == 1 makes both
 // layouts (K, R·S)); NHWC entries read tap-major copies per channel block of nhwc_block(p)
-// filters (the last block shorter): block b at b·kb·R·S holds wt[t][k − k0], so a block's
-// taps are one contiguous run (a tap-major copy of all K filters would put the taps K
-// elements apart, a power of two for common layers, all in the same few L1 sets). The
-// primitive sizes the buffer as G·round_up(Kg, MR)·R·S >= K·R·S.
-template <bool kTapMajor>
+// filters (the last block shorter): block b at b·kb·Cg·R·S holds wt[t][k − k0], taps t =
+// (r, s, c) in the layout's order, so a block's taps are one contiguous run (a tap-major
+// copy of all K filters would put the taps K elements apart, a power of two for common
+// layers, all in the same few L1 sets). kInputMajor (grouped backward-data, lanes = input
+// channels c, Cg == Kg): taps (r, s, j) hold w[g·Kg + j][r][s][c − g·Cg], g = c / Cg. The
+// primitive sizes the buffer as G·round_up(Kg, MR)·Cg·R·S >= K·Cg·R·S.
+template <bool kTapMajor, bool kInputMajor = false>
 struct DwWeights {
   static constexpr bool kExactPadding = true;
-  static WeightPacking weight_packing(const ConvPlan& p) { return {true, p.Kg, p.R * p.S}; }
+  static WeightPacking weight_packing(const ConvPlan& p) { return {true, p.Kg, p.CgRS()}; }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking&, const T* w, T* dst) {
-    const int64_t RS = p.R * p.S, kb = nhwc_block(p);
+    const int64_t RS = p.R * p.S, taps = p.CgRS(), kb = nhwc_block(p);
     for (int64_t k = 0; k < p.K; ++k) {
       const int64_t k0 = k / kb * kb, kc = std::min(kb, p.K - k0);
-      for (int64_t r = 0; r < p.R; ++r)
-        for (int64_t s = 0; s < p.S; ++s) {
-          const T v = w[k * p.ws_k + r * p.ws_r + s * p.ws_s];
-          if (kTapMajor) dst[k0 * RS + (r * p.S + s) * kc + (k - k0)] = v;
-          else dst[k * RS + r * p.S + s] = v;
-        }
+      for (int64_t c = 0; c < p.Cg; ++c)
+        for (int64_t r = 0; r < p.R; ++r)
+          for (int64_t s = 0; s < p.S; ++s) {
+            const int64_t t = (r * p.S + s) * p.Cg + c;  // (r, s, c) order
+            if (!kTapMajor) {
+              dst[k * RS + r * p.S + s] = w[k * p.ws_k + r * p.ws_r + s * p.ws_s];
+            } else if (!kInputMajor) {
+              dst[k0 * taps + t * kc + (k - k0)] =
+                  w[k * p.ws_k + c * p.ws_c + r * p.ws_r + s * p.ws_s];
+            } else {
+              // lane k is input channel k of group g = k / Cg; tap j = c is its filter j
+              const int64_t g = k / p.Cg, filter = g * p.Kg + c, ch = k - g * p.Cg;
+              dst[k0 * taps + t * kc + (k - k0)] =
+                  w[filter * p.ws_k + ch * p.ws_c + r * p.ws_r + s * p.ws_s];
+            }
+          }
     }
   }
 };
@@ -227,6 +239,7 @@ struct TapTable {
   std::vector<T> w;
   std::vector<T*> acc;
   std::vector<const T*> rowp;  // NHWC: the source rows of an output row
+  std::vector<const int32_t*> perm;  // grouped NHWC: each tap's lane permutation
   std::vector<T> sums;         // backward-weight: an item's partial sums
   void clear() {
     src.clear();
@@ -235,6 +248,7 @@ struct TapTable {
     hi.clear();
     w.clear();
     acc.clear();
+    perm.clear();
   }
 };
 
@@ -393,7 +407,7 @@ struct DepthwiseNchwBackwardData : DwWeights<false> {
 template <typename T, typename UnitSums>
 void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, int64_t extent,
                      T* dw, UnitSums&& unit_sums) {
-  const int64_t RS = p.R * p.S;
+  const int64_t RS = p.CgRS();  // taps per filter, in the weight layout's order
   const int64_t chunks = wgrad_chunks(extent, units);
   const int64_t per_unit = unit_filters * RS;
   std::vector<T> partial(static_cast<std::size_t>(checked_product({chunks, units, per_unit},
@@ -412,7 +426,7 @@ void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, int
         T sum = T(0);
         for (int64_t ch = 0; ch < chunks; ++ch)
           sum += partial[(ch * units + unit) * per_unit + (k - k0) * RS + t];
-        dw[k * p.ws_k + (t / p.S) * p.ws_r + (t % p.S) * p.ws_s] = sum;
+        dw[k * p.ws_k + t] = sum;  // contiguous weights: tap t in memory order
       }
   });
 }
@@ -481,8 +495,11 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
 
 
 // m > 1: the input rows one pixel row reads, each channel repeated m times.
+// Depthwise with a multiplier: the input is expanded (filter k's channel at lane k).
+inline bool expands(const ConvPlan& p) { return p.Cg == 1 && p.Kg > 1; }
+
 const char* nhwc_scratch_why_not(const ConvPlan& p) {
-  if (p.Kg == 1) return nullptr;
+  if (!expands(p)) return nullptr;
   if (!product_at_most({p.R, p.W, nhwc_block(p)}, kImageScratchElems))
     return "the expanded input rows of a pixel row exceed the per-thread scratch bound";
   return nullptr;
@@ -532,7 +549,7 @@ void nhwc_source_rows(const ConvPlan& p, const AxisRun& rrun, int64_t i, const T
   tt.rowp.clear();
   for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
     const int64_t ih = rrun.src[q] + i * p.sh;
-    if (p.Kg > 1) {
+    if (expands(p)) {
       T* d = ex + int64_t(q) * p.W * kb;
       expand_row(p, xn + ih * p.xs_h, k0, kc, kb, d);
       tt.rowp.push_back(d);
@@ -542,15 +559,42 @@ void nhwc_source_rows(const ConvPlan& p, const AxisRun& rrun, int64_t i, const T
   }
 }
 
+// The NHWC executors serve depthwise (kGrouped false: Cg == 1) and grouped convolution with
+// as many filters as channels per group (kGrouped: 1 < Cg == Kg, Kg dividing kMinLanes, the
+// narrowest vector of the dtype on any target): a vector of filters then spans whole
+// groups, and tap (r, s, c) is the input vector at the filters' own channels with each lane
+// taking channel c of its group (a lane permutation; perm_table). kMinLanes: 32 / sizeof(T).
+template <bool kGrouped, int kMinLanes>
+const char* nhwc_why_not(const ConvPlan& p) {
+  if (p.kind != OpKind::Conv2d) return "conv2d only";
+  if (!kGrouped) return depthwise_why_not(p);
+  if (p.G == 1) return "grouped convolution only (groups > 1)";
+  if (p.Cg == 1) return "not depthwise (depthwise_nhwc computes it)";
+  if (p.Cg != p.Kg) return "as many filters as channels per group only";
+  if (kMinLanes % p.Kg != 0)
+    return kMinLanes == 8 ? "groups of 2, 4 or 8 channels only (float32)"
+                          : "groups of 2 or 4 channels only (float64)";
+  return nullptr;
+}
+
+// perm[c][l] = (l / Kg)·Kg + c: lane l takes channel c of its group (kGrouped), L lanes.
+inline std::vector<int32_t> perm_table(const ConvPlan& p, int L) {
+  std::vector<int32_t> t(static_cast<std::size_t>(p.Cg * L));
+  for (int64_t c = 0; c < p.Cg; ++c)
+    for (int l = 0; l < L; ++l) t[c * L + l] = static_cast<int32_t>(l / p.Kg * p.Kg + c);
+  return t;
+}
+
 // Rows [0, rows) of each image split into bands, N·bands items (about kBandItems).
 inline int64_t band_rows(int64_t rows, int64_t N) {
   return std::max<int64_t>(1, rows * N / kBandItems);
 }
 
-struct DepthwiseNhwcForward : DwWeights<true> {
-  static constexpr const char* kName = "depthwise_nhwc";
+template <bool kGrouped, int kMinLanes>
+struct NhwcForward : DwWeights<true> {
+  static constexpr const char* kName = kGrouped ? "grouped_nhwc" : "depthwise_nhwc";
   static const char* why_not(const ConvPlan& p, const Blocking&) {
-    if (const char* why = depthwise_why_not(p)) return why;
+    if (const char* why = nhwc_why_not<kGrouped, kMinLanes>(p)) return why;
     if (p.nchw()) return "NHWC only";
     return nhwc_scratch_why_not(p);
   }
@@ -560,23 +604,26 @@ struct DepthwiseNhwcForward : DwWeights<true> {
                   const PrepackedGroups<T>& weights) {
     const auto rows = axis_runs(rows_axis(p, false));
     const auto cols = axis_runs(cols_axis(p, false));
-    const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    const int64_t taps = p.CgRS(), Cgt = p.Cg, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
     const int64_t band = band_rows(p.Ho, p.N), bands = ceil_div(p.Ho, band);
     const auto fn = e.dwconv.pixels;
+    const int L = e.dwconv.lanes;
+    const std::vector<int32_t> perm = kGrouped ? perm_table(p, L) : std::vector<int32_t>();
+    const bool expand = expands(p);
     run_items<TapTable<T>>(p.N * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
       const int64_t n = item / bands, oh0 = (item % bands) * band;
       const int64_t oh1 = std::min(p.Ho, oh0 + band);
       const T* xn = a.x + n * p.xs_n;
-      T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
-                    : nullptr;
-      const int64_t ps = m > 1 ? kb : p.xs_w;
+      T* ex = expand ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
+                     : nullptr;
+      const int64_t ps = expand ? kb : p.xs_w;
       // The rows the band's first kPrefetchRows output rows read, then kPrefetchRows ahead.
-      if (m == 1) prefetch_input_rows(p, xn, oh0, oh0 + kPrefetchRows - 1);
+      if (!expand) prefetch_input_rows(p, xn, oh0, oh0 + kPrefetchRows - 1);
       for (const AxisRun& rrun : rows) {
         for (int64_t i = 0; i < rrun.count; ++i) {
           const int64_t oh = rrun.u0 + i;
           if (oh < oh0 || oh >= oh1) continue;
-          if (m == 1)  // the rows output row oh + kPrefetchRows adds
+          if (!expand)  // the rows output row oh + kPrefetchRows adds
             prefetch_rows(xn, (oh + kPrefetchRows - 1) * p.sh - p.pad_t + (p.R - 1) * p.dh + 1,
                           (oh + kPrefetchRows) * p.sh - p.pad_t + (p.R - 1) * p.dh, p.H, p.xs_h,
                           (p.W - 1) * p.xs_w + p.C);
@@ -587,11 +634,15 @@ struct DepthwiseNhwcForward : DwWeights<true> {
             for (const AxisRun& crun : cols) {
               tt.clear();
               for (std::size_t q = 0; q < rrun.tap.size(); ++q)
-                for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                  tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
-                  tt.wp.push_back(weights.data + k0 * RS + (rrun.tap[q] * p.S + crun.tap[j]) * kc);
-                }
-              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps, tt.wp.data(),
+                for (std::size_t j = 0; j < crun.tap.size(); ++j)
+                  for (int64_t c = 0; c < Cgt; ++c) {
+                    tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
+                    tt.wp.push_back(weights.data + k0 * taps +
+                                    ((rrun.tap[q] * p.S + crun.tap[j]) * Cgt + c) * kc);
+                    if (kGrouped) tt.perm.push_back(perm.data() + c * L);
+                  }
+              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps,
+                 kGrouped ? tt.perm.data() : nullptr, tt.wp.data(),
                  a.bias ? a.bias + k0 : nullptr, a.relu, yrow + crun.u0 * p.ys_w, p.ys_w);
             }
           }
@@ -601,12 +652,13 @@ struct DepthwiseNhwcForward : DwWeights<true> {
   }
 };
 
-struct DepthwiseNhwcBackwardData : DwWeights<true> {
-  static constexpr const char* kName = "depthwise_nhwc";
+template <bool kGrouped, int kMinLanes>
+struct NhwcBackwardData : DwWeights<true, kGrouped> {
+  static constexpr const char* kName = kGrouped ? "grouped_nhwc" : "depthwise_nhwc";
   static const char* why_not(const ConvPlan& p, const Blocking&) {
-    if (const char* why = depthwise_why_not(p)) return why;
+    if (const char* why = nhwc_why_not<kGrouped, kMinLanes>(p)) return why;
     if (p.nchw()) return "NHWC only";
-    if (p.Kg > 1 && !product_at_most({p.W, nhwc_block(p)}, kImageScratchElems))
+    if (expands(p) && !product_at_most({p.W, nhwc_block(p)}, kImageScratchElems))
       return "a row of per-filter input gradients exceeds the per-thread scratch bound";
     return nullptr;
   }
@@ -616,15 +668,22 @@ struct DepthwiseNhwcBackwardData : DwWeights<true> {
                   const PrepackedGroups<T>& weights) {
     const auto rows = axis_runs(rows_axis(p, true));
     const auto cols = axis_runs(cols_axis(p, true));
-    const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    // Lanes: filters k of a block (depthwise; m > 1 summed per channel after), or input
+    // channels (grouped, Cg == Kg: the same block bounds), tap (r, s, j) reading filter j
+    // of the lane's group.
+    const int64_t m = p.Kg, taps = p.CgRS(), Kgt = kGrouped ? p.Kg : 1;
+    const int64_t kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
     const int64_t band = band_rows(p.H, p.N), bands = ceil_div(p.H, band);
     const auto fn = e.dwconv.pixels;
+    const int L = e.dwconv.lanes;
+    const std::vector<int32_t> perm = kGrouped ? perm_table(p, L) : std::vector<int32_t>();
+    const bool expand = expands(p);
     run_items<TapTable<T>>(p.N * bands, p.flops(), [&](int64_t item, TapTable<T>& tt) {
       const int64_t n = item / bands, ih0 = (item % bands) * band;
       const int64_t ih1 = std::min(p.H, ih0 + band);
       const T* dyn = a.dy + n * p.ys_n;
-      T* tmp = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.W * kb, "per-filter input gradients")
-                     : nullptr;
+      T* tmp = expand ? thread_scratch_as<Scratch::Image, T>(p.W * kb, "per-filter input gradients")
+                      : nullptr;
       for (const AxisRun& rrun : rows) {
         for (int64_t i = 0; i < rrun.count; ++i) {
           const int64_t ih = rrun.u0 + i * p.sh;
@@ -639,22 +698,27 @@ struct DepthwiseNhwcBackwardData : DwWeights<true> {
           else
             prefetch_rows(dyn, ahead, ahead, p.Ho, p.ys_h, dy_len);
           for (int64_t b = 0; b < blocks; ++b) {
-            const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0), c0 = k0 / m;
-            T* out = m > 1 ? tmp : a.out + n * p.xs_n + ih * p.xs_h + c0;
-            const int64_t ops = m > 1 ? kb : p.xs_w;
+            const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
+            const int64_t c0 = kGrouped ? k0 : k0 / m;
+            T* out = expand ? tmp : a.out + n * p.xs_n + ih * p.xs_h + c0;
+            const int64_t ops = expand ? kb : p.xs_w;
             for (const AxisRun& crun : cols) {
               tt.clear();
               for (std::size_t q = 0; q < rrun.tap.size(); ++q) {
                 const int64_t oh = rrun.src[q] + i;  // rows of a run advance one dy row
-                for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                  tt.src.push_back(dyn + oh * p.ys_h + crun.src[j] * p.ys_w + k0);
-                  tt.wp.push_back(weights.data + k0 * RS + (rrun.tap[q] * p.S + crun.tap[j]) * kc);
-                }
+                for (std::size_t j = 0; j < crun.tap.size(); ++j)
+                  for (int64_t f = 0; f < Kgt; ++f) {
+                    tt.src.push_back(dyn + oh * p.ys_h + crun.src[j] * p.ys_w + k0);
+                    tt.wp.push_back(weights.data + k0 * taps +
+                                    ((rrun.tap[q] * p.S + crun.tap[j]) * Kgt + f) * kc);
+                    if (kGrouped) tt.perm.push_back(perm.data() + f * L);
+                  }
               }
-              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.ys_w, tt.wp.data(),
-                 nullptr, false, out + crun.u0 * ops, p.sw * ops);
+              fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.ys_w,
+                 kGrouped ? tt.perm.data() : nullptr, tt.wp.data(), nullptr, false,
+                 out + crun.u0 * ops, p.sw * ops);
             }
-            if (m > 1) {
+            if (expand) {
               T* dxrow = a.out + n * p.xs_n + ih * p.xs_h + c0;
               const int64_t channels = kc / m;
               for (int64_t iw = 0; iw < p.W; ++iw) {
@@ -674,11 +738,12 @@ struct DepthwiseNhwcBackwardData : DwWeights<true> {
   }
 };
 
-struct DepthwiseNhwcBackwardWeight : NoWeights {
-  static constexpr const char* kName = "depthwise_nhwc";
+template <bool kGrouped, int kMinLanes>
+struct NhwcBackwardWeight : NoWeights {
+  static constexpr const char* kName = kGrouped ? "grouped_nhwc" : "depthwise_nhwc";
   static constexpr bool kExactPadding = true;
   static const char* why_not(const ConvPlan& p, const Blocking&) {
-    if (const char* why = depthwise_why_not(p)) return why;
+    if (const char* why = nhwc_why_not<kGrouped, kMinLanes>(p)) return why;
     if (p.nchw()) return "NHWC only";
     return nhwc_scratch_why_not(p);
   }
@@ -688,19 +753,23 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
                   const PrepackedGroups<T>&) {
     const auto rows = axis_runs(rows_axis(p, false));
     const auto cols = axis_runs(cols_axis(p, false));
-    const int64_t m = p.Kg, RS = p.R * p.S, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
+    const int64_t taps = p.CgRS(), Cgt = p.Cg, kb = nhwc_block(p), blocks = ceil_div(p.K, kb);
     // Per output row: the source row and tap list of its run.
     std::vector<std::pair<const AxisRun*, int64_t>> row_of(static_cast<std::size_t>(p.Ho));
     for (const AxisRun& rrun : rows)
       for (int64_t i = 0; i < rrun.count; ++i) row_of[rrun.u0 + i] = {&rrun, i};
     const auto fn = e.dwconv.pixels_wgrad;
+    const int L = e.dwconv.lanes;
+    const std::vector<int32_t> perm = kGrouped ? perm_table(p, L) : std::vector<int32_t>();
+    const bool expand = expands(p);
     // One unit (all filters); chunks of the batch's output rows.
     wgrad_by_chunks<T>(p, 1, p.K, p.N * p.Ho, a.out, [&](int64_t, int64_t e0, int64_t e1,
                                                           T* out, TapTable<T>& tt) {
-      tt.sums.assign(static_cast<std::size_t>(RS * p.K), T(0));  // block b at k0·RS: [t][kc]
-      T* ex = m > 1 ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
-                    : nullptr;
-      const int64_t ps = m > 1 ? kb : p.xs_w;
+      // block b at k0·taps: [t][kc]
+      tt.sums.assign(static_cast<std::size_t>(taps * p.K), T(0));
+      T* ex = expand ? thread_scratch_as<Scratch::Image, T>(p.R * p.W * kb, "expanded input rows")
+                     : nullptr;
+      const int64_t ps = expand ? kb : p.xs_w;
       for (int64_t row = e0; row < e1; ++row) {
         const int64_t n = row / p.Ho, oh = row % p.Ho;
         const AxisRun& rrun = *row_of[oh].first;
@@ -712,7 +781,7 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
         const T* dyn = a.dy + n * p.ys_n;
         const int64_t dy_len = (p.Wo - 1) * p.ys_w + p.K;
         const bool cold = row == e0 || oh == 0;
-        if (m == 1) {
+        if (!expand) {
           if (cold) prefetch_input_rows(p, xn, oh, oh + kPrefetchRows);
           else
             prefetch_rows(xn, (oh + kPrefetchRows - 1) * p.sh - p.pad_t + (p.R - 1) * p.dh + 1,
@@ -723,25 +792,28 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
         for (int64_t b = 0; b < blocks; ++b) {
           const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
           nhwc_source_rows(p, rrun, i, xn, k0, kc, kb, ex, tt);
-          T* acc = tt.sums.data() + k0 * RS;
+          T* acc = tt.sums.data() + k0 * taps;
           for (const AxisRun& crun : cols) {
             tt.clear();
             for (std::size_t q = 0; q < rrun.tap.size(); ++q)
-              for (std::size_t j = 0; j < crun.tap.size(); ++j) {
-                tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
-                tt.acc.push_back(acc + (rrun.tap[q] * p.S + crun.tap[j]) * kc);
-              }
+              for (std::size_t j = 0; j < crun.tap.size(); ++j)
+                for (int64_t c = 0; c < Cgt; ++c) {
+                  tt.src.push_back(tt.rowp[q] + crun.src[j] * ps);
+                  tt.acc.push_back(acc + ((rrun.tap[q] * p.S + crun.tap[j]) * Cgt + c) * kc);
+                  if (kGrouped) tt.perm.push_back(perm.data() + c * L);
+                }
             fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.sw * ps,
-               dyrow + crun.u0 * p.ys_w + k0, p.ys_w, tt.acc.data());
+               kGrouped ? tt.perm.data() : nullptr, dyrow + crun.u0 * p.ys_w + k0, p.ys_w,
+               tt.acc.data());
           }
         }
       }
-      // partial[k·RS + t]
+      // partial[k·taps + t]
       for (int64_t b = 0; b < blocks; ++b) {
         const int64_t k0 = b * kb, kc = std::min(kb, p.K - k0);
-        const T* acc = tt.sums.data() + k0 * RS;
+        const T* acc = tt.sums.data() + k0 * taps;
         for (int64_t kk = 0; kk < kc; ++kk)
-          for (int64_t t = 0; t < RS; ++t) out[(k0 + kk) * RS + t] = acc[t * kc + kk];
+          for (int64_t t = 0; t < taps; ++t) out[(k0 + kk) * taps + t] = acc[t * kc + kk];
       }
     });
   }
@@ -752,14 +824,24 @@ struct DepthwiseNhwcBackwardWeight : NoWeights {
 template <typename T>
 Implementation<T> depthwise_nchw_forward() { return implementation_of<DepthwiseNchwForward, T>(); }
 template <typename T>
-Implementation<T> depthwise_nhwc_forward() { return implementation_of<DepthwiseNhwcForward, T>(); }
+Implementation<T> depthwise_nhwc_forward() {
+  return implementation_of<NhwcForward<false, 32 / sizeof(T)>, T>();
+}
+template <typename T>
+Implementation<T> grouped_nhwc_forward() {
+  return implementation_of<NhwcForward<true, 32 / sizeof(T)>, T>();
+}
 template <typename T>
 Implementation<T> depthwise_nchw_backward_data() {
   return implementation_of<DepthwiseNchwBackwardData, T>();
 }
 template <typename T>
 Implementation<T> depthwise_nhwc_backward_data() {
-  return implementation_of<DepthwiseNhwcBackwardData, T>();
+  return implementation_of<NhwcBackwardData<false, 32 / sizeof(T)>, T>();
+}
+template <typename T>
+Implementation<T> grouped_nhwc_backward_data() {
+  return implementation_of<NhwcBackwardData<true, 32 / sizeof(T)>, T>();
 }
 template <typename T>
 Implementation<T> depthwise_nchw_backward_weight() {
@@ -767,7 +849,11 @@ Implementation<T> depthwise_nchw_backward_weight() {
 }
 template <typename T>
 Implementation<T> depthwise_nhwc_backward_weight() {
-  return implementation_of<DepthwiseNhwcBackwardWeight, T>();
+  return implementation_of<NhwcBackwardWeight<false, 32 / sizeof(T)>, T>();
+}
+template <typename T>
+Implementation<T> grouped_nhwc_backward_weight() {
+  return implementation_of<NhwcBackwardWeight<true, 32 / sizeof(T)>, T>();
 }
 
 #define CONVCORE_INSTANTIATE_DEPTHWISE(T)                          \
@@ -776,7 +862,10 @@ Implementation<T> depthwise_nhwc_backward_weight() {
   template Implementation<T> depthwise_nchw_backward_data<T>();    \
   template Implementation<T> depthwise_nhwc_backward_data<T>();    \
   template Implementation<T> depthwise_nchw_backward_weight<T>();  \
-  template Implementation<T> depthwise_nhwc_backward_weight<T>();
+  template Implementation<T> depthwise_nhwc_backward_weight<T>();  \
+  template Implementation<T> grouped_nhwc_forward<T>();            \
+  template Implementation<T> grouped_nhwc_backward_data<T>();      \
+  template Implementation<T> grouped_nhwc_backward_weight<T>();
 CONVCORE_INSTANTIATE_DEPTHWISE(float)
 CONVCORE_INSTANTIATE_DEPTHWISE(double)
 #undef CONVCORE_INSTANTIATE_DEPTHWISE

@@ -113,6 +113,14 @@ template <typename T>
 Implementation<T> depthwise_nchw_backward_weight();
 template <typename T>
 Implementation<T> depthwise_nhwc_backward_weight();
+// Grouped NHWC with as many filters as channels per group (2, 4, 8 for float32; 2, 4 for
+// float64): the same kernels with lane permutations (depthwise.cpp).
+template <typename T>
+Implementation<T> grouped_nhwc_forward();
+template <typename T>
+Implementation<T> grouped_nhwc_backward_data();
+template <typename T>
+Implementation<T> grouped_nhwc_backward_weight();
 
 // The locally-connected kind's lists (locally_connected.cpp).
 template <typename T>

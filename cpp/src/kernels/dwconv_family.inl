@@ -6,7 +6,8 @@
 // Beyond gemm_family.inl's interface the traits type VT provides
 //   mask_range(lo, hi): lanes [lo, hi) on (clamped to [0, kLanes]);
 //   fmadd_masked(a, b, c, m): a·b + c on the lanes of m, c unchanged on the others;
-//   relu(v): 0 where v < 0, v elsewhere (NaN kept).
+//   relu(v): 0 where v < 0, v elsewhere (NaN kept);
+//   permute(v, idx): lane l = lane idx[l] of v (idx: kLanes int32).
 // Padding is never multiplied: the NCHW kernels mask each tap's lanes to the columns whose
 // source lies in the image (the load does not touch the others and the FMA leaves their
 // accumulators alone); the NHWC kernels receive only the taps that lie in the image.
@@ -243,10 +244,12 @@ void dw_rows_wgrad(int64_t rows, int64_t len, int64_t ntaps, const typename VT::
   }
 }
 
-// NHWC: NP pixels × NV channel vectors of accumulators; kFull: all NV vectors in range.
-template <class VT, int NP, int NV, bool kFull>
+// NHWC: NP pixels × NV channel vectors of accumulators; kFull: all NV vectors in range;
+// kPerm: each tap's source vectors go through its lane permutation.
+template <class VT, int NP, int NV, bool kFull, bool kPerm>
 inline void dw_pixels_block(int64_t ntaps, const typename VT::T* const* src, int64_t src_off,
-                            int64_t src_ps, const typename VT::T* const* w, int64_t c,
+                            int64_t src_ps, const int32_t* const* perm,
+                            const typename VT::T* const* w, int64_t c,
                             const typename VT::V* bv, bool has_bias, bool relu,
                             const typename VT::Mask* tail, typename VT::T* out, int64_t out_ps) {
   using T = typename VT::T;
@@ -257,6 +260,7 @@ inline void dw_pixels_block(int64_t ntaps, const typename VT::T* const* src, int
   for (int i = 0; i < NP; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = VT::zero();
+  V xs[NP][NV];  // kPerm: the source vectors, kept while consecutive taps share them
   for (int64_t t = 0; t < ntaps; ++t) {
     V wv[NV];
     const T* wt = w[t] + c;
@@ -264,6 +268,23 @@ inline void dw_pixels_block(int64_t ntaps, const typename VT::T* const* src, int
     for (int v = 0; v < NV; ++v)
       wv[v] = kFull ? VT::loadu(wt + v * L) : VT::load_masked(wt + v * L, tail[v]);
     const T* s = src[t] + src_off + c;
+    if (kPerm) {
+      if (t == 0 || src[t] != src[t - 1]) {
+#pragma GCC unroll 16
+        for (int i = 0; i < NP; ++i)
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) {
+            const T* sv = s + i * src_ps + v * L;
+            xs[i][v] = kFull ? VT::loadu(sv) : VT::load_masked(sv, tail[v]);
+          }
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < NP; ++i)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v)
+          acc[i][v] = VT::fmadd(VT::permute(xs[i][v], perm[t]), wv[v], acc[i][v]);
+      continue;
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < NP; ++i)
 #pragma GCC unroll 8
@@ -290,10 +311,10 @@ inline void dw_pixels_block(int64_t ntaps, const typename VT::T* const* src, int
 // the channels are few hundred) stay in L1 while every chunk reads them: with the chunk
 // outer, a power-of-two channel count puts the pixels a chunk reads a few KB apart, all in
 // the same few L1 sets.
-template <class VT, int PB, int NV>
-void dw_pixels(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
-               int64_t src_ps, const typename VT::T* const* w, const typename VT::T* bias,
-               bool relu, typename VT::T* out, int64_t out_ps) {
+template <class VT, int PB, int NV, bool kPerm>
+void dw_pixels_impl(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
+                    int64_t src_ps, const int32_t* const* perm, const typename VT::T* const* w,
+                    const typename VT::T* bias, bool relu, typename VT::T* out, int64_t out_ps) {
   using V = typename VT::V;
   using Mask = typename VT::Mask;
   constexpr int L = VT::kLanes;
@@ -311,11 +332,12 @@ void dw_pixels(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* con
         bv[v] = has_bias ? VT::load_masked(bias + c + v * L, tail[v]) : VT::zero();
       }
       if (n == CW)
-        dw_pixels_block<VT, NP, NV, true>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
-                                          relu, tail, out + p * out_ps, out_ps);
+        dw_pixels_block<VT, NP, NV, true, kPerm>(ntaps, src, p * src_ps, src_ps, perm, w, c, bv,
+                                                 has_bias, relu, tail, out + p * out_ps, out_ps);
       else
-        dw_pixels_block<VT, NP, NV, false>(ntaps, src, p * src_ps, src_ps, w, c, bv, has_bias,
-                                           relu, tail, out + p * out_ps, out_ps);
+        dw_pixels_block<VT, NP, NV, false, kPerm>(ntaps, src, p * src_ps, src_ps, perm, w, c,
+                                                  bv, has_bias, relu, tail, out + p * out_ps,
+                                                  out_ps);
     }
   };
   int64_t p = 0;
@@ -323,15 +345,28 @@ void dw_pixels(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* con
   for (; p < npx; ++p) chunks(p, std::integral_constant<int, 1>{});
 }
 
+template <class VT, int PB, int NV>
+void dw_pixels(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
+               int64_t src_ps, const int32_t* const* perm, const typename VT::T* const* w,
+               const typename VT::T* bias, bool relu, typename VT::T* out, int64_t out_ps) {
+  if (perm)
+    dw_pixels_impl<VT, PB, NV, true>(npx, kc, ntaps, src, src_ps, perm, w, bias, relu, out,
+                                     out_ps);
+  else
+    dw_pixels_impl<VT, PB, NV, false>(npx, kc, ntaps, src, src_ps, perm, w, bias, relu, out,
+                                      out_ps);
+}
+
 // NHWC weight gradient: blocks of kDwWgradPixels pixels outer (they stay in L1, as in
 // dw_pixels), then per channel vector up to TC taps' sums in registers across the block's
 // pixels; a dy vector is loaded once per pixel and feeds every tap. Each sum still adds its
 // pixels in order.
 constexpr int64_t kDwWgradPixels = 8;
-template <class VT, int TC>
-void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
-                     int64_t src_ps, const typename VT::T* dy, int64_t dy_ps,
-                     typename VT::T* const* acc) {
+template <class VT, int TC, bool kPerm>
+void dw_pixels_wgrad_impl(int64_t npx, int64_t kc, int64_t ntaps,
+                          const typename VT::T* const* src, int64_t src_ps,
+                          const int32_t* const* perm, const typename VT::T* dy, int64_t dy_ps,
+                          typename VT::T* const* acc) {
   using T = typename VT::T;
   using V = typename VT::V;
   using Mask = typename VT::Mask;
@@ -346,27 +381,41 @@ void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::
         const int64_t nt = std::min<int64_t>(TC, ntaps - t0);
         V a[TC];
         const T* s[TC];
+        const int32_t* pj[TC];
 #pragma GCC unroll 32
         for (int j = 0; j < TC; ++j) {
           a[j] = j >= nt ? VT::zero()
                          : (full ? VT::loadu(acc[t0 + j] + c)
                                  : VT::load_masked(acc[t0 + j] + c, m));
           s[j] = (j < nt ? src[t0 + j] : src[t0]) + c;
+          pj[j] = kPerm ? perm[j < nt ? t0 + j : t0] : nullptr;
         }
+        // kPerm: consecutive taps with the same source share one load (a group's channels)
+        bool fresh[TC];
+#pragma GCC unroll 32
+        for (int j = 0; j < TC; ++j) fresh[j] = !kPerm || j == 0 || s[j] != s[j - 1];
         if (full && nt == TC) {
           for (int64_t p = p0; p < p1; ++p) {
             const V dv = VT::loadu(dy + p * dy_ps + c);
             const int64_t so = p * src_ps;
+            V xv = VT::zero();
 #pragma GCC unroll 32
-            for (int j = 0; j < TC; ++j) a[j] = VT::fmadd(VT::loadu(s[j] + so), dv, a[j]);
+            for (int j = 0; j < TC; ++j) {
+              if (fresh[j]) xv = VT::loadu(s[j] + so);
+              a[j] = VT::fmadd(kPerm ? VT::permute(xv, pj[j]) : xv, dv, a[j]);
+            }
           }
         } else {
           for (int64_t p = p0; p < p1; ++p) {
             const V dv = VT::load_masked(dy + p * dy_ps + c, m);
             const int64_t so = p * src_ps;
+            V xv = VT::zero();
 #pragma GCC unroll 32
-            for (int j = 0; j < TC; ++j)
-              if (j < nt) a[j] = VT::fmadd(VT::load_masked(s[j] + so, m), dv, a[j]);
+            for (int j = 0; j < TC; ++j) {
+              if (j >= nt) break;
+              if (fresh[j]) xv = VT::load_masked(s[j] + so, m);
+              a[j] = VT::fmadd(kPerm ? VT::permute(xv, pj[j]) : xv, dv, a[j]);
+            }
           }
         }
 #pragma GCC unroll 32
@@ -378,6 +427,16 @@ void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::
       }
     }
   }
+}
+
+template <class VT, int TC>
+void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
+                     int64_t src_ps, const int32_t* const* perm, const typename VT::T* dy,
+                     int64_t dy_ps, typename VT::T* const* acc) {
+  if (perm)
+    dw_pixels_wgrad_impl<VT, TC, true>(npx, kc, ntaps, src, src_ps, perm, dy, dy_ps, acc);
+  else
+    dw_pixels_wgrad_impl<VT, TC, false>(npx, kc, ntaps, src, src_ps, perm, dy, dy_ps, acc);
 }
 
 // The family for one target: NCHW rows of NV vectors, NHWC blocks of PB pixels × NV

@@ -67,16 +67,21 @@ using DwRowsWgradFn = void (*)(int64_t rows, int64_t len, int64_t ntaps, const T
                                int64_t src_rs, const int64_t* lo, const int64_t* hi,
                                const T* dy, int64_t dy_rs, T* const* acc);
 // NHWC pixels, vectorised along channels (forward; backward-data): for pixels p < npx and
-// channels c < kc, out[p·out_ps + c] = act(bias[c] + Σ_t src[t][p·src_ps + c] · w[t][c]);
-// bias null: none; ntaps may be 0 (the output is then the bias, or 0).
+// channels c < kc, out[p·out_ps + c] = act(bias[c] + Σ_t x_t(p, c) · w[t][c]) with
+// x_t(p, c) = src[t][p·src_ps + c], or, when perm is given (grouped convolution: a vector
+// spans several groups), src[t][p·src_ps + c − c mod lanes + perm[t][c mod lanes]] — lane
+// permutation perm[t] (`lanes` int32) of the vector at c − c mod lanes, which must lie in
+// the first kc channels for the lanes c < kc; bias null: none; ntaps may be 0 (the output
+// is then the bias, or 0).
 template <typename T>
 using DwPixelsFn = void (*)(int64_t npx, int64_t kc, int64_t ntaps, const T* const* src,
-                            int64_t src_ps, const T* const* w, const T* bias, bool relu, T* out,
-                            int64_t out_ps);
-// NHWC weight gradient: acc[t][c] += Σ_p dy[p·dy_ps + c] · src[t][p·src_ps + c], c < kc.
+                            int64_t src_ps, const int32_t* const* perm, const T* const* w,
+                            const T* bias, bool relu, T* out, int64_t out_ps);
+// NHWC weight gradient: acc[t][c] += Σ_p dy[p·dy_ps + c] · x_t(p, c), c < kc (x_t as above).
 template <typename T>
 using DwPixelsWgradFn = void (*)(int64_t npx, int64_t kc, int64_t ntaps, const T* const* src,
-                                 int64_t src_ps, const T* dy, int64_t dy_ps, T* const* acc);
+                                 int64_t src_ps, const int32_t* const* perm, const T* dy,
+                                 int64_t dy_ps, T* const* acc);
 
 template <typename T>
 struct DwconvUkernel {

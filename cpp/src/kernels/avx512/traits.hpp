@@ -38,6 +38,11 @@ struct Vec<float> {
   // Lanes on: a·b + c; lanes off: c unchanged (a and b there are never combined).
   static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_ps(a, b, c, m); }
   // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  static V permute(V v, const int32_t* idx) {
+    // (the zero-masked forms: GCC 12's unmasked ones read an undefined source operand)
+    return _mm512_maskz_permutexvar_ps(static_cast<__mmask16>(0xFFFF), _mm512_loadu_si512(idx), v);
+  }
   static V relu(V v) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero(), _CMP_LT_OQ), v, zero());
   }
@@ -70,6 +75,12 @@ struct Vec<double> {
   // Lanes on: a·b + c; lanes off: c unchanged (a and b there are never combined).
   static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_pd(a, b, c, m); }
   // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  static V permute(V v, const int32_t* idx) {
+    const __m512i i64 = _mm512_maskz_cvtepi32_epi64(
+        static_cast<__mmask8>(0xFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));
+    return _mm512_maskz_permutexvar_pd(static_cast<__mmask8>(0xFF), i64, v);
+  }
   static V relu(V v) {
     return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, zero(), _CMP_LT_OQ), v, zero());
   }

@@ -66,6 +66,12 @@ struct Vec {
     for (int l = m.lo; l < m.hi; ++l) c.lane[l] += a.lane[l] * b.lane[l];
     return c;
   }
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  static V permute(V v, const int32_t* idx) {
+    V r;
+    for (int l = 0; l < kLanes; ++l) r.lane[l] = v.lane[idx[l]];
+    return r;
+  }
   // 0 for v < 0, v otherwise (NaN kept).
   static V relu(V v) {
     for (int l = 0; l < kLanes; ++l) v.lane[l] = v.lane[l] < T(0) ? T(0) : v.lane[l];
