@@ -1,7 +1,8 @@
 // Depthwise convolution (groups == C, one input channel per filter, K = C·m for a channel
-// multiplier m): the dwconv kernel family (kernels/dwconv_family.inl), no GEMM. Filter k
-// reads input channel c = k / m. Entries at the head of each pass's list (their lines are in
-// forward.cpp, backward_data.cpp, backward_weights.cpp):
+// multiplier m) and NHWC grouped convolution with small groups: the dwconv kernel family
+// (kernels/dwconv_family.inl), no GEMM. Filter k reads input channel c = k / m. Entries at
+// the head of each pass's list (their lines are in forward.cpp, backward_data.cpp,
+// backward_weights.cpp; docs/design.md §3.1):
 //
 //   depthwise_nchw: vectorised along output rows. A tap (r, s) is a whole row segment: stride
 //     1 reads the input row in place; a column stride s > 1 first splits each input plane
@@ -10,17 +11,21 @@
 //     that divide, one output phase per column residue (interleaved into dx afterwards);
 //     the channel multiplier only adds taps (one dy plane per filter of the channel).
 //   depthwise_nhwc: vectorised along channels: a block of output pixels × a channel block
-//     accumulated across the taps; the input read in place (m == 1) or, for m > 1, the rows
-//     a pixel row reads with each channel repeated m times (so filter k's input is lane k);
+//     accumulated across the taps, an output row's channel blocks one after the other; the
+//     input read in place (m == 1, the rows ahead prefetched) or, for m > 1, the rows a
+//     pixel row reads with each channel repeated m times (so filter k's input is lane k);
 //     backward-data with m > 1 computes the m partial gradients per channel side by side
 //     and sums them in order.
+//   grouped_nhwc: groups of 2, 4 or 8 channels with as many filters: depthwise_nhwc's
+//     kernels with taps (r, s, c) and a lane permutation per c (lane l of a vector of
+//     filters takes channel c of its group).
 //
 // Padding is never multiplied (exact_padding.hpp's rule): NCHW masks each tap's lanes to
 // the columns whose source lies in the image, NHWC lists only the taps inside the image;
-// so these entries need no Inf/NaN scan (kExactPadding). Backward-weight gives each thread
-// private sums per (chunk of images, filter or channel block) — chunks fixed by the problem,
-// not the thread count — and the last chunk to finish a filter sums the chunks in order:
-// bitwise identical for any thread count. Every pass is one parallel region.
+// so these entries need no Inf/NaN scan (kExactPadding). Backward-weight gives each work
+// item private sums per (chunk of the batch, unit of filters) — chunks fixed by the
+// problem, not the thread count — and the last chunk to finish a unit sums the chunks in
+// order: bitwise identical for any thread count. Every pass is one parallel region.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
