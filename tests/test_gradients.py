@@ -32,6 +32,7 @@ CONFIGS = [
     dict(padding="same", dilation=2),
     dict(stride=2, padding=1, groups=2),
     dict(padding=1, groups=4),  # depthwise
+    dict(stride=2, padding=(1, 0, 2, 1), dilation=(1, 2), groups=4, shape_rule="crop"),  # depthwise, strided
 ]
 
 

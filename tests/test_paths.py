@@ -15,14 +15,17 @@ the choice it is meant to exercise:
   * NHWC with >= 8 channels per group -> pixels read in place through row pointers
     (indirection); backward-data too when the stride is 1 and there are >= 8 filters per
     group (full correlation);
-  * backward-weight, NCHW with unit width stride and output rows >= 16 pixels -> im2col
-    read in place, one output row per depth segment ("tap rows"); NHWC with channels per
+  * backward-weight, NCHW with unit width stride, output rows >= 16 pixels and more than 8
+    filters per group -> im2col read in place, one output row per depth segment ("tap rows"); NHWC with channels per
     group a multiple of 32 (and a kernel larger than 1×1 or <= 64 filters) -> im2col read
     in place through per-pixel offsets ("pixel rows"); otherwise packed;
   * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data);
   * backward-data with a stride > 1, at least 8 input channels per group and phase maps
     (the input map over the stride) of >= 64 pixels or one image -> the sub-pixel
     decomposition (one stride-1 correlation per phase of dx); otherwise col2im.
+  * depthwise (groups == in_channels, any multiplier) -> the dwconv kernels, every pass
+    (depthwise_nchw / depthwise_nhwc); NHWC groups of 2, 4 or 8 channels and as many
+    filters -> the same kernels with lane permutations (grouped_nhwc).
 Sizes are chosen so each case lands on the intended path and still crosses tile edges.
 """
 import numpy as np
@@ -53,6 +56,10 @@ CASES = {
     "pixel_rows_nhwc_groups": ((2, 64, 6, 6), (16, 3, 3), dict(padding=(0, 1, 2, 0), groups=2)),
     "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
+    "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
+    "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
+    "depthwise_kernel_beyond_map": ((3, 4, 1, 2), (8, 3, 5), dict(padding=(1, 1, 2, 2), groups=4)),
+    "grouped_cg4": ((2, 8, 7, 9), (8, 3, 3), dict(padding=1, groups=2)),
 }
 
 
@@ -72,7 +79,7 @@ EXPECTED = {
         'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
     },
     'direct_groups': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
         'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
     },
     'direct_one_image_small_map': {
@@ -80,7 +87,7 @@ EXPECTED = {
         'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
     },
     'direct_pad_beyond_kernel': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
         'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
     },
     'indirect_nhwc_3x3': {
@@ -130,6 +137,22 @@ EXPECTED = {
     'subpixel_strided': {
         'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
         'NHWC': ('indirect_nhwc', 'subpixel', 'im2col'),
+    },
+    'depthwise_3x3': {
+        'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
+        'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
+    },
+    'depthwise_multiplier3_strided': {
+        'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
+        'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
+    },
+    'depthwise_kernel_beyond_map': {
+        'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
+        'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
+    },
+    'grouped_cg4': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),

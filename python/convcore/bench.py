@@ -5,6 +5,7 @@
     python -m convcore.bench --gemm               # convcore.gemm against NumPy's a @ b
     python -m convcore.bench --family transposed  # conv_transpose2d against torch
     python -m convcore.bench --algorithm winograd --passes fwd   # 3×3 stride-1 layers only
+    python -m convcore.bench --suite family --threads 2 --layout NHWC   # depthwise, grouped
 
 Peers: NumPy im2col (as_strided + one copy + one BLAS matmul; col2im by filter taps) and,
 when installed, PyTorch CPU (torch.nn.functional.conv2d and aten.convolution_backward).
@@ -52,7 +53,7 @@ DEFAULT_GEMM_SIZES = [(2048, 2048, 2048, "float32"), (64, 12544, 576, "float32")
 @dataclass(frozen=True)
 class Layer:
     """One conv layer of the suite: batch N, C input channels of H×W, K filters of R×S,
-    square stride and symmetric zero padding (shape_rule "crop")."""
+    square stride and symmetric zero padding (shape_rule "crop"), in `groups` groups."""
     name: str
     n: int
     c: int
@@ -63,6 +64,7 @@ class Layer:
     s: int
     stride: int
     pad: int
+    groups: int = 1
 
     @property
     def out_hw(self) -> Tuple[int, int]:
@@ -71,17 +73,18 @@ class Layer:
 
     @property
     def gflop(self) -> float:
-        """GFLOP of one pass: 2·N·K·Ho·Wo·C·R·S."""
+        """GFLOP of one pass: 2·N·K·Ho·Wo·(C/groups)·R·S."""
         ho, wo = self.out_hw
-        return 2.0 * self.n * self.k * ho * wo * self.c * self.r * self.s / 1e9
+        return 2.0 * self.n * self.k * ho * wo * (self.c // self.groups) * self.r * self.s / 1e9
 
     def x_shape(self, layout: str) -> Tuple[int, int, int, int]:
         return ((self.n, self.c, self.h, self.w) if layout == "NCHW"
                 else (self.n, self.h, self.w, self.c))
 
     def w_shape(self, layout: str) -> Tuple[int, int, int, int]:
-        return ((self.k, self.c, self.r, self.s) if layout == "NCHW"
-                else (self.k, self.r, self.s, self.c))
+        cg = self.c // self.groups
+        return ((self.k, cg, self.r, self.s) if layout == "NCHW"
+                else (self.k, self.r, self.s, cg))
 
     def y_shape(self, layout: str) -> Tuple[int, int, int, int]:
         ho, wo = self.out_hw
@@ -89,11 +92,17 @@ class Layer:
 
 
 def load_layers(path: Optional[str] = None) -> List[Layer]:
-    """Layers from a CSV file (name,N,C,H,W,K,R,S,stride,pad; '#' starts a comment line);
-    the suite shipped with convcore when path is None."""
+    """Layers from a CSV file (name,N,C,H,W,K,R,S,stride,pad[,groups]; '#' starts a comment
+    line); the suite shipped with convcore when path is None, a suite shipped under that
+    name (convcore/data/NAME.csv, e.g. "family") when path names no file."""
+    packaged = resources.files("convcore").joinpath("data", f"{path}.csv") if path else None
     if path is None:
         text = resources.files("convcore").joinpath("data", "layers.csv").read_text()
         source = "convcore/data/layers.csv"
+    elif packaged is not None and not os.path.exists(path) and os.sep not in path \
+            and packaged.is_file():
+        text = packaged.read_text()
+        source = f"convcore/data/{path}.csv"
     else:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -104,14 +113,17 @@ def load_layers(path: Optional[str] = None) -> List[Layer]:
             continue
         if row[0].strip() == "name":
             continue
-        if len(row) != 10:
-            raise ValueError(f"{source}:{lineno}: expected 10 fields "
-                             f"(name,N,C,H,W,K,R,S,stride,pad), got {len(row)}: {row}")
+        if len(row) not in (10, 11):
+            raise ValueError(f"{source}:{lineno}: expected 10 or 11 fields "
+                             f"(name,N,C,H,W,K,R,S,stride,pad[,groups]), got {len(row)}: {row}")
         try:
             values = [int(v) for v in row[1:]]
         except ValueError as e:
             raise ValueError(f"{source}:{lineno}: {e}") from None
-        layers.append(Layer(row[0].strip(), *values))
+        layer = Layer(row[0].strip(), *values)
+        if layer.groups < 1 or layer.c % layer.groups or layer.k % layer.groups:
+            raise ValueError(f"{source}:{lineno}: groups must divide C and K: {row}")
+        layers.append(layer)
     return layers
 
 
@@ -221,6 +233,9 @@ def plural(n: int, noun: str) -> str:
 
 
 def geomean(values: Sequence[float]) -> float:
+    """Geometric mean; NaN for no values (a peer that ran on no layer of the suite)."""
+    if not values:
+        return math.nan
     return float(math.exp(sum(math.log(v) for v in values) / len(values)))
 
 
@@ -304,7 +319,7 @@ def machine_info(torch: Any, threads: int) -> Dict[str, Any]:
 def make_operands(layer: Layer, layout: str, dtype: np.dtype,
                   rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """Random x, weight, bias and grad_output for the layer."""
-    fan_in = layer.c * layer.r * layer.s
+    fan_in = layer.c // layer.groups * layer.r * layer.s
     return {
         "x": rng.standard_normal(layer.x_shape(layout), dtype=dtype),
         "w": rng.standard_normal(layer.w_shape(layout), dtype=dtype) / math.sqrt(fan_in),
@@ -319,7 +334,7 @@ def convcore_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray],
     or with prepacked=True one primitive per layer whose weights set_weights packed once
     (as a Conv2d layer object keeps them)."""
     kw: Dict[str, Any] = dict(stride=layer.stride, padding=layer.pad, layout=layout,
-                              shape_rule="crop", algorithm=algorithm)
+                              shape_rule="crop", algorithm=algorithm, groups=layer.groups)
     x, w, b, dy = ops["x"], ops["w"], ops["b"], ops["dy"]
     passes: Dict[str, Callable[[], Any]] = {
         "fwd": lambda: convcore.conv2d(x, w, b, **kw),
@@ -328,7 +343,7 @@ def convcore_impl(layer: Layer, layout: str, ops: Dict[str, np.ndarray],
     }
     if prepacked:
         from convcore._conv import _Problem
-        prob = _Problem(x.shape, w.shape, layer.stride, layer.pad, 1, 1, layout, "crop",
+        prob = _Problem(x.shape, w.shape, layer.stride, layer.pad, 1, layer.groups, layout, "crop",
                         x.dtype.name, algorithm)
         prob.plan.set_weights(w)
 
@@ -379,14 +394,16 @@ def torch_impl(torch: Any, layer: Layer, layout: str, ops: Dict[str, np.ndarray]
     conv_backward = torch.ops.aten.convolution_backward
 
     def backward(mask: List[bool], which: int) -> Any:
-        return conv_backward(dy, x, w, None, st, pad, [1, 1], False, [0, 0], 1, mask)[which]
+        return conv_backward(dy, x, w, None, st, pad, [1, 1], False, [0, 0], layer.groups,
+                             mask)[which]
 
     def to_numpy(t: Any) -> np.ndarray:
         arr: np.ndarray = (t.permute(0, 2, 3, 1) if layout == "NHWC" else t).numpy()
         return arr
 
     return Impl("torch", {
-        "fwd": lambda: torch.nn.functional.conv2d(x, w, b, stride=st, padding=pad),
+        "fwd": lambda: torch.nn.functional.conv2d(x, w, b, stride=st, padding=pad,
+                                                  groups=layer.groups),
         "bwd_data": lambda: backward([True, False, False], 0),
         "bwd_weight": lambda: backward([False, True, False], 1),
     }, to_numpy)
@@ -511,15 +528,15 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
         ops = make_operands(layer, args.layout, dtype, rng)
         impls = [convcore_impl(layer, args.layout, ops,
                                "winograd" if winograd else None, args.prepacked)]
-        if args.numpy:
+        if args.numpy and layer.groups == 1:  # the NumPy peer has no groups: its cells "-"
             impls.append(numpy_impl(layer, args.layout, ops))
         if torch is not None:
             impls.append(torch_impl(torch, layer, args.layout, ops))
         for i, pass_name in enumerate(args.passes):
             res = measure(impls, pass_name, layer.gflop, args.repeat,
                           f"{layer.name} {pass_name}")
-            ratios = {p: res["convcore"]["gflops"] / res[p]["gflops"] for p in peers}
-            noisy = {p: res[p]["noisy"] or res["convcore"]["noisy"] for p in peers}
+            ratios = {p: res["convcore"]["gflops"] / res[p]["gflops"] for p in peers if p in res}
+            noisy = {p: res[p]["noisy"] or res["convcore"]["noisy"] for p in peers if p in res}
             row = {"layer": asdict(layer), "pass": pass_name, "gflop": layer.gflop,
                    "results": res, "ratios": ratios, "noisy": noisy}
             err_cell = ""
@@ -532,11 +549,14 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
             rows.append(row)
             done = f"{len(rows)}/{total}"
             print(f"{done:>{2 * width + 1}} {layer.name if i == 0 else '':<22} {pass_name:<10} "
-                  f"{layer.gflop:>7.4g}" + "".join(cell(res[n]) for n in names)
-                  + "".join(f" {ratios[p]:>8.2f}{'!' if noisy[p] else ' '}" for p in peers)
+                  f"{layer.gflop:>7.4g}"
+                  + "".join(cell(res[n]) if n in res else f" {'-':>13}" for n in names)
+                  + "".join(f" {ratios[p]:>8.2f}{'!' if noisy[p] else ' '}" if p in ratios
+                            else f" {'-':>9}" for p in peers)
                   + err_cell, flush=True)
         del impls, ops
-    summary = {p: {pn: geomean([r["ratios"][p] for r in rows if r["pass"] == pn])
+    summary = {p: {pn: geomean([r["ratios"][p] for r in rows
+                                if r["pass"] == pn and p in r["ratios"]])
                    for pn in args.passes} for p in peers}
     if peers:
         print(f"\ngeometric mean of convcore/peer over {plural(len(layers), 'layer')}:")
@@ -544,7 +564,7 @@ def run_layers(args: argparse.Namespace, torch: Any) -> Dict[str, Any]:
         for p in peers:
             print(f"  {p:<8}" + "".join(f" {summary[p][pn]:>10.2f}x" for pn in args.passes))
         for p in peers:
-            flagged = sum(r["noisy"][p] for r in rows)
+            flagged = sum(r["noisy"].get(p, False) for r in rows)
             if flagged:
                 print(f"  {p}: {flagged} of {len(rows)} ratios flagged '!' (samples spread over "
                       f"{NOISY_SPREAD:.0%}): rerun those, or read the geomean as rough")
@@ -753,7 +773,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                          "once per layer (set_weights, as a Conv2d layer does) instead of per "
                          "call")
     ap.add_argument("--csv", "--suite", dest="csv", metavar="PATH",
-                    help="layer file (name,N,C,H,W,K,R,S,stride,pad) instead of the suite")
+                    help="layer file (name,N,C,H,W,K,R,S,stride,pad[,groups]) instead of the "
+                         "suite, or a suite shipped with convcore by name: 'family' (depthwise "
+                         "and grouped layers)")
     ap.add_argument("--plot", metavar="FILE.png",
                     help="draw GFLOP/s per layer and pass, the implementations side by side "
                          "(needs matplotlib)")

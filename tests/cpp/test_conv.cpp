@@ -111,6 +111,22 @@ const std::vector<ConvCase>& conv_cases() {
       Case("depthwise", 2, 8, 9, 9, 8, 3, 3).groups(8).pad(1),                 // 9×9
       Case("depthwise_multiplier2", 1, 5, 11, 7, 10, 3, 3).groups(5).stride(2, 1).pad(1).relu(),  // 6×7
       Case("depthwise_stride2", 2, 16, 12, 12, 16, 5, 5).groups(16).stride(2, 2).pad(2).rule(ShapeRule::Crop),  // 6×6
+      // Depthwise kernels (depthwise_nchw / depthwise_nhwc): multipliers, strides, dilation,
+      // maps smaller than the kernel, rows of several vector chunks, channel blocks, and
+      // more taps than the kernels keep masks or sums for in registers.
+      Case("depthwise_m3_stride3_dilated", 2, 4, 13, 14, 12, 3, 2).groups(4).stride(3, 3).dilation(2, 1).pad(1, 2, 0, 3).rule(ShapeRule::Crop).relu(),  // 4×5
+      Case("depthwise_1x1_map", 3, 5, 1, 1, 10, 3, 3).groups(5).pad(1),       // 1×1
+      Case("depthwise_kernel_larger_than_input", 2, 6, 2, 3, 6, 5, 5).groups(6).pad(2),  // 2×3
+      Case("depthwise_wide_rows", 2, 3, 5, 75, 3, 3, 5).groups(3).pad(1, 1, 2, 2).relu(),  // 5×75
+      Case("depthwise_wide_rows_stride2", 1, 3, 9, 70, 6, 3, 3).groups(3).stride(2, 2).pad(1).rule(ShapeRule::Crop),  // 5×35
+      Case("depthwise_many_channels", 1, 70, 5, 6, 70, 3, 3).groups(70).pad(1),  // 5×6
+      Case("depthwise_m2_many_channels", 1, 40, 4, 5, 80, 3, 3).groups(40).pad(1).relu(),  // 4×5
+      Case("depthwise_m8_5x5", 1, 2, 7, 9, 16, 5, 5).groups(2).pad(2),         // 7×9
+      // Groups with as many filters as channels (2, 4, 8): grouped_nhwc (lane permutations).
+      Case("grouped_cg4", 2, 8, 7, 9, 8, 3, 3).groups(2).pad(1).relu(),          // 7×9
+      Case("grouped_cg8_strided", 1, 32, 9, 11, 32, 3, 2).groups(4).stride(2, 1).dilation(1, 2).pad(1, 0, 2, 1).rule(ShapeRule::Crop),  // 5×10
+      Case("grouped_cg2_rows", 2, 6, 5, 6, 6, 1, 3).groups(3).pad(0, 0, 1, 1),   // 5×6
+      Case("grouped_cg8_blocks", 1, 272, 3, 4, 272, 3, 3).groups(34).pad(1),    // 3×4, 2 blocks
       Case("crop_rule", 2, 3, 10, 10, 4, 3, 3).stride(2, 2).rule(ShapeRule::Crop),  // 4×4
       Case("pad_rule", 2, 3, 10, 10, 4, 3, 3).stride(2, 2).rule(ShapeRule::Pad),    // 5×5
       Case("pad_rule_asymmetric", 1, 3, 5, 11, 4, 3, 3).stride(3, 2).pad(1, 0, 0, 1).rule(ShapeRule::Pad),  // 2×6

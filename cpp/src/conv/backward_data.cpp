@@ -307,6 +307,9 @@ struct Subpixel {
 template <typename T>
 const ImplList<T>& backward_data_implementations() {
   static const ImplList<T> list = {
+      depthwise_nchw_backward_data<T>(),
+      depthwise_nhwc_backward_data<T>(),
+      grouped_nhwc_backward_data<T>(),
       implementation_of<DirectStride1, T>(),
       implementation_of<IndirectNhwcBackwardData, T>(),
       implementation_of<Subpixel, T>(),

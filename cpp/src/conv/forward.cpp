@@ -227,6 +227,8 @@ template <typename T>
 const ImplList<T>& forward_implementations() {
   static const ImplList<T> list = {
       implementation_of<WinogradF4x3, T>(),
+      depthwise_nchw_forward<T>(),            depthwise_nhwc_forward<T>(),
+      grouped_nhwc_forward<T>(),
       implementation_of<DirectStride1, T>(),  implementation_of<Im2colMultiImage, T>(),
       implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcForward, T>(),
       implementation_of<Im2colNhwc, T>(),

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "plan.hpp"
@@ -70,6 +71,14 @@ struct AlwaysPreferred {
   static const char* declines(const ConvPlan&, const Blocking&) { return nullptr; }
 };
 
+// Whether an executor never multiplies padding (kExactPadding = true): the primitive then
+// skips exact_padding.hpp's scan and fallbacks for it. Default: false.
+template <typename E, typename = void>
+struct ExactPaddingOf : std::false_type {};
+template <typename E>
+struct ExactPaddingOf<E, std::void_t<decltype(E::kExactPadding)>>
+    : std::bool_constant<E::kExactPadding> {};
+
 template <typename T>
 struct Implementation {
   const char* name;
@@ -79,12 +88,13 @@ struct Implementation {
   void (*pack_weights)(const ConvPlan&, const Blocking&, const T* w, T* dst);
   void (*run)(const ConvPlan&, const GemmEngine<T>&, const ExecArgs<T>&,
               const PrepackedGroups<T>& weights);
+  bool exact_padding;  // never multiplies padding (see ExactPaddingOf)
 };
 
 template <typename E, typename T>
 Implementation<T> implementation_of() {
   return {E::kName, &E::why_not, &E::declines, &E::weight_packing,
-          &E::template pack_weights<T>, &E::template run<T>};
+          &E::template pack_weights<T>, &E::template run<T>, ExactPaddingOf<E>::value};
 }
 
 template <typename T>
@@ -96,6 +106,28 @@ template <typename T>
 const ImplList<T>& backward_data_implementations();
 template <typename T>
 const ImplList<T>& backward_weight_implementations();
+
+// The depthwise entries (depthwise.cpp), at the head of the conv2d lists.
+template <typename T>
+Implementation<T> depthwise_nchw_forward();
+template <typename T>
+Implementation<T> depthwise_nhwc_forward();
+template <typename T>
+Implementation<T> depthwise_nchw_backward_data();
+template <typename T>
+Implementation<T> depthwise_nhwc_backward_data();
+template <typename T>
+Implementation<T> depthwise_nchw_backward_weight();
+template <typename T>
+Implementation<T> depthwise_nhwc_backward_weight();
+// Grouped NHWC with as many filters as channels per group (2, 4, 8 for float32; 2, 4 for
+// float64): the same kernels with lane permutations (depthwise.cpp).
+template <typename T>
+Implementation<T> grouped_nhwc_forward();
+template <typename T>
+Implementation<T> grouped_nhwc_backward_data();
+template <typename T>
+Implementation<T> grouped_nhwc_backward_weight();
 
 // The locally-connected kind's lists (locally_connected.cpp).
 template <typename T>

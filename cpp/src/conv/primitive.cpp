@@ -179,7 +179,9 @@ struct Conv2dPrimitive::State {
     // only when they are not all finite).
     const T* raw = w ? w : static_cast<const T*>(raw_weights.ptr);
     bool exact_border = false;
-    if (cpass == Pass::Forward) {
+    if (list[index].exact_padding) {
+      // the executor never multiplies padding: nothing to scan
+    } else if (cpass == Pass::Forward) {
       exact_border = detail::any_output_reads_padding(plan) &&
                      !(w ? detail::all_finite(w, plan.w_size) : weights_finite);
     } else if (cpass == Pass::BackwardData) {

@@ -73,13 +73,63 @@ struct WinogradKernels {
   int lanes = 0;
 };
 
+// The dwconv family (dwconv_family.inl): depthwise convolution (one input channel per
+// filter), no GEMM. A tap is one (input plane or pixel row, weight) pair the executor lists
+// with its source pointer; taps whose source lies in the padding are never listed (NHWC) or
+// masked lane by lane (NCHW), so padding is never multiplied.
+//
+// NCHW rows, vectorised along the output row (forward; backward-data as a correlation of
+// dy): for rows i < rows and columns u < len,
+//   out[i·out_rs + u] = act(bias + Σ_t w[t] · src[t][i·src_rs + u])
+// where tap t contributes only for u in [lo[t], hi[t]) (its source elsewhere is padding and
+// is never read). bias: *bias, or none when null; act: ReLU when relu. accumulate: out +=
+// the sum instead (no bias, no activation).
+template <typename T>
+using DwRowsFn = void (*)(int64_t rows, int64_t len, int64_t ntaps, const T* const* src,
+                          int64_t src_rs, const int64_t* lo, const int64_t* hi, const T* w,
+                          const T* bias, bool relu, bool accumulate, T* out, int64_t out_rs);
+// NCHW weight gradient rows: acc[t][l] += Σ over rows i and columns u < len with
+// u ≡ l (mod lanes), u in [lo[t], hi[t]), of dy[i·dy_rs + u] · src[t][i·src_rs + u]
+// (acc[t]: `lanes` partial sums per tap, summed by the executor in lane order).
+template <typename T>
+using DwRowsWgradFn = void (*)(int64_t rows, int64_t len, int64_t ntaps, const T* const* src,
+                               int64_t src_rs, const int64_t* lo, const int64_t* hi,
+                               const T* dy, int64_t dy_rs, T* const* acc);
+// NHWC pixels, vectorised along channels (forward; backward-data): for pixels p < npx and
+// channels c < kc, out[p·out_ps + c] = act(bias[c] + Σ_t x_t(p, c) · w[t][c]) with
+// x_t(p, c) = src[t][p·src_ps + c], or, when perm is given (grouped convolution: a vector
+// spans several groups), src[t][p·src_ps + c − c mod lanes + perm[t][c mod lanes]] — lane
+// permutation perm[t] (`lanes` int32) of the vector at c − c mod lanes, which must lie in
+// the first kc channels for the lanes c < kc; bias null: none; ntaps may be 0 (the output
+// is then the bias, or 0).
+template <typename T>
+using DwPixelsFn = void (*)(int64_t npx, int64_t kc, int64_t ntaps, const T* const* src,
+                            int64_t src_ps, const int32_t* const* perm, const T* const* w,
+                            const T* bias, bool relu, T* out, int64_t out_ps);
+// NHWC weight gradient: acc[t][c] += Σ_p dy[p·dy_ps + c] · x_t(p, c), c < kc (x_t as above).
+template <typename T>
+using DwPixelsWgradFn = void (*)(int64_t npx, int64_t kc, int64_t ntaps, const T* const* src,
+                                 int64_t src_ps, const int32_t* const* perm, const T* dy,
+                                 int64_t dy_ps, T* const* acc);
+
+template <typename T>
+struct DwconvUkernel {
+  DwRowsFn<T> rows = nullptr;
+  DwRowsWgradFn<T> rows_wgrad = nullptr;
+  DwPixelsFn<T> pixels = nullptr;
+  DwPixelsWgradFn<T> pixels_wgrad = nullptr;
+  int lanes = 0;  // T per vector: the width of rows_wgrad's partial sums
+  const char* name = "";
+};
+
 // Every kernel family of one target for one dtype: what a target TU hands the runtime.
 template <typename T>
 struct Families {
   GemmUkernel<T> gemm;
   WinogradKernels<T> winograd;
-  // Later families (igemm, dwconv) become members here, each written once as a template
-  // beside gemm_family.inl and instantiated by the same target TUs.
+  DwconvUkernel<T> dwconv;
+  // Later families (igemm) become members here, each written once as a template beside
+  // gemm_family.inl and instantiated by the same target TUs.
 };
 
 }  // namespace convcore::kernels

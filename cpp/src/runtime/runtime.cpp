@@ -83,7 +83,7 @@ struct EngineTable {
     for (const Target& t : compiled_targets()) {
       if (!t.supported()) continue;
       const kernels::Families<T> f = families_of<T>(t);
-      entries.push_back({t.isa, Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd}});
+      entries.push_back({t.isa, Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd, f.dwconv}});
     }
   }
 };

@@ -31,7 +31,8 @@ struct Engine {
   kernels::GemmUkernel<T> ukernel;  // the gemm family
   Blocking blocking;                // cache blocking for ukernel's tile
   kernels::WinogradKernels<T> winograd;  // F(4×4, 3×3) transforms (conv/winograd.hpp)
-  // Later families (igemm, dwconv) join here, with their own parameters.
+  kernels::DwconvUkernel<T> dwconv;      // the depthwise family (conv/depthwise.cpp)
+  // Later families (igemm) join here, with their own parameters.
 };
 template <typename T>
 using GemmEngine = Engine<T>;

@@ -7,16 +7,19 @@
 #define CONVCORE_KERNEL_NS avx2
 #include "../gemm_family.inl"
 #include "../winograd_family.inl"
+#include "../dwconv_family.inl"
 
 namespace convcore::kernels::avx2 {
 
 Families<float> f32_families() {
   return {gemm_family<Vec<float>, 6, 2>("f32_gemm_ukernel_6x16__avx2_fma"),
-          winograd_family<Vec<float>>()};
+          winograd_family<Vec<float>>(),
+          dwconv_family<Vec<float>, 2, 4, 9>("f32_dwconv_16x4__avx2_fma")};
 }
 Families<double> f64_families() {
   return {gemm_family<Vec<double>, 6, 2>("f64_gemm_ukernel_6x8__avx2_fma"),
-          winograd_family<Vec<double>>()};
+          winograd_family<Vec<double>>(),
+          dwconv_family<Vec<double>, 2, 4, 9>("f64_dwconv_8x4__avx2_fma")};
 }
 
 }  // namespace convcore::kernels::avx2

@@ -42,6 +42,19 @@ struct Vec<float> {
   }
   static V load_masked(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
   static void store_masked(float* p, Mask m, V v) { _mm256_maskstore_ps(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) { return _mm256_andnot_si256(mask(lo), mask(hi)); }
+  // Lanes on: a·b + c; lanes off: c unchanged (the blend drops whatever a·b gave there).
+  static V fmadd_masked(V a, V b, V c, Mask m) {
+    return _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), _mm256_castsi256_ps(m));
+  }
+  // max(0, v): 0 for v < 0, v otherwise — NaN kept (vmax returns its second operand when
+  // either is NaN).
+  static V relu(V v) { return _mm256_max_ps(zero(), v); }
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  static V permute(V v, const int32_t* idx) {
+    return _mm256_permutevar8x32_ps(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));
+  }
 };
 
 template <>
@@ -65,6 +78,24 @@ struct Vec<double> {
   }
   static V load_masked(const double* p, Mask m) { return _mm256_maskload_pd(p, m); }
   static void store_masked(double* p, Mask m, V v) { _mm256_maskstore_pd(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) { return _mm256_andnot_si256(mask(lo), mask(hi)); }
+  // Lanes on: a·b + c; lanes off: c unchanged (the blend drops whatever a·b gave there).
+  static V fmadd_masked(V a, V b, V c, Mask m) {
+    return _mm256_blendv_pd(c, _mm256_fmadd_pd(a, b, c), _mm256_castsi256_pd(m));
+  }
+  // max(0, v): 0 for v < 0, v otherwise — NaN kept (vmax returns its second operand when
+  // either is NaN).
+  static V relu(V v) { return _mm256_max_pd(zero(), v); }
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)): a float
+  // permute moving the two halves of each double (indices 2·idx, 2·idx + 1).
+  static V permute(V v, const int32_t* idx) {
+    const __m256i i = _mm256_slli_epi64(
+        _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx))), 1);
+    const __m256i pairs =
+        _mm256_or_si256(i, _mm256_slli_epi64(_mm256_add_epi64(i, _mm256_set1_epi64x(1)), 32));
+    return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), pairs));
+  }
 };
 
 }  // namespace convcore::kernels::avx2

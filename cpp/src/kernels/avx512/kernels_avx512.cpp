@@ -11,16 +11,19 @@
 #define CONVCORE_KERNEL_NS avx512
 #include "../gemm_family.inl"
 #include "../winograd_family.inl"
+#include "../dwconv_family.inl"
 
 namespace convcore::kernels::avx512 {
 
 Families<float> f32_families() {
   return {gemm_family<Vec<float>, 8, 2>("f32_gemm_ukernel_8x32__avx512f"),
-          winograd_family<Vec<float>>()};
+          winograd_family<Vec<float>>(),
+          dwconv_family<Vec<float>, 2, 4, 9>("f32_dwconv_32x4__avx512f")};
 }
 Families<double> f64_families() {
   return {gemm_family<Vec<double>, 8, 2>("f64_gemm_ukernel_8x16__avx512f"),
-          winograd_family<Vec<double>>()};
+          winograd_family<Vec<double>>(),
+          dwconv_family<Vec<double>, 2, 4, 9>("f64_dwconv_16x4__avx512f")};
 }
 
 }  // namespace convcore::kernels::avx512

@@ -33,6 +33,21 @@ struct Vec<float> {
   }
   static V load_masked(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
   static void store_masked(float* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) {
+    return static_cast<Mask>(mask(hi) & static_cast<Mask>(~mask(lo)));
+  }
+  // Lanes on: a·b + c; lanes off: c unchanged (a and b there are never combined).
+  static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_ps(a, b, c, m); }
+  // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  static V permute(V v, const int32_t* idx) {
+    // (the zero-masked forms: GCC 12's unmasked ones read an undefined source operand)
+    return _mm512_maskz_permutexvar_ps(static_cast<__mmask16>(0xFFFF), _mm512_loadu_si512(idx), v);
+  }
+  static V relu(V v) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero(), _CMP_LT_OQ), v, zero());
+  }
 };
 
 template <>
@@ -57,6 +72,22 @@ struct Vec<double> {
   }
   static V load_masked(const double* p, Mask m) { return _mm512_maskz_loadu_pd(m, p); }
   static void store_masked(double* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) {
+    return static_cast<Mask>(mask(hi) & static_cast<Mask>(~mask(lo)));
+  }
+  // Lanes on: a·b + c; lanes off: c unchanged (a and b there are never combined).
+  static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_pd(a, b, c, m); }
+  // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  static V permute(V v, const int32_t* idx) {
+    const __m512i i64 = _mm512_maskz_cvtepi32_epi64(
+        static_cast<__mmask8>(0xFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));
+    return _mm512_maskz_permutexvar_pd(static_cast<__mmask8>(0xFF), i64, v);
+  }
+  static V relu(V v) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, zero(), _CMP_LT_OQ), v, zero());
+  }
 };
 
 }  // namespace convcore::kernels::avx512

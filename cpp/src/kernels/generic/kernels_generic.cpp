@@ -6,16 +6,19 @@
 #define CONVCORE_KERNEL_NS generic
 #include "../gemm_family.inl"
 #include "../winograd_family.inl"
+#include "../dwconv_family.inl"
 
 namespace convcore::kernels::generic {
 
 Families<float> f32_families() {
   return {gemm_family<Vec<float>, 4, 1>("f32_gemm_ukernel_4x8__generic"),
-          winograd_family<Vec<float>>()};
+          winograd_family<Vec<float>>(),
+          dwconv_family<Vec<float>, 1, 2, 9>("f32_dwconv_8x2__generic")};
 }
 Families<double> f64_families() {
   return {gemm_family<Vec<double>, 4, 1>("f64_gemm_ukernel_4x4__generic"),
-          winograd_family<Vec<double>>()};
+          winograd_family<Vec<double>>(),
+          dwconv_family<Vec<double>, 1, 2, 9>("f64_dwconv_4x2__generic")};
 }
 
 }  // namespace convcore::kernels::generic

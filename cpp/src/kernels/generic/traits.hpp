@@ -15,7 +15,9 @@ struct Vec {
   struct V {
     T lane[kLanes];
   };
-  using Mask = int;  // lanes [0, Mask) are on
+  struct Mask {  // lanes [lo, hi) are on
+    int lo, hi;
+  };
 
   static V zero() {
     V r;
@@ -50,16 +52,35 @@ struct Vec {
   static void storeu(T* p, V v) {
     for (int l = 0; l < kLanes; ++l) p[l] = v.lane[l];
   }
-  static Mask mask(int64_t count) {
-    return static_cast<Mask>(count > kLanes ? kLanes : (count < 0 ? 0 : count));
+  static int clamp_lanes(int64_t v) {
+    return static_cast<int>(v > kLanes ? kLanes : (v < 0 ? 0 : v));
   }
+  static Mask mask(int64_t count) { return Mask{0, clamp_lanes(count)}; }
+  // Lanes [lo, hi) on (clamped to [0, kLanes]).
+  static Mask mask_range(int64_t lo, int64_t hi) { return Mask{clamp_lanes(lo), clamp_lanes(hi)}; }
   static V load_masked(const T* p, Mask m) {
     V r;
-    for (int l = 0; l < kLanes; ++l) r.lane[l] = l < m ? p[l] : T(0);
+    for (int l = 0; l < kLanes; ++l) r.lane[l] = l >= m.lo && l < m.hi ? p[l] : T(0);
     return r;
   }
   static void store_masked(T* p, Mask m, V v) {
-    for (int l = 0; l < m; ++l) p[l] = v.lane[l];
+    for (int l = m.lo; l < m.hi; ++l) p[l] = v.lane[l];
+  }
+  // Lanes on: c + a·b; lanes off: c unchanged.
+  static V fmadd_masked(V a, V b, V c, Mask m) {
+    for (int l = m.lo; l < m.hi; ++l) c.lane[l] += a.lane[l] * b.lane[l];
+    return c;
+  }
+  // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  static V permute(V v, const int32_t* idx) {
+    V r;
+    for (int l = 0; l < kLanes; ++l) r.lane[l] = v.lane[idx[l]];
+    return r;
+  }
+  // 0 for v < 0, v otherwise (NaN kept).
+  static V relu(V v) {
+    for (int l = 0; l < kLanes; ++l) v.lane[l] = v.lane[l] < T(0) ? T(0) : v.lane[l];
+    return v;
   }
 };
 

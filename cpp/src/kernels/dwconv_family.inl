@@ -1,0 +1,451 @@
+// The dwconv family — depthwise convolution rows (NCHW) and pixels (NHWC), forward-style
+// and weight-gradient (contracts in kernels.hpp) — written once over a vector-traits type
+// and instantiated by each target TU, like gemm_family.inl (same inclusion rules: only
+// from a target TU after it defines CONVCORE_KERNEL_NS; no include guard).
+//
+// Beyond gemm_family.inl's interface the traits type VT provides
+//   mask_range(lo, hi): lanes [lo, hi) on (clamped to [0, kLanes]);
+//   fmadd_masked(a, b, c, m): a·b + c on the lanes of m, c unchanged on the others;
+//   relu(v): 0 where v < 0, v elsewhere (NaN kept);
+//   permute(v, idx): lane l = lane idx[l] of v (idx: kLanes int32).
+// Padding is never multiplied: the NCHW kernels mask each tap's lanes to the columns whose
+// source lies in the image (the load does not touch the others and the FMA leaves their
+// accumulators alone); the NHWC kernels receive only the taps that lie in the image.
+#if !defined(CONVCORE_KERNEL_NS)
+#error "define CONVCORE_KERNEL_NS (the target's namespace) before including dwconv_family.inl"
+#endif
+
+#include <algorithm>
+#include <type_traits>
+
+#include "kernels.hpp"
+
+namespace convcore::kernels::CONVCORE_KERNEL_NS {
+namespace {
+
+// Taps whose lane masks a border chunk keeps precomputed (more taps: computed per use).
+constexpr int64_t kDwMaskTaps = 64;
+
+// NCHW rows, one chunk of columns [u, u + n), n <= NV·L: RB rows at a time share each
+// tap's broadcast weight (and, on border chunks, its lane masks). kMasked: some tap is
+// invalid on some column of the chunk, or the chunk is the row's short tail.
+template <class VT, int RB, int NV, bool kMasked>
+inline void dw_rows_block(int64_t ntaps, const typename VT::T* const* src, int64_t so,
+                          int64_t src_rs, const typename VT::T* w, const typename VT::Mask* mk,
+                          const int64_t* lo, const int64_t* hi, int64_t u, int64_t n,
+                          typename VT::V* acc_out) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  V acc[RB][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = VT::zero();
+  for (int64_t t = 0; t < ntaps; ++t) {
+    Mask m[NV];
+    if (kMasked) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        if (mk) {
+          m[v] = mk[t * NV + v];
+        } else {
+          const int64_t at = u + int64_t(v) * L;
+          m[v] = VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
+        }
+      }
+    }
+    const V wv = VT::broadcast(w + t);
+    const T* s = src[t] + so + u;
+#pragma GCC unroll 8
+    for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const T* sv = s + i * src_rs + v * L;
+        if (kMasked)
+          acc[i][v] = VT::fmadd_masked(VT::load_masked(sv, m[v]), wv, acc[i][v], m[v]);
+        else
+          acc[i][v] = VT::fmadd(VT::loadu(sv), wv, acc[i][v]);
+      }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc_out[i * NV + v] = acc[i][v];
+}
+
+template <class VT, int NV>
+inline void dw_rows_chunk(int64_t rows, int64_t ntaps, const typename VT::T* const* src,
+                          int64_t src_rs, const int64_t* lo, const int64_t* hi,
+                          const typename VT::T* w, const typename VT::T* bias, bool relu,
+                          bool accumulate, typename VT::T* out, int64_t out_rs, int64_t u,
+                          int64_t n, bool interior) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  constexpr int RB = 4;
+  const bool masked = !interior || n < int64_t(NV) * L;
+  Mask tail[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) tail[v] = VT::mask(n - v * L);
+  // Border or tail chunk: each tap's lanes, once for all rows.
+  Mask mk_buf[kDwMaskTaps * NV];
+  const Mask* mk = nullptr;
+  if (masked && ntaps <= kDwMaskTaps) {
+    for (int64_t t = 0; t < ntaps; ++t)
+      for (int v = 0; v < NV; ++v) {
+        const int64_t at = u + int64_t(v) * L;
+        mk_buf[t * NV + v] = interior ? tail[v]
+                                      : VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
+      }
+    mk = mk_buf;
+  }
+  // (interior tail chunks with more than kDwMaskTaps taps: mask_range over [lo, hi) ∩
+  // [u, u + n) is the tail mask, as every tap is valid on the chunk.)
+  const V bv = bias ? VT::broadcast(bias) : VT::zero();
+  V acc[RB * NV];
+  auto store = [&](int64_t i0, int rb) {
+    for (int i = 0; i < rb; ++i) {
+      T* o = out + (i0 + i) * out_rs + u;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        V r = acc[i * NV + v];
+        if (accumulate) {
+          r = VT::add(VT::load_masked(o + v * L, tail[v]), r);
+        } else {
+          if (bias) r = VT::add(r, bv);
+          if (relu) r = VT::relu(r);
+        }
+        if (masked) VT::store_masked(o + v * L, tail[v], r);
+        else VT::storeu(o + v * L, r);
+      }
+    }
+  };
+  int64_t i = 0;
+  if (masked) {
+    for (; i + RB <= rows; i += RB) {
+      dw_rows_block<VT, RB, NV, true>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, RB);
+    }
+    for (; i < rows; ++i) {
+      dw_rows_block<VT, 1, NV, true>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, 1);
+    }
+  } else {
+    for (; i + RB <= rows; i += RB) {
+      dw_rows_block<VT, RB, NV, false>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, RB);
+    }
+    for (; i < rows; ++i) {
+      dw_rows_block<VT, 1, NV, false>(ntaps, src, i * src_rs, src_rs, w, mk, lo, hi, u, n, acc);
+      store(i, 1);
+    }
+  }
+}
+
+// NCHW rows: columns in chunks of NV vectors (one vector when the rest of the row fits in
+// one). A chunk inside every tap's valid range runs unmasked (the row's tail chunk masked to
+// the row), a border chunk masks each tap's lanes to its valid columns.
+template <class VT, int NV>
+void dw_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* const* src,
+             int64_t src_rs, const int64_t* lo, const int64_t* hi, const typename VT::T* w,
+             const typename VT::T* bias, bool relu, bool accumulate, typename VT::T* out,
+             int64_t out_rs) {
+  constexpr int L = VT::kLanes;
+  constexpr int64_t CW = int64_t(NV) * L;
+  int64_t ilo = 0, ihi = len;  // columns where every tap is valid
+  for (int64_t t = 0; t < ntaps; ++t) {
+    ilo = std::max(ilo, lo[t]);
+    ihi = std::min(ihi, hi[t]);
+  }
+  for (int64_t u = 0; u < len; u += CW) {
+    const int64_t n = std::min(CW, len - u);
+    const bool interior = u >= ilo && u + n <= ihi;
+    if (n <= L)
+      dw_rows_chunk<VT, 1>(rows, ntaps, src, src_rs, lo, hi, w, bias, relu, accumulate, out,
+                           out_rs, u, n, interior);
+    else
+      dw_rows_chunk<VT, NV>(rows, ntaps, src, src_rs, lo, hi, w, bias, relu, accumulate, out,
+                            out_rs, u, n, interior);
+  }
+}
+
+// NCHW weight-gradient rows: up to TC taps' partial-sum vectors live in registers while the
+// rows stream past (in blocks of kDwWgradRows, column vector by column vector, so a border
+// vector's masks are made once per block); a dy vector is loaded once and feeds every tap.
+constexpr int64_t kDwWgradRows = 32;
+template <class VT, int TC>
+void dw_rows_wgrad(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* const* src,
+                   int64_t src_rs, const int64_t* lo, const int64_t* hi,
+                   const typename VT::T* dy, int64_t dy_rs, typename VT::T* const* acc) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  for (int64_t t0 = 0; t0 < ntaps; t0 += TC) {
+    const int64_t nt = std::min<int64_t>(TC, ntaps - t0);
+    int64_t ilo = 0, ihi = len;
+    for (int64_t j = 0; j < nt; ++j) {
+      ilo = std::max(ilo, lo[t0 + j]);
+      ihi = std::min(ihi, hi[t0 + j]);
+    }
+    V a[TC];
+    const T* s[TC];
+#pragma GCC unroll 32
+    for (int j = 0; j < TC; ++j) {
+      a[j] = j < nt ? VT::loadu(acc[t0 + j]) : VT::zero();
+      s[j] = j < nt ? src[t0 + j] : src[t0];
+    }
+    for (int64_t i0 = 0; i0 < rows; i0 += kDwWgradRows) {
+      const int64_t i1 = std::min(rows, i0 + kDwWgradRows);
+      for (int64_t u = 0; u < len; u += L) {
+        const int64_t n = std::min<int64_t>(L, len - u);
+        if (n == L && u >= ilo && u + L <= ihi) {
+          if (nt == TC) {
+            for (int64_t i = i0; i < i1; ++i) {
+              const V dv = VT::loadu(dy + i * dy_rs + u);
+              const int64_t so = i * src_rs + u;
+#pragma GCC unroll 32
+              for (int j = 0; j < TC; ++j) a[j] = VT::fmadd(VT::loadu(s[j] + so), dv, a[j]);
+            }
+          } else {
+            for (int64_t i = i0; i < i1; ++i) {
+              const V dv = VT::loadu(dy + i * dy_rs + u);
+              const int64_t so = i * src_rs + u;
+#pragma GCC unroll 32
+              for (int j = 0; j < TC; ++j)
+                if (j < nt) a[j] = VT::fmadd(VT::loadu(s[j] + so), dv, a[j]);
+            }
+          }
+        } else {
+          const Mask tail = VT::mask(n);
+          Mask m[TC];
+#pragma GCC unroll 32
+          for (int j = 0; j < TC; ++j) {
+            const int64_t t = j < nt ? t0 + j : t0;
+            m[j] = VT::mask_range(lo[t] - u, std::min(hi[t], u + n) - u);
+          }
+          for (int64_t i = i0; i < i1; ++i) {
+            const V dv = VT::load_masked(dy + i * dy_rs + u, tail);
+            const int64_t so = i * src_rs + u;
+#pragma GCC unroll 32
+            for (int j = 0; j < TC; ++j)
+              if (j < nt)
+                a[j] = VT::fmadd_masked(VT::load_masked(s[j] + so, m[j]), dv, a[j], m[j]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 32
+    for (int j = 0; j < TC; ++j)
+      if (j < nt) VT::storeu(acc[t0 + j], a[j]);
+  }
+}
+
+// NHWC: NP pixels × NV channel vectors of accumulators; kFull: all NV vectors in range;
+// kPerm: each tap's source vectors go through its lane permutation.
+template <class VT, int NP, int NV, bool kFull, bool kPerm>
+inline void dw_pixels_block(int64_t ntaps, const typename VT::T* const* src, int64_t src_off,
+                            int64_t src_ps, const int32_t* const* perm,
+                            const typename VT::T* const* w, int64_t c,
+                            const typename VT::V* bv, bool has_bias, bool relu,
+                            const typename VT::Mask* tail, typename VT::T* out, int64_t out_ps) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  V acc[NP][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < NP; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = VT::zero();
+  V xs[NP][NV];  // kPerm: the source vectors, kept while consecutive taps share them
+  for (int64_t t = 0; t < ntaps; ++t) {
+    V wv[NV];
+    const T* wt = w[t] + c;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)
+      wv[v] = kFull ? VT::loadu(wt + v * L) : VT::load_masked(wt + v * L, tail[v]);
+    const T* s = src[t] + src_off + c;
+    if (kPerm) {
+      if (t == 0 || src[t] != src[t - 1]) {
+#pragma GCC unroll 16
+        for (int i = 0; i < NP; ++i)
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) {
+            const T* sv = s + i * src_ps + v * L;
+            xs[i][v] = kFull ? VT::loadu(sv) : VT::load_masked(sv, tail[v]);
+          }
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < NP; ++i)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v)
+          acc[i][v] = VT::fmadd(VT::permute(xs[i][v], perm[t]), wv[v], acc[i][v]);
+      continue;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < NP; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        const T* sv = s + i * src_ps + v * L;
+        acc[i][v] = VT::fmadd(kFull ? VT::loadu(sv) : VT::load_masked(sv, tail[v]), wv[v],
+                              acc[i][v]);
+      }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < NP; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      V r = acc[i][v];
+      if (has_bias) r = VT::add(r, bv[v]);
+      if (relu) r = VT::relu(r);
+      T* o = out + i * out_ps + c + v * L;
+      if (kFull) VT::storeu(o, r);
+      else VT::store_masked(o, tail[v], r);
+    }
+}
+
+// NHWC pixels: pixel blocks outer, channel chunks inner, so a block's pixels (whole, when
+// the channels are few hundred) stay in L1 while every chunk reads them: with the chunk
+// outer, a power-of-two channel count puts the pixels a chunk reads a few KB apart, all in
+// the same few L1 sets.
+template <class VT, int PB, int NV, bool kPerm>
+void dw_pixels_impl(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
+                    int64_t src_ps, const int32_t* const* perm, const typename VT::T* const* w,
+                    const typename VT::T* bias, bool relu, typename VT::T* out, int64_t out_ps) {
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  constexpr int64_t CW = int64_t(NV) * L;
+  const bool has_bias = bias != nullptr;
+  auto chunks = [&](int64_t p, auto np_tag) {
+    constexpr int NP = decltype(np_tag)::value;
+    for (int64_t c = 0; c < kc; c += CW) {
+      const int64_t n = std::min(CW, kc - c);
+      Mask tail[NV];
+      V bv[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        tail[v] = VT::mask(n - v * L);
+        bv[v] = has_bias ? VT::load_masked(bias + c + v * L, tail[v]) : VT::zero();
+      }
+      if (n == CW)
+        dw_pixels_block<VT, NP, NV, true, kPerm>(ntaps, src, p * src_ps, src_ps, perm, w, c, bv,
+                                                 has_bias, relu, tail, out + p * out_ps, out_ps);
+      else
+        dw_pixels_block<VT, NP, NV, false, kPerm>(ntaps, src, p * src_ps, src_ps, perm, w, c,
+                                                  bv, has_bias, relu, tail, out + p * out_ps,
+                                                  out_ps);
+    }
+  };
+  int64_t p = 0;
+  for (; p + PB <= npx; p += PB) chunks(p, std::integral_constant<int, PB>{});
+  for (; p < npx; ++p) chunks(p, std::integral_constant<int, 1>{});
+}
+
+template <class VT, int PB, int NV>
+void dw_pixels(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
+               int64_t src_ps, const int32_t* const* perm, const typename VT::T* const* w,
+               const typename VT::T* bias, bool relu, typename VT::T* out, int64_t out_ps) {
+  if (perm)
+    dw_pixels_impl<VT, PB, NV, true>(npx, kc, ntaps, src, src_ps, perm, w, bias, relu, out,
+                                     out_ps);
+  else
+    dw_pixels_impl<VT, PB, NV, false>(npx, kc, ntaps, src, src_ps, perm, w, bias, relu, out,
+                                      out_ps);
+}
+
+// NHWC weight gradient: blocks of kDwWgradPixels pixels outer (they stay in L1, as in
+// dw_pixels), then per channel vector up to TC taps' sums in registers across the block's
+// pixels; a dy vector is loaded once per pixel and feeds every tap. Each sum still adds its
+// pixels in order.
+constexpr int64_t kDwWgradPixels = 8;
+template <class VT, int TC, bool kPerm>
+void dw_pixels_wgrad_impl(int64_t npx, int64_t kc, int64_t ntaps,
+                          const typename VT::T* const* src, int64_t src_ps,
+                          const int32_t* const* perm, const typename VT::T* dy, int64_t dy_ps,
+                          typename VT::T* const* acc) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  for (int64_t p0 = 0; p0 < npx; p0 += kDwWgradPixels) {
+    const int64_t p1 = std::min(npx, p0 + kDwWgradPixels);
+    for (int64_t c = 0; c < kc; c += L) {
+      const int64_t n = std::min<int64_t>(L, kc - c);
+      const bool full = n == L;
+      const Mask m = VT::mask(n);
+      for (int64_t t0 = 0; t0 < ntaps; t0 += TC) {
+        const int64_t nt = std::min<int64_t>(TC, ntaps - t0);
+        V a[TC];
+        const T* s[TC];
+        const int32_t* pj[TC];
+#pragma GCC unroll 32
+        for (int j = 0; j < TC; ++j) {
+          a[j] = j >= nt ? VT::zero()
+                         : (full ? VT::loadu(acc[t0 + j] + c)
+                                 : VT::load_masked(acc[t0 + j] + c, m));
+          s[j] = (j < nt ? src[t0 + j] : src[t0]) + c;
+          pj[j] = kPerm ? perm[j < nt ? t0 + j : t0] : nullptr;
+        }
+        // kPerm: consecutive taps with the same source share one load (a group's channels)
+        bool fresh[TC];
+#pragma GCC unroll 32
+        for (int j = 0; j < TC; ++j) fresh[j] = !kPerm || j == 0 || s[j] != s[j - 1];
+        if (full && nt == TC) {
+          for (int64_t p = p0; p < p1; ++p) {
+            const V dv = VT::loadu(dy + p * dy_ps + c);
+            const int64_t so = p * src_ps;
+            V xv = VT::zero();
+#pragma GCC unroll 32
+            for (int j = 0; j < TC; ++j) {
+              if (fresh[j]) xv = VT::loadu(s[j] + so);
+              a[j] = VT::fmadd(kPerm ? VT::permute(xv, pj[j]) : xv, dv, a[j]);
+            }
+          }
+        } else {
+          for (int64_t p = p0; p < p1; ++p) {
+            const V dv = VT::load_masked(dy + p * dy_ps + c, m);
+            const int64_t so = p * src_ps;
+            V xv = VT::zero();
+#pragma GCC unroll 32
+            for (int j = 0; j < TC; ++j) {
+              if (j >= nt) break;
+              if (fresh[j]) xv = VT::load_masked(s[j] + so, m);
+              a[j] = VT::fmadd(kPerm ? VT::permute(xv, pj[j]) : xv, dv, a[j]);
+            }
+          }
+        }
+#pragma GCC unroll 32
+        for (int j = 0; j < TC; ++j) {
+          if (j >= nt) break;
+          if (full) VT::storeu(acc[t0 + j] + c, a[j]);
+          else VT::store_masked(acc[t0 + j] + c, m, a[j]);
+        }
+      }
+    }
+  }
+}
+
+template <class VT, int TC>
+void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::T* const* src,
+                     int64_t src_ps, const int32_t* const* perm, const typename VT::T* dy,
+                     int64_t dy_ps, typename VT::T* const* acc) {
+  if (perm)
+    dw_pixels_wgrad_impl<VT, TC, true>(npx, kc, ntaps, src, src_ps, perm, dy, dy_ps, acc);
+  else
+    dw_pixels_wgrad_impl<VT, TC, false>(npx, kc, ntaps, src, src_ps, perm, dy, dy_ps, acc);
+}
+
+// The family for one target: NCHW rows of NV vectors, NHWC blocks of PB pixels × NV
+// vectors, TC taps' gradient sums in registers.
+template <class VT, int NV, int PB, int TC>
+DwconvUkernel<typename VT::T> dwconv_family(const char* name) {
+  return {&dw_rows<VT, NV>, &dw_rows_wgrad<VT, TC>, &dw_pixels<VT, PB, NV>,
+          &dw_pixels_wgrad<VT, TC>, VT::kLanes, name};
+}
+
+}  // namespace
+}  // namespace convcore::kernels::CONVCORE_KERNEL_NS
