@@ -128,6 +128,11 @@ CASES = {
     "pad4": ((1, 8, 9, 10), 10, (5, 4), dict(stride=2, padding=(3, 1, 2, 0))),
     "one_pixel": ((3, 8, 1, 1), 8, (4, 4), dict(stride=2)),
     "out32": ((2, 8, 4, 5), 32, (3, 3), dict(stride=2, padding=1)),
+    # depthwise (groups == channels: the dwconv entries of every pass) and NHWC groups of 4
+    # channels with 4 filters (grouped_nhwc)
+    "depthwise": ((2, 8, 6, 7), 8, (3, 3), dict(stride=2, padding=1, groups=8)),
+    "depthwise_s1": ((2, 6, 5, 6), 12, (3, 3), dict(padding=1, groups=6)),
+    "grouped_cg4": ((2, 8, 5, 6), 8, (3, 3), dict(padding=1, groups=2)),
 }
 
 

@@ -63,7 +63,7 @@ constexpr int64_t kNhwcExpandMaxWgrad = 4;
 constexpr int64_t kPrefetchRows = 2;
 
 const char* depthwise_why_not(const ConvPlan& p) {
-  if (p.kind != OpKind::Conv2d) return "conv2d only";
+  if (p.kind == OpKind::LocallyConnected2d) return "conv2d and conv_transpose2d only";
   if (p.Cg != 1 || p.G != p.C) return "depthwise only (groups == in_channels)";
   return nullptr;
 }
@@ -389,13 +389,15 @@ struct DepthwiseNchwBackwardData : DwWeights<false> {
               }
             }
           }
+          // bias and ReLU: a transposed forward's (ExecArgs), on dx channel c
+          const T* bias = a.bias ? a.bias + c : nullptr;
           if (sw == 1) {
             fn(run.count, p.W, int64_t(tt.w.size()), tt.src.data(), p.ys_h, tt.lo.data(),
-               tt.hi.data(), tt.w.data(), nullptr, false, false, dxc + run.u0 * p.xs_h,
+               tt.hi.data(), tt.w.data(), bias, a.relu, false, dxc + run.u0 * p.xs_h,
                p.sh * p.xs_h);
           } else {
             fn(run.count, wq[phi], int64_t(tt.w.size()), tt.src.data(), p.ys_h, tt.lo.data(),
-               tt.hi.data(), tt.w.data(), nullptr, false, false, tmp + phi * Wq, sw * Wq);
+               tt.hi.data(), tt.w.data(), bias, a.relu, false, tmp + phi * Wq, sw * Wq);
           }
         }
         if (sw > 1) {
@@ -578,7 +580,7 @@ void nhwc_source_rows(const ConvPlan& p, const AxisRun& rrun, int64_t i, const T
 // taking channel c of its group (a lane permutation; perm_table). kMinLanes: 32 / sizeof(T).
 template <bool kGrouped, int kMinLanes>
 const char* nhwc_why_not(const ConvPlan& p) {
-  if (p.kind != OpKind::Conv2d) return "conv2d only";
+  if (p.kind == OpKind::LocallyConnected2d) return "conv2d and conv_transpose2d only";
   if (!kGrouped) return depthwise_why_not(p);
   if (p.G == 1) return "grouped convolution only (groups > 1)";
   if (p.Cg == 1) return "not depthwise (depthwise_nhwc computes it)";
@@ -731,8 +733,11 @@ struct NhwcBackwardData : DwWeights<true, kGrouped> {
                     if (kGrouped) tt.perm.push_back(perm.data() + f * L);
                   }
               }
+              // bias and ReLU (a transposed forward's) on dx channels c0..: in the kernel,
+              // or after the per-filter sums when the input was expanded
               fn(crun.count, kc, int64_t(tt.src.size()), tt.src.data(), p.ys_w,
-                 kGrouped ? tt.perm.data() : nullptr, tt.wp.data(), nullptr, false,
+                 kGrouped ? tt.perm.data() : nullptr, tt.wp.data(),
+                 expand || !a.bias ? nullptr : a.bias + c0, !expand && a.relu,
                  out + crun.u0 * ops, p.sw * ops);
             }
             if (expand) {
@@ -744,7 +749,8 @@ struct NhwcBackwardData : DwWeights<true, kGrouped> {
                 for (int64_t cc = 0; cc < channels; ++cc) {
                   T sum = src[cc * m];
                   for (int64_t j = 1; j < m; ++j) sum += src[cc * m + j];
-                  d[cc] = sum;
+                  if (a.bias) sum += a.bias[c0 + cc];
+                  d[cc] = a.relu && sum < T(0) ? T(0) : sum;
                 }
               }
             }
