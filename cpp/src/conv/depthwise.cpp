@@ -46,10 +46,9 @@ inline int64_t mod_pos(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
 // layers, so a row is read as one contiguous run (measured: 256 channels of 28×28 run ~1.5×
 // faster than blocks of 64).
 constexpr int64_t kNhwcBlock = 256;
-// Backward-weight: the batch is cut into at most this many chunks × units (filters) of
-// work, a fixed function of the problem (each chunk keeps its own sums: up to this many
-// copies of dw).
-constexpr int64_t kWgradItems = 16;
+// Backward-weight: the batch is cut into at most this many chunks (each keeps its own sums:
+// up to this many copies of dw).
+constexpr int64_t kWgradChunks = 16;
 // Forward and backward-data NHWC: rows of the batch in about this many bands (work items).
 constexpr int64_t kBandItems = 64;
 // NHWC depthwise with a channel multiplier m expands the input rows (a scalar copy of R rows
@@ -161,13 +160,18 @@ std::vector<ColTap> forward_col_taps(const ConvPlan& p) {
 // Columns of one phase row of a plane split into sw phases: ceil(W / sw).
 int64_t phase_len(const ConvPlan& p) { return ceil_div(p.W, p.sw); }
 
-// dst[φ·Wph + j] = row[j·sw + φ] for every input row of a plane (row stride sw·Wph).
+// dst[φ·Wph + j] = row[j·sw + φ] for every input row of a plane (row stride sw·Wph); the
+// kernel family's split2 for sw == 2.
 template <typename T>
-void split_phases(const ConvPlan& p, const T* plane, T* dst) {
+void split_phases(const ConvPlan& p, const GemmEngine<T>& e, const T* plane, T* dst) {
   const int64_t Wph = phase_len(p), sw = p.sw;
   for (int64_t h = 0; h < p.H; ++h) {
     const T* row = plane + h * p.xs_h;
     T* d = dst + h * sw * Wph;
+    if (sw == 2) {
+      e.dwconv.split2(row, p.W, d, d + Wph);
+      continue;
+    }
     for (int64_t phi = 0; phi < sw; ++phi) {
       T* dp = d + phi * Wph;
       int64_t j = 0;
@@ -237,9 +241,11 @@ void run_items(int64_t items, double flops, Body&& body) {
   });
 }
 
-// Chunks of images for backward-weight: a fixed function of the problem.
-int64_t wgrad_chunks(int64_t N, int64_t units) {
-  return std::clamp<int64_t>(kWgradItems / std::max<int64_t>(units, 1), 1, std::max<int64_t>(N, 1));
+// Chunks of the batch for backward-weight: a fixed function of the problem (work items are
+// chunk-major, so the units of one chunk — for NCHW the filters of one image, adjacent
+// planes — run one after the other).
+int64_t wgrad_chunks(int64_t extent) {
+  return std::clamp<int64_t>(kWgradChunks, 1, std::max<int64_t>(extent, 1));
 }
 
 // Per-thread tap tables (pointers, column ranges, weights) and buffers.
@@ -263,6 +269,20 @@ struct TapTable {
     perm.clear();
   }
 };
+
+// Asks for rows [first, last] of an image (`rows` rows of `row_len` elements,
+// `row_stride` apart, from `base`) ahead of use. The executors read a row as runs of
+// channels a pixel apart, block by block, which the hardware prefetchers do not follow from
+// memory (measured on 256 channels of 28×28, batch 16: 4.4 → 2.8 ms forward).
+template <typename T>
+void prefetch_rows(const T* base, int64_t first, int64_t last, int64_t rows, int64_t row_stride,
+                   int64_t row_len) {
+  constexpr int64_t line = 64 / sizeof(T);
+  for (int64_t row = std::max<int64_t>(first, 0); row <= std::min(last, rows - 1); ++row) {
+    const T* r = base + row * row_stride;
+    for (int64_t e = 0; e < row_len; e += line) __builtin_prefetch(r + e, 0, 2);
+  }
+}
 
 // ---------------------------------------------------------------------------------------
 // NCHW
@@ -298,7 +318,7 @@ struct DepthwiseNchwForward : DwWeights<false> {
       int64_t row_len = p.xs_h, phase_stride = 0;
       if (p.sw > 1) {
         T* buf = thread_scratch_as<Scratch::Image, T>(p.H * p.sw * Wph, "a plane split into phases");
-        split_phases(p, plane, buf);
+        split_phases(p, e, plane, buf);
         base = buf;
         row_len = p.sw * Wph;
         phase_stride = Wph;
@@ -422,7 +442,7 @@ template <typename T, typename UnitSums>
 void wgrad_by_chunks(const ConvPlan& p, int64_t units, int64_t unit_filters, int64_t extent,
                      T* dw, UnitSums&& unit_sums) {
   const int64_t RS = p.CgRS();  // taps per filter, in the weight layout's order
-  const int64_t chunks = wgrad_chunks(extent, units);
+  const int64_t chunks = wgrad_chunks(extent);
   const int64_t per_unit = unit_filters * RS;
   std::vector<T> partial(static_cast<std::size_t>(checked_product({chunks, units, per_unit},
                                                                   "the weight-gradient sums")));
@@ -467,12 +487,18 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
       const int64_t c = k / m;
       tt.sums.assign(static_cast<std::size_t>(RS * L), T(0));
       for (int64_t n = n0; n < n1; ++n) {
+        // The filter's planes are an image apart: ask for the next image's x and dy planes
+        // now (the hardware prefetchers see only runs of one plane).
+        if (n + 1 < n1) {
+          prefetch_rows(a.x + (n + 1) * p.xs_n + c * p.xs_c, 0, p.H - 1, p.H, p.xs_h, p.W);
+          prefetch_rows(a.dy + (n + 1) * p.ys_n + k * p.ys_c, 0, p.Ho - 1, p.Ho, p.ys_h, p.Wo);
+        }
         const T* plane = a.x + n * p.xs_n + c * p.xs_c;
         const T* base = plane;
         int64_t row_len = p.xs_h, phase_stride = 0;
         if (p.sw > 1) {
           T* buf = thread_scratch_as<Scratch::Image, T>(p.H * p.sw * Wph, "a plane split into phases");
-          split_phases(p, plane, buf);
+          split_phases(p, e, plane, buf);
           base = buf;
           row_len = p.sw * Wph;
           phase_stride = Wph;
@@ -527,20 +553,6 @@ void expand_row(const ConvPlan& p, const T* xrow, int64_t k0, int64_t kc, int64_
     const T* px = xrow + iw * p.xs_w;
     T* d = dst + iw * kb;
     for (int64_t kk = 0; kk < kc; ++kk) d[kk] = px[(k0 + kk) / m];
-  }
-}
-
-// Asks for rows [first, last] of an NHWC image (`rows` rows of `row_len` elements,
-// `row_stride` apart, from `base`) ahead of use. The executors read a row as runs of
-// channels a pixel apart, block by block, which the hardware prefetchers do not follow from
-// memory (measured on 256 channels of 28×28, batch 16: 4.4 → 2.8 ms forward).
-template <typename T>
-void prefetch_rows(const T* base, int64_t first, int64_t last, int64_t rows, int64_t row_stride,
-                   int64_t row_len) {
-  constexpr int64_t line = 64 / sizeof(T);
-  for (int64_t row = std::max<int64_t>(first, 0); row <= std::min(last, rows - 1); ++row) {
-    const T* r = base + row * row_stride;
-    for (int64_t e = 0; e < row_len; e += line) __builtin_prefetch(r + e, 0, 2);
   }
 }
 

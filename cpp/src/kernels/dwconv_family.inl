@@ -439,12 +439,35 @@ void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::
     dw_pixels_wgrad_impl<VT, TC, false>(npx, kc, ntaps, src, src_ps, perm, dy, dy_ps, acc);
 }
 
+// Row split into 2 phases: 2 vectors in (masked at the row's end), each permuted so its
+// even (odd) lanes come first, half-vector stores.
+template <class VT>
+void dw_split2(const typename VT::T* src, int64_t n, typename VT::T* even,
+               typename VT::T* odd) {
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  int32_t ie[L], io[L];
+  for (int l = 0; l < L; ++l) {
+    ie[l] = (2 * l) % L;
+    io[l] = (2 * l + 1) % L;
+  }
+  for (int64_t i = 0; i < n; i += 2 * L) {
+    const int64_t rem = n - i, ne = (rem + 1) / 2, no = rem / 2;  // evens, odds left
+    const V v0 = VT::load_masked(src + i, VT::mask(rem));
+    const V v1 = VT::load_masked(src + i + L, VT::mask(rem - L));
+    VT::store_masked(even + i / 2, VT::mask(std::min<int64_t>(ne, L / 2)), VT::permute(v0, ie));
+    VT::store_masked(even + i / 2 + L / 2, VT::mask(ne - L / 2), VT::permute(v1, ie));
+    VT::store_masked(odd + i / 2, VT::mask(std::min<int64_t>(no, L / 2)), VT::permute(v0, io));
+    VT::store_masked(odd + i / 2 + L / 2, VT::mask(no - L / 2), VT::permute(v1, io));
+  }
+}
+
 // The family for one target: NCHW rows of NV vectors, NHWC blocks of PB pixels × NV
 // vectors, TC taps' gradient sums in registers.
 template <class VT, int NV, int PB, int TC>
 DwconvUkernel<typename VT::T> dwconv_family(const char* name) {
   return {&dw_rows<VT, NV>, &dw_rows_wgrad<VT, TC>, &dw_pixels<VT, PB, NV>,
-          &dw_pixels_wgrad<VT, TC>, VT::kLanes, name};
+          &dw_pixels_wgrad<VT, TC>, &dw_split2<VT>, VT::kLanes, name};
 }
 
 }  // namespace

@@ -112,12 +112,18 @@ using DwPixelsWgradFn = void (*)(int64_t npx, int64_t kc, int64_t ntaps, const T
                                  int64_t src_ps, const int32_t* const* perm, const T* dy,
                                  int64_t dy_ps, T* const* acc);
 
+// Splits a row of n elements into its 2 phases: even[j] = src[2j], odd[j] = src[2j + 1]
+// (the NCHW kernels' column stride 2: every tap then reads a contiguous phase row).
+template <typename T>
+using DwSplit2Fn = void (*)(const T* src, int64_t n, T* even, T* odd);
+
 template <typename T>
 struct DwconvUkernel {
   DwRowsFn<T> rows = nullptr;
   DwRowsWgradFn<T> rows_wgrad = nullptr;
   DwPixelsFn<T> pixels = nullptr;
   DwPixelsWgradFn<T> pixels_wgrad = nullptr;
+  DwSplit2Fn<T> split2 = nullptr;
   int lanes = 0;  // T per vector: the width of rows_wgrad's partial sums
   const char* name = "";
 };
