@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -143,6 +145,46 @@ class _Problem:
         return shape4 if self.batched else shape4[1:]
 
 
+# Functional calls reuse the primitive of a recent identical problem, so validation and
+# planning are paid once per problem, not per call (a primitive's execution is const and
+# thread-safe). The key holds every argument with its type (stride=1.0 must still be
+# refused, not hit stride=1's entry), the dtype, the active ISA and the forced test
+# implementations; unhashable arguments bypass the cache.
+_CACHE: "OrderedDict[Any, _Problem]" = OrderedDict()
+_CACHE_SIZE = 64
+_CACHE_LOCK = threading.Lock()
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return (type(v), tuple(_freeze(e) for e in v))
+    return (type(v), v)
+
+
+def _problem(input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
+             padding: Any, dilation: Any, groups: Any, layout: Any, shape_rule: Any,
+             dtype: str = "float32", algorithm: Any = None) -> _Problem:
+    """_Problem(...), from the cache when an identical one was made recently."""
+    args = (input_shape, weight_shape, stride, padding, dilation, groups, layout,
+            shape_rule, dtype, algorithm)
+    try:
+        key = (_freeze(args), _core.get_isa(), tuple(sorted(_FORCED.items())))
+        hash(key)
+    except TypeError:
+        return _Problem(*args)
+    with _CACHE_LOCK:
+        prob = _CACHE.get(key)
+        if prob is not None:
+            _CACHE.move_to_end(key)
+            return prob
+    prob = _Problem(*args)
+    with _CACHE_LOCK:
+        _CACHE[key] = prob
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return prob
+
+
 def _check_input(x_in: Any, name: str) -> np.ndarray:
     x = check_array(x_in, name)
     if x.ndim not in (3, 4):
@@ -279,7 +321,7 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")
     act = check_activation(activation)
-    prob = _Problem(x.shape, weight.shape, stride, padding, dilation, groups, layout, shape_rule,
+    prob = _problem(x.shape, weight.shape, stride, padding, dilation, groups, layout, shape_rule,
                     _dtype_name(x), algorithm)
     b = None
     if bias is not None:
@@ -357,7 +399,7 @@ def conv2d_backward_input(grad_output: NDArray[FloatT], weight: NDArray[FloatT],
     """
     dy = check_array(grad_output, "grad_output")
     weight = _check_weight(weight, dy, "grad_output")
-    prob = _Problem(input_shape, weight.shape, stride, padding, dilation, groups, layout,
+    prob = _problem(input_shape, weight.shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(dy), algorithm)
     dy = _check_grad_output(dy, prob, dy, "grad_output")
     dx = np.empty(prob.user_shape(prob.x_shape), dtype=dy.dtype)
@@ -424,7 +466,7 @@ def conv2d_backward_weight(grad_output: NDArray[FloatT], x: NDArray[FloatT],
            [42., 46., 50.]])
     """
     x = _check_input(x, "x")
-    prob = _Problem(x.shape, weight_shape, stride, padding, dilation, groups, layout,
+    prob = _problem(x.shape, weight_shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(x), algorithm)
     dy = _check_grad_output(grad_output, prob, x, "x")
     dw = np.empty(prob.w_shape, dtype=x.dtype)
@@ -506,7 +548,7 @@ def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     if not isinstance(bias, (bool, np.bool_)):
         raise TypeError(f"bias must be True or False (whether to return its gradient), "
                         f"got {type(bias).__name__}")
-    prob = _Problem(x.shape, weight.shape, stride, padding, dilation, groups, layout,
+    prob = _problem(x.shape, weight.shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(x), algorithm)
     dy = as_buffer(_check_grad_output(grad_output, prob, x, "x"))
     xb, wb = as_buffer(x), as_buffer(weight)
@@ -561,7 +603,7 @@ def conv2d_output_shape(input_shape: Sequence[int], weight_shape: Sequence[int],
     >>> convcore.conv2d_output_shape((11, 11, 4), (2, 5, 5, 4), stride=2, layout="NHWC")
     (4, 4, 2)
     """
-    prob = _Problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
+    prob = _problem(input_shape, weight_shape, stride, padding, dilation, groups, layout,
                     shape_rule)
     return prob.user_shape(prob.y_shape)
 
