@@ -1,4 +1,4 @@
-"""Hardening of the C++ core (issue 7, classes 1, 2, 3 and 6) and the memory checks.
+"""Hardening of the C++ core and the memory checks.
 
 * Class 1/2 (size arithmetic: crashes, silently wrong results) and class 3 (memory sized by
   hyperparameters): huge strides, dilations and paddings on tiny problems give the exact

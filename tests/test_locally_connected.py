@@ -380,7 +380,7 @@ def test_bad_inputs():
         layer.forward(np.zeros((2, 3, 6, 6), np.float32))
 
 
-# --- Inf/NaN against padding (issue 7, class 6) ---------------------------------------------
+# --- Inf/NaN against padding ---------------------------------------------
 
 def _direct_skip_padding(x, w, dy, *, stride, padding, layout):
     """(y, dx, dw) by the definition in float64: loops over the taps that lie in the image,

@@ -1,4 +1,5 @@
-"""Times locally_connected2d against conv2d with the same FLOPs (issue 8 target):
+"""Times locally_connected2d against conv2d with the same FLOPs (the target: forward within 2×,
+backward within 3× of conv2d):
 (32, 16, 28, 28), K=16, 3x3, padding 1. Every round runs each variant once; medians over
 rounds. Usage: T=2 python examples/python/bench_locally_connected.py [float32|float64]
 """

@@ -41,7 +41,7 @@ def test_oracle_matches_reference(seed):
 
 
 def test_oracle_huge_hyperparameters_cost_nothing():
-    """dilation 2**59 and padding 2**59 (issue 7's first repro): one real tap, instantly."""
+    """dilation 2**59 and padding 2**59 (a reported crash): one real tap, instantly."""
     geo = ref.Geometry((1, 1, 1, 1), (1, 1, 2, 1), dilation=(2**59, 1), padding=(0, 2**59, 0, 31))
     y = oracle.forward(geo, np.ones((1, 1, 1, 1)), np.ones((1, 1, 2, 1)), None)
     assert y.shape == (1, 1, 1, 32)
