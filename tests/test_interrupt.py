@@ -28,6 +28,10 @@ PRELUDE = textwrap.dedent("""
     import numpy as np
     import convcore
 
+    # Python leaves SIGINT ignored when it starts ignored (a job started with `&` from a
+    # non-interactive shell): install the KeyboardInterrupt handler explicitly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def interrupt_after(fn, delay):
         \"\"\"Runs fn, sends SIGINT to this process after `delay` s; returns the seconds from
         the signal to KeyboardInterrupt, or None when fn finished first.\"\"\"
