@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import doctest
 import importlib
+import importlib.util
 import inspect
 import os
 import pkgutil
@@ -32,6 +33,9 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # Modules whose docstrings hold no examples to run (command-line entry points).
 _SKIP_MODULES = {"convcore.__main__"}
+# The integrations need their optional extras: without one, that module's examples are not
+# collected (tests/test_torch.py and tests/test_dask.py skip the same way).
+_OPTIONAL = {"convcore.torch": "torch", "convcore.dask": "dask"}
 
 
 # -- collecting the doctests ---------------------------------------------------------------
@@ -42,6 +46,8 @@ def _package_doctests() -> List[doctest.DocTest]:
     names = sorted(m.name for m in pkgutil.walk_packages(convcore.__path__, "convcore."))
     for name in ["convcore"] + names:
         if name in _SKIP_MODULES:
+            continue
+        if name in _OPTIONAL and importlib.util.find_spec(_OPTIONAL[name]) is None:
             continue
         module = importlib.import_module(name)
         tests += finder.find(module, name)
