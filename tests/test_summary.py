@@ -257,7 +257,7 @@ def test_show_prints_the_table(capsys):
     ([(8, 0)], ValueError, r"layers\[0\]: kernel_size must be >= 1"),
     ([(8, 3, 2, "same")], ValueError, r"layers\[0\]: padding='same' requires stride 1"),
     (["8:3g3"], ValueError, r"layers\[0\]: groups=3 must divide out_channels=8"),
-    ([3.5], TypeError, r"layers\[0\] must be a convcore.Conv2d, a string"),
+    ([3.5], TypeError, r"layers\[0\] must be a convcore.Conv2d, ConvTranspose2d or LocallyConnected2d, a string"),
     (42, TypeError, r"layers must be a list"),
 ])
 def test_bad_layer_specs(layers, exc, match):
@@ -318,3 +318,22 @@ def test_cli_help_and_errors(tmp_path):
     assert res.returncode == 2 and "cannot read layer '96:11/y'" in res.stderr
     res = run_cli("227x227", "96:11", cwd=tmp_path)
     assert res.returncode == 2 and "CxHxW" in res.stderr
+
+
+def test_locally_connected_layers_count_their_unshared_parameters():
+    lc = convcore.LocallyConnected2d(8, 4, 3, (32, 32), padding=1)
+    s = convcore.summary((2, 8, 32, 32), [lc], show=False)
+    row = s[0]
+    assert row.kind == "lc" and row.fits
+    assert row.params == row.params_unshared == lc.num_params == \
+        convcore.locally_connected2d_num_params((32, 32), 8, 4, 3, padding=1)
+    assert row.output_shape == (2, 4, 32, 32)
+    assert row.flops == 2 * 2 * 4 * 32 * 32 * 8 * 9
+    assert set(row.algorithms) == {"forward", "backward_data", "backward_weight"}
+
+
+def test_locally_connected_layer_built_for_another_size_does_not_fit():
+    lc = convcore.LocallyConnected2d(3, 4, 3, (30, 30))
+    s = convcore.summary((1, 3, 32, 32), [lc], show=False)
+    assert not s[0].fits and "input_size=(30, 30)" in s[0].problem
+    assert any("input_size=(32, 32)" in f for f in s[0].fixes)

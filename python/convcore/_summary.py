@@ -40,6 +40,7 @@ from ._args import check_groups, check_layout, check_shape_rule, is_int, padding
 from ._conv import _algorithms
 from .layers import Conv2d
 from .transposed import ConvTranspose2d, _algorithms as _t_algorithms
+from .locally_connected import LocallyConnected2d, _LCProblem
 from ._types import DTypeName, Layout, ShapeRule
 
 __all__ = ["LayerSummary", "Summary", "summary", "main"]
@@ -58,7 +59,7 @@ class LayerSummary:
     name : str
         The layer as written (``"conv 96:11/4"``, ``"pool 3/2"``) or its ``name``.
     kind : str
-        ``"conv"``, ``"convT"`` (transposed) or ``"pool"``.
+        ``"conv"``, ``"convT"`` (transposed), ``"lc"`` (locally connected) or ``"pool"``.
     input_shape, output_shape : tuple of int
         In the summary's layout, with the batch axis when the input shape had one;
         None when the layer (or, for input_shape, an earlier one) cannot be sized at all.
@@ -279,6 +280,7 @@ class _Spec:
     dtype: Optional[str] = None
     weight_shape: Optional[Tuple[int, ...]] = None
     output_padding: Pair = (0, 0)
+    input_size: Optional[Pair] = None   # a locally-connected layer's (H, W)
 
 
 _NUM = r"\d+(?:[x×]\d+)?"
@@ -461,6 +463,14 @@ def _parse_layer(layer: Any, where: str) -> _Spec:
                              f"{' and '.join(map(repr, missing))}, got {layer!r}")
         kw = {k: v for k, v in layer.items() if k not in ("name", "transposed")}
         return _convt_spec(where, layer.get("name"), **kw)
+    if isinstance(layer, LocallyConnected2d):
+        text = _spec_text(layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                          (1, 1), 1)
+        return _Spec("lc", f"LocallyConnected2d {layer.in_channels}→{text}", layer.kernel_size,
+                     layer.stride, layer.padding, out_channels=layer.out_channels,
+                     in_channels=layer.in_channels, bias=layer.bias is not None,
+                     shape_rule=layer.shape_rule, layout=layer.layout, dtype=layer.dtype.name,
+                     input_size=layer.input_size)
     if isinstance(layer, Conv2d):
         text = _spec_text(layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                           layer.dilation, layer.groups)
@@ -494,7 +504,8 @@ def _parse_layer(layer: Any, where: str) -> _Spec:
     if isinstance(layer, tuple) and 2 <= len(layer) <= 4:
         names = ("out_channels", "kernel_size", "stride", "padding")
         return _conv_spec(where, None, **dict(zip(names, layer)))
-    raise TypeError(f"{where} must be a convcore.Conv2d, a string such as '96:11/4' or "
+    raise TypeError(f"{where} must be a convcore.Conv2d, ConvTranspose2d or "
+                    "LocallyConnected2d, a string such as '96:11/4' or "
                     "'pool3/2', a dict {'out_channels', 'kernel_size', ...} or {'pool': F}, "
                     f"or a tuple (out_channels, kernel_size[, stride[, padding]]); "
                     f"got {layer!r}")
@@ -690,7 +701,7 @@ def summary(input_shape: Union[Sequence[int], str], layers: Union[str, Sequence[
 
         # Channels, and the parameter count (which does not depend on the sizes either).
         cin = c
-        if spec.kind == "conv":
+        if spec.kind in ("conv", "lc"):
             k, g = spec.out_channels, spec.groups
             assert k is not None
             if spec.in_channels is not None and spec.in_channels != c:
@@ -760,6 +771,27 @@ def summary(input_shape: Union[Sequence[int], str], layers: Union[str, Sequence[
                 row.notes.append(f"sized as shape_rule='{continue_as}' to go on")
 
         ho, wo = _axis_out(axes[0], effective), _axis_out(axes[1], effective)
+        if spec.kind == "lc":
+            # No sharing: every output position has its own filters, so the parameters
+            # are the unshared count, and the layer takes one input size only.
+            k = spec.out_channels
+            assert k is not None and spec.input_size is not None
+            taps = cin * spec.kernel[0] * spec.kernel[1]
+            row.params = row.params_unshared = ho * wo * k * (taps + (1 if spec.bias else 0))
+            row.flops = 2 * n * k * ho * wo * taps
+            if (h, w) != tuple(spec.input_size):
+                row.fits = False
+                row.problem = _join(row.problem, f"the layer was built for input_size="
+                                                 f"{tuple(spec.input_size)}, its input is "
+                                                 f"{h}×{w}")
+                row.fixes.append(f"build it with input_size=({h}, {w})")
+            lay = spec.layout or layout
+            try:
+                row.algorithms = _lc_algorithms(_from_nchw(n, cin, h, w, lay, True), k,
+                                                spec.kernel, spec.stride, spec.padding, lay,
+                                                effective, spec.dtype or dtype)
+            except (ValueError, MemoryError) as e:
+                row.notes.append(f"convcore cannot plan it: {e}")
         if spec.kind == "conv":
             k, g = spec.out_channels, spec.groups
             assert k is not None
@@ -783,6 +815,12 @@ def summary(input_shape: Union[Sequence[int], str], layers: Union[str, Sequence[
     if show:
         print(result)
     return result
+
+
+def _lc_algorithms(ishape: Tuple[int, ...], k: int, kernel: Pair, stride: Pair, padding: Any,
+                   layout: str, rule: str, dtype: str) -> Dict[str, str]:
+    prob = _LCProblem(ishape, k, kernel, stride, padding, layout, rule, dtype)
+    return dict(prob.plan.algorithms)
 
 
 def _transposed_row(row: LayerSummary, spec: _Spec, sized: bool,
