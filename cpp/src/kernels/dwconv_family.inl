@@ -446,15 +446,28 @@ void dw_split2(const typename VT::T* src, int64_t n, typename VT::T* even,
                typename VT::T* odd) {
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
-  int32_t ie[L], io[L];
-  for (int l = 0; l < L; ++l) {
-    ie[l] = (2 * l) % L;
-    io[l] = (2 * l + 1) % L;
-  }
+  // The permutations live in static storage: a stack array the compiler knows to be
+  // 64-byte aligned gets an aligned vector load, which faults where the stack is not
+  // (AddressSanitizer's fake stack frames).
+  struct Index {
+    int32_t even[L], odd[L];
+  };
+  static const Index index = [] {
+    Index t{};
+    for (int l = 0; l < L; ++l) {
+      t.even[l] = (2 * l) % L;
+      t.odd[l] = (2 * l + 1) % L;
+    }
+    return t;
+  }();
+  const int32_t* ie = index.even;
+  const int32_t* io = index.odd;
   for (int64_t i = 0; i < n; i += 2 * L) {
     const int64_t rem = n - i, ne = (rem + 1) / 2, no = rem / 2;  // evens, odds left
+    // No load at all past the row (not even a fully masked one: the address may be
+    // unmapped, and some compilers fold masked loads into the permute)
     const V v0 = VT::load_masked(src + i, VT::mask(rem));
-    const V v1 = VT::load_masked(src + i + L, VT::mask(rem - L));
+    const V v1 = rem > L ? VT::load_masked(src + i + L, VT::mask(rem - L)) : VT::zero();
     VT::store_masked(even + i / 2, VT::mask(std::min<int64_t>(ne, L / 2)), VT::permute(v0, ie));
     VT::store_masked(even + i / 2 + L / 2, VT::mask(ne - L / 2), VT::permute(v1, ie));
     VT::store_masked(odd + i / 2, VT::mask(std::min<int64_t>(no, L / 2)), VT::permute(v0, io));
