@@ -419,16 +419,9 @@ struct PositionPatches {
 // transposed_chunk(), positions split across threads (each position owned by one thread, so
 // the order of every sum is fixed), each thread transposing the band of input rows its
 // positions read into its own scratch once per chunk.
-//
-// make_ctx(n0, nn) makes each thread's own context for a chunk, handed to every body call
-// of that thread (body(pp, ctx)); ctx.finish() runs after the thread's last position.
-struct NoPositionContext {
-  void finish() {}
-};
-
-template <typename T, typename Body, typename MakeCtx>
+template <typename T, typename Body>
 void for_each_position_transposed(const ConvPlan& p, const GemmEngine<T>& e, const T* x,
-                                  Body&& body, MakeCtx&& make_ctx) {
+                                  Body&& body) {
   const int64_t CRS = p.C * p.R * p.S, P = p.P();
   const int64_t nb = transposed_chunk(p, e.blocking.nr);
   const int nt = lc_threads(p, P);
@@ -446,86 +439,14 @@ void for_each_position_transposed(const ConvPlan& p, const GemmEngine<T>& e, con
           checked_mul(CRS, 2, "the tap offsets"), "the tap offsets");
       int64_t* tap_base = off + CRS;
       band_tap_base(p, band, nb, tap_base);
-      auto ctx = make_ctx(n0, nn);
       for (int64_t pos = q0; pos < q1; ++pos) {
         const int64_t oh = pos / p.Wo, ow = pos % p.Wo;
         band_offsets(p, band, oh, ow, nb, tap_base, off);
-        body(PositionPatches<T>{pos, n0, nn, oh * p.ys_h + ow * p.ys_w, xt, off}, ctx);
+        body(PositionPatches<T>{pos, n0, nn, oh * p.ys_h + ow * p.ys_w, xt, off});
       }
-      ctx.finish();
     });
   }
 }
-
-template <typename T, typename Body>
-void for_each_position_transposed(const ConvPlan& p, const GemmEngine<T>& e, const T* x,
-                                  Body&& body) {
-  for_each_position_transposed<T>(
-      p, e, x, [&](const PositionPatches<T>& pp, NoPositionContext&) { body(pp); },
-      [](int64_t, int64_t) { return NoPositionContext{}; });
-}
-
-// NCHW forward output, staged: a thread's consecutive positions along an output row
-// (at most kRowRun) are collected as [filter][image][position] and stored as row segments,
-// instead of one scattered value per filter and image per position (each in another
-// cache line, K·N lines per position).
-inline constexpr int64_t kRowRun = 16;
-// Staging applies while K · images · kRowRun stays within this many elements.
-inline constexpr int64_t kRowStageMaxElems = int64_t(1) << 18;
-
-template <typename T>
-struct RowStage {
-  const ConvPlan* p = nullptr;
-  T* y = nullptr;          // y at image n0
-  const T* bias = nullptr; // bias (K, Ho, Wo), or null
-  bool relu = false;
-  int64_t nn = 0;
-  T* buf = nullptr;        // K × nn × kRowRun
-  int64_t oh = -1, ow0 = 0, len = 0;
-
-  // Before position (oh, ow): ends the run unless it continues it.
-  void start(int64_t oh_, int64_t ow_) {
-    if (oh_ != oh || ow_ != ow0 + len || len == kRowRun) {
-      finish();
-      oh = oh_;
-      ow0 = ow_;
-    }
-  }
-  void finish() {
-    if (len == 0) return;
-    for (int64_t k = 0; k < p->K; ++k)
-      for (int64_t n = 0; n < nn; ++n) {
-        T* dst = y + n * p->ys_n + k * p->ys_c + oh * p->ys_h + ow0;
-        const T* src = buf + (k * nn + n) * kRowRun;
-        for (int64_t t = 0; t < len; ++t) dst[t] = src[t];
-      }
-    len = 0;
-  }
-};
-
-// The block epilogue into the stage's current column (bias and ReLU applied here).
-template <typename T>
-struct RowStageStore {
-  static constexpr bool kActive = true;
-  T* col;          // stage buffer at the run's current position
-  int64_t nn;
-  const T* bias;   // bias of filter 0 at this position, or null
-  int64_t bias_k;
-  bool relu;
-  void operator()(T* c, int64_t ldc, int64_t i, int64_t j, int64_t m, int64_t n) const {
-    for (int64_t ii = 0; ii < m; ++ii) {
-      const int64_t k = i + ii;
-      const T b = bias ? bias[k * bias_k] : T(0);
-      const T* ck = c + ii * ldc;
-      T* sk = col + (k * nn + j) * kRowRun;
-      for (int64_t jj = 0; jj < n; ++jj) {
-        T v = ck[jj] + b;
-        if (relu && v < T(0)) v = T(0);
-        sk[jj * kRowRun] = v;
-      }
-    }
-  }
-};
 
 // Forward from the transposed input band (preferred): B read in place by the offset-B
 // microkernel, one parallel region per chunk of images.
@@ -548,44 +469,20 @@ struct LcForward : LcForwardWeights, AlwaysPreferred {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     const int64_t CRS = p.C * p.R * p.S, P = p.P(), K = p.K;
-    const auto weights_of = [&](int64_t pos) {
-      if (weights.data) return weights.group(pos);
-      T* dst = thread_scratch_as<Scratch::PackA, T>(weights.group_elems, "a position's weights");
-      pack_position(p, e.blocking, a.w, pos, dst);
-      return Prepacked<T>{dst, weights.padded};
-    };
-    const int64_t nb = transposed_chunk(p, e.blocking.nr);
-    if (p.nchw() && product_at_most({K, nb, kRowRun}, kRowStageMaxElems)) {
-      // NCHW: outputs staged along output rows (RowStage), stored as row segments.
-      for_each_position_transposed<T>(
-          p, e, a.x,
-          [&](const PositionPatches<T>& pp, RowStage<T>& st) {
-            const int64_t oh = pp.pos / p.Wo, ow = pp.pos % p.Wo;
-            st.start(oh, ow);
-            const RowStageStore<T> epi{st.buf + st.len, pp.nn,
-                                       a.bias ? a.bias + pp.pos : nullptr, P, a.relu};
-            gemm_rect_offset_b(e, 0, K, 0, pp.nn, CRS, weights_of(pp.pos), pp.xt, pp.off,
-                               epi);
-            ++st.len;
-          },
-          [&](int64_t n0, int64_t nn) {
-            RowStage<T> st;
-            st.p = &p;
-            st.y = a.out + n0 * p.ys_n;
-            st.nn = nn;
-            st.buf = thread_scratch_as<Scratch::PackB, T>(
-                checked_product({K, nn, kRowRun}, "the staged output rows"),
-                "the staged output rows");
-            return st;
-          });
-      return;
-    }
     for_each_position_transposed(p, e, a.x, [&](const PositionPatches<T>& pp) {
       // bias: NCHW (K, Ho, Wo), NHWC (Ho, Wo, K)
       const T* bias = a.bias ? a.bias + (p.nchw() ? pp.pos : pp.pos * K) : nullptr;
       const LcStore<T> epi{a.out + pp.n0 * p.ys_n + pp.y_pos, bias, p.ys_n, p.ys_c,
                            p.nchw() ? P : 1, a.relu};
-      gemm_rect_offset_b(e, 0, K, 0, pp.nn, CRS, weights_of(pp.pos), pp.xt, pp.off, epi);
+      Prepacked<T> w_pos;
+      if (weights.data) {
+        w_pos = weights.group(pp.pos);
+      } else {
+        T* dst = thread_scratch_as<Scratch::PackA, T>(weights.group_elems, "a position's weights");
+        pack_position(p, e.blocking, a.w, pp.pos, dst);
+        w_pos = Prepacked<T>{dst, weights.padded};
+      }
+      gemm_rect_offset_b(e, 0, K, 0, pp.nn, CRS, w_pos, pp.xt, pp.off, epi);
     });
   }
 };
