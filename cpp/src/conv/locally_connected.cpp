@@ -322,6 +322,23 @@ struct LcScatter {
   }
 };
 
+// Calls pack_one(pos) for every output position, positions split across threads (each
+// position's weights packed by one thread): the weight packing of every entry of the kind.
+template <typename PackOne>
+void pack_each_position(const ConvPlan& p, int64_t elems, PackOne&& pack_one) {
+  const int64_t P = p.P();
+  const int nt = std::max(1, std::min<int>(threads_for(double(P) * elems * 8),
+                                           int(std::min<int64_t>(P, 1 << 20))));
+  parallel_run(nt, [&](int tid, int nth) {
+    int64_t p0, p1;
+    static_range(P, tid, nth, p0, p1);
+    for (int64_t pos = p0; pos < p1; ++pos) {
+      interrupt_point();
+      pack_one(pos);
+    }
+  });
+}
+
 // Forward's weights: per position, W[p] as an A operand, K rows, CRS deep.
 struct LcForwardWeights {
   static WeightPacking weight_packing(const ConvPlan& p) {
@@ -329,17 +346,9 @@ struct LcForwardWeights {
   }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    const int64_t P = p.P();
     const int64_t elems = weight_packing(p).group_elems(bl);
-    parallel_run(std::max(1, std::min<int>(threads_for(double(P) * elems * 8), int(std::min<int64_t>(P, 1 << 20)))),
-                 [&](int tid, int nt) {
-      int64_t p0, p1;
-      static_range(P, tid, nt, p0, p1);
-      for (int64_t pos = p0; pos < p1; ++pos) {
-        interrupt_point();
-        pack_position(p, bl, w, pos, dst + pos * elems);
-      }
-    });
+    pack_each_position(p, elems,
+                       [&](int64_t pos) { pack_position(p, bl, w, pos, dst + pos * elems); });
   }
 
   // Packs position pos's weights (K × CRS row-major at w + pos·K·CRS) as an A operand into
@@ -573,20 +582,14 @@ struct LcBackwardDataT {
   }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    const int64_t CRS = p.C * p.R * p.S, P = p.P();
+    const int64_t CRS = p.C * p.R * p.S;
     const WeightPacking wp = weight_packing(p);
     const int64_t padded = wp.padded(bl), elems = wp.group_elems(bl);
-    parallel_run(std::max(1, std::min<int>(threads_for(double(P) * elems * 8), int(std::min<int64_t>(P, 1 << 20)))),
-                 [&](int tid, int nt) {
-      int64_t p0, p1;
-      static_range(P, tid, nt, p0, p1);
-      for (int64_t pos = p0; pos < p1; ++pos) {
-        interrupt_point();
-        const LcWeightTPackA<T> pack{w + pos * p.K * CRS, CRS, p.C, p.R, p.S, 0, p.nchw()};
-        T* out = dst + pos * elems;
-        for (int64_t pc = 0; pc < p.K; pc += bl.kc)
-          pack(out + pc * padded, 0, CRS, pc, std::min<int64_t>(bl.kc, p.K - pc), bl.mr);
-      }
+    pack_each_position(p, elems, [&](int64_t pos) {
+      const LcWeightTPackA<T> pack{w + pos * p.K * CRS, CRS, p.C, p.R, p.S, 0, p.nchw()};
+      T* out = dst + pos * elems;
+      for (int64_t pc = 0; pc < p.K; pc += bl.kc)
+        pack(out + pc * padded, 0, CRS, pc, std::min<int64_t>(bl.kc, p.K - pc), bl.mr);
     });
   }
   template <typename T>
@@ -649,20 +652,14 @@ struct LcBackwardData {
   }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    const int64_t CRS = p.C * p.R * p.S, P = p.P();
+    const int64_t CRS = p.C * p.R * p.S;
     const WeightPacking wp = weight_packing(p);
     const int64_t padded = wp.padded(bl), elems = wp.group_elems(bl);
-    parallel_run(std::max(1, std::min<int>(threads_for(double(P) * elems * 8), int(std::min<int64_t>(P, 1 << 20)))),
-                 [&](int tid, int nt) {
-      int64_t p0, p1;
-      static_range(P, tid, nt, p0, p1);
-      for (int64_t pos = p0; pos < p1; ++pos) {
-        interrupt_point();
-        const LcWeightPackB<T> pack{w + pos * p.K * CRS, CRS, p.C, p.R * p.S, 0, !p.nchw()};
-        T* out = dst + pos * elems;
-        for (int64_t pc = 0; pc < p.K; pc += bl.kc)
-          pack(out + pc * padded, pc, std::min<int64_t>(bl.kc, p.K - pc), 0, CRS, bl.nr);
-      }
+    pack_each_position(p, elems, [&](int64_t pos) {
+      const LcWeightPackB<T> pack{w + pos * p.K * CRS, CRS, p.C, p.R * p.S, 0, !p.nchw()};
+      T* out = dst + pos * elems;
+      for (int64_t pc = 0; pc < p.K; pc += bl.kc)
+        pack(out + pc * padded, pc, std::min<int64_t>(bl.kc, p.K - pc), 0, CRS, bl.nr);
     });
   }
   template <typename T>
