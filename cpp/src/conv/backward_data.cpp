@@ -101,7 +101,9 @@ struct IndirectNhwcBackwardData {
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
     const WeightPacking wp = weight_packing(p);
-    pack_groups<T>(bl, p.G, wp.is_a, wp.extent, wp.depth, [&](int64_t g) {
+    // Packed with the executor's deeper KC (IndirectNhwc::blocking).
+    pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
+                   [&](int64_t g) {
       return FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k};
     }, dst);
   }

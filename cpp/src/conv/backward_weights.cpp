@@ -187,7 +187,8 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                   const int64_t len = std::min(run - u, p.Wo - ow);
                   const int64_t at = (row0 + (oh - oh0) * p.sh) * row_stride + ow;
                   for (int64_t i = 0; i < mr; ++i) rows[i] = src + chan[i] * chan_stride + tap_off[i] + at;
-                  fn(len, rows, pb + jr * kc + (kk + u) * nr, ct, ncb, m, n, pc > 0 || kk + u > 0);
+                  fn(1, &len, rows, pb + jr * kc + (kk + u) * nr, ct, ncb, m, n, pc > 0 || kk + u > 0,
+                     nullptr, false);
                   u += len;
                 }
               }

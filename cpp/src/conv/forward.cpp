@@ -179,6 +179,11 @@ struct IndirectNhwcForward : WeightsAsB {
                  "pointer setup to pay off"
                : nullptr;
   }
+  // Packed with the executor's deeper KC (IndirectNhwc::blocking).
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    WeightsAsB::pack_weights(p, IndirectNhwc<T>::blocking(bl, p.CgRS()), w, dst);
+  }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {

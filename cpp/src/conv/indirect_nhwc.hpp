@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <cstdint>
 
 #include "../gemm/driver.hpp"
@@ -70,60 +71,95 @@ struct IndirectNhwc {
 
   int64_t depth() const { return R * S * Cin; }
 
+  // The cache blocking of this executor, from the engine's: KC deeper than the GEMM's
+  // (the accumulators stay in registers across every tap of a KC block, and C goes back to
+  // memory once per block), cut into equal blocks of at most kMaxDepth; the weights are
+  // packed with the same KC (pack_weights and run_tile must agree).
+  static constexpr int64_t kMaxDepth = 1024;
+  static Blocking blocking(const Blocking& engine, int64_t depth) {
+    Blocking bl = engine;
+    const int64_t blocks = std::max<int64_t>(1, ceil_div(depth, kMaxDepth));
+    bl.kc = std::min(kMaxDepth, round_up(ceil_div(depth, blocks), 16));
+    // MC rows of C stay in L2 while the KC blocks accumulate into them (a 256-row block
+    // measured as fast as 128–1024 on Zen 4; 64 was slower). run_tile may cut it further to
+    // bound its row-pointer table.
+    bl.mc = round_up(256, engine.mr);
+    return bl;
+  }
+
   // Rows (pixels) [m0, m1) × columns (output channels) [n0, n1) with the weights prepacked
-  // as a (R·S·Cin) × Cout matrix, depth in (r, s, c) order.
+  // as a (R·S·Cin) × Cout matrix, depth in (r, s, c) order, with blocking(engine, depth()).
   void run_tile(const GemmEngine<T>& e, const Prepacked<T>& weights, int64_t m0, int64_t m1,
                 int64_t n0, int64_t n1) const {
-    const Blocking& bl = e.blocking;
-    const int mr = bl.mr, nr = bl.nr;
+    assert(!act.row_bias);  // the bias is per output channel: a column of C
     const int64_t K = depth();
+    Blocking bl = blocking(e.blocking, K);
+    const int mr = bl.mr, nr = bl.nr;
     const auto fn = e.ukernel.fn_indirect_a;
-    // Zeros for taps in the padding: a segment is at most one KC block deep, and the
-    // blocking never derives KC > kMaxKC (runtime.cpp checks it).
-    alignas(64) static const T zeros[kMaxKC] = {};
-    const T* rows[kMaxTile];
-    int64_t ih0[kMaxTile], iw0[kMaxTile], base[kMaxTile];
+    // Zeros for taps in the padding: a segment is at most one KC block deep.
+    alignas(64) static const T zeros[kMaxDepth] = {};
+    // Segments of a KC block: one tap's channel range each; at most ceil(KC / Cin) + 1.
+    const int64_t max_seg = std::min<int64_t>(R * S, ceil_div(bl.kc, Cin) + 1);
+    bl.mc = std::max<int64_t>(mr, std::min<int64_t>(bl.mc, round_down(kPointerTable / max_seg, mr)));
+    int64_t seg_len[kMaxDepth + 1], seg_r[kMaxDepth + 1], seg_s[kMaxDepth + 1],
+        seg_c0[kMaxDepth + 1];
+    const T** ptrs = thread_scratch_as<Scratch::Pointers, const T*>(
+        bl.mc * max_seg, "the row-pointer table of an NHWC block");
     const int64_t P = Hout * Wout;
 
     for (int64_t jc = n0; jc < n1; jc += bl.nc) {
       const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
-      for (int64_t pc = 0; pc < K; pc += bl.kc) {
-        const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
-        const bool last = pc + kc == K;
-        const T* b_block = weights.block(jc, pc, kc);
-        for (int64_t ir = m0; ir < m1; ir += mr) {
-          interrupt_point();  // mr×nc×kc: a few MFLOP
-          const int64_t m = std::min<int64_t>(mr, m1 - ir);
-          for (int64_t i = 0; i < mr; ++i) {
-            const int64_t q = ir + std::min<int64_t>(i, m - 1);  // pad rows repeat the last pixel
-            const int64_t img = q / P, pix = q % P;
-            ih0[i] = (pix / Wout) * sh - pad_top;
-            iw0[i] = (pix % Wout) * sw - pad_left;
-            base[i] = img * in_sn;
+      for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+        const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
+        for (int64_t pc = 0; pc < K; pc += bl.kc) {
+          const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+          const bool last = pc + kc == K;
+          int64_t nseg = 0;
+          for (int64_t d = pc; d < pc + kc; ++nseg) {
+            const int64_t tap = d / Cin, c0 = d % Cin;
+            seg_len[nseg] = std::min(pc + kc - d, Cin - c0);
+            seg_r[nseg] = (tap / S) * dh;
+            seg_s[nseg] = (tap % S) * dw;
+            seg_c0[nseg] = c0;
+            d += seg_len[nseg];
           }
-          for (int64_t jr = 0; jr < nc; jr += nr) {
-            const int64_t n = std::min<int64_t>(nr, nc - jr);
-            T* c = out + ir * ldo + jc + jr;
-            // Depth segments: one tap's channel range each.
-            for (int64_t d = pc; d < pc + kc;) {
-              const int64_t tap = d / Cin, c0 = d % Cin;
-              const int64_t len = std::min(pc + kc - d, Cin - c0);
-              const int64_t r = tap / S, s = tap % S;
-              for (int64_t i = 0; i < mr; ++i) {
-                const int64_t ih = ih0[i] + r * dh, iw = iw0[i] + s * dw;
-                rows[i] = (ih >= 0 && ih < Hin && iw >= 0 && iw < Win)
-                              ? in + base[i] + ih * in_sh + iw * in_sw + c0
-                              : zeros;
+          // The row pointers of every micro-tile of the block: [tile][segment][row].
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t m = std::min<int64_t>(mr, mc - ir);
+            const T** tile = ptrs + (ir / mr) * nseg * mr;
+            for (int64_t i = 0; i < mr; ++i) {
+              const int64_t q = ic + ir + std::min<int64_t>(i, m - 1);  // pad rows repeat the last pixel
+              const int64_t img = q / P, pix = q % P;
+              const int64_t ih0 = (pix / Wout) * sh - pad_top, iw0 = (pix % Wout) * sw - pad_left;
+              const T* base = in + img * in_sn;
+              for (int64_t sg = 0; sg < nseg; ++sg) {
+                const int64_t ih = ih0 + seg_r[sg], iw = iw0 + seg_s[sg];
+                tile[sg * mr + i] = (ih >= 0 && ih < Hin && iw >= 0 && iw < Win)
+                                        ? base + ih * in_sh + iw * in_sw + seg_c0[sg]
+                                        : zeros;
               }
-              fn(len, rows, b_block + jr * kc + (d - pc) * nr, c, ldo, m, n, pc > 0 || d > pc);
-              d += len;
             }
-            if (last && act.active()) act(c, ldo, ir, jc + jr, m, n);
+          }
+          const T* b_block = weights.block(jc, pc, kc);
+          for (int64_t jr = 0; jr < nc; jr += nr) {
+            interrupt_point();  // mc×nr×kc: a few MFLOP
+            const int64_t n = std::min<int64_t>(nr, nc - jr);
+            for (int64_t ir = 0; ir < mc; ir += mr) {
+              const int64_t m = std::min<int64_t>(mr, mc - ir);
+              T* c = out + (ic + ir) * ldo + jc + jr;
+              // The last block's store adds the bias and applies ReLU in registers.
+              fn(nseg, seg_len, ptrs + (ir / mr) * nseg * mr, b_block + jr * kc, c, ldo, m, n,
+                 pc > 0, last && act.col_bias ? act.col_bias + jc + jr : nullptr,
+                 last && act.relu);
+            }
           }
         }
       }
     }
   }
+
+ private:
+  static constexpr int64_t kPointerTable = 8192;  // pointers per MC block (64 KiB)
 };
 
 }  // namespace convcore::detail

@@ -32,6 +32,7 @@ struct NoEpilogue {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t round_down(int64_t a, int64_t b) { return a / b * b; }
 
 // An operand packed once before the GEMM (weights, reused by every image and tile) and
 // read in place. Layout: one slab per KC block of depth, slab pc at data + pc*padded,

@@ -32,21 +32,18 @@ enum class Operands { kPacked, kOffsetB, kIndirectA };
 // Tile shape: MR rows broadcast from A times NR = NV·kLanes columns of B, MR·NV register
 // accumulators. Edge tiles (m < MR or n < NR) run the same loop and mask the stores, so
 // every element of C is computed by the same instruction sequence wherever its tile lies.
+
+// acc += kc steps of A·B (A packed or through row pointers a_rows[i] + p, B packed or
+// through offsets); advances b past the steps when B is packed.
 template <class VT, int MR, int NV, Operands kOps>
-void gemm_tile(int64_t kc, const typename VT::T* __restrict a,
-               const typename VT::T* const* a_rows, const typename VT::T* __restrict b,
-               const int64_t* __restrict b_off, typename VT::T* __restrict c, int64_t ldc,
-               int64_t m, int64_t n, bool accumulate) {
-  using T = typename VT::T;
+[[gnu::always_inline]] inline void madd_steps(typename VT::V (&acc)[MR][NV], int64_t kc,
+                                              const typename VT::T* __restrict a,
+                                              const typename VT::T* const* a_rows,
+                                              const typename VT::T* __restrict& b,
+                                              const int64_t* __restrict b_off) {
   using V = typename VT::V;
   constexpr int L = VT::kLanes;
   constexpr int NR = L * NV;
-  V acc[MR][NV];
-#pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[i][v] = VT::zero();
-
 #pragma GCC unroll 2
   for (int64_t p = 0; p < kc; ++p) {
     V bv[NV];
@@ -62,8 +59,34 @@ void gemm_tile(int64_t kc, const typename VT::T* __restrict a,
     if (kOps != Operands::kIndirectA) a += MR;
     if (kOps != Operands::kOffsetB) b += NR;
   }
+}
 
-  if (m == MR && n == NR) {
+// C[0:m, 0:n] = act((accumulate ? C : 0) + acc + bias): bias[j] per column j when bias is
+// given, then ReLU (x < 0 ? 0 : x, NaN kept) when relu — the operations, in the order, of
+// the executors' separate BiasActivation pass, so fusing changes no bit.
+template <class VT, int MR, int NV>
+[[gnu::always_inline]] inline void store_tile(const typename VT::V (&acc)[MR][NV],
+                                              typename VT::T* __restrict c, int64_t ldc,
+                                              int64_t m, int64_t n, bool accumulate,
+                                              const typename VT::T* bias, bool relu) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  constexpr int NR = L * NV;
+  const bool full = m == MR && n == NR;
+  typename VT::Mask mask[NV];
+  V bv[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    mask[v] = VT::mask(n - v * L);
+    if (bias) bv[v] = full ? VT::loadu(bias + v * L) : VT::load_masked(bias + v * L, mask[v]);
+  }
+  const auto finish = [&](V r, int v) {
+    if (bias) r = VT::add(r, bv[v]);
+    if (relu) r = VT::max(VT::zero(), r);
+    return r;
+  };
+  if (full) {
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       T* ci = c + i * ldc;
@@ -71,14 +94,11 @@ void gemm_tile(int64_t kc, const typename VT::T* __restrict a,
       for (int v = 0; v < NV; ++v) {
         V r = acc[i][v];
         if (accumulate) r = VT::add(VT::loadu(ci + v * L), r);
-        VT::storeu(ci + v * L, r);
+        VT::storeu(ci + v * L, finish(r, v));
       }
     }
     return;
   }
-  typename VT::Mask mask[NV];
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) mask[v] = VT::mask(n - v * L);
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
     if (i >= m) break;
@@ -87,27 +107,52 @@ void gemm_tile(int64_t kc, const typename VT::T* __restrict a,
     for (int v = 0; v < NV; ++v) {
       V r = acc[i][v];
       if (accumulate) r = VT::add(VT::load_masked(ci + v * L, mask[v]), r);
-      VT::store_masked(ci + v * L, mask[v], r);
+      VT::store_masked(ci + v * L, mask[v], finish(r, v));
     }
   }
 }
 
 template <class VT, int MR, int NV>
+[[gnu::always_inline]] inline void zero_tile(typename VT::V (&acc)[MR][NV]) {
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = VT::zero();
+}
+
+template <class VT, int MR, int NV, Operands kOps>
+void gemm_tile(int64_t kc, const typename VT::T* __restrict a,
+               const typename VT::T* __restrict b, const int64_t* __restrict b_off,
+               typename VT::T* __restrict c, int64_t ldc, int64_t m, int64_t n,
+               bool accumulate) {
+  typename VT::V acc[MR][NV];
+  zero_tile<VT, MR, NV>(acc);
+  madd_steps<VT, MR, NV, kOps>(acc, kc, a, nullptr, b, b_off);
+  store_tile<VT, MR, NV>(acc, c, ldc, m, n, accumulate, nullptr, false);
+}
+
+template <class VT, int MR, int NV>
 void packed(int64_t kc, const typename VT::T* a, const typename VT::T* b, typename VT::T* c,
             int64_t ldc, int64_t m, int64_t n, bool accumulate) {
-  gemm_tile<VT, MR, NV, Operands::kPacked>(kc, a, nullptr, b, nullptr, c, ldc, m, n,
-                                           accumulate);
+  gemm_tile<VT, MR, NV, Operands::kPacked>(kc, a, b, nullptr, c, ldc, m, n, accumulate);
 }
 template <class VT, int MR, int NV>
 void offset_b(int64_t kc, const typename VT::T* a, const typename VT::T* b, const int64_t* b_off,
               typename VT::T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate) {
-  gemm_tile<VT, MR, NV, Operands::kOffsetB>(kc, a, nullptr, b, b_off, c, ldc, m, n, accumulate);
+  gemm_tile<VT, MR, NV, Operands::kOffsetB>(kc, a, b, b_off, c, ldc, m, n, accumulate);
 }
+// Segment s (of nseg) reads seg_len[s] steps of A through a_rows[s·MR + i]; the
+// accumulators stay in registers across every segment (every tap of a KC block).
 template <class VT, int MR, int NV>
-void indirect_a(int64_t kc, const typename VT::T* const* a_rows, const typename VT::T* b,
-                typename VT::T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate) {
-  gemm_tile<VT, MR, NV, Operands::kIndirectA>(kc, nullptr, a_rows, b, nullptr, c, ldc, m, n,
-                                              accumulate);
+void indirect_a(int64_t nseg, const int64_t* seg_len, const typename VT::T* const* a_rows,
+                const typename VT::T* b, typename VT::T* c, int64_t ldc, int64_t m, int64_t n,
+                bool accumulate, const typename VT::T* bias, bool relu) {
+  typename VT::V acc[MR][NV];
+  zero_tile<VT, MR, NV>(acc);
+  for (int64_t s = 0; s < nseg; ++s)
+    madd_steps<VT, MR, NV, Operands::kIndirectA>(acc, seg_len[s], nullptr, a_rows + s * MR, b,
+                                                 nullptr);
+  store_tile<VT, MR, NV>(acc, c, ldc, m, n, accumulate, bias, relu);
 }
 
 // The family for one tile shape: MR rows × NV vectors of VT.

@@ -120,20 +120,23 @@ inline constexpr int64_t kMaxKC = 512;  // largest KC the blocking derives
 // calls (packed A and B blocks, the buffered C blocks, padded image rows, and — in the
 // calling thread — the weights prepacked for all threads). Each slot holds one kind of
 // value: element slots hold float or double (a thread may use a slot for either dtype, one
-// call at a time), Offsets holds int64 offset tables. thread_scratch_as checks the pairing
-// at compile time.
+// call at a time), Offsets holds int64 offset tables, Pointers row-pointer tables (const
+// float* or const double*). thread_scratch_as checks the pairing at compile time.
 //
 // What the scratch may hold (the memory rule): every executor's scratch is bounded by the
 // blocking (MC·KC, KC·NC, MC·NC panels), by the weights (packed weights, offset tables of
-// Cg·R·S entries), or by kImageScratchElems (padded row copies: executors whose copies would
-// exceed it do not apply, see their why_not) — never by stride, dilation, padding or the
+// Cg·R·S entries), by a fixed count (row-pointer tables), or by kImageScratchElems (padded
+// row copies: executors whose copies would exceed it do not apply, see their why_not) —
+// never by stride, dilation, padding or the
 // output size. Buffers are kept between calls up to kScratchKeepBytes per slot; a slot that
 // grew beyond that for one large call is freed when the call's parallel region ends
 // (trim_thread_scratch, called by parallel_run on every thread it used; the Weights slot,
 // which the calling thread holds across regions, by the primitive at the end of the call).
 // So a thread pins at most Count × kScratchKeepBytes between calls. An allocation that
 // fails throws ScratchAllocError (a std::bad_alloc naming the buffer and its size).
-enum class Scratch { PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Offsets = 5, Count = 6 };
+enum class Scratch {
+  PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Offsets = 5, Pointers = 6, Count = 7
+};
 inline constexpr std::size_t kScratchKeepBytes = std::size_t(16) << 20;
 inline constexpr int64_t kImageScratchElems = int64_t(1) << 21;
 
@@ -155,7 +158,13 @@ T* thread_scratch_as(int64_t elements, const char* what = "a scratch buffer") {
   static_assert(kSlot != Scratch::Count, "not a slot");
   static_assert((kSlot == Scratch::Offsets) == std::is_same_v<T, int64_t>,
                 "Offsets holds int64_t offset tables; the other slots hold elements");
-  static_assert(kSlot == Scratch::Offsets || std::is_floating_point_v<T>, "element slot");
+  static_assert((kSlot == Scratch::Pointers) ==
+                    (std::is_pointer_v<T> &&
+                     std::is_floating_point_v<std::remove_cv_t<std::remove_pointer_t<T>>>),
+                "Pointers holds row-pointer tables; the other slots hold no pointers");
+  static_assert(kSlot == Scratch::Offsets || kSlot == Scratch::Pointers ||
+                    std::is_floating_point_v<T>,
+                "element slot");
   return static_cast<T*>(thread_scratch(kSlot, checked_bytes<T>(elements, what), what));
 }
 
