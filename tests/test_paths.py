@@ -11,6 +11,8 @@ the choice it is meant to exercise:
     stride-1 executor (B read in place from a padded copy; backward-data as a full
     correlation with flipped weights, which also covers padding larger than the kernel);
   * NCHW, Ho·Wo < 256 and N > 1 -> several images per GEMM (buffered store / col2im);
+    without padding and with output rows shorter than a micro-panel, its packer gathers
+    through offset tables instead of row segments;
   * NCHW otherwise -> one implicit-im2col GEMM per image;
   * NHWC with >= 8 channels per group -> pixels read in place through row pointers
     (indirection); backward-data too when the stride is 1 and there are >= 8 filters per
@@ -45,6 +47,7 @@ CASES = {
     "direct_one_image_small_map": ((1, 4, 5, 9), (10, 3, 3), dict(padding=(1, 2, 0, 1))),
     "multi_image_small_map": ((5, 6, 7, 7), (17, 3, 3), dict(padding=1)),
     "multi_image_strided": ((4, 3, 11, 13), (10, 3, 3), dict(stride=2, shape_rule="crop")),
+    "multi_image_unpadded_groups_dilated": ((3, 6, 9, 11), (8, 3, 2), dict(stride=(1, 2), dilation=(2, 1), groups=2, shape_rule="crop")),
     "per_image_strided": ((2, 4, 40, 37), (9, 3, 3), dict(stride=(2, 1), padding=1, shape_rule="crop")),
     "indirect_nhwc_3x3": ((2, 12, 9, 10), (16, 3, 3), dict(padding=1)),
     "indirect_nhwc_strided_dilated": ((3, 9, 13, 12), (10, 3, 2), dict(stride=(2, 3), dilation=(2, 1), padding=(1, 2, 0, 3), shape_rule="crop")),
@@ -156,6 +159,10 @@ EXPECTED = {
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'multi_image_unpadded_groups_dilated': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
         'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
     },
 }

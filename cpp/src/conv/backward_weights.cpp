@@ -29,10 +29,6 @@ constexpr int64_t kTapRowsMaxFewFilters = 8;
 constexpr int64_t kPixelRowsChannels = 32;
 constexpr int64_t kPixelRowsMaxFiltersFor1x1 = 64;
 
-bool unpadded(const ConvPlan& p) {
-  return p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
-}
-
 // Input rows one depth block of kc pixels reads for one image run: at most
 // min(Ho − 1, ⌈kc/Wo⌉)·sh + (R − 1)·dh + 1 (128-bit: the hyperparameters may be huge).
 __int128 slab_rows(const ConvPlan& p, int64_t kc) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <cstdint>
 #include <type_traits>
 
@@ -79,6 +80,7 @@ struct Im2colPackB_TapsByPixels {
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
     const ConvPlan& p = *plan;
+    if (unpadded(p) && p.Wo < nr) return pack_short_rows(dst, p0, kc, j0, nc, nr);
     thread_local std::vector<Segment> segments;
     segments.clear();
     const int64_t P = p.P();
@@ -109,6 +111,35 @@ struct Im2colPackB_TapsByPixels {
       }
       if (tail)
         for (int64_t t = tail; t < nr; ++t) tail_dst[kk * nr + t] = T(0);
+    }
+  }
+
+  // No padding and output rows shorter than a micro-panel (small maps): the segments above
+  // would be a few pixels each, and their bookkeeping would cost more than the copies. Every
+  // element is instead x[col_off[column] + tap_off[tap]], gathered through two offset
+  // tables (a panel's columns, a block's taps).
+  void pack_short_rows(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const ConvPlan& p = *plan;
+    assert(kc <= kMaxKC && nr <= kMaxTile);
+    int64_t tap_off[kMaxKC], col_off[kMaxTile];
+    TapCursor tap(p, crs_order(p), p0);
+    for (int64_t kk = 0; kk < kc; ++kk, tap.next())
+      tap_off[kk] = tap.c * p.xs_c + tap.r * p.dh * p.xs_h + tap.s * p.dw * p.xs_w;
+    const int64_t P = p.P();
+    for (int64_t col = 0; col < nc; col += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - col);
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t q = j0 + col + t;
+        const int64_t img = q / P, oh = (q % P) / p.Wo, ow = q % p.Wo;
+        col_off[t] = img * p.xs_n + oh * p.sh * p.xs_h + ow * p.sw * p.xs_w;
+      }
+      T* panel = dst + col * kc;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const T* src = xg + tap_off[kk];
+        T* out = panel + kk * nr;
+        for (int64_t t = 0; t < n; ++t) out[t] = src[col_off[t]];
+        for (int64_t t = n; t < nr; ++t) out[t] = T(0);
+      }
     }
   }
 };

@@ -44,6 +44,11 @@ struct TapCursor {
 
 inline bool crs_order(const ConvPlan& p) { return p.p.layout == Layout::NCHW; }
 
+// No padding on any side: every tap of every output pixel lies in the image.
+inline bool unpadded(const ConvPlan& p) {
+  return p.pad_t == 0 && p.pad_b == 0 && p.pad_l == 0 && p.pad_r == 0;
+}
+
 // A run of consecutive output pixels on one output row of one image: columns
 // [col, col+len) of a block.
 struct PixelRun {
