@@ -97,6 +97,9 @@ def check_same_dtype(ref: np.ndarray, ref_name: str, a: np.ndarray, name: str) -
 def as_buffer(a: NDArray[_S], name: Optional[str] = None) -> NDArray[_S]:
     """C-contiguous and aligned (copied once when it is not). With `name`, a copy that
     cannot be allocated (a huge broadcast view, say) raises MemoryError naming it."""
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned:   # the common case, without np.require's cost
+        return a
     if name is None:
         return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
     try:

@@ -161,22 +161,41 @@ def _freeze(v: Any) -> Any:
     return (type(v), v)
 
 
+_FLAT = (int, str, type(None))
+
+
+def _key_of(args: Tuple[Any, ...]) -> Any:
+    """The cache key of an argument tuple: the values with their types. Plain ints,
+    strings, None and flat tuples (the usual shapes and hyperparameters) take a fast path;
+    anything else goes through _freeze."""
+    parts = []
+    for v in args:
+        t = type(v)
+        if t is tuple:
+            types = tuple(map(type, v))
+            parts.append(_freeze(v) if tuple in types or list in types else (t, v, types))
+        elif t in _FLAT:
+            parts.append((t, v))
+        else:
+            parts.append(_freeze(v))
+    return tuple(parts)
+
+
 def _problem(input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
              padding: Any, dilation: Any, groups: Any, layout: Any, shape_rule: Any,
              dtype: str = "float32", algorithm: Any = None) -> _Problem:
     """_Problem(...), from the cache when an identical one was made recently."""
     args = (input_shape, weight_shape, stride, padding, dilation, groups, layout,
             shape_rule, dtype, algorithm)
+    key = (_key_of(args), _core.get_isa(), tuple(sorted(_FORCED.items())) if _FORCED else ())
     try:
-        key = (_freeze(args), _core.get_isa(), tuple(sorted(_FORCED.items())))
-        hash(key)
-    except TypeError:
+        with _CACHE_LOCK:
+            prob = _CACHE.get(key)
+            if prob is not None:
+                _CACHE.move_to_end(key)
+                return prob
+    except TypeError:   # an unhashable argument
         return _Problem(*args)
-    with _CACHE_LOCK:
-        prob = _CACHE.get(key)
-        if prob is not None:
-            _CACHE.move_to_end(key)
-            return prob
     prob = _Problem(*args)
     with _CACHE_LOCK:
         _CACHE[key] = prob
