@@ -111,7 +111,8 @@ void pad_rows_nhwc(const ConvPlan& p, const T* xn, int64_t h0, int64_t nrows, in
 // dWᵀ (taps × Kg) = im2col (taps × pixels) · dYᵀ, with im2col read in place. For one
 // output row, tap (c, r, s) reads a contiguous run of input (or of a zero-padded copy of
 // the rows and channels a block needs), so the indirect microkernel takes MR tap rows as
-// pointers, one output row (a depth segment) at a time; only dYᵀ is packed.
+// pointers, one output row per depth segment, several segments per call; only dYᵀ is
+// packed.
 template <typename T>
 void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
                               const T* x, T* dw) {
@@ -127,8 +128,9 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
     const int64_t ncb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
     T* buf = thread_scratch_as<Scratch::Tile, T>(bl.mc * ncb);
     T* pb = thread_scratch_as<Scratch::PackB, T>(bl.kc * ncb);
-    int64_t chan[kMaxTile], tap_off[kMaxTile];
-    const T* rows[kMaxTile];
+    constexpr int64_t kSegments = 16;
+    int64_t chan[kMaxTile], tap_off[kMaxTile], seg_len[kSegments];
+    const T* rows[kSegments * kMaxTile];
     const T* dyg = dy + g * p.Kg * p.ys_c;
     const T* xg = x + g * p.Cg * p.xs_c;
     for (int64_t jc = n0; jc < n1; jc += ncb) {
@@ -175,18 +177,24 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                 tap_off[i] = tap.r * p.dh * row_stride + tap.s * p.dw;
                 if (i + 1 < m) tap.next();
               }
-              for (int64_t jr = 0; jr < nc; jr += nr) {
-                const int64_t n = std::min<int64_t>(nr, nc - jr);
-                T* ct = buf + (ir - ic) * ncb + jr;
-                for (int64_t u = 0; u < run;) {
+              // Up to kSegments output rows per microkernel call (the accumulators stay in
+              // registers across them), the same rows for every column panel.
+              for (int64_t u0 = 0; u0 < run;) {
+                int64_t nseg = 0, u = u0;
+                for (; u < run && nseg < kSegments; ++nseg) {
                   const int64_t oh = (pix + u) / p.Wo, ow = (pix + u) % p.Wo;
-                  const int64_t len = std::min(run - u, p.Wo - ow);
+                  seg_len[nseg] = std::min(run - u, p.Wo - ow);
                   const int64_t at = (row0 + (oh - oh0) * p.sh) * row_stride + ow;
-                  for (int64_t i = 0; i < mr; ++i) rows[i] = src + chan[i] * chan_stride + tap_off[i] + at;
-                  fn(1, &len, rows, pb + jr * kc + (kk + u) * nr, ct, ncb, m, n, pc > 0 || kk + u > 0,
-                     nullptr, false);
-                  u += len;
+                  for (int64_t i = 0; i < mr; ++i)
+                    rows[nseg * mr + i] = src + chan[i] * chan_stride + tap_off[i] + at;
+                  u += seg_len[nseg];
                 }
+                for (int64_t jr = 0; jr < nc; jr += nr) {
+                  const int64_t n = std::min<int64_t>(nr, nc - jr);
+                  fn(nseg, seg_len, rows, pb + jr * kc + (kk + u0) * nr, buf + (ir - ic) * ncb + jr,
+                     ncb, m, n, pc > 0 || kk + u0 > 0, nullptr, false);
+                }
+                u0 = u;
               }
             }
             kk += run;
