@@ -7,6 +7,10 @@ convcore._conv._force_implementations and checked against the float64 direct loo
 The core also picks an implementation from the problem alone (the ordered lists in
 cpp/src/conv/forward.cpp, backward_data.cpp, backward_weights.cpp); each case below asserts
 the choice it is meant to exercise:
+  * NCHW with >= 128 channels (or, backward-data, filters) per group and >= 1000 FLOPs
+    per element of x and y -> via_nhwc: the channels-last tiles on transposed copies
+    (forward; backward-data at stride 1); the cases below are too small for that rule,
+    so the sweep reaches via_nhwc by forcing it;
   * NCHW, stride 1, Wo >= 2·(S−1)·dilation, and Ho·Wo >= 256 or N == 1 -> the direct
     stride-1 executor (B read in place from a padded copy; backward-data as a full
     correlation with flipped weights, which also covers padding larger than the kernel);
@@ -292,3 +296,25 @@ def test_every_implementation_is_reached_and_explained():
     with _force_implementations(backward_weight="bogus"):
         with pytest.raises(ValueError, match="does not exist"):
             convcore.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)))
+
+
+def test_via_nhwc_in_several_chunks():
+    """via_nhwc transposes a chunk of images at a time into a scratch of 2**21 elements: with
+    over a million elements per image it runs three chunks (2 + 2 + 1 images). Checked
+    against the NCHW executors (which the sweep above checks against the float64 loops on
+    small cases): the chunks must tile the batch exactly, bias and ReLU included."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 32, 180, 181))
+    w = rng.standard_normal((8, 32, 3, 3))
+    b = rng.standard_normal(8)
+    with _force_implementations(forward="im2col_per_image"):
+        want = convcore.conv2d(x, w, b, padding=1, activation="relu")
+    with _force_implementations(forward="via_nhwc"):
+        got = convcore.conv2d(x, w, b, padding=1, activation="relu")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(want.shape)
+    with _force_implementations(backward_data="col2im"):
+        want_dx = convcore.conv2d_backward_input(dy, w, x.shape, padding=1)
+    with _force_implementations(backward_data="via_nhwc"):
+        got_dx = convcore.conv2d_backward_input(dy, w, x.shape, padding=1)
+    np.testing.assert_allclose(got_dx, want_dx, rtol=1e-12, atol=1e-12)

@@ -25,6 +25,7 @@
 #include "direct_s1.hpp"
 #include "packers.hpp"
 #include "indirect_nhwc.hpp"
+#include "layout_copy.hpp"
 #include "subpixel.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
@@ -78,6 +79,71 @@ struct DirectStride1 {
       d.act = BiasActivation<T>{a.bias, nullptr, a.relu}.rows_from(g * p.Cg);
       d.run_tile(e, weights.group(g), img, m0, m1, n0, n1);
     });
+  }
+};
+
+// NCHW through the channels-last full correlation (as via_nhwc in forward.cpp): dy is
+// transposed to NHWC a chunk of images at a time, indirect_nhwc's tiles compute dx in NHWC
+// (any bias and ReLU of a transposed convolution's forward in the microkernel's store), and
+// that is transposed back.
+struct ViaNhwcBackwardData {
+  static constexpr const char* kName = "via_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (!p.nchw()) return "NCHW only";
+    if (p.sh != 1 || p.sw != 1) return "stride 1 only";
+    if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 ||
+        p.ys_h != p.Wo || p.ys_c != p.Ho * p.Wo)
+      return "contiguous images only";
+    if (p.Kg < kIndirectMinFilters) return "fewer than 8 filters per group";
+    if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
+        !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
+      return "one image's input or output is larger than the image scratch";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    return via_nhwc_declines(p);
+  }
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return {false, p.Cg, p.R * p.S * p.Kg};
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const WeightPacking wp = weight_packing(p);
+    pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
+                   [&](int64_t g) {
+      return FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k};
+    }, dst);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P();
+    const int64_t chunk = std::clamp<int64_t>(kImageScratchElems / std::max(img_x, img_y), 1, p.N);
+    T* yt = thread_scratch_as<Scratch::Image, T>(chunk * img_y, "the NHWC copy of grad_output");
+    T* xt = thread_scratch_as<Scratch::Tile, T>(chunk * img_x, "the NHWC input gradient");
+    IndirectNhwc<T> base;
+    base.in_sn = img_y; base.in_sh = p.Wo * p.K; base.in_sw = p.K;
+    base.Cin = p.Kg; base.Hin = p.Ho; base.Win = p.Wo;
+    base.ldo = p.C;
+    base.Hout = p.H; base.Wout = p.W;
+    base.R = p.R; base.S = p.S; base.sh = 1; base.sw = 1; base.dh = p.dh; base.dw = p.dw;
+    base.pad_top = (p.R - 1) * p.dh - p.pad_t;
+    base.pad_left = (p.S - 1) * p.dw - p.pad_l;
+    base.act = BiasActivation<T>{nullptr, a.bias, a.relu};
+    for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, p.N - n0);
+      planes_to_pixels(a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), yt);
+      run_tiles(p.G, nb * p.H * p.W, p.Cg, p.R * p.S * p.Kg, e.blocking,
+                TileRules{1, e.blocking.nr, 0, 0},
+                [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
+        IndirectNhwc<T> d = base;
+        d.in = yt + g * p.Kg;
+        d.out = xt + g * p.Cg;
+        d.act = base.act.cols_from(g * p.Cg);
+        d.run_tile(e, weights.group(g), m0, m1, c0, c1);
+      });
+      pixels_to_planes(xt, nb, p.C, p.H * p.W, a.out + n0 * p.xs_n, p.xs_n);
+    }
   }
 };
 
@@ -312,6 +378,7 @@ const ImplList<T>& backward_data_implementations() {
       depthwise_nchw_backward_data<T>(),
       depthwise_nhwc_backward_data<T>(),
       grouped_nhwc_backward_data<T>(),
+      implementation_of<ViaNhwcBackwardData, T>(),
       implementation_of<DirectStride1, T>(),
       implementation_of<IndirectNhwcBackwardData, T>(),
       implementation_of<Subpixel, T>(),

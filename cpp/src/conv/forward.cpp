@@ -12,6 +12,7 @@
 #include "epilogue.hpp"
 #include "packers.hpp"
 #include "indirect_nhwc.hpp"
+#include "layout_copy.hpp"
 #include "winograd.hpp"
 #include "../gemm/driver.hpp"
 #include "../gemm/pack.hpp"
@@ -201,6 +202,67 @@ struct IndirectNhwcForward : WeightsAsB {
   }
 };
 
+// NCHW through the channels-last tiles: a chunk of images is transposed to NHWC in the
+// calling thread's scratch, indirect_nhwc's tiles compute its NHWC output (bias and ReLU in
+// the microkernel's store), and that is transposed back into y. The transposes move the
+// input and the output once more; in exchange the tiles read the image in place and keep
+// their accumulators across every tap of a deep KC block, which on wide layers (many
+// channels per group) measured faster than the NCHW executors.
+struct ViaNhwcForward {
+  static constexpr const char* kName = "via_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (!p.nchw()) return "NCHW only";
+    if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 ||
+        p.ys_h != p.Wo || p.ys_c != p.Ho * p.Wo)
+      return "contiguous images only";
+    if (p.Cg < kIndirectMinChannels) return "fewer than 8 channels per group";
+    if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
+        !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
+      return "one image's input or output is larger than the image scratch";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    return via_nhwc_declines(p);
+  }
+  static WeightPacking weight_packing(const ConvPlan& p) { return {false, p.Kg, p.CgRS()}; }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const WeightPacking wp = weight_packing(p);
+    pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
+                   [&](int64_t g) { return TapMajorWeightPackB<T>{&p, w + g * p.Kg * p.ws_k}; },
+                   dst);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P();
+    const int64_t chunk = std::clamp<int64_t>(kImageScratchElems / std::max(img_x, img_y), 1, p.N);
+    T* xt = thread_scratch_as<Scratch::Image, T>(chunk * img_x, "the NHWC copy of the input");
+    T* yt = thread_scratch_as<Scratch::Tile, T>(chunk * img_y, "the NHWC output");
+    IndirectNhwc<T> base;
+    base.in_sn = img_x; base.in_sh = p.W * p.C; base.in_sw = p.C;
+    base.Cin = p.Cg; base.Hin = p.H; base.Win = p.W;
+    base.ldo = p.K;
+    base.Hout = p.Ho; base.Wout = p.Wo;
+    base.R = p.R; base.S = p.S; base.sh = p.sh; base.sw = p.sw; base.dh = p.dh; base.dw = p.dw;
+    base.pad_top = p.pad_t; base.pad_left = p.pad_l;
+    base.act = BiasActivation<T>{nullptr, a.bias, a.relu};
+    for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, p.N - n0);
+      planes_to_pixels(a.x + n0 * p.xs_n, p.xs_n, nb, p.C, p.H * p.W, xt);
+      run_tiles(p.G, nb * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
+                [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
+        IndirectNhwc<T> d = base;
+        d.in = xt + g * p.Cg;
+        d.out = yt + g * p.Kg;
+        d.act = base.act.cols_from(g * p.Kg);
+        d.run_tile(e, weights.group(g), m0, m1, c0, c1);
+      });
+      pixels_to_planes(yt, nb, p.K, p.P(), a.out + n0 * p.ys_n, p.ys_n);
+    }
+  }
+};
+
 // NHWC: im2col rows (A) packed per tile, weights (B) prepacked.
 struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
   static constexpr const char* kName = "im2col_nhwc";
@@ -234,6 +296,7 @@ const ImplList<T>& forward_implementations() {
       implementation_of<WinogradF4x3, T>(),
       depthwise_nchw_forward<T>(),            depthwise_nhwc_forward<T>(),
       grouped_nhwc_forward<T>(),
+      implementation_of<ViaNhwcForward, T>(),
       implementation_of<DirectStride1, T>(),  implementation_of<Im2colMultiImage, T>(),
       implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcForward, T>(),
       implementation_of<Im2colNhwc, T>(),

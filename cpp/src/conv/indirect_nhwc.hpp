@@ -20,6 +20,14 @@
 
 namespace convcore::detail {
 
+// When the NCHW executors that run these tiles on transposed copies (via_nhwc) step aside:
+// below 128 channels or filters per group, or below 1000 FLOPs per element transposed
+// (1×1 layers), the transposes cost about what the tiles gain or more (measured on Zen 4,
+// one thread: 5×5 c192 and 3×3 c512 layers gained 10–18 %, 3×3 c128 broke even, a 1×1
+// c1024 backward-data lost 17 %).
+inline constexpr int64_t kViaNhwcMinChannels = 128;
+inline constexpr double kViaNhwcMinFlopsPerElement = 1000.0;
+
 template <typename T>
 struct IndirectNhwc {
   // Input of one group: element (n, h, w, c) at in[n*in_sn + h*in_sh + w*in_sw + c], Cin
@@ -161,5 +169,16 @@ struct IndirectNhwc {
  private:
   static constexpr int64_t kPointerTable = 8192;  // pointers per MC block (64 KiB)
 };
+
+inline const char* via_nhwc_declines(const ConvPlan& p) {
+  if (std::max(p.Cg, p.Kg) < kViaNhwcMinChannels)
+    return "fewer than 128 channels and filters per group: the transposes cost about what "
+           "the channels-last tiles gain";
+  const double moved = double(p.C) * double(p.H * p.W) + double(p.K) * double(p.P());
+  if (2.0 * double(p.K) * double(p.P()) * double(p.CgRS()) < kViaNhwcMinFlopsPerElement * moved)
+    return "under 1000 FLOPs per element transposed (1×1 layers): the transposes cost more "
+           "than the channels-last tiles gain";
+  return nullptr;
+}
 
 }  // namespace convcore::detail

@@ -453,4 +453,38 @@ struct FlippedWeightPackB {
   }
 };
 
+// B operand of the channels-last executors from weights in either layout: B[d][k] with
+// depth d = (r·S + s)·Cg + c (taps major, channels contiguous, as an NHWC pixel holds
+// them) and column k = filter. wg points at the group's first filter.
+template <typename T>
+struct TapMajorWeightPackB {
+  const ConvPlan* plan;
+  const T* wg;
+
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const ConvPlan& p = *plan;
+    // 16 depth rows at a time (their offsets within a filter computed once), filter by
+    // filter: the 16 destination rows stay in L1 (see pack_b_piece).
+    constexpr int64_t kRows = 16;
+    int64_t off[kRows];
+    for (int64_t kb = 0; kb < kc; kb += kRows) {
+      const int64_t rows = std::min(kRows, kc - kb);
+      for (int64_t u = 0; u < rows; ++u) {
+        const int64_t j = p0 + kb + u, tap = j / p.Cg, c = j % p.Cg;
+        off[u] = c * p.ws_c + (tap / p.S) * p.ws_r + (tap % p.S) * p.ws_s;
+      }
+      for (int64_t jb = 0; jb < nc; jb += nr) {
+        const int64_t n = std::min<int64_t>(nr, nc - jb);
+        T* d = dst + jb * kc + kb * nr;
+        for (int64_t t = 0; t < n; ++t) {
+          const T* wk = wg + (j0 + jb + t) * p.ws_k;
+          for (int64_t u = 0; u < rows; ++u) d[u * nr + t] = wk[off[u]];
+        }
+        for (int64_t u = 0; u < rows; ++u)
+          for (int64_t t = n; t < nr; ++t) d[u * nr + t] = T(0);
+      }
+    }
+  }
+};
+
 }  // namespace convcore::detail

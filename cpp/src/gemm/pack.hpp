@@ -78,8 +78,16 @@ inline void pack_b_piece(T* __restrict d, const T* __restrict src, int64_t rs, i
     for (int64_t p = 0; p < k; ++p)
       for (int64_t j = 0; j < n; ++j) d[p * nr + j] = src[p * rs + j];
   } else {
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t p = 0; p < k; ++p) d[p * nr + j] = src[p * rs + j * cs];
+    // 16 rows at a time: the 16 destination rows (nr values each) and the n source runs
+    // stay in L1 across the columns. Column by column over all k rows instead writes one
+    // value into each of k lines per column, k·nr·sizeof(T) bytes apart in all: out of L1
+    // for deep panels (a layer's weights as B).
+    constexpr int64_t kRows = 16;
+    for (int64_t p0 = 0; p0 < k; p0 += kRows) {
+      const int64_t p1 = std::min(k, p0 + kRows);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t p = p0; p < p1; ++p) d[p * nr + j] = src[p * rs + j * cs];
+    }
   }
 }
 

@@ -1,0 +1,75 @@
+// Layout transposes between channel planes (NCHW: an image is C planes of P pixels) and
+// pixel rows (NHWC: P pixels of C channels), for executors that run one layout's tiles on
+// the other layout's tensors. Parallel over images and channel blocks.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../runtime/interrupt.hpp"
+#include "../runtime/runtime.hpp"
+
+namespace convcore::detail {
+
+namespace layout_copy {
+// A task is one image's block of kChannels channels over all its pixels: the planes are
+// read (or written) as kChannels sequential streams, and each pixel's kChannels values are
+// one 64-byte run of the pixel rows. (Blocks of pixels instead would write rows that lie
+// C·sizeof(T) bytes apart — 4 KiB for 1024 float channels — all in one L1 set.)
+inline constexpr int64_t kChannels = 16;
+
+// Runs body(image, c0, c1) over nb images × channel blocks on the call's threads.
+template <typename Body>
+void for_channel_blocks(int64_t nb, int64_t C, int64_t P, Body&& body) {
+  const int64_t blocks = (C + kChannels - 1) / kChannels, tasks = nb * blocks;
+  const int nthreads = static_cast<int>(
+      std::clamp<int64_t>(threads_for(4.0 * double(nb) * double(C) * double(P)), 1, tasks));
+  parallel_run(nthreads, [&](int tid, int nt) {
+    int64_t t0, t1;
+    static_range(tasks, tid, nt, t0, t1);
+    for (int64_t t = t0; t < t1; ++t) {
+      interrupt_point();
+      const int64_t img = t / blocks, c0 = (t % blocks) * kChannels;
+      body(img, c0, std::min(C, c0 + kChannels));
+    }
+  });
+}
+}  // namespace layout_copy
+
+// nb images of C planes of P pixels (image n at src + n·src_n, plane c at + c·P) to pixel
+// rows: dst[(n·P + p)·C + c].
+template <typename T>
+void planes_to_pixels(const T* src, int64_t src_n, int64_t nb, int64_t C, int64_t P, T* dst) {
+  layout_copy::for_channel_blocks(nb, C, P, [&](int64_t n, int64_t c0, int64_t c1) {
+    const T* __restrict s = src + n * src_n;
+    T* __restrict d = dst + n * P * C;
+    if (c1 - c0 == layout_copy::kChannels) {
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t c = 0; c < layout_copy::kChannels; ++c)
+          d[p * C + c0 + c] = s[(c0 + c) * P + p];
+    } else {
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t c = c0; c < c1; ++c) d[p * C + c] = s[c * P + p];
+    }
+  });
+}
+
+// The reverse: nb images of P pixel rows of C channels (src[(n·P + p)·C + c]) to planes,
+// image n at dst + n·dst_n, plane c at + c·P.
+template <typename T>
+void pixels_to_planes(const T* src, int64_t nb, int64_t C, int64_t P, T* dst, int64_t dst_n) {
+  layout_copy::for_channel_blocks(nb, C, P, [&](int64_t n, int64_t c0, int64_t c1) {
+    const T* __restrict s = src + n * P * C;
+    T* __restrict d = dst + n * dst_n;
+    if (c1 - c0 == layout_copy::kChannels) {
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t c = 0; c < layout_copy::kChannels; ++c)
+          d[(c0 + c) * P + p] = s[p * C + c0 + c];
+    } else {
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t c = c0; c < c1; ++c) d[c * P + p] = s[p * C + c];
+    }
+  });
+}
+
+}  // namespace convcore::detail
