@@ -57,6 +57,11 @@ CASES = {
     "indirect_nhwc_strided_dilated": ((3, 9, 13, 12), (10, 3, 2), dict(stride=(2, 3), dilation=(2, 1), padding=(1, 2, 0, 3), shape_rule="crop")),
     "indirect_nhwc_pad_beyond_kernel": ((1, 8, 6, 7), (9, 2, 3), dict(padding=(3, 4, 5, 3))),
     "indirect_nhwc_groups": ((2, 16, 8, 9), (24, 3, 3), dict(padding="same", groups=2)),
+    # >= 5 % of the products with padding: rows in region order (micro-tiles straddle
+    # regions: corners of 3 pixels), taps outside skipped; bands per axis > 16: memory order
+    "indirect_nhwc_regions_7x7": ((3, 16, 7, 7), (24, 3, 3), dict(padding=1)),
+    "indirect_nhwc_regions_dilated_strided": ((2, 8, 13, 11), (9, 5, 4), dict(stride=(2, 1), dilation=(2, 3), padding=(4, 3, 5, 6), shape_rule="crop")),
+    "indirect_nhwc_many_bands": ((1, 8, 8, 8), (8, 10, 10), dict(padding=9)),
     "pixel_rows_nhwc_3x3": ((2, 32, 9, 10), (12, 3, 3), dict(padding=1)),
     "pixel_rows_nhwc_unpadded_strided": ((2, 64, 11, 9), (10, 3, 2), dict(stride=2, dilation=(1, 2), shape_rule="crop")),
     "pixel_rows_nhwc_1x1": ((2, 32, 6, 7), (8, 1, 1), dict()),
@@ -164,6 +169,18 @@ EXPECTED = {
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
         'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+    },
+    'indirect_nhwc_regions_7x7': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+    },
+    'indirect_nhwc_regions_dilated_strided': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'im2col'),
+    },
+    'indirect_nhwc_many_bands': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
     },
     'multi_image_unpadded_groups_dilated': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),

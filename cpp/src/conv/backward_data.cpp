@@ -133,6 +133,8 @@ struct ViaNhwcBackwardData {
     for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
       const int64_t nb = std::min(chunk, p.N - n0);
       planes_to_pixels(a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), yt);
+      PixelRegions regions;
+      base.order_by_region(nb, regions);
       run_tiles(p.G, nb * p.H * p.W, p.Cg, p.R * p.S * p.Kg, e.blocking,
                 TileRules{1, e.blocking.nr, 0, 0},
                 [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
@@ -176,7 +178,9 @@ struct IndirectNhwcBackwardData {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
-    const IndirectNhwc<T> base = IndirectNhwc<T>::backward_data(p, a.dy, a.out);
+    IndirectNhwc<T> base = IndirectNhwc<T>::backward_data(p, a.dy, a.out);
+    PixelRegions regions;
+    base.order_by_region(p.N, regions);
     run_tiles(p.G, p.N * p.H * p.W, p.Cg, p.R * p.S * p.Kg, e.blocking,
               TileRules{1, e.blocking.nr, 0, 0},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {

@@ -129,7 +129,7 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
     T* buf = thread_scratch_as<Scratch::Tile, T>(bl.mc * ncb);
     T* pb = thread_scratch_as<Scratch::PackB, T>(bl.kc * ncb);
     constexpr int64_t kSegments = 16;
-    int64_t chan[kMaxTile], tap_off[kMaxTile], seg_len[kSegments];
+    int64_t chan[kMaxTile], tap_off[kMaxTile], seg_len[kSegments], seg_off[kSegments];
     const T* rows[kSegments * kMaxTile];
     const T* dyg = dy + g * p.Kg * p.ys_c;
     const T* xg = x + g * p.Cg * p.xs_c;
@@ -184,6 +184,7 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                 for (; u < run && nseg < kSegments; ++nseg) {
                   const int64_t oh = (pix + u) / p.Wo, ow = (pix + u) % p.Wo;
                   seg_len[nseg] = std::min(run - u, p.Wo - ow);
+                  seg_off[nseg] = u - u0;
                   const int64_t at = (row0 + (oh - oh0) * p.sh) * row_stride + ow;
                   for (int64_t i = 0; i < mr; ++i)
                     rows[nseg * mr + i] = src + chan[i] * chan_stride + tap_off[i] + at;
@@ -191,8 +192,8 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                 }
                 for (int64_t jr = 0; jr < nc; jr += nr) {
                   const int64_t n = std::min<int64_t>(nr, nc - jr);
-                  fn(nseg, seg_len, rows, pb + jr * kc + (kk + u0) * nr, buf + (ir - ic) * ncb + jr,
-                     ncb, m, n, pc > 0 || kk + u0 > 0, nullptr, false);
+                  fn(nseg, seg_len, seg_off, rows, pb + jr * kc + (kk + u0) * nr,
+                     buf + (ir - ic) * ncb + jr, ncb, m, n, pc > 0 || kk + u0 > 0, nullptr, false);
                 }
                 u0 = u;
               }

@@ -188,8 +188,9 @@ struct IndirectNhwcForward : WeightsAsB {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
-    const IndirectNhwc<T> base =
-        IndirectNhwc<T>::forward(p, a.x, a.out, {nullptr, a.bias, a.relu});
+    IndirectNhwc<T> base = IndirectNhwc<T>::forward(p, a.x, a.out, {nullptr, a.bias, a.relu});
+    PixelRegions regions;
+    base.order_by_region(p.N, regions);
     // Pixels read in place, weights prepacked: no per-tile packing.
     run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -250,6 +251,8 @@ struct ViaNhwcForward {
     for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
       const int64_t nb = std::min(chunk, p.N - n0);
       planes_to_pixels(a.x + n0 * p.xs_n, p.xs_n, nb, p.C, p.H * p.W, xt);
+      PixelRegions regions;
+      base.order_by_region(nb, regions);
       run_tiles(p.G, nb * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
                 [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
         IndirectNhwc<T> d = base;

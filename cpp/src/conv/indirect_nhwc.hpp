@@ -28,6 +28,79 @@ namespace convcore::detail {
 inline constexpr int64_t kViaNhwcMinChannels = 128;
 inline constexpr double kViaNhwcMinFlopsPerElement = 1000.0;
 
+// Output pixels grouped by the taps they reach. The output map splits into rectangles
+// (bands of rows × bands of columns) over which the kernel rows and columns that land in
+// the image are the same; a region is one rectangle in every image, its pixels numbered
+// image by image, row by row, from `start`. Micro-tiles of one region's pixels leave out
+// the taps in the padding (indirect_nhwc skips a segment when none of a tile's rows reaches
+// it), which on small padded maps is a large share of the products (3×3 on 7×7: 18 %).
+struct PixelRegion {
+  int64_t start, oh0, ow0, height, width;
+};
+struct PixelRegions {
+  static constexpr int kMaxBands = 16;  // per axis
+  int count = 0;
+  PixelRegion r[kMaxBands * kMaxBands];
+
+  const PixelRegion* find(int64_t q) const {
+    int lo = 0, hi = count - 1;  // the last region starting at or before q
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (r[mid].start <= q) lo = mid;
+      else hi = mid - 1;
+    }
+    return &r[lo];
+  }
+
+  // Bands of one axis: outputs [b[i], b[i+1]) reach the same taps. Returns the band count,
+  // 0 when there are more than kMaxBands; adds the taps reached to *reached.
+  static int bands(int64_t out, int64_t stride, int64_t pad, int64_t taps, int64_t dil,
+                   int64_t in, int64_t* b, double* reached) {
+    int count = 0;
+    int64_t prev_lo = -1, prev_hi = -1;
+    for (int64_t o = 0; o < out; ++o) {
+      int64_t lo = 0, hi = 0;  // taps [lo, hi) land in the image (they are contiguous)
+      const int64_t first = o * stride - pad;
+      while (lo < taps && first + lo * dil < 0) ++lo;
+      hi = lo;
+      while (hi < taps && first + hi * dil < in) ++hi;
+      *reached += double(hi - lo);
+      if (lo != prev_lo || hi != prev_hi) {
+        if (count == kMaxBands) return 0;
+        b[count++] = o;
+        prev_lo = lo;
+        prev_hi = hi;
+      }
+    }
+    b[count] = out;
+    return count;
+  }
+
+  // Regions for N images of out_h × out_w outputs; false (no regions) when the taps in the
+  // padding are under min_share of all, or the bands are too many.
+  bool make(int64_t N, int64_t out_h, int64_t out_w, int64_t sh, int64_t sw, int64_t pad_top,
+            int64_t pad_left, int64_t R, int64_t S, int64_t dh, int64_t dw, int64_t in_h,
+            int64_t in_w, double min_share) {
+    int64_t bh[kMaxBands + 1], bw[kMaxBands + 1];
+    double reach_h = 0, reach_w = 0;
+    const int nh = bands(out_h, sh, pad_top, R, dh, in_h, bh, &reach_h);
+    const int nw = bands(out_w, sw, pad_left, S, dw, in_w, bw, &reach_w);
+    if (nh == 0 || nw == 0) return false;
+    const double share_reached =
+        reach_h / (double(out_h) * double(R)) * (reach_w / (double(out_w) * double(S)));
+    if (1.0 - share_reached < min_share) return false;
+    count = 0;
+    int64_t start = 0;
+    for (int i = 0; i < nh; ++i)
+      for (int j = 0; j < nw; ++j) {
+        const PixelRegion g{start, bh[i], bw[j], bh[i + 1] - bh[i], bw[j + 1] - bw[j]};
+        r[count++] = g;
+        start += N * g.height * g.width;
+      }
+    return true;
+  }
+};
+
 template <typename T>
 struct IndirectNhwc {
   // Input of one group: element (n, h, w, c) at in[n*in_sn + h*in_sh + w*in_sw + c], Cin
@@ -97,6 +170,8 @@ struct IndirectNhwc {
 
   // Rows (pixels) [m0, m1) × columns (output channels) [n0, n1) with the weights prepacked
   // as a (R·S·Cin) × Cout matrix, depth in (r, s, c) order, with blocking(engine, depth()).
+  // Rows are pixels in `regions` order when it is set (the C block then goes through a
+  // buffer and is scattered to the pixels' rows), else in memory order.
   void run_tile(const GemmEngine<T>& e, const Prepacked<T>& weights, int64_t m0, int64_t m1,
                 int64_t n0, int64_t n1) const {
     assert(!act.row_bias);  // the bias is per output channel: a column of C
@@ -104,16 +179,26 @@ struct IndirectNhwc {
     Blocking bl = blocking(e.blocking, K);
     const int mr = bl.mr, nr = bl.nr;
     const auto fn = e.ukernel.fn_indirect_a;
-    // Zeros for taps in the padding: a segment is at most one KC block deep.
+    // Zeros for rows whose tap falls in the padding: a segment is at most one KC block deep.
     alignas(64) static const T zeros[kMaxDepth] = {};
     // Segments of a KC block: one tap's channel range each; at most ceil(KC / Cin) + 1.
     const int64_t max_seg = std::min<int64_t>(R * S, ceil_div(bl.kc, Cin) + 1);
     bl.mc = std::max<int64_t>(mr, std::min<int64_t>(bl.mc, round_down(kPointerTable / max_seg, mr)));
-    int64_t seg_len[kMaxDepth + 1], seg_r[kMaxDepth + 1], seg_s[kMaxDepth + 1],
-        seg_c0[kMaxDepth + 1];
+    const int64_t tiles = ceil_div(bl.mc, mr);
+    int64_t seg_len[kMaxDepth + 1], seg_off[kMaxDepth + 1], seg_r[kMaxDepth + 1],
+        seg_s[kMaxDepth + 1], seg_c0[kMaxDepth + 1];
     const T** ptrs = thread_scratch_as<Scratch::Pointers, const T*>(
         bl.mc * max_seg, "the row-pointer table of an NHWC block");
-    const int64_t P = Hout * Wout;
+    // Per micro-tile: its segment count, and the length and depth offset of each.
+    int64_t* table = thread_scratch_as<Scratch::Offsets, int64_t>(
+        tiles * (2 * max_seg + 1), "the segment table of an NHWC block");
+    int64_t* t_count = table;
+    int64_t* t_len = table + tiles;
+    int64_t* t_off = t_len + tiles * max_seg;
+    const int64_t ldb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
+    T* cbuf = regions ? thread_scratch_as<Scratch::PackA, T>(bl.mc * ldb, "an NHWC C block")
+                      : nullptr;
+    int64_t img[kMaxTile], ih0[kMaxTile], iw0[kMaxTile];
 
     for (int64_t jc = n0; jc < n1; jc += bl.nc) {
       const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
@@ -126,44 +211,90 @@ struct IndirectNhwc {
           for (int64_t d = pc; d < pc + kc; ++nseg) {
             const int64_t tap = d / Cin, c0 = d % Cin;
             seg_len[nseg] = std::min(pc + kc - d, Cin - c0);
+            seg_off[nseg] = d - pc;
             seg_r[nseg] = (tap / S) * dh;
             seg_s[nseg] = (tap % S) * dw;
             seg_c0[nseg] = c0;
             d += seg_len[nseg];
           }
-          // The row pointers of every micro-tile of the block: [tile][segment][row].
-          for (int64_t ir = 0; ir < mc; ir += mr) {
+          // Each micro-tile's segments and row pointers; a segment none of its pixels
+          // reaches (every row in the padding) is left out: no products with padding.
+          for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
             const int64_t m = std::min<int64_t>(mr, mc - ir);
-            const T** tile = ptrs + (ir / mr) * nseg * mr;
             for (int64_t i = 0; i < mr; ++i) {
-              const int64_t q = ic + ir + std::min<int64_t>(i, m - 1);  // pad rows repeat the last pixel
-              const int64_t img = q / P, pix = q % P;
-              const int64_t ih0 = (pix / Wout) * sh - pad_top, iw0 = (pix % Wout) * sw - pad_left;
-              const T* base = in + img * in_sn;
-              for (int64_t sg = 0; sg < nseg; ++sg) {
-                const int64_t ih = ih0 + seg_r[sg], iw = iw0 + seg_s[sg];
-                tile[sg * mr + i] = (ih >= 0 && ih < Hin && iw >= 0 && iw < Win)
-                                        ? base + ih * in_sh + iw * in_sw + seg_c0[sg]
-                                        : zeros;
-              }
+              // pad rows repeat the last pixel
+              pixel(ic + ir + std::min<int64_t>(i, m - 1), img[i], ih0[i], iw0[i]);
+              ih0[i] = ih0[i] * sh - pad_top;
+              iw0[i] = iw0[i] * sw - pad_left;
             }
+            const T** tp = ptrs + t * max_seg * mr;
+            int64_t kept = 0;
+            for (int64_t sg = 0; sg < nseg; ++sg) {
+              bool any = false;
+              for (int64_t i = 0; i < mr; ++i) {
+                const int64_t ih = ih0[i] + seg_r[sg], iw = iw0[i] + seg_s[sg];
+                const bool inside = ih >= 0 && ih < Hin && iw >= 0 && iw < Win;
+                tp[kept * mr + i] =
+                    inside ? in + img[i] * in_sn + ih * in_sh + iw * in_sw + seg_c0[sg] : zeros;
+                any = any || inside;
+              }
+              if (!any) continue;
+              t_len[t * max_seg + kept] = seg_len[sg];
+              t_off[t * max_seg + kept] = seg_off[sg];
+              ++kept;
+            }
+            t_count[t] = kept;
           }
           const T* b_block = weights.block(jc, pc, kc);
           for (int64_t jr = 0; jr < nc; jr += nr) {
             interrupt_point();  // mc×nr×kc: a few MFLOP
             const int64_t n = std::min<int64_t>(nr, nc - jr);
-            for (int64_t ir = 0; ir < mc; ir += mr) {
+            for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
               const int64_t m = std::min<int64_t>(mr, mc - ir);
-              T* c = out + (ic + ir) * ldo + jc + jr;
+              T* c = cbuf ? cbuf + ir * ldb + jr : out + (ic + ir) * ldo + jc + jr;
               // The last block's store adds the bias and applies ReLU in registers.
-              fn(nseg, seg_len, ptrs + (ir / mr) * nseg * mr, b_block + jr * kc, c, ldo, m, n,
-                 pc > 0, last && act.col_bias ? act.col_bias + jc + jr : nullptr,
-                 last && act.relu);
+              fn(t_count[t], t_len + t * max_seg, t_off + t * max_seg, ptrs + t * max_seg * mr,
+                 b_block + jr * kc, c, cbuf ? ldb : ldo, m, n, pc > 0,
+                 last && act.col_bias ? act.col_bias + jc + jr : nullptr, last && act.relu);
             }
+          }
+        }
+        if (cbuf) {  // rows in region order: each to its pixel's row of the output
+          for (int64_t i = 0; i < mc; ++i) {
+            int64_t n_img, oh, ow;
+            pixel(ic + i, n_img, oh, ow);
+            copy_run(out + ((n_img * Hout + oh) * Wout + ow) * ldo + jc, cbuf + i * ldb, nc);
           }
         }
       }
     }
+  }
+
+  // Image and output coordinates of row q (in regions order when set).
+  void pixel(int64_t q, int64_t& n_img, int64_t& oh, int64_t& ow) const {
+    if (!regions) {
+      const int64_t P = Hout * Wout;
+      n_img = q / P;
+      oh = (q % P) / Wout;
+      ow = q % Wout;
+      return;
+    }
+    const PixelRegion* r = regions->find(q);
+    const int64_t area = r->height * r->width, j = q - r->start, rem = j % area;
+    n_img = j / area;
+    oh = r->oh0 + rem / r->width;
+    ow = r->ow0 + rem % r->width;
+  }
+
+  const PixelRegions* regions = nullptr;
+
+  // Orders the rows of `images` images by region (into `storage`, which must outlive the
+  // run) when at least 5 % of the products would be with padding; else memory order.
+  void order_by_region(int64_t images, PixelRegions& storage) {
+    regions = storage.make(images, Hout, Wout, sh, sw, pad_top, pad_left, R, S, dh, dw, Hin,
+                           Win, 0.05)
+                  ? &storage
+                  : nullptr;
   }
 
  private:

@@ -141,17 +141,22 @@ void offset_b(int64_t kc, const typename VT::T* a, const typename VT::T* b, cons
               typename VT::T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate) {
   gemm_tile<VT, MR, NV, Operands::kOffsetB>(kc, a, b, b_off, c, ldc, m, n, accumulate);
 }
-// Segment s (of nseg) reads seg_len[s] steps of A through a_rows[s·MR + i]; the
-// accumulators stay in registers across every segment (every tap of a KC block).
+// Segment s (of nseg) reads seg_len[s] steps of A through a_rows[s·MR + i] and of B from
+// row seg_off[s] of the panel; the accumulators stay in registers across every segment
+// (every tap of a KC block that the tile's pixels reach).
 template <class VT, int MR, int NV>
-void indirect_a(int64_t nseg, const int64_t* seg_len, const typename VT::T* const* a_rows,
-                const typename VT::T* b, typename VT::T* c, int64_t ldc, int64_t m, int64_t n,
-                bool accumulate, const typename VT::T* bias, bool relu) {
+void indirect_a(int64_t nseg, const int64_t* seg_len, const int64_t* seg_off,
+                const typename VT::T* const* a_rows, const typename VT::T* b,
+                typename VT::T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate,
+                const typename VT::T* bias, bool relu) {
+  constexpr int NR = NV * VT::kLanes;
   typename VT::V acc[MR][NV];
   zero_tile<VT, MR, NV>(acc);
-  for (int64_t s = 0; s < nseg; ++s)
-    madd_steps<VT, MR, NV, Operands::kIndirectA>(acc, seg_len[s], nullptr, a_rows + s * MR, b,
+  for (int64_t s = 0; s < nseg; ++s) {
+    const typename VT::T* bs = b + seg_off[s] * NR;
+    madd_steps<VT, MR, NV, Operands::kIndirectA>(acc, seg_len[s], nullptr, a_rows + s * MR, bs,
                                                  nullptr);
+  }
   store_tile<VT, MR, NV>(acc, c, ldc, m, n, accumulate, bias, relu);
 }
 

@@ -27,18 +27,19 @@ using GemmUkernelOffsetBFn = void (*)(int64_t kc, const T* a, const T* b, const 
                                       T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate);
 
 // The same tile with A read in place through row pointers instead of from a packed panel,
-// in nseg depth segments: segment s is seg_len[s] steps deep and its row i is read at
+// in nseg depth segments: segment s is seg_len[s] steps deep, its row i is read at
 // a_rows[s·MR + i] (rows >= m must still point at seg_len[s] readable values, e.g. a zero
-// buffer); B is one packed panel of Σ seg_len steps. The accumulators stay in registers
-// across the segments. Used by the NHWC direct convolution, whose rows are pixels and whose
-// depth segments are taps' contiguous channel runs (XNNPACK's indirection idea). The store
-// may finish the tile: C = act(C + bias[j]) with bias[0:n] per column (none when null) and
-// act ReLU (x < 0 ? 0 : x, NaN kept) when relu.
+// buffer) and its B rows start at row seg_off[s] of the packed panel (segments may skip
+// rows: taps that none of the tile's pixels reach). The accumulators stay in registers
+// across the segments. Used by the NHWC direct convolution, whose rows are pixels and
+// whose depth segments are taps' contiguous channel runs (XNNPACK's indirection idea). The
+// store may finish the tile: C = act(C + bias[j]) with bias[0:n] per column (none when
+// null) and act ReLU (x < 0 ? 0 : x, NaN kept) when relu.
 template <typename T>
 using GemmUkernelIndirectAFn = void (*)(int64_t nseg, const int64_t* seg_len,
-                                        const T* const* a_rows, const T* b, T* c, int64_t ldc,
-                                        int64_t m, int64_t n, bool accumulate, const T* bias,
-                                        bool relu);
+                                        const int64_t* seg_off, const T* const* a_rows,
+                                        const T* b, T* c, int64_t ldc, int64_t m, int64_t n,
+                                        bool accumulate, const T* bias, bool relu);
 
 template <typename T>
 struct GemmUkernel {
