@@ -55,6 +55,10 @@ CASES = {
     "pixel_rows_nhwc_1x1": ((2, 32, 6, 7), (8, 1, 1), dict()),
     "pixel_rows_nhwc_groups": ((2, 64, 6, 6), (16, 3, 3), dict(padding=(0, 1, 2, 0), groups=2)),
     "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
+    # pixel_split: enough pixels for 2 chunks (>= 2048) or 8 (>= 8192), partials summed
+    "pixel_split_nhwc_stem": ((2, 3, 70, 66), (10, 7, 7), dict(stride=2, padding=3, shape_rule="crop")),
+    "pixel_split_nhwc_1x1_groups": ((4, 64, 24, 24), (16, 1, 1), dict(groups=2)),
+    "pixel_split_nhwc_dilated_asym": ((2, 5, 90, 91), (6, 3, 2), dict(dilation=(2, 3), padding=(1, 2, 0, 3))),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
@@ -153,6 +157,18 @@ EXPECTED = {
     'grouped_cg4': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
         'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
+    },
+    'pixel_split_nhwc_stem': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+    },
+    'pixel_split_nhwc_1x1_groups': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
+    },
+    'pixel_split_nhwc_dilated_asym': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
