@@ -59,6 +59,8 @@ CASES = {
     "pixel_split_nhwc_stem": ((2, 3, 70, 66), (10, 7, 7), dict(stride=2, padding=3, shape_rule="crop")),
     "pixel_split_nhwc_1x1_groups": ((4, 64, 24, 24), (16, 1, 1), dict(groups=2)),
     "pixel_split_nhwc_dilated_asym": ((2, 5, 90, 91), (6, 3, 2), dict(dilation=(2, 3), padding=(1, 2, 0, 3))),
+    # 24·5·5 = 600 columns: two column blocks, the second starting inside a tap; 5 filters
+    "pixel_split_nhwc_wide_taps": ((2, 24, 40, 40), (5, 5, 5), dict(padding=2)),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
@@ -169,6 +171,10 @@ EXPECTED = {
     'pixel_split_nhwc_dilated_asym': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
         'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+    },
+    'pixel_split_nhwc_wide_taps': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),

@@ -1,11 +1,14 @@
 // Backward-weight and backward-bias passes. Executors, in preference order (the list at
-// the end): tap_rows (NCHW) and pixel_rows (NHWC) read the im2col in place; im2col packs
-// both operands and computes any problem:
+// the end): tap_rows (NCHW) and pixel_rows (NHWC) read the im2col in place; pixel_split
+// (NHWC) copies the im2col rows and splits the pixels into chunks; im2col packs both
+// operands and computes any problem:
 // dW (Kg × Cg·R·S) = dY (Kg × N·Ho·Wo) · im2colᵀ (N·Ho·Wo × Cg·R·S) per group: one GEMM
 // whose reduction runs over every pixel of every image (the parameter sharing of the
 // layer: each position's gradient is summed into the one filter). Taps are in the
-// weight's memory order, so C is dW itself. The reduction is never split across threads
-// (tiles cut dW), so the summation order is fixed.
+// weight's memory order, so C is dW itself. tap_rows, pixel_rows and im2col never split
+// the reduction across threads (tiles cut dW); pixel_split cuts it into chunks fixed by
+// the problem alone and adds their partials in chunk order. Either way the summation
+// order does not depend on the thread count.
 #include <algorithm>
 #include <vector>
 
@@ -430,7 +433,7 @@ void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, c
     if (pc + kc < q1) {
       const int64_t P = p.P(), q = pc + kc, img = q / P, pix = q % P;
       const int64_t run = std::min({kcb, q1 - q, P - pix});  // pixels in one image
-      pf_dy = reinterpret_cast<const char*>(dy + img * p.ys_n + pix * p.ys_w + g * p.Kg * p.ys_c);
+      pf_dy = reinterpret_cast<const char*>(dy + img * p.ys_n + pix * p.ys_w);  // every group's
       dy_lines = std::min<int64_t>(run * p.ys_w * int64_t(sizeof(T)) / 64, kSplitPrefetchLines);
       const int64_t ih_lo = std::max<int64_t>(0, (pix / p.Wo) * p.sh - p.pad_t);
       const int64_t ih_hi = std::min<int64_t>(p.H, ((pix + run - 1) / p.Wo) * p.sh - p.pad_t +
