@@ -74,51 +74,51 @@ CASES = {
 EXPECTED = {
     'direct_1x1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_3x3_pad1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_asym_pad_dilated': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_groups': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'direct_one_image_small_map': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_3x3': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_groups': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_strided_dilated': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
     },
     'multi_image_small_map': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'pixel_rows_nhwc_1x1': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
@@ -138,11 +138,11 @@ EXPECTED = {
     },
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'subpixel_strided': {
         'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'subpixel', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'subpixel', 'pixel_split'),
     },
     'depthwise_3x3': {
         'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
@@ -178,7 +178,7 @@ EXPECTED = {
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
 }
 
