@@ -61,6 +61,8 @@ CASES = {
     "pixel_split_nhwc_dilated_asym": ((2, 5, 90, 91), (6, 3, 2), dict(dilation=(2, 3), padding=(1, 2, 0, 3))),
     # 24·5·5 = 600 columns: two column blocks, the second starting inside a tap; 5 filters
     "pixel_split_nhwc_wide_taps": ((2, 24, 40, 40), (5, 5, 5), dict(padding=2)),
+    # more filters than any MC block (1024): dYᵀ packed block by block
+    "pixel_split_nhwc_many_filters": ((1, 2, 6, 7), (1100, 2, 2), dict()),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
@@ -175,6 +177,10 @@ EXPECTED = {
     'pixel_split_nhwc_wide_taps': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
         'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
+    },
+    'pixel_split_nhwc_many_filters': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),

@@ -10,6 +10,7 @@
 // the problem alone and adds their partials in chunk order. Either way the summation
 // order does not depend on the thread count.
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "implementation.hpp"
@@ -416,8 +417,9 @@ void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, c
   // micro-panel do not share the few L1 sets a power-of-two stride would map them to.
   const int64_t ncb = round_up(std::min<int64_t>(N, kSplitColumnBlock), nr);
   const int64_t ldb = ncb + 64 / int64_t(sizeof(T));
-  T* pa = thread_scratch_as<Scratch::PackA, T>(
-      checked_mul(round_up(M, mr), kcb, "the packed output gradient"));
+  // dYᵀ in blocks of at most MC filters (every filter at once in practice: MC >= 512).
+  const int64_t mcb = std::min<int64_t>(round_up(M, mr), bl.mc);
+  T* pa = thread_scratch_as<Scratch::PackA, T>(mcb * kcb);
   T* rows = thread_scratch_as<Scratch::PackB, T>(kcb * ldb);
   int64_t* b_off = thread_scratch_as<Scratch::Offsets, int64_t>(kcb);
   for (int64_t kk = 0; kk < kcb; ++kk) b_off[kk] = kk * ldb;
@@ -426,7 +428,6 @@ void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, c
   std::vector<ColumnRun> runs;
   for (int64_t pc = q0; pc < q1; pc += kcb) {
     const int64_t kc = std::min<int64_t>(kcb, q1 - pc);
-    pack_dy(pa, 0, M, pc, kc, mr);
     // The next block's operands stream in from memory while this block computes: the lines
     // of its output gradient and of the input rows its windows read (within one image, at
     // most kSplitPrefetchLines of them) are prefetched a few per microkernel call.
@@ -450,19 +451,24 @@ void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, c
       dy_step = ceil_div(dy_lines, calls);
       x_step = ceil_div(x_lines, calls);
     }
-    for (int64_t jc = 0; jc < N; jc += ncb) {
-      const int64_t nc = std::min<int64_t>(ncb, N - jc);
-      build_im2col_rows_nhwc(p, xg, pc, kc, jc, nc, ldb, rows, runs);
-      for (int64_t jr = 0; jr < nc; jr += nr) {
-        interrupt_point();  // M×nr×kc: a few MFLOP
-        const int64_t n = std::min<int64_t>(nr, nc - jr);
-        for (int64_t ir = 0; ir < M; ir += mr) {
-          const int64_t m = std::min<int64_t>(mr, M - ir);
-          for (int64_t u = 0; u < dy_step && dy_lines > 0; ++u, --dy_lines, pf_dy += 64)
-            __builtin_prefetch(pf_dy);
-          for (int64_t u = 0; u < x_step && x_lines > 0; ++u, --x_lines, pf_x += 64)
-            __builtin_prefetch(pf_x);
-          fn(kc, pa + ir * kc, rows + jr, b_off, c + ir * ldc + jc + jr, ldc, m, n, pc > q0);
+    for (int64_t ic = 0; ic < M; ic += mcb) {
+      const int64_t mc = std::min<int64_t>(mcb, M - ic);
+      pack_dy(pa, ic, mc, pc, kc, mr);
+      for (int64_t jc = 0; jc < N; jc += ncb) {
+        const int64_t nc = std::min<int64_t>(ncb, N - jc);
+        build_im2col_rows_nhwc(p, xg, pc, kc, jc, nc, ldb, rows, runs);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          interrupt_point();  // mc×nr×kc: a few MFLOP
+          const int64_t n = std::min<int64_t>(nr, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t m = std::min<int64_t>(mr, mc - ir);
+            for (int64_t u = 0; u < dy_step && dy_lines > 0; ++u, --dy_lines, pf_dy += 64)
+              __builtin_prefetch(pf_dy);
+            for (int64_t u = 0; u < x_step && x_lines > 0; ++u, --x_lines, pf_x += 64)
+              __builtin_prefetch(pf_x);
+            fn(kc, pa + ir * kc, rows + jr, b_off, c + (ic + ir) * ldc + jc + jr, ldc, m, n,
+               pc > q0);
+          }
         }
       }
     }
@@ -474,7 +480,8 @@ void backward_weight_pixel_split(const ConvPlan& p, const GemmEngine<T>& e, cons
                                  const T* x, T* dw) {
   const int64_t chunks = split_chunks(p), pixels = p.N * p.P();
   const int64_t tasks = chunks * p.G;
-  std::vector<T> partial(static_cast<size_t>((chunks - 1) * p.w_size));
+  // Every element of every partial is written by its chunk before the sum reads it.
+  std::unique_ptr<T[]> partial(new T[static_cast<size_t>((chunks - 1) * p.w_size)]);
   const int nthreads = static_cast<int>(
       std::min<int64_t>(threads_for(p.flops()), tasks));
   parallel_run(std::max(1, nthreads), [&](int tid, int nt) {
@@ -482,7 +489,7 @@ void backward_weight_pixel_split(const ConvPlan& p, const GemmEngine<T>& e, cons
     static_range(tasks, tid, nt, t0, t1);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t chunk = t / p.G, g = t % p.G;
-      T* out = chunk == 0 ? dw : partial.data() + (chunk - 1) * p.w_size;
+      T* out = chunk == 0 ? dw : partial.get() + (chunk - 1) * p.w_size;
       pixel_split_chunk(p, e, dy, x, g, pixels * chunk / chunks, pixels * (chunk + 1) / chunks,
                         out + g * p.Kg * p.ws_k, p.ws_k);
     }
@@ -495,7 +502,7 @@ void backward_weight_pixel_split(const ConvPlan& p, const GemmEngine<T>& e, cons
     int64_t i0, i1;
     static_range(W, tid, nt, i0, i1);
     for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-      const T* src = partial.data() + (chunk - 1) * W;
+      const T* src = partial.get() + (chunk - 1) * W;
       for (int64_t i = i0; i < i1; ++i) dw[i] += src[i];
     }
   });
