@@ -67,6 +67,14 @@ CASES = {
     "pixel_rows_nhwc_1x1": ((2, 32, 6, 7), (8, 1, 1), dict()),
     "pixel_rows_nhwc_groups": ((2, 64, 6, 6), (16, 3, 3), dict(padding=(0, 1, 2, 0), groups=2)),
     "per_image_narrow_map": ((2, 3, 60, 5), (5, 3, 5), dict(padding=(1, 1, 2, 2))),
+    # pixel_split: enough pixels for 2 chunks (>= 2048) or 8 (>= 8192), partials summed
+    "pixel_split_nhwc_stem": ((2, 3, 70, 66), (10, 7, 7), dict(stride=2, padding=3, shape_rule="crop")),
+    "pixel_split_nhwc_1x1_groups": ((4, 64, 24, 24), (16, 1, 1), dict(groups=2)),
+    "pixel_split_nhwc_dilated_asym": ((2, 5, 90, 91), (6, 3, 2), dict(dilation=(2, 3), padding=(1, 2, 0, 3))),
+    # 24·5·5 = 600 columns: two column blocks, the second starting inside a tap; 5 filters
+    "pixel_split_nhwc_wide_taps": ((2, 24, 40, 40), (5, 5, 5), dict(padding=2)),
+    # more filters than any MC block (1024): dYᵀ packed block by block
+    "pixel_split_nhwc_many_filters": ((1, 2, 6, 7), (1100, 2, 2), dict()),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
@@ -80,51 +88,51 @@ CASES = {
 EXPECTED = {
     'direct_1x1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_3x3_pad1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_asym_pad_dilated': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_groups': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'direct_one_image_small_map': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_3x3': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_groups': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_strided_dilated': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
     },
     'multi_image_small_map': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'pixel_rows_nhwc_1x1': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
@@ -144,11 +152,11 @@ EXPECTED = {
     },
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'subpixel_strided': {
         'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'subpixel', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'subpixel', 'pixel_split'),
     },
     'depthwise_3x3': {
         'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
@@ -166,9 +174,29 @@ EXPECTED = {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
         'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
     },
+    'pixel_split_nhwc_stem': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+    },
+    'pixel_split_nhwc_1x1_groups': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
+    },
+    'pixel_split_nhwc_dilated_asym': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+    },
+    'pixel_split_nhwc_wide_taps': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
+    },
+    'pixel_split_nhwc_many_filters': {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
+    },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_regions_7x7': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),

@@ -128,6 +128,10 @@ const std::vector<ConvCase>& conv_cases() {
       Case("grouped_cg2_rows", 2, 6, 5, 6, 6, 1, 3).groups(3).pad(0, 0, 1, 1),   // 5×6
       Case("grouped_cg8_blocks", 1, 272, 3, 4, 272, 3, 3).groups(34).pad(1),    // 3×4, 2 blocks
       Case("crop_rule", 2, 3, 10, 10, 4, 3, 3).stride(2, 2).rule(ShapeRule::Crop),  // 4×4
+      // NHWC pixel_split: 4446 pixels, cut into 4 chunks whose partial dWs are added.
+      Case("pixel_split_chunks", 2, 3, 40, 56, 5, 3, 3).pad(1, 0, 2, 1),      // 39×57
+      // More filters than any MC block: pixel_split packs dYᵀ block by block.
+      Case("many_filters", 1, 2, 6, 7, 1100, 2, 2).no_bias(),                 // 5×6
       Case("pad_rule", 2, 3, 10, 10, 4, 3, 3).stride(2, 2).rule(ShapeRule::Pad),    // 5×5
       Case("pad_rule_asymmetric", 1, 3, 5, 11, 4, 3, 3).stride(3, 2).pad(1, 0, 0, 1).rule(ShapeRule::Pad),  // 2×6
       Case("relu_with_bias", 2, 4, 8, 8, 8, 3, 3).pad(1).relu(),               // 8×8

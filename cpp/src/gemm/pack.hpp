@@ -57,6 +57,9 @@ inline void pack_a_piece(T* d, const T* src, int64_t rs, int64_t cs, int64_t m, 
       const T* row = src + i * rs;
       for (int64_t p = 0; p < k; ++p) d[p * mr + i] = row[p];
     }
+  } else if (rs == 1 && m == mr && mr == 8) {
+    // Column-major pieces (the NHWC output gradient): each step is MR contiguous values.
+    for (int64_t p = 0; p < k; ++p) std::memcpy(d + p * 8, src + p * cs, 8 * sizeof(T));
   } else {
     for (int64_t p = 0; p < k; ++p) {
       const T* col = src + p * cs;
