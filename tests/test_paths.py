@@ -12,6 +12,9 @@ the choice it is meant to exercise:
     correlation with flipped weights, which also covers padding larger than the kernel);
   * NCHW, Ho·Wo < 256 and N > 1 -> several images per GEMM (buffered store / col2im);
   * NCHW otherwise -> one implicit-im2col GEMM per image;
+  * NHWC forward with one group, fewer than 32 channels and unit width dilation -> one
+    depth segment per kernel row (S·C contiguous input values) read in place through row
+    pointers, windows crossing a side border copied ("indirect_nhwc_rows");
   * NHWC with >= 8 channels per group -> pixels read in place through row pointers
     (indirection); backward-data too when the stride is 1 and there are >= 8 filters per
     group (full correlation);
@@ -60,6 +63,10 @@ CASES = {
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
     "depthwise_kernel_beyond_map": ((3, 4, 1, 2), (8, 3, 5), dict(padding=(1, 1, 2, 2), groups=4)),
     "grouped_cg4": ((2, 8, 7, 9), (8, 3, 3), dict(padding=1, groups=2)),
+    "rows_nhwc_stem": ((2, 3, 19, 17), (40, 7, 7), dict(stride=2, padding=3, shape_rule="crop")),
+    "rows_nhwc_wide_unpadded": ((2, 3, 27, 29), (33, 11, 11), dict(stride=4, shape_rule="crop")),
+    "rows_nhwc_kernel_beyond_map": ((1, 2, 5, 4), (5, 3, 6), dict(padding=(2, 3, 1, 4), dilation=(2, 1))),
+    "rows_nhwc_rows_across_kc": ((1, 31, 8, 14), (9, 5, 11), dict(padding=(2, 5), dilation=(2, 1))),
 }
 
 
@@ -68,11 +75,11 @@ CASES = {
 EXPECTED = {
     'direct_1x1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'im2col'),
     },
     'direct_3x3_pad1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'im2col'),
     },
     'direct_asym_pad_dilated': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
@@ -84,15 +91,15 @@ EXPECTED = {
     },
     'direct_one_image_small_map': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'im2col'),
     },
     'direct_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
     },
     'indirect_nhwc_3x3': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'im2col'),
     },
     'indirect_nhwc_groups': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
@@ -100,19 +107,19 @@ EXPECTED = {
     },
     'indirect_nhwc_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'im2col'),
     },
     'indirect_nhwc_strided_dilated': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
     },
     'multi_image_small_map': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'im2col'),
     },
     'multi_image_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
     },
     'pixel_rows_nhwc_1x1': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
@@ -132,11 +139,11 @@ EXPECTED = {
     },
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
     },
     'subpixel_strided': {
         'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'subpixel', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'subpixel', 'im2col'),
     },
     'depthwise_3x3': {
         'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
@@ -154,9 +161,25 @@ EXPECTED = {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
         'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
     },
+    'rows_nhwc_kernel_beyond_map': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
+    },
+    'rows_nhwc_rows_across_kc': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'im2col'),
+    },
+    'rows_nhwc_stem': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
+    },
+    'rows_nhwc_wide_unpadded': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
+    },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'im2col'),
     },
 }
 

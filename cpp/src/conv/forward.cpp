@@ -26,6 +26,8 @@ constexpr int64_t kMultiImageMaxPixels = 256;
 // Below this many channels per group an indirect depth segment (one tap's channels) is
 // too short for its per-segment pointer setup to pay off; such layers (RGB stems) pack.
 constexpr int64_t kIndirectMinChannels = 8;
+// From this many channels the per-tap segments are long enough: indirect_nhwc_rows declines.
+constexpr int64_t kRowsMaxChannels = 32;
 
 // Weights (A) prepacked; the im2col operand (B) is packed by every tile and costs
 // several times a plain copy per element.
@@ -201,6 +203,38 @@ struct IndirectNhwcForward : WeightsAsB {
   }
 };
 
+// NHWC, unit width dilation, one group: one depth segment per kernel row (S·Cg values
+// contiguous in the input) read in place through row pointers (IndirectNhwcRows).
+struct IndirectNhwcRowsForward : WeightsAsB {
+  static constexpr const char* kName = "indirect_nhwc_rows";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (p.nchw()) return "NHWC only";
+    if (p.dw != 1) return "width dilation 1 only";
+    if (p.G != 1) return "one group only: a kernel row's channels must be contiguous";
+    if (p.xs_c != 1 || p.xs_w != p.Cg) return "dense pixels only: a kernel row's channels must be contiguous";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    return p.Cg >= kRowsMaxChannels
+               ? "32 or more channels per group: indirect_nhwc's per-tap segments are as fast"
+               : nullptr;
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    WeightsAsB::pack_weights(p, IndirectNhwcRows<T>::blocking(bl, p.CgRS()), w, dst);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const IndirectNhwcRows<T> d =
+        IndirectNhwcRows<T>::forward(p, a.x, a.out, {nullptr, a.bias, a.relu});
+    run_tiles(1, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
+              [&](int64_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      d.run_tile(e, weights.group(0), m0, m1, n0, n1);
+    });
+  }
+};
+
 // NHWC: im2col rows (A) packed per tile, weights (B) prepacked.
 struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
   static constexpr const char* kName = "im2col_nhwc";
@@ -235,7 +269,8 @@ const ImplList<T>& forward_implementations() {
       depthwise_nchw_forward<T>(),            depthwise_nhwc_forward<T>(),
       grouped_nhwc_forward<T>(),
       implementation_of<DirectStride1, T>(),  implementation_of<Im2colMultiImage, T>(),
-      implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcForward, T>(),
+      implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcRowsForward, T>(),
+      implementation_of<IndirectNhwcForward, T>(),
       implementation_of<Im2colNhwc, T>(),
   };
   return list;
