@@ -270,7 +270,8 @@ struct IndirectNhwcRows {
                   const int64_t hi = std::clamp<int64_t>((Win - iw0) * Cin, lo, e1);
                   const T* row = base + ih * in_sh;
                   std::fill(copy, copy + (lo - e0), T(0));
-                  std::copy(row + (iw0 * Cin + lo), row + (iw0 * Cin + hi), copy + (lo - e0));
+                  if (hi > lo)
+                    std::copy(row + (iw0 * Cin + lo), row + (iw0 * Cin + hi), copy + (lo - e0));
                   std::fill(copy + (hi - e0), copy + (e1 - e0), T(0));
                   tile[sg * mr + i] = copy;
                   copy += seg_len[sg];
