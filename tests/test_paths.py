@@ -18,6 +18,9 @@ the choice it is meant to exercise:
     without padding and with output rows shorter than a micro-panel, its packer gathers
     through offset tables instead of row segments;
   * NCHW otherwise -> one implicit-im2col GEMM per image;
+  * NHWC forward with one group, fewer than 32 channels and unit width dilation -> one
+    depth segment per kernel row (S·C contiguous input values) read in place through row
+    pointers, windows crossing a side border copied ("indirect_nhwc_rows");
   * NHWC with >= 8 channels per group -> pixels read in place through row pointers
     (indirection); backward-data too when the stride is 1 and there are >= 8 filters per
     group (full correlation);
@@ -80,6 +83,10 @@ CASES = {
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
     "depthwise_kernel_beyond_map": ((3, 4, 1, 2), (8, 3, 5), dict(padding=(1, 1, 2, 2), groups=4)),
     "grouped_cg4": ((2, 8, 7, 9), (8, 3, 3), dict(padding=1, groups=2)),
+    "rows_nhwc_stem": ((2, 3, 19, 17), (40, 7, 7), dict(stride=2, padding=3, shape_rule="crop")),
+    "rows_nhwc_wide_unpadded": ((2, 3, 27, 29), (33, 11, 11), dict(stride=4, shape_rule="crop")),
+    "rows_nhwc_kernel_beyond_map": ((1, 2, 5, 4), (5, 3, 6), dict(padding=(2, 3, 1, 4), dilation=(2, 1))),
+    "rows_nhwc_rows_across_kc": ((1, 31, 8, 14), (9, 5, 11), dict(padding=(2, 5), dilation=(2, 1))),
 }
 
 
@@ -88,11 +95,11 @@ CASES = {
 EXPECTED = {
     'direct_1x1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_3x3_pad1': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_asym_pad_dilated': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
@@ -104,15 +111,15 @@ EXPECTED = {
     },
     'direct_one_image_small_map': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_3x3': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_groups': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
@@ -120,19 +127,19 @@ EXPECTED = {
     },
     'indirect_nhwc_pad_beyond_kernel': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_strided_dilated': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'multi_image_small_map': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_rows_nhwc_1x1': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
@@ -152,11 +159,11 @@ EXPECTED = {
     },
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'subpixel_strided': {
         'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'subpixel', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'subpixel', 'pixel_split'),
     },
     'depthwise_3x3': {
         'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
@@ -176,7 +183,7 @@ EXPECTED = {
     },
     'pixel_split_nhwc_stem': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_1x1_groups': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
@@ -188,31 +195,47 @@ EXPECTED = {
     },
     'pixel_split_nhwc_wide_taps': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_many_filters': {
         'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'per_image_strided': {
         'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_regions_7x7': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_regions_dilated_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_many_bands': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_unpadded_groups_dilated': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('im2col_nhwc', 'col2im', 'im2col'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
+    },
+    'rows_nhwc_kernel_beyond_map': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
+    },
+    'rows_nhwc_rows_across_kc': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
+    },
+    'rows_nhwc_stem': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
+    },
+    'rows_nhwc_wide_unpadded': {
+        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
 }
 

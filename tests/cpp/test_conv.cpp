@@ -160,6 +160,12 @@ const std::vector<ConvCase>& conv_cases() {
       Case("channels64_grouped_strided", 1, 128, 7, 6, 10, 3, 2).groups(2).stride(2, 1).dilation(1, 2).rule(ShapeRule::Crop),  // 3×4
       Case("channels32_1x1", 2, 32, 4, 5, 8, 1, 1),                            // 4×5
       Case("numpy_example_5x5_s2", 2, 4, 11, 11, 12, 5, 5).stride(2, 2),       // 4×4
+      // NHWC forward, one segment per kernel row (indirect_nhwc_rows): windows crossing
+      // both side borders and the top/bottom padding, more filters than one NR, and kernel
+      // rows cut across KC blocks (S·C = 341, depth 1705).
+      Case("rows_stem_7x7_s2", 2, 3, 19, 17, 40, 7, 7).stride(2, 2).pad(3).rule(ShapeRule::Crop).relu(),  // 9×8
+      Case("rows_kernel_wider_than_map", 1, 2, 5, 4, 5, 3, 6).dilation(2, 1).pad(2, 3, 1, 4),  // 6×4
+      Case("rows_across_kc_blocks", 1, 31, 8, 14, 9, 5, 11).dilation(2, 1).pad(2, 2, 5, 5),  // 4×14
   };
   return cases;
 }

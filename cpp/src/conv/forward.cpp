@@ -4,7 +4,8 @@
 //         with im2col read in place from padded images (stride 1), or packed straight
 //         from the image across images for small maps, or per image;
 //   NHWC: Y (pixels × Kg) = im2col (pixels × R·S·Cg) · Wᵀ, bias per column, with the
-//         pixels read in place through row pointers, or packed for few channels.
+//         pixels read in place through row pointers (one per kernel row for few channels,
+//         one per tap otherwise), or packed (few channels with groups or width dilation).
 // Both orientations keep C row-major with unit column stride, as the microkernels want.
 // The weights arrive prepacked (per call or kept by the primitive), shared by all tiles.
 #include "implementation.hpp"
@@ -25,8 +26,13 @@ namespace {
 // has enough columns.
 constexpr int64_t kMultiImageMaxPixels = 256;
 // Below this many channels per group an indirect depth segment (one tap's channels) is
-// too short for its per-segment pointer setup to pay off; such layers (RGB stems) pack.
+// too short for its per-segment pointer setup to pay off; such layers take
+// indirect_nhwc_rows (one segment per kernel row) where it applies, else pack.
 constexpr int64_t kIndirectMinChannels = 8;
+// From this many channels per group indirect_nhwc_rows declines: per-tap segments are long
+// enough (Zen 4, one thread: rows 1–3 % ahead at 16–24 channels, level at 32, 2–3 % behind
+// at 48–64).
+constexpr int64_t kRowsMaxChannels = 32;
 
 // Weights (A) prepacked; the im2col operand (B) is packed by every tile and costs
 // several times a plain copy per element.
@@ -266,6 +272,38 @@ struct ViaNhwcForward {
   }
 };
 
+// NHWC, unit width dilation, one group: one depth segment per kernel row (S·Cg values
+// contiguous in the input) read in place through row pointers (IndirectNhwcRows).
+struct IndirectNhwcRowsForward : WeightsAsB {
+  static constexpr const char* kName = "indirect_nhwc_rows";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (p.nchw()) return "NHWC only";
+    if (p.dw != 1) return "width dilation 1 only";
+    if (p.G != 1) return "one group only: a kernel row's channels must be contiguous";
+    if (p.xs_c != 1 || p.xs_w != p.Cg) return "dense pixels only: a kernel row's channels must be contiguous";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    return p.Cg >= kRowsMaxChannels
+               ? "32 or more channels per group: indirect_nhwc's per-tap segments are as fast"
+               : nullptr;
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    WeightsAsB::pack_weights(p, IndirectNhwcRows<T>::blocking(bl, p.CgRS()), w, dst);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const IndirectNhwcRows<T> d =
+        IndirectNhwcRows<T>::forward(p, a.x, a.out, {nullptr, a.bias, a.relu});
+    run_tiles(1, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
+              [&](int64_t, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      d.run_tile(e, weights.group(0), m0, m1, n0, n1);
+    });
+  }
+};
+
 // NHWC: im2col rows (A) packed per tile, weights (B) prepacked.
 struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
   static constexpr const char* kName = "im2col_nhwc";
@@ -301,7 +339,8 @@ const ImplList<T>& forward_implementations() {
       grouped_nhwc_forward<T>(),
       implementation_of<ViaNhwcForward, T>(),
       implementation_of<DirectStride1, T>(),  implementation_of<Im2colMultiImage, T>(),
-      implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcForward, T>(),
+      implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcRowsForward, T>(),
+      implementation_of<IndirectNhwcForward, T>(),
       implementation_of<Im2colNhwc, T>(),
   };
   return list;

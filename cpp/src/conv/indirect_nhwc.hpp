@@ -312,4 +312,149 @@ inline const char* via_nhwc_declines(const ConvPlan& p) {
   return nullptr;
 }
 
+// NHWC forward with unit width dilation, channels of the image contiguous across columns
+// (one group): for output pixel q and kernel row r, the S·Cin values of A at depth
+// (r, 0..S−1, 0..Cin−1) are one contiguous run of the input (columns iw0..iw0+S−1, every
+// channel). So a pixel needs R segments of S·Cin steps, not R·S of Cin: for few channels
+// (RGB stems, 3 channels: one segment of 33 steps instead of 11 of 3) the kernel runs long
+// segments and the pointer table is S times smaller. Rows in the vertical padding read the
+// shared zero buffer; a pixel whose window crosses the left or right border has its window
+// rows copied, zero-filled, into the thread's A-block scratch (at most MC·KC elements: the
+// bound of a packed A block), the other pixels are read in place.
+template <typename T>
+struct IndirectNhwcRows {
+  const T* in;
+  int64_t in_sn, in_sh;  // the column stride is Cin (why_not of the executor)
+  int64_t Cin, Hin, Win;
+  T* out;
+  int64_t ldo;
+  int64_t Hout, Wout;
+  int64_t R, S, sh, sw, dh;
+  int64_t pad_top, pad_left;
+  BiasActivation<T> act;
+
+  static IndirectNhwcRows forward(const ConvPlan& p, const T* x, T* y,
+                                  const BiasActivation<T>& act) {
+    IndirectNhwcRows d;
+    d.in = x;
+    d.in_sn = p.xs_n; d.in_sh = p.xs_h;
+    d.Cin = p.Cg; d.Hin = p.H; d.Win = p.W;
+    d.out = y;
+    d.ldo = p.ys_w;
+    d.Hout = p.Ho; d.Wout = p.Wo;
+    d.R = p.R; d.S = p.S; d.sh = p.sh; d.sw = p.sw; d.dh = p.dh;
+    d.pad_top = p.pad_t; d.pad_left = p.pad_l;
+    d.act = act;
+    return d;
+  }
+
+  int64_t row_depth() const { return S * Cin; }
+  int64_t depth() const { return R * S * Cin; }
+  // The same blocking as IndirectNhwc (the weights are packed alike).
+  static Blocking blocking(const Blocking& engine, int64_t depth) {
+    return IndirectNhwc<T>::blocking(engine, depth);
+  }
+
+  // Rows (pixels) [m0, m1) × columns [n0, n1), weights prepacked as a (R·S·Cin) × Cout
+  // matrix, depth in (r, s, c) order, with blocking(engine, depth()).
+  void run_tile(const GemmEngine<T>& e, const Prepacked<T>& weights, int64_t m0, int64_t m1,
+                int64_t n0, int64_t n1) const {
+    assert(!act.row_bias);
+    const int64_t K = depth(), L = row_depth();
+    Blocking bl = blocking(e.blocking, K);
+    const int mr = bl.mr, nr = bl.nr;
+    const auto fn = e.ukernel.fn_indirect_a;
+    alignas(64) static const T zeros[IndirectNhwc<T>::kMaxDepth] = {};
+    // Segments of a KC block: pieces of kernel rows; at most ceil(KC / L) + 1.
+    const int64_t max_seg = std::min<int64_t>(R, ceil_div(bl.kc, L) + 1);
+    bl.mc = std::max<int64_t>(mr, std::min<int64_t>(bl.mc, round_down(kPointerTable / max_seg, mr)));
+    int64_t seg_len[IndirectNhwc<T>::kMaxDepth + 1], seg_dr[IndirectNhwc<T>::kMaxDepth + 1],
+        seg_off[IndirectNhwc<T>::kMaxDepth + 1], seg_at[IndirectNhwc<T>::kMaxDepth + 1];
+    const T** ptrs = thread_scratch_as<Scratch::Pointers, const T*>(
+        bl.mc * max_seg, "the row-pointer table of an NHWC block");
+    const int64_t P = Hout * Wout;
+    // Output columns whose window lies inside the image: [ow_lo, ow_hi).
+    const int64_t ow_lo = std::min<int64_t>(Wout, ceil_div(pad_left, sw));
+    const int64_t ow_hi = std::max<int64_t>(
+        ow_lo, std::min<int64_t>(Wout, Win - S + pad_left >= 0 ? (Win - S + pad_left) / sw + 1 : 0));
+    const bool sides = ow_lo > 0 || ow_hi < Wout;  // some windows cross a side border
+
+    for (int64_t jc = n0; jc < n1; jc += bl.nc) {
+      const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
+      for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+        const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
+        for (int64_t pc = 0; pc < K; pc += bl.kc) {
+          const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+          const bool last = pc + kc == K;
+          int64_t nseg = 0;
+          for (int64_t d = pc; d < pc + kc; ++nseg) {
+            const int64_t r = d / L, off = d % L;
+            seg_len[nseg] = std::min(pc + kc - d, L - off);
+            seg_at[nseg] = d - pc;  // the segments cover the block in order
+            seg_dr[nseg] = r * dh;
+            seg_off[nseg] = off;
+            d += seg_len[nseg];
+          }
+          T* copy = sides ? thread_scratch_as<Scratch::PackA, T>(
+                                mc * kc, "the border windows of an NHWC block")
+                          : nullptr;
+          // The block's pixels in order: q = (img·Hout + oh)·Wout + ow, stepped, not divided.
+          int64_t img = ic / P, oh = (ic % P) / Wout, ow = ic % Wout;
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t m = std::min<int64_t>(mr, mc - ir);
+            const T** tile = ptrs + (ir / mr) * nseg * mr;
+            for (int64_t i = 0; i < m; ++i) {
+              const int64_t ih0 = oh * sh - pad_top, iw0 = ow * sw - pad_left;
+              const T* base = in + img * in_sn;
+              const bool inside = ow >= ow_lo && ow < ow_hi;
+              for (int64_t sg = 0; sg < nseg; ++sg) {
+                const int64_t ih = ih0 + seg_dr[sg];
+                if (ih < 0 || ih >= Hin) {
+                  tile[sg * mr + i] = zeros;
+                } else if (inside) {
+                  tile[sg * mr + i] = base + ih * in_sh + iw0 * Cin + seg_off[sg];
+                } else {
+                  // Depth e of the row is column iw0 + e / Cin, channel e % Cin: the
+                  // columns in the image are one run at e = Cin·(−iw0) onwards.
+                  const int64_t e0 = seg_off[sg], e1 = e0 + seg_len[sg];
+                  const int64_t lo = std::clamp<int64_t>(-iw0 * Cin, e0, e1);
+                  const int64_t hi = std::clamp<int64_t>((Win - iw0) * Cin, lo, e1);
+                  const T* row = base + ih * in_sh;
+                  std::fill(copy, copy + (lo - e0), T(0));
+                  if (hi > lo)
+                    std::copy(row + (iw0 * Cin + lo), row + (iw0 * Cin + hi), copy + (lo - e0));
+                  std::fill(copy + (hi - e0), copy + (e1 - e0), T(0));
+                  tile[sg * mr + i] = copy;
+                  copy += seg_len[sg];
+                }
+              }
+              if (++ow == Wout) {
+                ow = 0;
+                if (++oh == Hout) oh = 0, ++img;
+              }
+            }
+            for (int64_t i = m; i < mr; ++i)  // pad rows repeat the last pixel
+              for (int64_t sg = 0; sg < nseg; ++sg) tile[sg * mr + i] = tile[sg * mr + m - 1];
+          }
+          const T* b_block = weights.block(jc, pc, kc);
+          for (int64_t jr = 0; jr < nc; jr += nr) {
+            interrupt_point();
+            const int64_t n = std::min<int64_t>(nr, nc - jr);
+            for (int64_t ir = 0; ir < mc; ir += mr) {
+              const int64_t m = std::min<int64_t>(mr, mc - ir);
+              T* c = out + (ic + ir) * ldo + jc + jr;
+              fn(nseg, seg_len, seg_at, ptrs + (ir / mr) * nseg * mr, b_block + jr * kc, c, ldo,
+                 m, n, pc > 0, last && act.col_bias ? act.col_bias + jc + jr : nullptr,
+                 last && act.relu);
+            }
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kPointerTable = 8192;
+};
+
 }  // namespace convcore::detail
