@@ -10,7 +10,9 @@ the choice it is meant to exercise:
   * NCHW with >= 128 channels (or, backward-data, filters) per group and >= 1000 FLOPs
     per element of x and y -> via_nhwc: the channels-last tiles on transposed copies
     (forward; backward-data at stride 1); the cases below are too small for that rule,
-    so the sweep reaches via_nhwc by forcing it;
+    so the sweep reaches via_nhwc by forcing it. Backward-weight: NCHW with < 16 channels
+    or <= 32 filters per group and >= 200 FLOPs per element -> via_nhwc (the NHWC list's
+    executor on transposed copies, dW permuted back);
   * NCHW, stride 1, Wo >= 2·(S−1)·dilation, and Ho·Wo >= 256 or N == 1 -> the direct
     stride-1 executor (B read in place from a padded copy; backward-data as a full
     correlation with flipped weights, which also covers padding larger than the kernel);
@@ -118,7 +120,7 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_3x3': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_groups': {
@@ -134,7 +136,7 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'multi_image_small_map': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_strided': {
@@ -146,7 +148,7 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
     },
     'pixel_rows_nhwc_3x3': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
     },
     'pixel_rows_nhwc_groups': {
@@ -182,7 +184,7 @@ EXPECTED = {
         'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
     },
     'pixel_split_nhwc_stem': {
-        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_per_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_1x1_groups': {
@@ -194,7 +196,7 @@ EXPECTED = {
         'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_wide_taps': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_many_filters': {
@@ -206,15 +208,15 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_regions_7x7': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_regions_dilated_strided': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_many_bands': {
-        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_per_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_unpadded_groups_dilated': {
@@ -226,15 +228,15 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'rows_nhwc_rows_across_kc': {
-        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_per_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'rows_nhwc_stem': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'rows_nhwc_wide_unpadded': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
 }
@@ -368,7 +370,8 @@ def test_every_implementation_is_reached_and_explained():
 
 def test_via_nhwc_in_several_chunks():
     """via_nhwc transposes a chunk of images at a time into a scratch of 2**21 elements: with
-    over a million elements per image it runs three chunks (2 + 2 + 1 images). Checked
+    over a million elements per image it runs three chunks (2 + 2 + 1 images), in every
+    pass (the weight gradient adds the chunks' partial gradients). Checked
     against the NCHW executors (which the sweep above checks against the float64 loops on
     small cases): the chunks must tile the batch exactly, bias and ReLU included."""
     rng = np.random.default_rng(11)
@@ -386,3 +389,9 @@ def test_via_nhwc_in_several_chunks():
     with _force_implementations(backward_data="via_nhwc"):
         got_dx = convcore.conv2d_backward_input(dy, w, x.shape, padding=1)
     np.testing.assert_allclose(got_dx, want_dx, rtol=1e-12, atol=1e-12)
+    # the weight gradient: chunks' partial gradients added in chunk order
+    with _force_implementations(backward_weight="im2col"):
+        want_dw = convcore.conv2d_backward_weight(dy, x, w.shape, padding=1)
+    with _force_implementations(backward_weight="via_nhwc"):
+        got_dw = convcore.conv2d_backward_weight(dy, x, w.shape, padding=1)
+    np.testing.assert_allclose(got_dw, want_dw, rtol=1e-10, atol=1e-9)

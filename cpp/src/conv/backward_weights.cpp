@@ -15,10 +15,22 @@
 
 #include "implementation.hpp"
 #include "packers.hpp"
+#include "indirect_nhwc.hpp"
+#include "layout_copy.hpp"
 #include "../gemm/driver.hpp"
 
 namespace convcore::detail {
 namespace {
+
+// Below this many FLOPs per element of x and dy, via_nhwc's transposes cost more than the
+// NHWC executors gain (1×1 layers).
+constexpr double kViaNhwcWgradMinFlopsPerElement = 200.0;
+// via_nhwc applies to layers with few channels (RGB stems) or few filters per group, where
+// the NCHW executors measured slow (Zen 4, 2 threads: AlexNet conv1 112 -> 145 GFLOP/s,
+// RGB stem 7×7/2 75 -> 101, 5×5 with 32 filters 142 -> 180); on wide layers (3×3 c128, c512;
+// 1×1 c1024) it measured 10–40 % slower than them.
+constexpr int64_t kViaNhwcWgradMaxChannels = 16;
+constexpr int64_t kViaNhwcWgradMaxFilters = 32;
 
 // The NCHW tap-rows path takes one output row per depth segment; shorter rows make the
 // per-segment cost (pointers, a C-tile round trip) too large.
@@ -621,6 +633,81 @@ struct Im2col : NoWeights, AlwaysPreferred {
   }
 };
 
+// NCHW through the channels-last weight gradient: a chunk of images of x and dy is
+// transposed to NHWC in the calling thread's weight scratch, the NHWC list's executor for
+// that chunk (pixel_rows / pixel_split / im2col) computes its dW in the NHWC weight layout,
+// chunks after the first are added in chunk order, and dW is permuted to (K, C, R, S) at
+// the end. The NHWC executors read contiguous channel runs per pixel; on low-channel
+// layers and layers with few filters they measured ahead of the NCHW ones by more than the
+// transposes cost (see declines).
+struct ViaNhwc : NoWeights {
+  static constexpr const char* kName = "via_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (!p.nchw()) return "NCHW only";
+    if (p.kind != OpKind::Conv2d) return "conv2d only (a transposed plan keeps its own params)";
+    if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 ||
+        p.ys_h != p.Wo || p.ys_c != p.Ho * p.Wo)
+      return "contiguous images only";
+    if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
+        !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
+      return "one image's input or output gradient is larger than the image scratch";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    if (p.Cg >= kViaNhwcWgradMaxChannels && p.Kg > kViaNhwcWgradMaxFilters)
+      return "16 or more channels and over 32 filters per group: the NCHW executors are as "
+             "fast as the transposes and the NHWC executor together";
+    const double moved = double(p.C) * double(p.H * p.W) + double(p.K) * double(p.P());
+    return p.flops() < kViaNhwcWgradMinFlopsPerElement * moved
+               ? "under 200 FLOPs per element transposed (1×1 layers): the NCHW executors "
+                 "are faster than the transposes"
+               : nullptr;
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P(), W = p.w_size;
+    const int64_t chunk = std::clamp<int64_t>(kImageScratchElems / std::max(img_x, img_y), 1, p.N);
+    const bool several = chunk < p.N;
+    const char* what = "the NHWC copies of a weight gradient's operands";
+    T* xt = thread_scratch_as<Scratch::Weights, T>(
+        checked_add(checked_add(checked_mul(chunk, img_x + img_y, what), W, what),
+                    several ? W : 0, what),
+        what);
+    T* yt = xt + chunk * img_x;
+    T* wt = yt + chunk * img_y;  // dW in (K, R, S, Cg) order
+    T* part = wt + W;            // a later chunk's dW
+    Conv2dParams q = p.p;
+    q.layout = Layout::NHWC;
+    for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, p.N - n0);
+      q.batch = nb;
+      const ConvPlan sub = make_plan(q, OpKind::Conv2d);
+      const Implementation<T>* im = nullptr;
+      for (const Implementation<T>& c : backward_weight_implementations<T>())
+        if (!c.why_not(sub, e.blocking) && !c.declines(sub, e.blocking)) { im = &c; break; }
+      if (!im) throw std::logic_error("via_nhwc: no NHWC weight-gradient executor applies");
+      planes_to_pixels(a.x + n0 * p.xs_n, p.xs_n, nb, p.C, p.H * p.W, xt);
+      planes_to_pixels(a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), yt);
+      ExecArgs<T> args;
+      args.x = xt;
+      args.dy = yt;
+      args.out = n0 == 0 ? wt : part;
+      im->run(sub, e, args, PrepackedGroups<T>{nullptr, 0, 0});
+      if (n0 > 0)
+        for (int64_t i = 0; i < W; ++i) wt[i] += part[i];  // chunk order: deterministic
+    }
+    // (K, R, S, Cg) -> the weight's own strides.
+    const int64_t RS = p.R * p.S;
+    for (int64_t k = 0; k < p.K; ++k)
+      for (int64_t rs = 0; rs < RS; ++rs) {
+        const T* src = wt + (k * RS + rs) * p.Cg;
+        T* dst = a.out + k * p.ws_k + (rs / p.S) * p.ws_r + (rs % p.S) * p.ws_s;
+        for (int64_t c = 0; c < p.Cg; ++c) dst[c * p.ws_c] = src[c];
+      }
+  }
+};
+
 }  // namespace
 
 // In preference order: the first that applies and does not decline runs.
@@ -630,6 +717,7 @@ const ImplList<T>& backward_weight_implementations() {
       depthwise_nchw_backward_weight<T>(),
       depthwise_nhwc_backward_weight<T>(),
       grouped_nhwc_backward_weight<T>(),
+      implementation_of<ViaNhwc, T>(),
       implementation_of<TapRows, T>(),
       implementation_of<PixelRows, T>(),
       implementation_of<PixelSplit, T>(),
