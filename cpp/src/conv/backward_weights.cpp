@@ -644,13 +644,17 @@ struct ViaNhwc : NoWeights {
   static constexpr const char* kName = "via_nhwc";
   static const char* why_not(const ConvPlan& p, const Blocking&) {
     if (!p.nchw()) return "NCHW only";
-    if (p.kind != OpKind::Conv2d) return "conv2d only (a transposed plan keeps its own params)";
     if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 ||
         p.ys_h != p.Wo || p.ys_c != p.Ho * p.Wo)
       return "contiguous images only";
     if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
         !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
       return "one image's input or output gradient is larger than the image scratch";
+    // The NHWC plan is rebuilt from the sizes with "crop": it must give the same output.
+    if ((p.H + p.pad_t + p.pad_b - p.dh * (p.R - 1) - 1) / p.sh + 1 != p.Ho ||
+        (p.W + p.pad_l + p.pad_r - p.dw * (p.S - 1) - 1) / p.sw + 1 != p.Wo)
+      return "rows or columns of x that no output reaches beyond the crop rule (a transposed "
+             "convolution's output padding)";
     return nullptr;
   }
   static const char* declines(const ConvPlan& p, const Blocking&) {
@@ -677,12 +681,22 @@ struct ViaNhwc : NoWeights {
     T* yt = xt + chunk * img_x;
     T* wt = yt + chunk * img_y;  // dW in (K, R, S, Cg) order
     T* part = wt + W;            // a later chunk's dW
-    Conv2dParams q = p.p;
+    // The plan's convolution (for a transposed plan, the equivalent one, whose sizes the
+    // plan holds) in NHWC; its padding is already resolved, so "crop" gives the same Ho, Wo.
+    Conv2dParams q;
+    q.in_channels = p.C; q.in_h = p.H; q.in_w = p.W;
+    q.out_channels = p.K; q.kernel_h = p.R; q.kernel_w = p.S;
+    q.stride_h = p.sh; q.stride_w = p.sw; q.dilation_h = p.dh; q.dilation_w = p.dw;
+    q.pad_top = p.pad_t; q.pad_bottom = p.pad_b; q.pad_left = p.pad_l; q.pad_right = p.pad_r;
+    q.groups = p.G;
     q.layout = Layout::NHWC;
+    q.shape_rule = ShapeRule::Crop;
     for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
       const int64_t nb = std::min(chunk, p.N - n0);
       q.batch = nb;
       const ConvPlan sub = make_plan(q, OpKind::Conv2d);
+      if (sub.Ho != p.Ho || sub.Wo != p.Wo)
+        throw std::logic_error("via_nhwc: the NHWC plan's output size differs");
       const Implementation<T>* im = nullptr;
       for (const Implementation<T>& c : backward_weight_implementations<T>())
         if (!c.why_not(sub, e.blocking) && !c.declines(sub, e.blocking)) { im = &c; break; }
