@@ -86,3 +86,16 @@ def test_winograd_rows_report_the_forward_error(tmp_path):
 def test_winograd_needs_a_3x3_stride1_layer():
     res = _bench("--algorithm", "winograd", "--layers", "seed_numpy_example")
     assert res.returncode == 2 and "no 3×3 stride-1 layer" in res.stderr
+
+
+def test_real_suite_is_shipped(tmp_path):
+    """`--suite real` resolves to the packaged layer file and runs its layers."""
+    out = tmp_path / "r.json"
+    res = _bench("--suite", "real", "--layers", "batch1_3x3,speech_5x10", "--batch", "1",
+                 "--passes", "fwd", "--repeat", "1", "--no-torch", "--no-numpy",
+                 "--threads", "1", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(out.read_text())
+    assert doc["layer_file"] == "real"
+    assert [r["layer"]["name"] for r in doc["rows"]] == ["speech_5x10_s2_c32",
+                                                         "batch1_3x3_c256_14x14"]

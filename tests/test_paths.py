@@ -13,7 +13,8 @@ the choice it is meant to exercise:
     so the sweep reaches via_nhwc by forcing it. Backward-weight: NCHW with < 16 channels
     or <= 32 filters per group and >= 200 FLOPs per element -> via_nhwc (the NHWC list's
     executor on transposed copies, dW permuted back);
-  * NCHW, stride 1, Wo >= 2·(S−1)·dilation, and Ho·Wo >= 256 or N == 1 -> the direct
+  * NCHW, stride 1, Wo >= 2·(S−1)·dilation, and Ho·Wo >= 128 (forward; backward-data
+    256) or N == 1 -> the direct
     stride-1 executor (B read in place from a padded copy; backward-data as a full
     correlation with flipped weights, which also covers padding larger than the kernel);
   * NCHW, Ho·Wo < 256 and N > 1 -> several images per GEMM (buffered store / col2im);
@@ -55,6 +56,7 @@ CASES = {
     "direct_groups": ((2, 6, 16, 18), (9, 3, 3), dict(padding="same", groups=3)),
     "direct_one_image_small_map": ((1, 4, 5, 9), (10, 3, 3), dict(padding=(1, 2, 0, 1))),
     "multi_image_small_map": ((5, 6, 7, 7), (17, 3, 3), dict(padding=1)),
+    "direct_mid_map": ((2, 6, 12, 13), (9, 3, 3), dict(padding=1)),
     "multi_image_strided": ((4, 3, 11, 13), (10, 3, 3), dict(stride=2, shape_rule="crop")),
     "multi_image_unpadded_groups_dilated": ((3, 6, 9, 11), (8, 3, 2), dict(stride=(1, 2), dilation=(2, 1), groups=2, shape_rule="crop")),
     "per_image_strided": ((2, 4, 40, 37), (9, 3, 3), dict(stride=(2, 1), padding=1, shape_rule="crop")),
@@ -217,6 +219,10 @@ EXPECTED = {
     },
     'indirect_nhwc_many_bands': {
         'NCHW': ('im2col_per_image', 'col2im', 'via_nhwc'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
+    },
+    'direct_mid_map': {
+        'NCHW': ('direct_stride1', 'col2im', 'im2col'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_unpadded_groups_dilated': {

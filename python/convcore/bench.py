@@ -6,6 +6,7 @@
     python -m convcore.bench --family transposed  # conv_transpose2d against torch
     python -m convcore.bench --algorithm winograd --passes fwd   # 3×3 stride-1 layers only
     python -m convcore.bench --suite family --threads 2 --layout NHWC   # depthwise, grouped
+    python -m convcore.bench --suite real --threads 2   # speech, detection, OCR, batch 1
 
 Peers: NumPy im2col (as_strided + one copy + one BLAS matmul; col2im by filter taps) and,
 when installed, PyTorch CPU (torch.nn.functional.conv2d and aten.convolution_backward).
@@ -775,7 +776,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--csv", "--suite", dest="csv", metavar="PATH",
                     help="layer file (name,N,C,H,W,K,R,S,stride,pad[,groups]) instead of the "
                          "suite, or a suite shipped with convcore by name: 'family' (depthwise "
-                         "and grouped layers)")
+                         "and grouped layers), 'real' (speech, detection, OCR, small-map and "
+                         "batch-1 layers)")
     ap.add_argument("--plot", metavar="FILE.png",
                     help="draw GFLOP/s per layer and pass, the implementations side by side "
                          "(needs matplotlib)")

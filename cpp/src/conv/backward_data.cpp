@@ -118,7 +118,7 @@ struct ViaNhwcBackwardData {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P();
-    const int64_t chunk = std::clamp<int64_t>(kImageScratchElems / std::max(img_x, img_y), 1, p.N);
+    const int64_t chunk = via_nhwc_chunk(p.N, std::max(img_x, img_y));
     T* yt = thread_scratch_as<Scratch::Image, T>(chunk * img_y, "the NHWC copy of grad_output");
     T* xt = thread_scratch_as<Scratch::Tile, T>(chunk * img_x, "the NHWC input gradient");
     IndirectNhwc<T> base;

@@ -671,7 +671,7 @@ struct ViaNhwc : NoWeights {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>&) {
     const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P(), W = p.w_size;
-    const int64_t chunk = std::clamp<int64_t>(kImageScratchElems / std::max(img_x, img_y), 1, p.N);
+    const int64_t chunk = via_nhwc_chunk(p.N, std::max(img_x, img_y));
     const bool several = chunk < p.N;
     const char* what = "the NHWC copies of a weight gradient's operands";
     T* xt = thread_scratch_as<Scratch::Weights, T>(
