@@ -9,7 +9,8 @@ cpp/src/conv/forward.cpp, backward_data.cpp, backward_weights.cpp); each case be
 the choice it is meant to exercise:
   * NCHW with >= 128 channels (or, backward-data, filters) per group and >= 1000 FLOPs
     per element of x and y -> via_nhwc: the channels-last tiles on transposed copies
-    (forward; backward-data at stride 1); the cases below are too small for that rule,
+    (forward; backward-data at stride 1); forward where direct_stride1 would not run:
+    >= 8 channels, >= 20 MFLOP and >= 200 FLOPs per element; the cases below are too small for that rule,
     so the sweep reaches via_nhwc by forcing it. Backward-weight: NCHW with < 16 channels
     or <= 32 filters per group and >= 200 FLOPs per element -> via_nhwc (the NHWC list's
     executor on transposed copies, dW permuted back);

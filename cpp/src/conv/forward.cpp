@@ -233,8 +233,12 @@ struct ViaNhwcForward {
       return "one image's input or output is larger than the image scratch";
     return nullptr;
   }
-  static const char* declines(const ConvPlan& p, const Blocking&) {
-    return via_nhwc_declines(p);
+  static const char* declines(const ConvPlan& p, const Blocking& bl) {
+    // Against direct_stride1 (B read in place) only wide layers gain; against the im2col
+    // executors (strides > 1, small maps) most layers do.
+    if (!DirectStride1::why_not(p, bl) && !DirectStride1::declines(p, bl))
+      return via_nhwc_declines(p);
+    return via_nhwc_declines_vs_packing(p);
   }
   static WeightPacking weight_packing(const ConvPlan& p) { return {false, p.Kg, p.CgRS()}; }
   template <typename T>

@@ -301,6 +301,21 @@ struct IndirectNhwc {
   static constexpr int64_t kPointerTable = 8192;  // pointers per MC block (64 KiB)
 };
 
+// Against NCHW executors that pack the im2col operand (strides > 1, small maps): the
+// channels-last tiles win from about 200 FLOPs per element transposed (Zen 4, 2 threads:
+// 5×10 stride-2 speech layer 93 GFLOP/s in NCHW, 178 in NHWC).
+inline constexpr double kViaNhwcMinFlopsPerElementVsPacking = 200.0;
+inline const char* via_nhwc_declines_vs_packing(const ConvPlan& p) {
+  if (p.flops() < 2e7)
+    return "under 20 MFLOP: the transposes' two extra parallel regions cost more than the "
+           "tiles gain";
+  const double moved = double(p.C) * double(p.H * p.W) + double(p.K) * double(p.P());
+  if (p.flops() < kViaNhwcMinFlopsPerElementVsPacking * moved)
+    return "under 200 FLOPs per element transposed: the transposes cost more than the "
+           "channels-last tiles gain over im2col";
+  return nullptr;
+}
+
 inline const char* via_nhwc_declines(const ConvPlan& p) {
   if (std::max(p.Cg, p.Kg) < kViaNhwcMinChannels)
     return "fewer than 128 channels and filters per group: the transposes cost about what "
