@@ -117,35 +117,9 @@ struct ViaNhwcBackwardData {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
-    const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P();
-    const int64_t chunk = via_nhwc_chunk(p.N, std::max(img_x, img_y));
-    T* yt = thread_scratch_as<Scratch::Image, T>(chunk * img_y, "the NHWC copy of grad_output");
-    T* xt = thread_scratch_as<Scratch::Tile, T>(chunk * img_x, "the NHWC input gradient");
-    IndirectNhwc<T> base;
-    base.in_sn = img_y; base.in_sh = p.Wo * p.K; base.in_sw = p.K;
-    base.Cin = p.Kg; base.Hin = p.Ho; base.Win = p.Wo;
-    base.ldo = p.C;
-    base.Hout = p.H; base.Wout = p.W;
-    base.R = p.R; base.S = p.S; base.sh = 1; base.sw = 1; base.dh = p.dh; base.dw = p.dw;
-    base.pad_top = (p.R - 1) * p.dh - p.pad_t;
-    base.pad_left = (p.S - 1) * p.dw - p.pad_l;
+    IndirectNhwc<T> base = IndirectNhwc<T>::backward_data(p, nullptr, nullptr);
     base.act = BiasActivation<T>{nullptr, a.bias, a.relu};
-    for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, p.N - n0);
-      planes_to_pixels(a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), yt);
-      PixelRegions regions;
-      base.order_by_region(nb, regions);
-      run_tiles(p.G, nb * p.H * p.W, p.Cg, p.R * p.S * p.Kg, e.blocking,
-                TileRules{1, e.blocking.nr, 0, 0},
-                [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
-        IndirectNhwc<T> d = base;
-        d.in = yt + g * p.Kg;
-        d.out = xt + g * p.Cg;
-        d.act = base.act.cols_from(g * p.Cg);
-        d.run_tile(e, weights.group(g), m0, m1, c0, c1);
-      });
-      pixels_to_planes(xt, nb, p.C, p.H * p.W, a.out + n0 * p.xs_n, p.xs_n);
-    }
+    run_via_nhwc(base, e, weights, p.N, p.G, a.dy, p.ys_n, p.K, a.out, p.xs_n, p.C);
   }
 };
 

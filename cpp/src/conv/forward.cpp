@@ -251,33 +251,8 @@ struct ViaNhwcForward {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
-    const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P();
-    const int64_t chunk = via_nhwc_chunk(p.N, std::max(img_x, img_y));
-    T* xt = thread_scratch_as<Scratch::Image, T>(chunk * img_x, "the NHWC copy of the input");
-    T* yt = thread_scratch_as<Scratch::Tile, T>(chunk * img_y, "the NHWC output");
-    IndirectNhwc<T> base;
-    base.in_sn = img_x; base.in_sh = p.W * p.C; base.in_sw = p.C;
-    base.Cin = p.Cg; base.Hin = p.H; base.Win = p.W;
-    base.ldo = p.K;
-    base.Hout = p.Ho; base.Wout = p.Wo;
-    base.R = p.R; base.S = p.S; base.sh = p.sh; base.sw = p.sw; base.dh = p.dh; base.dw = p.dw;
-    base.pad_top = p.pad_t; base.pad_left = p.pad_l;
-    base.act = BiasActivation<T>{nullptr, a.bias, a.relu};
-    for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
-      const int64_t nb = std::min(chunk, p.N - n0);
-      planes_to_pixels(a.x + n0 * p.xs_n, p.xs_n, nb, p.C, p.H * p.W, xt);
-      PixelRegions regions;
-      base.order_by_region(nb, regions);
-      run_tiles(p.G, nb * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
-                [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
-        IndirectNhwc<T> d = base;
-        d.in = xt + g * p.Cg;
-        d.out = yt + g * p.Kg;
-        d.act = base.act.cols_from(g * p.Kg);
-        d.run_tile(e, weights.group(g), m0, m1, c0, c1);
-      });
-      pixels_to_planes(yt, nb, p.K, p.P(), a.out + n0 * p.ys_n, p.ys_n);
-    }
+    run_via_nhwc(IndirectNhwc<T>::forward(p, nullptr, nullptr, {nullptr, a.bias, a.relu}), e,
+                 weights, p.N, p.G, a.x, p.xs_n, p.C, a.out, p.ys_n, p.K);
   }
 };
 
