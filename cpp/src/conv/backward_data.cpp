@@ -82,27 +82,9 @@ struct DirectStride1 {
   }
 };
 
-// NCHW through the channels-last full correlation (as via_nhwc in forward.cpp): dy is
-// transposed to NHWC a chunk of images at a time, indirect_nhwc's tiles compute dx in NHWC
-// (any bias and ReLU of a transposed convolution's forward in the microkernel's store), and
-// that is transposed back.
-struct ViaNhwcBackwardData {
-  static constexpr const char* kName = "via_nhwc";
-  static const char* why_not(const ConvPlan& p, const Blocking&) {
-    if (!p.nchw()) return "NCHW only";
-    if (p.sh != 1 || p.sw != 1) return "stride 1 only";
-    if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 ||
-        p.ys_h != p.Wo || p.ys_c != p.Ho * p.Wo)
-      return "contiguous images only";
-    if (p.Kg < kIndirectMinFilters) return "fewer than 8 filters per group";
-    if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
-        !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
-      return "one image's input or output is larger than the image scratch";
-    return nullptr;
-  }
-  static const char* declines(const ConvPlan& p, const Blocking&) {
-    return via_nhwc_declines(p);
-  }
+// The weights of the NHWC tiles' full correlation: flipped and transposed, a B operand of
+// R·S·Kg × Cg per group, packed with the tiles' deeper KC (IndirectNhwc::blocking).
+struct FlippedWeightsForNhwcTiles {
   static WeightPacking weight_packing(const ConvPlan& p) {
     return {false, p.Cg, p.R * p.S * p.Kg};
   }
@@ -110,9 +92,24 @@ struct ViaNhwcBackwardData {
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
     const WeightPacking wp = weight_packing(p);
     pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
-                   [&](int64_t g) {
-      return FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k};
-    }, dst);
+                   [&](int64_t g) { return FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k}; },
+                   dst);
+  }
+};
+
+// NCHW through the channels-last full correlation (as via_nhwc in forward.cpp): dy is
+// transposed to NHWC a chunk of images at a time, indirect_nhwc's tiles compute dx in NHWC
+// (any bias and ReLU of a transposed convolution's forward in the microkernel's store), and
+// that is transposed back.
+struct ViaNhwcBackwardData : FlippedWeightsForNhwcTiles {
+  static constexpr const char* kName = "via_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (const char* why = via_nhwc_why_not(p)) return why;
+    if (p.sh != 1 || p.sw != 1) return "stride 1 only";
+    return p.Kg < kIndirectMinFilters ? "fewer than 8 filters per group" : nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    return via_nhwc_declines(p);
   }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
@@ -124,7 +121,7 @@ struct ViaNhwcBackwardData {
 };
 
 // The same full correlation in NHWC: rows = pixels of dx, depth = (r, s, k) of dy.
-struct IndirectNhwcBackwardData {
+struct IndirectNhwcBackwardData : FlippedWeightsForNhwcTiles {
   static constexpr const char* kName = "indirect_nhwc";
   static const char* why_not(const ConvPlan& p, const Blocking&) {
     if (p.nchw()) return "NHWC only";
@@ -136,18 +133,6 @@ struct IndirectNhwcBackwardData {
                ? "fewer than 8 filters per group: a tap's segment is too short for its "
                  "pointer setup to pay off"
                : nullptr;
-  }
-  static WeightPacking weight_packing(const ConvPlan& p) {
-    return {false, p.Cg, p.R * p.S * p.Kg};
-  }
-  template <typename T>
-  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    const WeightPacking wp = weight_packing(p);
-    // Packed with the executor's deeper KC (IndirectNhwc::blocking).
-    pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
-                   [&](int64_t g) {
-      return FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k};
-    }, dst);
   }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,

@@ -643,13 +643,7 @@ struct Im2col : NoWeights, AlwaysPreferred {
 struct ViaNhwc : NoWeights {
   static constexpr const char* kName = "via_nhwc";
   static const char* why_not(const ConvPlan& p, const Blocking&) {
-    if (!p.nchw()) return "NCHW only";
-    if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 ||
-        p.ys_h != p.Wo || p.ys_c != p.Ho * p.Wo)
-      return "contiguous images only";
-    if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
-        !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
-      return "one image's input or output gradient is larger than the image scratch";
+    if (const char* why = via_nhwc_why_not(p)) return why;
     // The NHWC plan is rebuilt from the sizes with "crop": it must give the same output.
     if ((p.H + p.pad_t + p.pad_b - p.dh * (p.R - 1) - 1) / p.sh + 1 != p.Ho ||
         (p.W + p.pad_l + p.pad_r - p.dw * (p.S - 1) - 1) / p.sw + 1 != p.Wo)

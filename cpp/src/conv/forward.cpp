@@ -223,15 +223,8 @@ struct IndirectNhwcForward : WeightsAsB {
 struct ViaNhwcForward {
   static constexpr const char* kName = "via_nhwc";
   static const char* why_not(const ConvPlan& p, const Blocking&) {
-    if (!p.nchw()) return "NCHW only";
-    if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 ||
-        p.ys_h != p.Wo || p.ys_c != p.Ho * p.Wo)
-      return "contiguous images only";
-    if (p.Cg < kIndirectMinChannels) return "fewer than 8 channels per group";
-    if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
-        !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
-      return "one image's input or output is larger than the image scratch";
-    return nullptr;
+    if (const char* why = via_nhwc_why_not(p)) return why;
+    return p.Cg < kIndirectMinChannels ? "fewer than 8 channels per group" : nullptr;
   }
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
     // Against direct_stride1 (B read in place) only wide layers gain; against the im2col

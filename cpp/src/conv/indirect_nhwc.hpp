@@ -302,6 +302,19 @@ struct IndirectNhwc {
   static constexpr int64_t kPointerTable = 8192;  // pointers per MC block (64 KiB)
 };
 
+// What every via_nhwc executor needs: NCHW, contiguous images (the transposes' layout), and
+// one image's x and y within the image scratch (a chunk holds at least one image).
+inline const char* via_nhwc_why_not(const ConvPlan& p) {
+  if (!p.nchw()) return "NCHW only";
+  if (p.xs_w != 1 || p.xs_h != p.W || p.xs_c != p.H * p.W || p.ys_w != 1 || p.ys_h != p.Wo ||
+      p.ys_c != p.Ho * p.Wo)
+    return "contiguous images only";
+  if (!product_at_most({p.C, p.H, p.W}, kImageScratchElems) ||
+      !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
+    return "one image's x or y is larger than the image scratch";
+  return nullptr;
+}
+
 // Against NCHW executors that pack the im2col operand (strides > 1, small maps): the
 // channels-last tiles win from about 200 FLOPs per element transposed (Zen 4, 2 threads:
 // 5×10 stride-2 speech layer 93 GFLOP/s in NCHW, 178 in NHWC).
