@@ -102,6 +102,20 @@ struct PixelRegions {
   }
 };
 
+// Cuts the depth block [pc, pc + kc) at multiples of `unit` (a tap's Cin channels, or a
+// kernel row's S·Cin values): f(i, unit index, offset within the unit, length, offset in
+// the block) for piece i; returns the piece count.
+template <typename F>
+inline int64_t cut_depth_block(int64_t pc, int64_t kc, int64_t unit, F&& f) {
+  int64_t n = 0;
+  for (int64_t d = pc; d < pc + kc; ++n) {
+    const int64_t off = d % unit, len = std::min(pc + kc - d, unit - off);
+    f(n, d / unit, off, len, d - pc);
+    d += len;
+  }
+  return n;
+}
+
 template <typename T>
 struct IndirectNhwc {
   // Input of one group: element (n, h, w, c) at in[n*in_sn + h*in_sh + w*in_sw + c], Cin
@@ -208,16 +222,14 @@ struct IndirectNhwc {
         for (int64_t pc = 0; pc < K; pc += bl.kc) {
           const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
           const bool last = pc + kc == K;
-          int64_t nseg = 0;
-          for (int64_t d = pc; d < pc + kc; ++nseg) {
-            const int64_t tap = d / Cin, c0 = d % Cin;
-            seg_len[nseg] = std::min(pc + kc - d, Cin - c0);
-            seg_off[nseg] = d - pc;
-            seg_r[nseg] = (tap / S) * dh;
-            seg_s[nseg] = (tap % S) * dw;
-            seg_c0[nseg] = c0;
-            d += seg_len[nseg];
-          }
+          const int64_t nseg = cut_depth_block(
+              pc, kc, Cin, [&](int64_t i, int64_t tap, int64_t c0, int64_t len, int64_t at) {
+            seg_len[i] = len;
+            seg_off[i] = at;
+            seg_r[i] = (tap / S) * dh;
+            seg_s[i] = (tap % S) * dw;
+            seg_c0[i] = c0;
+          });
           // Each micro-tile's segments and row pointers; a segment none of its pixels
           // reaches (every row in the padding) is left out: no products with padding.
           for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
@@ -298,7 +310,6 @@ struct IndirectNhwc {
                   : nullptr;
   }
 
- private:
   static constexpr int64_t kPointerTable = 8192;  // pointers per MC block (64 KiB)
 };
 
@@ -415,15 +426,13 @@ struct IndirectNhwcRows {
         for (int64_t pc = 0; pc < K; pc += bl.kc) {
           const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
           const bool last = pc + kc == K;
-          int64_t nseg = 0;
-          for (int64_t d = pc; d < pc + kc; ++nseg) {
-            const int64_t r = d / L, off = d % L;
-            seg_len[nseg] = std::min(pc + kc - d, L - off);
-            seg_at[nseg] = d - pc;  // the segments cover the block in order
-            seg_dr[nseg] = r * dh;
-            seg_off[nseg] = off;
-            d += seg_len[nseg];
-          }
+          const int64_t nseg = cut_depth_block(
+              pc, kc, L, [&](int64_t i, int64_t r, int64_t off, int64_t len, int64_t at) {
+            seg_len[i] = len;
+            seg_at[i] = at;  // the segments cover the block in order
+            seg_dr[i] = r * dh;
+            seg_off[i] = off;
+          });
           T* copy = sides ? thread_scratch_as<Scratch::PackA, T>(
                                 mc * kc, "the border windows of an NHWC block")
                           : nullptr;
@@ -482,8 +491,8 @@ struct IndirectNhwcRows {
     }
   }
 
- private:
-  static constexpr int64_t kPointerTable = 8192;
+  // The same row-pointer table bound as IndirectNhwc.
+  static constexpr int64_t kPointerTable = IndirectNhwc<T>::kPointerTable;
 };
 
 // Runs the tiles of `base` (its geometry and epilogue set; strides and pointers are set
