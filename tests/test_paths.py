@@ -83,6 +83,11 @@ CASES = {
     "pixel_split_nhwc_wide_taps": ((2, 24, 40, 40), (5, 5, 5), dict(padding=2)),
     # more filters than any MC block (1024): dYᵀ packed block by block
     "pixel_split_nhwc_many_filters": ((1, 2, 6, 7), (1100, 2, 2), dict()),
+    # filters in the vector lanes (at most one tile's NR filters): 16 (fp32: the narrow
+    # tile's whole vector; fp64: the main tile's) and 32 (fp32: the main tile's two
+    # vectors), windows in the padding on every side, several panels of taps
+    "pixel_split_lanes_16_filters": ((2, 3, 40, 36), (16, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
+    "pixel_split_lanes_32_filters": ((2, 2, 52, 41), (32, 5, 4), dict(stride=(2, 1), padding=(2, 1), shape_rule="crop")),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
@@ -185,6 +190,14 @@ EXPECTED = {
     'grouped_cg4': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
         'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
+    },
+    'pixel_split_lanes_16_filters': {
+        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
+    },
+    'pixel_split_lanes_32_filters': {
+        'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_stem': {
         'NCHW': ('im2col_per_image', 'col2im', 'via_nhwc'),

@@ -10,6 +10,7 @@
 // the problem alone and adds their partials in chunk order. Either way the summation
 // order does not depend on the thread count.
 #include <algorithm>
+#include <cassert>
 #include <memory>
 #include <vector>
 
@@ -405,11 +406,11 @@ void build_im2col_rows_nhwc(const ConvPlan& p, const T* xg, int64_t p0, int64_t 
         if (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)
           copy_run(row + col0, xn + ih * p.xs_h + iw * p.xs_w + (j0 + col0 - t * Cg), col1 - col0);
         else
-          std::fill(row + col0, row + col1, T(0));
+          zero_run(row + col0, col1 - col0);
         if (++s == p.S) { s = 0; ++r; }
       }
     }
-    std::fill(row + nc, row + ldb, T(0));
+    zero_run(row + nc, ldb - nc);
     if (++ow == p.Wo) {
       ow = 0;
       if (++oh == p.Ho) { oh = 0; ++img; }
@@ -417,10 +418,137 @@ void build_im2col_rows_nhwc(const ConvPlan& p, const T* xg, int64_t p0, int64_t 
   }
 }
 
+// The im2col row of one window (Cg·R·S values in the weight's (r, s, c) order) whose
+// tap (0, 0) lies at input row ih0, column iw0 of the image xn (group channel 0); taps in
+// the padding are zero.
+template <typename T>
+void build_window_row_nhwc(const ConvPlan& p, const T* xn, int64_t ih0, int64_t iw0, T* row) {
+  const int64_t Cg = p.Cg;
+  for (int64_t r = 0, j = 0; r < p.R; ++r) {
+    const int64_t ih = ih0 + r * p.dh;
+    for (int64_t s = 0; s < p.S; ++s, j += Cg) {
+      const int64_t iw = iw0 + s * p.dw;
+      if (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) {
+        const T* src = xn + ih * p.xs_h + iw * p.xs_w;
+        if (p.xs_c == 1) {
+          copy_run(row + j, src, Cg);
+        } else {
+          for (int64_t c = 0; c < Cg; ++c) row[j + c] = src[c * p.xs_c];
+        }
+      } else {
+        zero_run(row + j, Cg);
+      }
+    }
+  }
+}
+
+// pixel_split_chunk with the filters in the vector lanes, for groups whose filters fit one
+// tile's columns (Kg <= NR of e; the narrow engine where they fit its one vector) and whose
+// output-gradient rows are contiguous (ys_c = 1): C = dWᵀ (Cg·R·S × Kg) = im2colᵀ · dY,
+// computed by the gathered microkernel with nothing packed for the pixels whose window
+// lies inside the image — tile row i is a tap, read at the pixel's window offset through
+// the panel's row pointers, and B is the pixels' dY rows where they lie. Windows that reach
+// the padding are built as im2col rows (zeros in the padding) and read the same way. C
+// stays in a small buffer and is transposed into dW at the end. With the filters on the
+// rows instead (pixel_split_chunk), dY is transposed and the im2col rows copied for every
+// pixel, and a few filters fill a fraction of the tile: the 16-filter RGB stem measured
+// several times slower that way.
+constexpr int64_t kLanesBorderRowsElems = int64_t(1) << 16;  // built rows of one block, at most
+
+template <typename T>
+void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
+                             const T* x, int64_t g, int64_t q0, int64_t q1, T* c, int64_t ldc) {
+  const Blocking& bl = e.blocking;
+  const int mr = bl.mr, nr = bl.nr;
+  const int64_t J = p.CgRS(), Kg = p.Kg, Cg = p.Cg;
+  assert(Kg <= nr && p.ys_c == 1);
+  const int64_t panels = ceil_div(J, mr), Jp = panels * mr;
+  const int64_t kcb = std::clamp<int64_t>(kLanesBorderRowsElems / Jp, 16, bl.kc);
+  const auto fn = e.ukernel.fn_gather;
+  T* ct = thread_scratch_as<Scratch::Tile, T>(
+      checked_product({panels, mr, nr}, "a transposed weight gradient"));
+  T* rows_bd = thread_scratch_as<Scratch::PackA, T>(kcb * Jp);  // built im2col rows
+  int64_t* tables = thread_scratch_as<Scratch::Offsets, int64_t>(4 * kcb);
+  int64_t *a_in = tables, *b_in = tables + kcb, *a_bd = tables + 2 * kcb, *b_bd = tables + 3 * kcb;
+  const T** ptrs = thread_scratch_as<Scratch::Pointers, const T*>(
+      2 * Jp, "the tap pointers of a weight-gradient block");
+  const T** taps_in = ptrs;       // tap j of a window inside the image: taps_in[j] + window
+  const T** taps_bd = ptrs + Jp;  // tap j of a built row: taps_bd[j] + row offset
+  const T* dyg = dy + g * Kg;
+  const T* xg = x + g * Cg * p.xs_c;
+  const int64_t reach_h = (p.R - 1) * p.dh, reach_w = (p.S - 1) * p.dw;
+  // Tap offsets only when the kernel's reach lies inside the image (else they could
+  // overflow, and no window lies inside anyway).
+  const bool fits = reach_h < p.H && reach_w < p.W;
+  for (int64_t j = 0; j < Jp; ++j) {
+    const int64_t jj = std::min(j, J - 1);  // rows past J repeat the last tap
+    const int64_t tap = jj / Cg, ch = jj % Cg;
+    taps_in[j] = fits ? xg + (tap / p.S) * p.dh * p.xs_h + (tap % p.S) * p.dw * p.xs_w + ch * p.xs_c
+                      : xg;
+    taps_bd[j] = rows_bd + jj;
+  }
+  const int64_t P = p.P();
+  // Output columns whose windows stay inside the image horizontally: [ow_lo, ow_hi).
+  const int64_t ow_lo = std::min<int64_t>(p.Wo, ceil_div(p.pad_l, p.sw));
+  const int64_t ow_hi = std::max<int64_t>(
+      ow_lo, std::min<int64_t>(p.Wo, p.W - 1 - reach_w + p.pad_l >= 0
+                                         ? (p.W - 1 - reach_w + p.pad_l) / p.sw + 1
+                                         : 0));
+  bool started = false;
+  for (int64_t pc = q0; pc < q1; pc += kcb) {
+    const int64_t kc = std::min<int64_t>(kcb, q1 - pc);
+    int64_t n_in = 0, n_bd = 0;
+    // The block's pixels by output-row runs: columns [ow_lo, ow_hi) of a row whose windows
+    // stay inside the image vertically are read in place, the rest built.
+    for (int64_t kk = 0; kk < kc;) {
+      const int64_t q = pc + kk, img = q / P, oh = (q % P) / p.Wo, ow0 = q % p.Wo;
+      const int64_t len = std::min(kc - kk, p.Wo - ow0);
+      const int64_t ih0 = oh * p.sh - p.pad_t;
+      const bool row_inside = fits && ih0 >= 0 && ih0 + reach_h < p.H;
+      const int64_t lo = row_inside ? std::clamp(ow_lo, ow0, ow0 + len) : ow0 + len;
+      const int64_t hi = row_inside ? std::clamp(ow_hi, lo, ow0 + len) : ow0 + len;
+      const int64_t dy_row = img * p.ys_n + oh * p.ys_h;
+      for (int64_t ow = ow0; ow < ow0 + len; ++ow) {
+        if (ow == lo && lo < hi) {  // the run inside the image
+          const int64_t x_at = img * p.xs_n + ih0 * p.xs_h + (lo * p.sw - p.pad_l) * p.xs_w;
+          for (int64_t u = 0; u < hi - lo; ++u) {
+            a_in[n_in + u] = x_at + u * p.sw * p.xs_w;
+            b_in[n_in + u] = dy_row + (lo + u) * p.ys_w;
+          }
+          n_in += hi - lo;
+          ow = hi - 1;
+          continue;
+        }
+        build_window_row_nhwc(p, xg + img * p.xs_n, ih0, ow * p.sw - p.pad_l, rows_bd + n_bd * Jp);
+        a_bd[n_bd] = n_bd * Jp;
+        b_bd[n_bd++] = dy_row + ow * p.ys_w;
+      }
+      kk += len;
+    }
+    for (int64_t t = 0; t < panels; ++t) {
+      interrupt_point();  // mr×nr×kc
+      const int64_t m = std::min<int64_t>(mr, J - t * mr);
+      T* ctile = ct + t * mr * nr;
+      if (n_in > 0) fn(n_in, taps_in + t * mr, a_in, dyg, b_in, ctile, nr, m, Kg, started);
+      if (n_bd > 0)
+        fn(n_bd, taps_bd + t * mr, a_bd, dyg, b_bd, ctile, nr, m, Kg, started || n_in > 0);
+    }
+    started = true;
+  }
+  if (!started) std::fill(ct, ct + panels * mr * nr, T(0));  // an empty reduction
+  // dW[k][j] = C[j][k]
+  for (int64_t k = 0; k < Kg; ++k)
+    for (int64_t j = 0; j < J; ++j) c[k * ldc + j] = ct[j * nr + k];
+}
+
 // dW of group g over pixels [q0, q1) into c (row i of the group's Kg × Cg·R·S at c + i·ldc).
 template <typename T>
 void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, const T* x,
                        int64_t g, int64_t q0, int64_t q1, T* c, int64_t ldc) {
+  if (p.ys_c == 1 && p.Kg <= e.narrow->blocking.nr)
+    return pixel_split_chunk_lanes(p, *e.narrow, dy, x, g, q0, q1, c, ldc);
+  if (p.ys_c == 1 && p.Kg <= e.blocking.nr)
+    return pixel_split_chunk_lanes(p, e, dy, x, g, q0, q1, c, ldc);
   const Blocking& bl = e.blocking;
   const int mr = bl.mr, nr = bl.nr;
   const int64_t M = p.Kg, N = p.CgRS();

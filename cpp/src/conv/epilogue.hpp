@@ -18,14 +18,36 @@
 
 namespace convcore::detail {
 
-// dst[0:n] = src[0:n] for short runs: whole 32-byte chunks, then single elements (a
-// library memcpy call costs more than the copy at these lengths).
+// dst[0:n] = src[0:n] for short runs: whole 32-byte chunks, then a 16-, 8- and 4-byte
+// piece as the remainder needs (a library memcpy call costs more than the copy at these
+// lengths, and GCC turns an element loop into one).
 template <typename T>
 inline void copy_run(T* __restrict dst, const T* __restrict src, int64_t n) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "float or double");
   constexpr int64_t chunk = 32 / sizeof(T);
   int64_t t = 0;
   for (; t + chunk <= n; t += chunk) __builtin_memcpy(dst + t, src + t, 32);
-  for (; t < n; ++t) dst[t] = src[t];
+  const int64_t rest = (n - t) * int64_t(sizeof(T));  // < 32 bytes
+  char* d = reinterpret_cast<char*>(dst + t);
+  const char* s = reinterpret_cast<const char*>(src + t);
+  if (rest & 16) { __builtin_memcpy(d, s, 16); d += 16; s += 16; }
+  if (rest & 8) { __builtin_memcpy(d, s, 8); d += 8; s += 8; }
+  if (rest & 4) __builtin_memcpy(d, s, 4);
+}
+
+// dst[0:n] = 0 for short runs, in the same pieces as copy_run.
+template <typename T>
+inline void zero_run(T* dst, int64_t n) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "float or double");
+  constexpr int64_t chunk = 32 / sizeof(T);
+  alignas(32) static constexpr char zeros[32] = {};
+  int64_t t = 0;
+  for (; t + chunk <= n; t += chunk) __builtin_memcpy(dst + t, zeros, 32);
+  const int64_t rest = (n - t) * int64_t(sizeof(T));
+  char* d = reinterpret_cast<char*>(dst + t);
+  if (rest & 16) { __builtin_memcpy(d, zeros, 16); d += 16; }
+  if (rest & 8) { __builtin_memcpy(d, zeros, 8); d += 8; }
+  if (rest & 4) __builtin_memcpy(d, zeros, 4);
 }
 
 enum class ActivationKind { kNone, kRelu };

@@ -1,5 +1,5 @@
-// The gemm family — packed, offset-B and indirect-A tiles (contracts in kernels.hpp) —
-// written once over a vector-traits type and instantiated by each target TU.
+// The gemm family — packed, offset-B, indirect-A and gathered tiles (contracts in
+// kernels.hpp) — written once over a vector-traits type and instantiated by each target TU.
 //
 // Included only by the target TUs (kernels/<target>/kernels_<target>.cpp), each compiled
 // with its own -m flags, after they define CONVCORE_KERNEL_NS: every function here then
@@ -75,7 +75,7 @@ template <class VT, int MR, int NV>
   constexpr int NR = L * NV;
   const bool full = m == MR && n == NR;
   typename VT::Mask mask[NV];
-  V bv[NV];
+  V bv[NV] = {};
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {
     mask[v] = VT::mask(n - v * L);
@@ -160,11 +160,55 @@ void indirect_a(int64_t nseg, const int64_t* seg_len, const int64_t* seg_off,
   store_tile<VT, MR, NV>(acc, c, ldc, m, n, accumulate, bias, relu);
 }
 
+// acc += kc steps of A(i, p) = a_rows[i][a_off[p]] times the row of B at b + b_off[p],
+// whose vectors are read whole (kFull) or through `mask`.
+template <class VT, int MR, int NV, bool kFull>
+[[gnu::always_inline]] inline void madd_gathered(typename VT::V (&acc)[MR][NV], int64_t kc,
+                                                 const typename VT::T* const* a_rows,
+                                                 const int64_t* __restrict a_off,
+                                                 const typename VT::T* __restrict b,
+                                                 const int64_t* __restrict b_off,
+                                                 const typename VT::Mask (&mask)[NV]) {
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  for (int64_t p = 0; p < kc; ++p) {
+    const typename VT::T* bp = b + b_off[p];
+    const int64_t o = a_off[p];
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)
+      bv[v] = kFull ? VT::loadu(bp + v * L) : VT::load_masked(bp + v * L, mask[v]);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const V ai = VT::broadcast(a_rows[i] + o);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = VT::fmadd(ai, bv[v], acc[i][v]);
+    }
+  }
+}
+
+template <class VT, int MR, int NV>
+void gather(int64_t kc, const typename VT::T* const* a_rows, const int64_t* a_off,
+            const typename VT::T* b, const int64_t* b_off, typename VT::T* c, int64_t ldc,
+            int64_t m, int64_t n, bool accumulate) {
+  constexpr int L = VT::kLanes;
+  typename VT::V acc[MR][NV];
+  typename VT::Mask mask[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) mask[v] = VT::mask(n - v * L);
+  zero_tile<VT, MR, NV>(acc);
+  if (n == NV * L)
+    madd_gathered<VT, MR, NV, true>(acc, kc, a_rows, a_off, b, b_off, mask);
+  else
+    madd_gathered<VT, MR, NV, false>(acc, kc, a_rows, a_off, b, b_off, mask);
+  store_tile<VT, MR, NV>(acc, c, ldc, m, n, accumulate, nullptr, false);
+}
+
 // The family for one tile shape: MR rows × NV vectors of VT.
 template <class VT, int MR, int NV>
 GemmUkernel<typename VT::T> gemm_family(const char* name) {
-  return {&packed<VT, MR, NV>, &offset_b<VT, MR, NV>, &indirect_a<VT, MR, NV>, MR,
-          NV * VT::kLanes, name};
+  return {&packed<VT, MR, NV>, &offset_b<VT, MR, NV>, &indirect_a<VT, MR, NV>,
+          &gather<VT, MR, NV>, MR, NV * VT::kLanes, name};
 }
 
 }  // namespace

@@ -41,11 +41,23 @@ using GemmUkernelIndirectAFn = void (*)(int64_t nseg, const int64_t* seg_len,
                                         const T* b, T* c, int64_t ldc, int64_t m, int64_t n,
                                         bool accumulate, const T* bias, bool relu);
 
+// The same tile with both operands gathered in place, one pixel per step: step p reads
+// A(i, p) = a_rows[i][a_off[p]] (rows >= m must still be readable there, e.g. a repeat of
+// row m − 1) and the n values of B at b + b_off[p] (only those: the loads are masked when
+// n < NR). Used by the NHWC weight gradient with the filters on the columns: the rows are
+// taps (a tap's input value at each pixel, through the pixel's offset) and B is the
+// pixels' output-gradient rows, both read where they lie.
+template <typename T>
+using GemmUkernelGatherFn = void (*)(int64_t kc, const T* const* a_rows, const int64_t* a_off,
+                                     const T* b, const int64_t* b_off, T* c, int64_t ldc,
+                                     int64_t m, int64_t n, bool accumulate);
+
 template <typename T>
 struct GemmUkernel {
   GemmUkernelFn<T> fn = nullptr;
   GemmUkernelOffsetBFn<T> fn_offset_b = nullptr;
   GemmUkernelIndirectAFn<T> fn_indirect_a = nullptr;
+  GemmUkernelGatherFn<T> fn_gather = nullptr;
   int mr = 0;
   int nr = 0;
   const char* name = "";
@@ -139,6 +151,10 @@ struct DwconvUkernel {
 template <typename T>
 struct Families {
   GemmUkernel<T> gemm;
+  // One vector of columns, more rows: for products with at most one vector of columns
+  // (layers with few filters per group), where the main tile would leave most of its
+  // columns empty.
+  GemmUkernel<T> gemm_narrow;
   WinogradKernels<T> winograd;
   DwconvUkernel<T> dwconv;
   // Later families (igemm) become members here, each written once as a template beside

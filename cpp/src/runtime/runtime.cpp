@@ -77,13 +77,22 @@ struct EngineTable {
   struct Entry {
     Isa isa;
     Engine<T> engine;
+    Engine<T> narrow;  // engine with the narrow gemm tile; engine.narrow points here
   };
   std::vector<Entry> entries;
   EngineTable() {
     for (const Target& t : compiled_targets()) {
       if (!t.supported()) continue;
       const kernels::Families<T> f = families_of<T>(t);
-      entries.push_back({t.isa, Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd, f.dwconv}});
+      entries.push_back({t.isa,
+                         Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd, f.dwconv},
+                         Engine<T>{f.gemm_narrow, derive_blocking(f.gemm_narrow), f.winograd,
+                                   f.dwconv}});
+    }
+    // The vector is complete: the entries no longer move.
+    for (Entry& e : entries) {
+      e.engine.narrow = &e.narrow;
+      e.narrow.narrow = &e.narrow;
     }
   }
 };
