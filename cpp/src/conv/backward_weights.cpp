@@ -823,8 +823,8 @@ struct ViaNhwc : NoWeights {
       for (const Implementation<T>& c : backward_weight_implementations<T>())
         if (!c.why_not(sub, e.blocking) && !c.declines(sub, e.blocking)) { im = &c; break; }
       if (!im) throw std::logic_error("via_nhwc: no NHWC weight-gradient executor applies");
-      planes_to_pixels(a.x + n0 * p.xs_n, p.xs_n, nb, p.C, p.H * p.W, xt);
-      planes_to_pixels(a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), yt);
+      planes_to_pixels(e.transpose, a.x + n0 * p.xs_n, p.xs_n, nb, p.C, p.H * p.W, xt);
+      planes_to_pixels(e.transpose, a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), yt);
       ExecArgs<T> args;
       args.x = xt;
       args.dy = yt;

@@ -518,7 +518,7 @@ void run_via_nhwc(IndirectNhwc<T> base, const GemmEngine<T>& e, const PrepackedG
   const BiasActivation<T> act = base.act;
   for (int64_t n0 = 0; n0 < images; n0 += chunk) {
     const int64_t nb = std::min(chunk, images - n0);
-    planes_to_pixels(in + n0 * in_n, in_n, nb, c_in, p_in, xt);
+    planes_to_pixels(e.transpose, in + n0 * in_n, in_n, nb, c_in, p_in, xt);
     PixelRegions regions;
     base.order_by_region(nb, regions);
     run_tiles(groups, nb * p_out, cg_out, base.depth(), e.blocking,
@@ -530,7 +530,7 @@ void run_via_nhwc(IndirectNhwc<T> base, const GemmEngine<T>& e, const PrepackedG
       d.act = act.cols_from(g * cg_out);
       d.run_tile(e, weights.group(g), m0, m1, c0, c1);
     });
-    pixels_to_planes(yt, nb, c_out, p_out, out + n0 * out_n, out_n);
+    pixels_to_planes(e.transpose, yt, nb, c_out, p_out, out + n0 * out_n, out_n);
   }
 }
 

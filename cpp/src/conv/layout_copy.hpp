@@ -47,38 +47,22 @@ inline int64_t via_nhwc_chunk(int64_t images, int64_t per_image) {
 }
 
 // nb images of C planes of P pixels (image n at src + n·src_n, plane c at + c·P) to pixel
-// rows: dst[(n·P + p)·C + c].
+// rows: dst[(n·P + p)·C + c]. `transpose` is the engine's (register-block transposes).
 template <typename T>
-void planes_to_pixels(const T* src, int64_t src_n, int64_t nb, int64_t C, int64_t P, T* dst) {
+void planes_to_pixels(kernels::TransposeFn<T> transpose, const T* src, int64_t src_n,
+                      int64_t nb, int64_t C, int64_t P, T* dst) {
   layout_copy::for_channel_blocks(nb, C, P, [&](int64_t n, int64_t c0, int64_t c1) {
-    const T* __restrict s = src + n * src_n;
-    T* __restrict d = dst + n * P * C;
-    if (c1 - c0 == layout_copy::kChannels) {
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t c = 0; c < layout_copy::kChannels; ++c)
-          d[p * C + c0 + c] = s[(c0 + c) * P + p];
-    } else {
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t c = c0; c < c1; ++c) d[p * C + c] = s[c * P + p];
-    }
+    transpose(src + n * src_n + c0 * P, P, dst + n * P * C + c0, C, c1 - c0, P);
   });
 }
 
 // The reverse: nb images of P pixel rows of C channels (src[(n·P + p)·C + c]) to planes,
 // image n at dst + n·dst_n, plane c at + c·P.
 template <typename T>
-void pixels_to_planes(const T* src, int64_t nb, int64_t C, int64_t P, T* dst, int64_t dst_n) {
+void pixels_to_planes(kernels::TransposeFn<T> transpose, const T* src, int64_t nb, int64_t C,
+                      int64_t P, T* dst, int64_t dst_n) {
   layout_copy::for_channel_blocks(nb, C, P, [&](int64_t n, int64_t c0, int64_t c1) {
-    const T* __restrict s = src + n * P * C;
-    T* __restrict d = dst + n * dst_n;
-    if (c1 - c0 == layout_copy::kChannels) {
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t c = 0; c < layout_copy::kChannels; ++c)
-          d[(c0 + c) * P + p] = s[p * C + c0 + c];
-    } else {
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t c = c0; c < c1; ++c) d[c * P + p] = s[p * C + c];
-    }
+    transpose(src + n * P * C + c0, C, dst + n * dst_n + c0 * P, P, P, c1 - c0);
   });
 }
 

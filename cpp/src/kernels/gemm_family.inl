@@ -204,6 +204,35 @@ void gather(int64_t kc, const typename VT::T* const* a_rows, const int64_t* a_of
   store_tile<VT, MR, NV>(acc, c, ldc, m, n, accumulate, nullptr, false);
 }
 
+// The TransposeFn contract (kernels.hpp): whole kLanes × kLanes blocks loaded, transposed
+// in registers and stored; edge blocks through masks.
+template <class VT>
+void transpose(const typename VT::T* src, int64_t lds, typename VT::T* dst, int64_t ldd,
+               int64_t rows, int64_t cols) {
+  constexpr int L = VT::kLanes;
+  typename VT::V r[L];
+  for (int64_t i0 = 0; i0 < rows; i0 += L) {
+    const int64_t m = rows - i0 < L ? rows - i0 : L;
+    for (int64_t j0 = 0; j0 < cols; j0 += L) {
+      const int64_t n = cols - j0 < L ? cols - j0 : L;
+      const typename VT::T* s = src + i0 * lds + j0;
+      typename VT::T* d = dst + j0 * ldd + i0;
+      if (m == L && n == L) {
+#pragma GCC unroll 16
+        for (int i = 0; i < L; ++i) r[i] = VT::loadu(s + i * lds);
+        VT::transpose(r);
+#pragma GCC unroll 16
+        for (int j = 0; j < L; ++j) VT::storeu(d + j * ldd, r[j]);
+      } else {
+        const typename VT::Mask in = VT::mask(n), out = VT::mask(m);
+        for (int i = 0; i < L; ++i) r[i] = i < m ? VT::load_masked(s + i * lds, in) : VT::zero();
+        VT::transpose(r);
+        for (int j = 0; j < n; ++j) VT::store_masked(d + j * ldd, out, r[j]);
+      }
+    }
+  }
+}
+
 // The family for one tile shape: MR rows × NV vectors of VT.
 template <class VT, int MR, int NV>
 GemmUkernel<typename VT::T> gemm_family(const char* name) {

@@ -147,6 +147,13 @@ struct DwconvUkernel {
   const char* name = "";
 };
 
+// dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols: a strided matrix transposed, in
+// register blocks of kLanes × kLanes (the layout copies between channel planes and pixel
+// rows, conv/layout_copy.hpp). Exact: values are moved, never combined.
+template <typename T>
+using TransposeFn = void (*)(const T* src, int64_t lds, T* dst, int64_t ldd, int64_t rows,
+                             int64_t cols);
+
 // Every kernel family of one target for one dtype: what a target TU hands the runtime.
 template <typename T>
 struct Families {
@@ -157,6 +164,7 @@ struct Families {
   GemmUkernel<T> gemm_narrow;
   WinogradKernels<T> winograd;
   DwconvUkernel<T> dwconv;
+  TransposeFn<T> transpose = nullptr;
   // Later families (igemm) become members here, each written once as a template beside
   // gemm_family.inl and instantiated by the same target TUs.
 };

@@ -85,9 +85,9 @@ struct EngineTable {
       if (!t.supported()) continue;
       const kernels::Families<T> f = families_of<T>(t);
       entries.push_back({t.isa,
-                         Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd, f.dwconv},
+                         Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd, f.dwconv, f.transpose},
                          Engine<T>{f.gemm_narrow, derive_blocking(f.gemm_narrow), f.winograd,
-                                   f.dwconv}});
+                                   f.dwconv, f.transpose}});
     }
     // The vector is complete: the entries no longer move.
     for (Entry& e : entries) {

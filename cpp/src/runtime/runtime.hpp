@@ -32,6 +32,7 @@ struct Engine {
   Blocking blocking;                // cache blocking for ukernel's tile
   kernels::WinogradKernels<T> winograd;  // F(4×4, 3×3) transforms (conv/winograd.hpp)
   kernels::DwconvUkernel<T> dwconv;      // the depthwise family (conv/depthwise.cpp)
+  kernels::TransposeFn<T> transpose = nullptr;  // layout copies (conv/layout_copy.hpp)
   // The same target's engine with the narrow gemm tile (one vector of columns) and its
   // blocking, for products with at most narrow->blocking.nr columns; never null (the
   // narrow engine's own narrow is itself).

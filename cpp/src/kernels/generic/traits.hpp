@@ -82,6 +82,15 @@ struct Vec {
     for (int l = 0; l < kLanes; ++l) v.lane[l] = v.lane[l] < T(0) ? T(0) : v.lane[l];
     return v;
   }
+  // r[i] lane j <- r[j] lane i.
+  static void transpose(V (&r)[kLanes]) {
+    for (int i = 0; i < kLanes; ++i)
+      for (int j = i + 1; j < kLanes; ++j) {
+        const T a = r[i].lane[j];
+        r[i].lane[j] = r[j].lane[i];
+        r[j].lane[i] = a;
+      }
+  }
 };
 
 }  // namespace convcore::kernels::generic

@@ -1,0 +1,112 @@
+// Microkernels checked directly, on every ISA the CPU has, against plain loops: the
+// register-block transpose (layout copies) and the gathered gemm tile (the weight gradient
+// with the filters on the columns), at full and edge block sizes.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "convcore/config.hpp"
+#include "runtime/runtime.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using convcore::Isa;
+using convcore_test::all_isas;
+using convcore_test::cpu_has;
+using convcore_test::isa_param_name;
+
+class KernelTest : public testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!cpu_has(GetParam())) GTEST_SKIP() << "CPU lacks " << convcore::isa_name(GetParam());
+  }
+};
+
+template <typename T>
+void check_transpose(Isa isa) {
+  const auto& e = convcore::detail::engine_for<T>(isa);
+  ASSERT_NE(e.transpose, nullptr);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(-1, 1);
+  for (int64_t rows : {1, 3, 4, 8, 15, 16, 17, 33})
+    for (int64_t cols : {1, 5, 8, 16, 19, 40}) {
+      const int64_t lds = cols + 3, ldd = rows + 2;
+      std::vector<T> src(rows * lds), dst(cols * ldd, T(-7));
+      for (auto& v : src) v = T(u(rng));
+      e.transpose(src.data(), lds, dst.data(), ldd, rows, cols);
+      for (int64_t j = 0; j < cols; ++j)
+        for (int64_t i = 0; i < ldd; ++i) {
+          const T want = i < rows ? src[i * lds + j] : T(-7);  // beyond `rows`: untouched
+          ASSERT_EQ(dst[j * ldd + i], want) << rows << "x" << cols << " at " << i << "," << j;
+        }
+    }
+}
+
+TEST_P(KernelTest, TransposeMovesEveryElementAndNothingElse) {
+  check_transpose<float>(GetParam());
+  check_transpose<double>(GetParam());
+}
+
+// C (m × n, ldc) = Σ_p A(i, p)·B(p, j), A(i, p) = rows[i][a_off[p]], B(p, j) = b[b_off[p] + j].
+template <typename T>
+void check_gather(const convcore::detail::Engine<T>& e) {
+  const int mr = e.blocking.mr, nr = e.blocking.nr;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const int64_t kc = 37;
+  std::vector<T> x(4000), b(kc * 50 + nr);
+  for (auto& v : x) v = T(u(rng));
+  for (auto& v : b) v = T(u(rng));
+  std::vector<const T*> rows(mr);
+  std::vector<int64_t> a_off(kc), b_off(kc);
+  for (int64_t p = 0; p < kc; ++p) {
+    a_off[p] = (p * 53) % 1900;
+    b_off[p] = (kc - 1 - p) * 50;
+  }
+  for (int m : {1, mr / 2 + 1, mr})
+    for (int n : {1, nr / 2 + 1, nr}) {
+      for (int i = 0; i < mr; ++i) rows[i] = x.data() + 31 * std::min(i, m - 1) + 7;
+      const int64_t ldc = nr + 5;
+      for (bool accumulate : {false, true}) {
+        std::vector<T> c(mr * ldc, T(0.5));
+        e.ukernel.fn_gather(kc, rows.data(), a_off.data(), b.data(), b_off.data(), c.data(),
+                            ldc, m, n, accumulate);
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < ldc; ++j) {
+            if (i >= m || j >= n) {
+              ASSERT_EQ(c[i * ldc + j], T(0.5)) << "wrote outside the tile";
+              continue;
+            }
+            double want = accumulate ? 0.5 : 0.0;
+            for (int64_t p = 0; p < kc; ++p)
+              want += double(rows[i][a_off[p]]) * double(b[b_off[p] + j]);
+            ASSERT_NEAR(c[i * ldc + j], want, sizeof(T) == 4 ? 1e-4 : 1e-12)
+                << m << "x" << n << " at " << i << "," << j;
+          }
+      }
+    }
+}
+
+TEST_P(KernelTest, GatheredTileMatchesTheLoopsOnBothTiles) {
+  for (const auto* e : {&convcore::detail::engine_for<float>(GetParam()),
+                        convcore::detail::engine_for<float>(GetParam()).narrow})
+    check_gather<float>(*e);
+  for (const auto* e : {&convcore::detail::engine_for<double>(GetParam()),
+                        convcore::detail::engine_for<double>(GetParam()).narrow})
+    check_gather<double>(*e);
+}
+
+TEST_P(KernelTest, NarrowTileIsOneVectorWide) {
+  const auto& e = convcore::detail::engine_for<float>(GetParam());
+  ASSERT_NE(e.narrow, nullptr);
+  EXPECT_LE(e.narrow->blocking.nr, e.blocking.nr);
+  EXPECT_GE(e.narrow->blocking.mr, e.blocking.mr);
+  EXPECT_EQ(e.narrow->narrow, e.narrow);
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, KernelTest, testing::ValuesIn(all_isas()), isa_param_name);
+
+}  // namespace
