@@ -184,6 +184,7 @@ struct Im2colPerImage : WeightsAsA, AlwaysPreferred {
 // NHWC: pixels read in place through row pointers (indirect_nhwc.hpp).
 struct IndirectNhwcForward : WeightsAsB {
   static constexpr const char* kName = "indirect_nhwc";
+  static constexpr bool kNarrowForFewFilters = true;  // filters on the columns
   static const char* why_not(const ConvPlan& p, const Blocking&) { return needs_nhwc(p); }
   static const char* declines(const ConvPlan& p, const Blocking&) {
     return p.Cg < kIndirectMinChannels
@@ -222,6 +223,7 @@ struct IndirectNhwcForward : WeightsAsB {
 // channels per group) measured faster than the NCHW executors.
 struct ViaNhwcForward {
   static constexpr const char* kName = "via_nhwc";
+  static constexpr bool kNarrowForFewFilters = true;  // filters on the columns
   static const char* why_not(const ConvPlan& p, const Blocking&) {
     if (const char* why = via_nhwc_why_not(p)) return why;
     return p.Cg < kIndirectMinChannels ? "fewer than 8 channels per group" : nullptr;
@@ -253,6 +255,7 @@ struct ViaNhwcForward {
 // contiguous in the input) read in place through row pointers (IndirectNhwcRows).
 struct IndirectNhwcRowsForward : WeightsAsB {
   static constexpr const char* kName = "indirect_nhwc_rows";
+  static constexpr bool kNarrowForFewFilters = true;  // filters on the columns
   static const char* why_not(const ConvPlan& p, const Blocking&) {
     if (p.nchw()) return "NHWC only";
     if (p.dw != 1) return "width dilation 1 only";
@@ -284,6 +287,7 @@ struct IndirectNhwcRowsForward : WeightsAsB {
 // NHWC: im2col rows (A) packed per tile, weights (B) prepacked.
 struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
   static constexpr const char* kName = "im2col_nhwc";
+  static constexpr bool kNarrowForFewFilters = true;  // filters on the columns
   static const char* why_not(const ConvPlan& p, const Blocking&) { return needs_nhwc(p); }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,

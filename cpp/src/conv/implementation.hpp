@@ -79,6 +79,16 @@ template <typename E>
 struct ExactPaddingOf<E, std::void_t<decltype(E::kExactPadding)>>
     : std::bool_constant<E::kExactPadding> {};
 
+// Whether an executor's product has the filters of a group as its columns and runs on the
+// narrow gemm tile when they fit its one vector (kNarrowForFewFilters = true): the primitive
+// then packs the weights for, and runs the executor on, the engine's narrow sibling.
+// Default: false.
+template <typename E, typename = void>
+struct NarrowForFewFiltersOf : std::false_type {};
+template <typename E>
+struct NarrowForFewFiltersOf<E, std::void_t<decltype(E::kNarrowForFewFilters)>>
+    : std::bool_constant<E::kNarrowForFewFilters> {};
+
 template <typename T>
 struct Implementation {
   const char* name;
@@ -89,12 +99,23 @@ struct Implementation {
   void (*run)(const ConvPlan&, const GemmEngine<T>&, const ExecArgs<T>&,
               const PrepackedGroups<T>& weights);
   bool exact_padding;  // never multiplies padding (see ExactPaddingOf)
+  bool narrow_for_few_filters = false;  // see NarrowForFewFiltersOf
 };
 
 template <typename E, typename T>
 Implementation<T> implementation_of() {
   return {E::kName, &E::why_not, &E::declines, &E::weight_packing,
-          &E::template pack_weights<T>, &E::template run<T>, ExactPaddingOf<E>::value};
+          &E::template pack_weights<T>, &E::template run<T>, ExactPaddingOf<E>::value,
+          NarrowForFewFiltersOf<E>::value};
+}
+
+// The engine an entry packs its weights for and runs on: e's narrow sibling where the
+// entry takes it and a group's filters fit one vector (a 16-filter layer on the 8×32
+// AVX-512 tile leaves half the columns empty), else e.
+template <typename T>
+const GemmEngine<T>& engine_for_entry(const Implementation<T>& im, const ConvPlan& p,
+                                      const GemmEngine<T>& e) {
+  return im.narrow_for_few_filters && p.Kg <= e.narrow->blocking.nr ? *e.narrow : e;
 }
 
 template <typename T>

@@ -438,19 +438,47 @@ struct IndirectNhwcRows {
                           : nullptr;
           // The block's pixels in order: q = (img·Hout + oh)·Wout + ow, stepped, not divided.
           int64_t img = ic / P, oh = (ic % P) / Wout, ow = ic % Wout;
+          // Per output row, for the columns whose windows lie inside the image
+          // ([ow_lo, ow_hi)): segment sg of column ow reads row_base[sg] + (ow − ow_lo) ·
+          // row_step[sg] — its input row, or the zeros (step 0) where that row lies in the
+          // padding.
+          const T* row_base[IndirectNhwc<T>::kMaxDepth + 1];
+          int64_t row_step[IndirectNhwc<T>::kMaxDepth + 1];
+          const bool any_inside = ow_lo < ow_hi;
+          const auto start_row = [&] {
+            if (!any_inside) return;
+            const int64_t ih0 = oh * sh - pad_top;
+            for (int64_t sg = 0; sg < nseg; ++sg) {
+              const int64_t ih = ih0 + seg_dr[sg];
+              const bool in_rows = ih >= 0 && ih < Hin;
+              row_base[sg] = in_rows ? in + (img * in_sn + ih * in_sh +
+                                             (ow_lo * sw - pad_left) * Cin + seg_off[sg])
+                                     : zeros;
+              row_step[sg] = in_rows ? sw * Cin : 0;
+            }
+          };
+          start_row();
           for (int64_t ir = 0; ir < mc; ir += mr) {
             const int64_t m = std::min<int64_t>(mr, mc - ir);
             const T** tile = ptrs + (ir / mr) * nseg * mr;
             for (int64_t i = 0; i < m; ++i) {
+              if (ow >= ow_lo && ow < ow_hi) {
+                const int64_t d = ow - ow_lo;
+                for (int64_t sg = 0; sg < nseg; ++sg)
+                  tile[sg * mr + i] = row_base[sg] + d * row_step[sg];
+                if (++ow == Wout) {
+                  ow = 0;
+                  if (++oh == Hout) oh = 0, ++img;
+                  start_row();
+                }
+                continue;
+              }
               const int64_t ih0 = oh * sh - pad_top, iw0 = ow * sw - pad_left;
               const T* base = in + img * in_sn;
-              const bool inside = ow >= ow_lo && ow < ow_hi;
               for (int64_t sg = 0; sg < nseg; ++sg) {
                 const int64_t ih = ih0 + seg_dr[sg];
                 if (ih < 0 || ih >= Hin) {
                   tile[sg * mr + i] = zeros;
-                } else if (inside) {
-                  tile[sg * mr + i] = base + ih * in_sh + iw0 * Cin + seg_off[sg];
                 } else {
                   // Depth e of the row is column iw0 + e / Cin, channel e % Cin: the
                   // columns in the image are one run at e = Cin·(−iw0) onwards.
@@ -458,10 +486,9 @@ struct IndirectNhwcRows {
                   const int64_t lo = std::clamp<int64_t>(-iw0 * Cin, e0, e1);
                   const int64_t hi = std::clamp<int64_t>((Win - iw0) * Cin, lo, e1);
                   const T* row = base + ih * in_sh;
-                  std::fill(copy, copy + (lo - e0), T(0));
-                  if (hi > lo)
-                    std::copy(row + (iw0 * Cin + lo), row + (iw0 * Cin + hi), copy + (lo - e0));
-                  std::fill(copy + (hi - e0), copy + (e1 - e0), T(0));
+                  zero_run(copy, lo - e0);
+                  if (hi > lo) copy_run(copy + (lo - e0), row + (iw0 * Cin + lo), hi - lo);
+                  zero_run(copy + (hi - e0), e1 - hi);
                   tile[sg * mr + i] = copy;
                   copy += seg_len[sg];
                 }
@@ -469,6 +496,7 @@ struct IndirectNhwcRows {
               if (++ow == Wout) {
                 ow = 0;
                 if (++oh == Hout) oh = 0, ++img;
+                start_row();
               }
             }
             for (int64_t i = m; i < mr; ++i)  // pad rows repeat the last pixel

@@ -197,7 +197,7 @@ struct Conv2dPrimitive::State {
     }
     const detail::Implementation<T>& im = list[index];
     const bool packed_now = w || index != chosen[static_cast<int>(pass)];
-    const detail::GemmEngine<T>& e = engine<T>();
+    const detail::GemmEngine<T>& e = detail::engine_for_entry(im, plan, engine<T>());
     const detail::WeightPacking wp = im.weight_packing(plan);
     detail::PrepackedGroups<T> weights{nullptr, 0, 0};
     if (!wp.none()) {
@@ -409,11 +409,11 @@ void Conv2dPrimitive::set_weights(const T* w) {
   State& s = *state_;
   s.check_dtype<T>("set_weights");
   if (!w) throw std::invalid_argument("set_weights: weight is null");
-  const detail::GemmEngine<T>& e = s.engine<T>();
   AlignedBuffer packed[kPasses];
   detail::CallScope scope;
   for (Pass pass : {Pass::Forward, Pass::BackwardData}) {
     const detail::Implementation<T>& im = s.impl<T>(pass);
+    const detail::GemmEngine<T>& e = detail::engine_for_entry(im, s.plan, s.engine<T>());
     const detail::WeightPacking wp = im.weight_packing(s.plan);
     if (wp.none() || s.plan.w_size == 0) continue;
     const int64_t elems = detail::checked_mul(s.plan.packed_operands(),
