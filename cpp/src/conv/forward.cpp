@@ -226,7 +226,15 @@ struct ViaNhwcForward {
   static constexpr bool kNarrowForFewFilters = true;  // filters on the columns
   static const char* why_not(const ConvPlan& p, const Blocking&) {
     if (const char* why = via_nhwc_why_not(p)) return why;
-    return p.Cg < kIndirectMinChannels ? "fewer than 8 channels per group" : nullptr;
+    if (p.Cg < kIndirectMinChannels && !on_rows(p))
+      return "fewer than 8 channels per group, with groups or a width dilation";
+    return nullptr;
+  }
+  // The tiles it runs: indirect_nhwc_rows' (one segment per kernel row) where the NHWC list
+  // prefers them — one group, unit width dilation, fewer than 32 channels — else
+  // indirect_nhwc's.
+  static bool on_rows(const ConvPlan& p) {
+    return p.G == 1 && p.dw == 1 && p.Cg < kRowsMaxChannels;
   }
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
     // Against direct_stride1 (B read in place) only wide layers gain; against the im2col
@@ -246,8 +254,13 @@ struct ViaNhwcForward {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
-    run_via_nhwc(IndirectNhwc<T>::forward(p, nullptr, nullptr, {nullptr, a.bias, a.relu}), e,
-                 weights, p.N, p.G, a.x, p.xs_n, p.C, a.out, p.ys_n, p.K);
+    const BiasActivation<T> act{nullptr, a.bias, a.relu};
+    if (on_rows(p))
+      run_via_nhwc(IndirectNhwcRows<T>::forward(p, nullptr, nullptr, act), e, weights, p.N, 1,
+                   a.x, p.xs_n, p.C, a.out, p.ys_n, p.K);
+    else
+      run_via_nhwc(IndirectNhwc<T>::forward(p, nullptr, nullptr, act), e, weights, p.N, p.G,
+                   a.x, p.xs_n, p.C, a.out, p.ys_n, p.K);
   }
 };
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstdint>
+#include <type_traits>
 
 #include "../gemm/driver.hpp"
 #include "epilogue.hpp"
@@ -523,17 +524,21 @@ struct IndirectNhwcRows {
   static constexpr int64_t kPointerTable = IndirectNhwc<T>::kPointerTable;
 };
 
-// Runs the tiles of `base` (its geometry and epilogue set; strides and pointers are set
-// here) on NCHW tensors through NHWC copies, for the via_nhwc executors: `images` images of
-// `in` (c_in planes of base.Hin × base.Win pixels, image stride in_n) are transposed to NHWC
-// a chunk at a time into the calling thread's scratch, the tiles compute the chunk's NHWC
-// result (groups × output pixels × c_out / groups columns) with bias and ReLU in the
-// microkernel's store, and it is transposed into `out` (c_out planes of base.Hout ×
-// base.Wout pixels, image stride out_n).
-template <typename T>
-void run_via_nhwc(IndirectNhwc<T> base, const GemmEngine<T>& e, const PrepackedGroups<T>& weights,
+// Runs the tiles of `base` — an IndirectNhwc, or an IndirectNhwcRows for one group — (its
+// geometry and epilogue set; strides and pointers are set here) on NCHW tensors through
+// NHWC copies, for the via_nhwc executors: `images` images of `in` (c_in planes of
+// base.Hin × base.Win pixels, image stride in_n) are transposed to NHWC a chunk at a time
+// into the calling thread's scratch, the tiles compute the chunk's NHWC result (groups ×
+// output pixels × c_out / groups columns) with bias and ReLU in the microkernel's store,
+// and it is transposed into `out` (c_out planes of base.Hout × base.Wout pixels, image
+// stride out_n).
+template <typename D, typename T>
+void run_via_nhwc(D base, const GemmEngine<T>& e, const PrepackedGroups<T>& weights,
                   int64_t images, int64_t groups, const T* in, int64_t in_n, int64_t c_in,
                   T* out, int64_t out_n, int64_t c_out) {
+  constexpr bool kRows = std::is_same_v<D, IndirectNhwcRows<T>>;
+  static_assert(kRows || std::is_same_v<D, IndirectNhwc<T>>, "an NHWC tile executor");
+  assert(!kRows || groups == 1);
   const int64_t p_in = base.Hin * base.Win, p_out = base.Hout * base.Wout;
   const int64_t img_in = c_in * p_in, img_out = c_out * p_out, cg_out = c_out / groups;
   const int64_t chunk = via_nhwc_chunk(images, std::max(img_in, img_out));
@@ -541,18 +546,18 @@ void run_via_nhwc(IndirectNhwc<T> base, const GemmEngine<T>& e, const PrepackedG
   T* yt = thread_scratch_as<Scratch::Tile, T>(chunk * img_out, "an NHWC result");
   base.in_sn = img_in;
   base.in_sh = base.Win * c_in;
-  base.in_sw = c_in;
+  if constexpr (!kRows) base.in_sw = c_in;
   base.ldo = c_out;
   const BiasActivation<T> act = base.act;
   for (int64_t n0 = 0; n0 < images; n0 += chunk) {
     const int64_t nb = std::min(chunk, images - n0);
     planes_to_pixels(e.transpose, in + n0 * in_n, in_n, nb, c_in, p_in, xt);
     PixelRegions regions;
-    base.order_by_region(nb, regions);
+    if constexpr (!kRows) base.order_by_region(nb, regions);
     run_tiles(groups, nb * p_out, cg_out, base.depth(), e.blocking,
               TileRules{1, e.blocking.nr, 0, 0},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
-      IndirectNhwc<T> d = base;
+      D d = base;
       d.in = xt + g * base.Cin;
       d.out = yt + g * cg_out;
       d.act = act.cols_from(g * cg_out);

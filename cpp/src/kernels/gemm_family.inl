@@ -225,9 +225,12 @@ void transpose(const typename VT::T* src, int64_t lds, typename VT::T* dst, int6
         for (int j = 0; j < L; ++j) VT::storeu(d + j * ldd, r[j]);
       } else {
         const typename VT::Mask in = VT::mask(n), out = VT::mask(m);
+#pragma GCC unroll 16
         for (int i = 0; i < L; ++i) r[i] = i < m ? VT::load_masked(s + i * lds, in) : VT::zero();
         VT::transpose(r);
-        for (int j = 0; j < n; ++j) VT::store_masked(d + j * ldd, out, r[j]);
+#pragma GCC unroll 16
+        for (int j = 0; j < L; ++j)
+          if (j < n) VT::store_masked(d + j * ldd, out, r[j]);
       }
     }
   }

@@ -57,12 +57,14 @@ struct Vec<float> {
   }
   // r[i] lane j <- r[j] lane i (an 8×8 transpose: unpacks within 128-bit lanes, then the
   // lanes exchanged).
-  static void transpose(V (&r)[kLanes]) {
+  [[gnu::always_inline]] static inline void transpose(V (&r)[kLanes]) {
     V t[8];
+    #pragma GCC unroll 16
     for (int i = 0; i < 4; ++i) {
       t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
       t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
+    #pragma GCC unroll 16
     for (int i = 0; i < 2; ++i) {  // r[4i + m], 128-bit lane l: column 4l + m of rows 4i..4i+3
       const __m256d a = _mm256_castps_pd(t[4 * i]), b = _mm256_castps_pd(t[4 * i + 2]);
       const __m256d c = _mm256_castps_pd(t[4 * i + 1]), d = _mm256_castps_pd(t[4 * i + 3]);
@@ -71,10 +73,12 @@ struct Vec<float> {
       r[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(c, d));
       r[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(c, d));
     }
+    #pragma GCC unroll 16
     for (int m = 0; m < 4; ++m) {
       t[m] = _mm256_permute2f128_ps(r[m], r[4 + m], 0x20);
       t[4 + m] = _mm256_permute2f128_ps(r[m], r[4 + m], 0x31);
     }
+    #pragma GCC unroll 16
     for (int i = 0; i < 8; ++i) r[i] = t[i];
   }
 };
@@ -119,7 +123,7 @@ struct Vec<double> {
     return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), pairs));
   }
   // r[i] lane j <- r[j] lane i (a 4×4 transpose).
-  static void transpose(V (&r)[kLanes]) {
+  [[gnu::always_inline]] static inline void transpose(V (&r)[kLanes]) {
     const V t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
     const V t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
     r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);

@@ -50,12 +50,14 @@ struct Vec<float> {
   }
   // r[i] lane j <- r[j] lane i (a 16×16 transpose: unpacks within 128-bit lanes, then two
   // rounds of 128-bit lane shuffles).
-  static void transpose(V (&r)[kLanes]) {
+  [[gnu::always_inline]] static inline void transpose(V (&r)[kLanes]) {
     V t[16];
+    #pragma GCC unroll 16
     for (int i = 0; i < 8; ++i) {
       t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
       t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
+    #pragma GCC unroll 16
     for (int i = 0; i < 4; ++i) {  // r[4i + m], 128-bit lane l: column 4l + m of rows 4i..4i+3
       const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
       const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
@@ -64,12 +66,14 @@ struct Vec<float> {
       r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
       r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
     }
+    #pragma GCC unroll 16
     for (int m = 0; m < 4; ++m) {
       t[m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);
       t[4 + m] = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xdd);
       t[8 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
       t[12 + m] = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xdd);
     }
+    #pragma GCC unroll 16
     for (int m = 0; m < 4; ++m) {
       r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
       r[8 + m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xdd);
@@ -119,12 +123,14 @@ struct Vec<double> {
   }
   // r[i] lane j <- r[j] lane i (an 8×8 transpose: unpacks, then two rounds of 128-bit lane
   // shuffles).
-  static void transpose(V (&r)[kLanes]) {
+  [[gnu::always_inline]] static inline void transpose(V (&r)[kLanes]) {
     V t[8], u[8];
+    #pragma GCC unroll 16
     for (int i = 0; i < 4; ++i) {  // t[2i]: columns 0, 2, 4, 6 of rows 2i, 2i+1; t[2i+1]: odd
       t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
       t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
     }
+    #pragma GCC unroll 16
     for (int o = 0; o < 2; ++o) {  // o = 1: the odd columns
       u[4 * o] = _mm512_shuffle_f64x2(t[o], t[2 + o], 0x88);      // c0 r01, c4 r01, c0 r23, c4 r23
       u[4 * o + 1] = _mm512_shuffle_f64x2(t[o], t[2 + o], 0xdd);  // c2 .., c6 ..

@@ -83,7 +83,7 @@ struct Vec {
     return v;
   }
   // r[i] lane j <- r[j] lane i.
-  static void transpose(V (&r)[kLanes]) {
+  [[gnu::always_inline]] static inline void transpose(V (&r)[kLanes]) {
     for (int i = 0; i < kLanes; ++i)
       for (int j = i + 1; j < kLanes; ++j) {
         const T a = r[i].lane[j];
