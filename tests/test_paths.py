@@ -141,7 +141,7 @@ EXPECTED = {
     },
     'indirect_nhwc_strided_dilated': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'subpixel_nhwc', 'pixel_split'),
     },
     'multi_image_small_map': {
         'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
@@ -165,7 +165,7 @@ EXPECTED = {
     },
     'pixel_rows_nhwc_unpadded_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_rows'),
+        'NHWC': ('indirect_nhwc', 'subpixel_nhwc', 'pixel_rows'),
     },
     'per_image_narrow_map': {
         'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
@@ -173,7 +173,7 @@ EXPECTED = {
     },
     'subpixel_strided': {
         'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
-        'NHWC': ('indirect_nhwc_rows', 'subpixel', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'subpixel_nhwc', 'pixel_split'),
     },
     'depthwise_3x3': {
         'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
@@ -229,7 +229,7 @@ EXPECTED = {
     },
     'indirect_nhwc_regions_dilated_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
-        'NHWC': ('indirect_nhwc', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc', 'subpixel_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_many_bands': {
         'NCHW': ('im2col_per_image', 'col2im', 'via_nhwc'),

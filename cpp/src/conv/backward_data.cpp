@@ -332,6 +332,109 @@ struct Subpixel {
   }
 };
 
+
+// NHWC with a stride: the sub-pixel phases (subpixel.hpp) on the channels-last tiles.
+// Phase (a, b) of dx is a stride-1 correlation of dy with the taps that land on it: rows =
+// the phase's dx pixels (images × its rows × its columns), depth = (tap_h, tap_w, k), dy's
+// pixels read in place through row pointers (the taps' dy rows and columns in increasing
+// shift: a correlation whose "padding" is minus the smallest shift), written through the
+// tiles' C buffer into the phase's interleaved pixels of dx, bias and ReLU (a transposed
+// convolution's forward) in the microkernel's store. The plane-oriented subpixel executor
+// transposes NHWC dy into planes per tile and scatters dx one value at a time.
+struct SubpixelNhwc {
+  static constexpr const char* kName = "subpixel_nhwc";
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (p.nchw()) return "NHWC only";
+    if (p.sh > kSubpixelMaxStride || p.sw > kSubpixelMaxStride)
+      return "stride above 16 along an axis: too many phases";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    if (p.sh == 1 && p.sw == 1) return "stride 1: one phase, indirect_nhwc's full correlation";
+    if (p.Cg < kSubpixelMinChannels)
+      return "fewer than 8 input channels per group: the tiles' columns would be mostly "
+             "padding (col2im's rows are channels times taps)";
+    return p.Kg < kIndirectMinFilters
+               ? "fewer than 8 filters per group: a tap's segment is too short for its "
+                 "pointer setup to pay off"
+               : nullptr;
+  }
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return {false, p.Cg, p.Kg * p.R * p.S};
+  }
+  // Per group, the phases' B operands one after another (phase (a, b) in row-major order,
+  // each Kg·taps_h·taps_w deep, packed with the tiles' KC for that depth: together Kg·R·S).
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const WeightPacking wp = weight_packing(p);
+    const int64_t padded = wp.padded(bl), group_elems = wp.group_elems(bl);
+    const SubpixelGeometry geo(p);
+    for (int64_t g = 0; g < p.G; ++g) {
+      int64_t offset = 0;
+      for (const PhaseAxis& ra : geo.rows)
+        for (const PhaseAxis& cb : geo.cols) {
+          const int64_t depth = geo.depth(p, ra, cb);
+          if (depth > 0)
+            prepack(IndirectNhwc<T>::blocking(bl, depth),
+                    PhaseWeightPackB<T>{&p, w + g * p.Kg * p.ws_k, &ra, &cb}, false, p.Cg,
+                    depth, dst + g * group_elems + offset * padded);
+          offset += depth;
+        }
+    }
+  }
+  // The step between a phase's taps in dy (they are evenly spaced): dilation / gcd(dilation,
+  // stride); any value for a single tap.
+  static int64_t tap_step(const PhaseAxis& ax) {
+    return ax.ntaps() > 1 ? ax.shift[0] - ax.shift[1] : 1;
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const SubpixelGeometry geo(p);
+    const BiasActivation<T> act{nullptr, a.bias, a.relu};
+    int64_t offset = 0;
+    for (const PhaseAxis& ra : geo.rows)
+      for (const PhaseAxis& cb : geo.cols) {
+        const int64_t depth = geo.depth(p, ra, cb);
+        if (ra.count > 0 && cb.count > 0) {
+          if (depth == 0) {
+            Subpixel::fill_phase(p, ra, cb, BiasActivation<T>{a.bias, nullptr, a.relu}, a.out);
+          } else {
+            IndirectNhwc<T> d;
+            d.in = a.dy;
+            d.in_sn = p.ys_n; d.in_sh = p.ys_h; d.in_sw = p.ys_w;
+            d.Cin = p.Kg; d.Hin = p.Ho; d.Win = p.Wo;
+            d.out = a.out + ra.first * p.xs_h + cb.first * p.xs_w;
+            d.ldo = 0;
+            d.out_sn = p.xs_n; d.out_sh = p.sh * p.xs_h; d.out_sw = p.sw * p.xs_w;
+            d.Hout = ra.count; d.Wout = cb.count;
+            d.R = ra.ntaps(); d.S = cb.ntaps(); d.sh = 1; d.sw = 1;
+            d.dh = tap_step(ra); d.dw = tap_step(cb);
+            d.pad_top = -ra.lo; d.pad_left = -cb.lo;
+            d.act = act;
+            PixelRegions regions;
+            d.order_by_region(p.N, regions);
+            const int64_t phase_offset = offset;
+            run_tiles(p.G, p.N * ra.count * cb.count, p.Cg, depth, e.blocking,
+                      TileRules{1, e.blocking.nr, 0, 0},
+                      [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
+              IndirectNhwc<T> t = d;
+              t.in = a.dy + g * p.Kg * p.ys_c;
+              t.out = d.out + g * p.Cg * p.xs_c;
+              t.act = act.cols_from(g * p.Cg);
+              t.run_tile(e,
+                         Prepacked<T>{weights.data + g * weights.group_elems +
+                                          phase_offset * weights.padded,
+                                      weights.padded},
+                         m0, m1, c0, c1);
+            });
+          }
+        }
+        offset += depth;
+      }
+  }
+};
+
 }  // namespace
 
 // In preference order: the first that applies and does not decline runs.
@@ -344,6 +447,7 @@ const ImplList<T>& backward_data_implementations() {
       implementation_of<ViaNhwcBackwardData, T>(),
       implementation_of<DirectStride1, T>(),
       implementation_of<IndirectNhwcBackwardData, T>(),
+      implementation_of<SubpixelNhwc, T>(),
       implementation_of<Subpixel, T>(),
       implementation_of<Col2im, T>(),
   };

@@ -125,9 +125,12 @@ struct IndirectNhwc {
   int64_t in_sn, in_sh, in_sw;
   int64_t Cin, Hin, Win;
   // Output rows: pixel q = (n*Hout + oh)*Wout + ow of the group's Cout channels at
-  // out + q*ldo (+ column); written, not added.
+  // out + q*ldo (+ column); written, not added. When out_sw is set, pixel (n, oh, ow) is at
+  // out + n*out_sn + oh*out_sh + ow*out_sw instead (the rows of one sub-pixel phase of dx),
+  // and the C block goes through a buffer, as with regions.
   T* out;
   int64_t ldo;
+  int64_t out_sn = 0, out_sh = 0, out_sw = 0;
   int64_t Hout, Wout;
   int64_t R, S, sh, sw, dh, dw;
   int64_t pad_top, pad_left;  // input row of (oh, r) is oh*sh - pad_top + r*dh
@@ -212,8 +215,9 @@ struct IndirectNhwc {
     int64_t* t_len = table + tiles;
     int64_t* t_off = t_len + tiles * max_seg;
     const int64_t ldb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
-    T* cbuf = regions ? thread_scratch_as<Scratch::PackA, T>(bl.mc * ldb, "an NHWC C block")
-                      : nullptr;
+    T* cbuf = regions || out_sw ? thread_scratch_as<Scratch::PackA, T>(bl.mc * ldb,
+                                                                       "an NHWC C block")
+                                : nullptr;
     int64_t img[kMaxTile], ih0[kMaxTile], iw0[kMaxTile];
 
     for (int64_t jc = n0; jc < n1; jc += bl.nc) {
@@ -273,11 +277,13 @@ struct IndirectNhwc {
             }
           }
         }
-        if (cbuf) {  // rows in region order: each to its pixel's row of the output
+        if (cbuf) {  // each row to its pixel's row of the output
           for (int64_t i = 0; i < mc; ++i) {
             int64_t n_img, oh, ow;
             pixel(ic + i, n_img, oh, ow);
-            copy_run(out + ((n_img * Hout + oh) * Wout + ow) * ldo + jc, cbuf + i * ldb, nc);
+            T* dst = out_sw ? out + (n_img * out_sn + oh * out_sh + ow * out_sw)
+                            : out + ((n_img * Hout + oh) * Wout + ow) * ldo;
+            copy_run(dst + jc, cbuf + i * ldb, nc);
           }
         }
       }

@@ -103,6 +103,38 @@ struct PhaseWeightPackA {
   }
 };
 
+// B operand of one phase for the channels-last tiles (backward_data.cpp's subpixel_nhwc):
+// B[(i, j, k)][c] = w[k][c][rows.taps[nh − 1 − i]][cols.taps[nw − 1 − j]], a
+// (taps_h·taps_w·Kg) × Cg matrix — the phase's taps in increasing dy shift (the taps
+// themselves decrease), filters contiguous as dy's pixels hold them. wg points at the
+// group's first filter.
+template <typename T>
+struct PhaseWeightPackB {
+  const ConvPlan* plan;
+  const T* wg;
+  const PhaseAxis* a;
+  const PhaseAxis* b;
+
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    const ConvPlan& p = *plan;
+    const int64_t nh = a->ntaps(), nw = b->ntaps();
+    for (int64_t jb = 0; jb < nc; jb += nr) {
+      const int64_t n = std::min<int64_t>(nr, nc - jb);
+      T* d = dst + jb * kc;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const int64_t q = p0 + kk;
+        const int64_t k = q % p.Kg, tap = q / p.Kg, i = tap / nw, j = tap % nw;
+        const T* src = wg + k * p.ws_k + (j0 + jb) * p.ws_c +
+                       a->taps[static_cast<size_t>(nh - 1 - i)] * p.ws_r +
+                       b->taps[static_cast<size_t>(nw - 1 - j)] * p.ws_s;
+        T* out = d + kk * nr;
+        for (int64_t t = 0; t < n; ++t) out[t] = src[t * p.ws_c];
+        for (int64_t t = n; t < nr; ++t) out[t] = T(0);
+      }
+    }
+  }
+};
+
 // Whether one phase row's dy copy fits the per-thread image scratch (the executor cuts a
 // tile's copy into chunks of phase rows that fit).
 inline __int128 subpixel_row_scratch(const ConvPlan& p, const PhaseAxis& a, const PhaseAxis& b) {
