@@ -13,12 +13,13 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../kernels/kernels.hpp"
+
 namespace convcore::detail {
 
 // d[u*ld + i] = s_i[u] for i, u < 4: a 4×4 transpose of four rows. Plain C++ (no
 // intrinsics: this header is compiled for the baseline): compilers build each stored
-// vector from gathered lanes. Against an SSE register transpose that costs ~0.4% more
-// instructions in a GEMM with row-major A, below timing noise.
+// vector from gathered lanes.
 inline void transpose_4x4(float* __restrict d, int64_t ld, const float* __restrict s0,
                           const float* __restrict s1, const float* __restrict s2,
                           const float* __restrict s3) {
@@ -27,9 +28,11 @@ inline void transpose_4x4(float* __restrict d, int64_t ld, const float* __restri
     for (int i = 0; i < 4; ++i) d[u * ld + i] = s[i][u];
 }
 
-// One A micro-panel from a strided piece: d[p*mr + i] = src[i*rs + p*cs] for i < m,
-// p < k, rows m..mr-1 zero. Row-major pieces (cs == 1) are a transpose: blocks of 4 rows ×
-// 4 columns at a time (float), the rest element by element.
+// The active engine's register-block transpose (runtime.cpp): packing a row-major piece
+// into a micro-panel is a transpose. Exact (values are moved), so any engine's serves.
+template <typename T>
+kernels::TransposeFn<T> packing_transpose();
+
 // Zeroes columns [n, nr) of the kc rows of an NR-wide B micro-panel (its edge padding).
 template <typename T>
 inline void zero_panel_tail(T* d, int64_t kc, int64_t n, int nr) {
@@ -38,25 +41,13 @@ inline void zero_panel_tail(T* d, int64_t kc, int64_t n, int nr) {
     for (int64_t j = n; j < nr; ++j) d[p * nr + j] = T(0);
 }
 
+// One A micro-panel from a strided piece: d[p*mr + i] = src[i*rs + p*cs] for i < m,
+// p < k, rows m..mr-1 zero. Row-major pieces (cs == 1) are a transpose.
 template <typename T>
 inline void pack_a_piece(T* d, const T* src, int64_t rs, int64_t cs, int64_t m, int64_t k,
                          int mr) {
   if (cs == 1) {
-    int64_t i = 0;
-    if constexpr (std::is_same_v<T, float>) {
-      const int64_t k4 = k / 4 * 4;
-      for (; i + 4 <= m; i += 4) {
-        const float* r0 = src + i * rs;
-        for (int64_t p = 0; p < k4; p += 4)
-          transpose_4x4(d + p * mr + i, mr, r0 + p, r0 + rs + p, r0 + 2 * rs + p, r0 + 3 * rs + p);
-        for (int64_t ii = i; ii < i + 4; ++ii)
-          for (int64_t p = k4; p < k; ++p) d[p * mr + ii] = src[ii * rs + p];
-      }
-    }
-    for (; i < m; ++i) {
-      const T* row = src + i * rs;
-      for (int64_t p = 0; p < k; ++p) d[p * mr + i] = row[p];
-    }
+    packing_transpose<T>()(src, rs, d, mr, m, k);
   } else if (rs == 1 && m == mr && mr == 8) {
     // Column-major pieces (the NHWC output gradient): each step is MR contiguous values.
     for (int64_t p = 0; p < k; ++p) std::memcpy(d + p * 8, src + p * cs, 8 * sizeof(T));
@@ -80,6 +71,8 @@ inline void pack_b_piece(T* __restrict d, const T* __restrict src, int64_t rs, i
   if (cs == 1) {
     for (int64_t p = 0; p < k; ++p)
       for (int64_t j = 0; j < n; ++j) d[p * nr + j] = src[p * rs + j];
+  } else if (rs == 1) {  // column-major (weights as B: filters are rows of w): a transpose
+    packing_transpose<T>()(src, cs, d, nr, n, k);
   } else {
     // 16 rows at a time: the 16 destination rows (nr values each) and the n source runs
     // stay in L1 across the columns. Column by column over all k rows instead writes one

@@ -144,6 +144,12 @@ template <typename T>
 const GemmEngine<T>& engine() {
   return engine_for<T>(active_isa());
 }
+template <typename T>
+kernels::TransposeFn<T> packing_transpose() {
+  return engine<T>().transpose;
+}
+template kernels::TransposeFn<float> packing_transpose<float>();
+template kernels::TransposeFn<double> packing_transpose<double>();
 template const GemmEngine<float>& engine<float>();
 template const GemmEngine<double>& engine<double>();
 template const GemmEngine<float>& engine_for<float>(Isa);
