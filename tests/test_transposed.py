@@ -209,10 +209,10 @@ def test_every_implementation_forced(isa, case, layout, dtype):
 
 
 # The transposed forward's executor per case (the backward-data list of the equivalent
-# convolution): sub-pixel for strides > 1 with enough channels and phase pixels, the
-# full correlation for stride 1, col2im otherwise.
+# convolution): sub-pixel for strides > 1 with enough channels and phase pixels (NHWC: its
+# phases on the channels-last tiles), the full correlation for stride 1, col2im otherwise.
 EXPECTED_FORWARD = {
-    ("s2_k4_p1", "NCHW"): "subpixel", ("s2_k4_p1", "NHWC"): "subpixel",
+    ("s2_k4_p1", "NCHW"): "subpixel", ("s2_k4_p1", "NHWC"): "subpixel_nhwc",
     ("s1_k3_p1", "NCHW"): "col2im", ("s1_k3_p1", "NHWC"): "indirect_nhwc",
     ("small_maps", "NCHW"): "col2im", ("small_maps", "NHWC"): "col2im",
     ("groups", "NCHW"): "col2im", ("groups", "NHWC"): "col2im",
@@ -237,7 +237,7 @@ def test_every_implementation_is_reached():
     # algorithm='winograd'; conv_transpose2d has no such option, so its passes never take it.
     reached.pop(("backward_data", "winograd_f4x3"), None)
     assert all(reached.values()), [k for k, v in reached.items() if not v]
-    for name in ("subpixel", "col2im", "direct_stride1", "indirect_nhwc"):
+    for name in ("subpixel", "subpixel_nhwc", "col2im", "direct_stride1", "indirect_nhwc"):
         assert reached[("forward", name)]
     # direct_stride1 (NCHW, stride 1) is reached with a wide enough map:
     x = np.ones((1, 8, 20, 20), np.float32)
