@@ -104,75 +104,75 @@ CASES = {
 # above give them; together the cases reach every executor of every pass.
 EXPECTED = {
     'direct_1x1': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_3x3_pad1': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_asym_pad_dilated': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('im2col_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_groups': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'direct_one_image_small_map': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_pad_beyond_kernel': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_3x3': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_groups': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_pad_beyond_kernel': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_strided_dilated': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'subpixel_nhwc', 'pixel_split'),
     },
     'multi_image_small_map': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_strided': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_rows_nhwc_1x1': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
     },
     'pixel_rows_nhwc_3x3': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
     },
     'pixel_rows_nhwc_groups': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
     },
     'pixel_rows_nhwc_unpadded_strided': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc', 'subpixel_nhwc', 'pixel_rows'),
     },
     'per_image_narrow_map': {
-        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_per_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'subpixel_strided': {
-        'NCHW': ('im2col_multi_image', 'subpixel', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'subpixel', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'subpixel_nhwc', 'pixel_split'),
     },
     'depthwise_3x3': {
@@ -188,27 +188,27 @@ EXPECTED = {
         'NHWC': ('depthwise_nhwc', 'depthwise_nhwc', 'depthwise_nhwc'),
     },
     'grouped_cg4': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('grouped_nhwc', 'grouped_nhwc', 'grouped_nhwc'),
     },
     'pixel_split_lanes_16_filters': {
-        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_per_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_lanes_32_filters': {
-        'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
+        'NCHW': ('im2col_per_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_stem': {
-        'NCHW': ('im2col_per_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('im2col_per_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_1x1_groups': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_split'),
     },
     'pixel_split_nhwc_dilated_asym': {
-        'NCHW': ('direct_stride1', 'direct_stride1', 'im2col'),
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
         'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_wide_taps': {
@@ -220,15 +220,15 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'per_image_strided': {
-        'NCHW': ('im2col_per_image', 'col2im', 'tap_rows'),
+        'NCHW': ('im2col_per_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'indirect_nhwc_regions_7x7': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_regions_dilated_strided': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc', 'subpixel_nhwc', 'pixel_split'),
     },
     'indirect_nhwc_many_bands': {
@@ -236,15 +236,15 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'direct_mid_map': {
-        'NCHW': ('direct_stride1', 'col2im', 'im2col'),
+        'NCHW': ('direct_stride1', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'multi_image_unpadded_groups_dilated': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
     'rows_nhwc_kernel_beyond_map': {
-        'NCHW': ('im2col_per_image', 'col2im', 'im2col'),
+        'NCHW': ('im2col_per_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'rows_nhwc_rows_across_kc': {

@@ -418,12 +418,25 @@ void build_im2col_rows_nhwc(const ConvPlan& p, const T* xg, int64_t p0, int64_t 
   }
 }
 
-// The im2col row of one window (Cg·R·S values in the weight's (r, s, c) order) whose
-// tap (0, 0) lies at input row ih0, column iw0 of the image xn (group channel 0); taps in
-// the padding are zero.
+// The im2col row of one window (Cg·R·S values in the weight's order: (r, s, c) in NHWC,
+// (c, r, s) in NCHW) whose tap (0, 0) lies at input row ih0, column iw0 of the image xn
+// (group channel 0); taps in the padding are zero.
 template <typename T>
-void build_window_row_nhwc(const ConvPlan& p, const T* xn, int64_t ih0, int64_t iw0, T* row) {
+void build_window_row(const ConvPlan& p, const T* xn, int64_t ih0, int64_t iw0, T* row) {
   const int64_t Cg = p.Cg;
+  if (p.nchw()) {
+    for (int64_t c = 0, j = 0; c < Cg; ++c)
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t ih = ih0 + r * p.dh;
+        for (int64_t s = 0; s < p.S; ++s, ++j) {
+          const int64_t iw = iw0 + s * p.dw;
+          row[j] = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W
+                       ? xn[c * p.xs_c + ih * p.xs_h + iw * p.xs_w]
+                       : T(0);
+        }
+      }
+    return;
+  }
   for (int64_t r = 0, j = 0; r < p.R; ++r) {
     const int64_t ih = ih0 + r * p.dh;
     for (int64_t s = 0; s < p.S; ++s, j += Cg) {
@@ -442,18 +455,21 @@ void build_window_row_nhwc(const ConvPlan& p, const T* xn, int64_t ih0, int64_t 
   }
 }
 
-// pixel_split_chunk with the filters in the vector lanes, for groups whose filters fit one
-// tile's columns (Kg <= NR of e; the narrow engine where they fit its one vector) and whose
-// output-gradient rows are contiguous (ys_c = 1): C = dWᵀ (Cg·R·S × Kg) = im2colᵀ · dY,
-// computed by the gathered microkernel with nothing packed for the pixels whose window
-// lies inside the image — tile row i is a tap, read at the pixel's window offset through
-// the panel's row pointers, and B is the pixels' dY rows where they lie. Windows that reach
-// the padding are built as im2col rows (zeros in the padding) and read the same way. C
-// stays in a small buffer and is transposed into dW at the end. With the filters on the
+// pixel_split_chunk with the filters in the vector lanes, for groups of at most
+// kLanesMaxFilters filters (the narrow engine where they fit its one vector, else e's tile,
+// in column blocks of its NR where they do not fit it either): C =
+// dWᵀ (Cg·R·S × Kg) = im2colᵀ · dY, computed by the gathered microkernel with nothing
+// packed for the pixels whose window lies inside the image — tile row i is a tap, read at
+// the pixel's window offset through the panel's row pointers, and B is the pixels' dY rows,
+// where they lie in NHWC (ys_c = 1), transposed a block of pixels at a time (register
+// transposes) from NCHW planes. Windows that reach the padding are built as im2col rows
+// (zeros in the padding) and read the same way. C stays in a small buffer and is
+// transposed into dW at the end. With the filters on the
 // rows instead (pixel_split_chunk), dY is transposed and the im2col rows copied for every
 // pixel, and a few filters fill a fraction of the tile: the 16-filter RGB stem measured
 // several times slower that way.
 constexpr int64_t kLanesBorderRowsElems = int64_t(1) << 16;  // built rows of one block, at most
+constexpr int64_t kLanesMaxFilters = 32;
 
 template <typename T>
 void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
@@ -461,12 +477,14 @@ void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T*
   const Blocking& bl = e.blocking;
   const int mr = bl.mr, nr = bl.nr;
   const int64_t J = p.CgRS(), Kg = p.Kg, Cg = p.Cg;
-  assert(Kg <= nr && p.ys_c == 1);
+  const bool planes = p.nchw();  // dy's rows transposed per block from its planes
+  assert(Kg <= kLanesMaxFilters && (planes ? p.ys_w == 1 && p.ys_h == p.Wo : p.ys_c == 1));
+  const int64_t Kgp = round_up(Kg, nr);  // C's row length: whole column blocks
   const int64_t panels = ceil_div(J, mr), Jp = panels * mr;
   const int64_t kcb = std::clamp<int64_t>(kLanesBorderRowsElems / Jp, 16, bl.kc);
   const auto fn = e.ukernel.fn_gather;
   T* ct = thread_scratch_as<Scratch::Tile, T>(
-      checked_product({panels, mr, nr}, "a transposed weight gradient"));
+      checked_product({panels, mr, Kgp}, "a transposed weight gradient"));
   T* rows_bd = thread_scratch_as<Scratch::PackA, T>(kcb * Jp);  // built im2col rows
   int64_t* tables = thread_scratch_as<Scratch::Offsets, int64_t>(4 * kcb);
   int64_t *a_in = tables, *b_in = tables + kcb, *a_bd = tables + 2 * kcb, *b_bd = tables + 3 * kcb;
@@ -474,7 +492,8 @@ void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T*
       2 * Jp, "the tap pointers of a weight-gradient block");
   const T** taps_in = ptrs;       // tap j of a window inside the image: taps_in[j] + window
   const T** taps_bd = ptrs + Jp;  // tap j of a built row: taps_bd[j] + row offset
-  const T* dyg = dy + g * Kg;
+  const T* dyg = dy + g * Kg * p.ys_c;
+  T* dy_rows = planes ? thread_scratch_as<Scratch::PackB, T>(kcb * Kgp) : nullptr;
   const T* xg = x + g * Cg * p.xs_c;
   const int64_t reach_h = (p.R - 1) * p.dh, reach_w = (p.S - 1) * p.dw;
   // Tap offsets only when the kernel's reach lies inside the image (else they could
@@ -482,7 +501,8 @@ void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T*
   const bool fits = reach_h < p.H && reach_w < p.W;
   for (int64_t j = 0; j < Jp; ++j) {
     const int64_t jj = std::min(j, J - 1);  // rows past J repeat the last tap
-    const int64_t tap = jj / Cg, ch = jj % Cg;
+    const int64_t RS = p.R * p.S;
+    const int64_t tap = p.nchw() ? jj % RS : jj / Cg, ch = p.nchw() ? jj / RS : jj % Cg;
     taps_in[j] = fits ? xg + (tap / p.S) * p.dh * p.xs_h + (tap % p.S) * p.dw * p.xs_w + ch * p.xs_c
                       : xg;
     taps_bd[j] = rows_bd + jj;
@@ -507,48 +527,57 @@ void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T*
       const bool row_inside = fits && ih0 >= 0 && ih0 + reach_h < p.H;
       const int64_t lo = row_inside ? std::clamp(ow_lo, ow0, ow0 + len) : ow0 + len;
       const int64_t hi = row_inside ? std::clamp(ow_hi, lo, ow0 + len) : ow0 + len;
-      const int64_t dy_row = img * p.ys_n + oh * p.ys_h;
+      if (planes)  // the run's dY rows: Kg planes × len pixels -> len rows of Kgp
+        e.transpose(dyg + img * p.ys_n + oh * p.ys_h + ow0, p.ys_c, dy_rows + kk * Kgp, Kgp, Kg,
+                    len);
+      // Where pixel ow's dY row lies: in dy (NHWC) or in the block's transposed rows.
+      const int64_t dy_row = planes ? (kk - ow0) * Kgp : img * p.ys_n + oh * p.ys_h;
+      const int64_t dy_step = planes ? Kgp : p.ys_w;
       for (int64_t ow = ow0; ow < ow0 + len; ++ow) {
         if (ow == lo && lo < hi) {  // the run inside the image
           const int64_t x_at = img * p.xs_n + ih0 * p.xs_h + (lo * p.sw - p.pad_l) * p.xs_w;
           for (int64_t u = 0; u < hi - lo; ++u) {
             a_in[n_in + u] = x_at + u * p.sw * p.xs_w;
-            b_in[n_in + u] = dy_row + (lo + u) * p.ys_w;
+            b_in[n_in + u] = dy_row + (lo + u) * dy_step;
           }
           n_in += hi - lo;
           ow = hi - 1;
           continue;
         }
-        build_window_row_nhwc(p, xg + img * p.xs_n, ih0, ow * p.sw - p.pad_l, rows_bd + n_bd * Jp);
+        build_window_row(p, xg + img * p.xs_n, ih0, ow * p.sw - p.pad_l, rows_bd + n_bd * Jp);
         a_bd[n_bd] = n_bd * Jp;
-        b_bd[n_bd++] = dy_row + ow * p.ys_w;
+        b_bd[n_bd++] = dy_row + ow * dy_step;
       }
       kk += len;
     }
     for (int64_t t = 0; t < panels; ++t) {
       interrupt_point();  // mr×nr×kc
       const int64_t m = std::min<int64_t>(mr, J - t * mr);
-      T* ctile = ct + t * mr * nr;
-      if (n_in > 0) fn(n_in, taps_in + t * mr, a_in, dyg, b_in, ctile, nr, m, Kg, started);
-      if (n_bd > 0)
-        fn(n_bd, taps_bd + t * mr, a_bd, dyg, b_bd, ctile, nr, m, Kg, started || n_in > 0);
+      for (int64_t jb = 0; jb < Kg; jb += nr) {
+        T* ctile = ct + t * mr * Kgp + jb;
+        const T* b = (planes ? dy_rows : dyg) + jb;
+        const int64_t n = std::min<int64_t>(nr, Kg - jb);
+        if (n_in > 0) fn(n_in, taps_in + t * mr, a_in, b, b_in, ctile, Kgp, m, n, started);
+        if (n_bd > 0)
+          fn(n_bd, taps_bd + t * mr, a_bd, b, b_bd, ctile, Kgp, m, n, started || n_in > 0);
+      }
     }
     started = true;
   }
-  if (!started) std::fill(ct, ct + panels * mr * nr, T(0));  // an empty reduction
+  if (!started) std::fill(ct, ct + panels * mr * Kgp, T(0));  // an empty reduction
   // dW[k][j] = C[j][k]
   for (int64_t k = 0; k < Kg; ++k)
-    for (int64_t j = 0; j < J; ++j) c[k * ldc + j] = ct[j * nr + k];
+    for (int64_t j = 0; j < J; ++j) c[k * ldc + j] = ct[j * Kgp + k];
 }
 
 // dW of group g over pixels [q0, q1) into c (row i of the group's Kg × Cg·R·S at c + i·ldc).
 template <typename T>
 void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, const T* x,
                        int64_t g, int64_t q0, int64_t q1, T* c, int64_t ldc) {
-  if (p.ys_c == 1 && p.Kg <= e.narrow->blocking.nr)
-    return pixel_split_chunk_lanes(p, *e.narrow, dy, x, g, q0, q1, c, ldc);
-  if (p.ys_c == 1 && p.Kg <= e.blocking.nr)
-    return pixel_split_chunk_lanes(p, e, dy, x, g, q0, q1, c, ldc);
+  if ((p.nchw() || p.ys_c == 1) && p.Kg <= kLanesMaxFilters)
+    return pixel_split_chunk_lanes(p, p.Kg <= e.narrow->blocking.nr ? *e.narrow : e, dy, x, g,
+                                   q0, q1, c, ldc);
+  assert(!p.nchw());
   const Blocking& bl = e.blocking;
   const int mr = bl.mr, nr = bl.nr;
   const int64_t M = p.Kg, N = p.CgRS();
@@ -653,6 +682,40 @@ void backward_weight_pixel_split(const ConvPlan& p, const GemmEngine<T>& e, cons
   });
 }
 
+// pixel_split's conditions (the entry is below; the NCHW entries above it defer to it).
+const char* pixel_split_why_not(const ConvPlan& p, const Blocking&) {
+  if (p.nchw()) {
+    // NCHW only with the filters on the tile's columns: dy's planes transposed per block.
+    if (p.Kg > kLanesMaxFilters) return "NCHW: at most 32 filters per group only";
+    if (p.ys_w != 1 || p.ys_h != p.Wo) return "NCHW: contiguous dy planes only";
+    if (p.ws_s != 1 || p.ws_r != p.S || p.ws_c != p.R * p.S)
+      return "NCHW: contiguous weight gradient only";
+  }
+  return nullptr;
+}
+const char* pixel_split_declines(const ConvPlan& p) {
+  // One chunk is one thread: fine where the pass is too small for two anyway (its
+  // cheaper packing beats im2col's: 64×4×11×11 → 12 5×5 stride 2, 0.08 against 0.12 ms).
+  if (split_chunks(p) < 2 && p.flops() >= kSplitSerialFlops)
+    return "too few pixels, or too large a weight, to split the reduction of a pass "
+           "large enough for several threads";
+  return nullptr;
+}
+// NCHW layers with at most NR filters per group go to pixel_split, which reads x in place
+// and transposes dy a block at a time (Zen 4, 1 thread: RGB 3×3/2 stem 32 -> 45 GFLOP/s
+// against via_nhwc, 5×20/2 speech 52 -> 72, 3×3 c32→32 73 -> 78 against tap_rows).
+constexpr const char* kNchwToPixelSplit =
+    "at most 32 filters per group and 512 im2col columns: pixel_split reads x in place with "
+    "the filters on the tile's columns";
+// Up to kLanesMaxColumns im2col columns (Cg·R·S): wider windows spread a panel's taps over
+// many channel planes, and the gathered tile's loads miss L1 (a 5×5 c192→32 layer measured
+// 43 against 87 GFLOP/s through via_nhwc).
+constexpr int64_t kLanesMaxColumns = 512;
+bool nchw_goes_to_pixel_split(const ConvPlan& p, const Blocking& bl) {
+  return p.nchw() && p.CgRS() <= kLanesMaxColumns && !pixel_split_why_not(p, bl) &&
+         !pixel_split_declines(p);
+}
+
 // NCHW, unit width stride: im2col read in place, one output row per depth segment.
 struct TapRows : NoWeights {
   static constexpr const char* kName = "tap_rows";
@@ -668,7 +731,8 @@ struct TapRows : NoWeights {
     }
     return nullptr;
   }
-  static const char* declines(const ConvPlan& p, const Blocking&) {
+  static const char* declines(const ConvPlan& p, const Blocking& bl) {
+    if (nchw_goes_to_pixel_split(p, bl)) return kNchwToPixelSplit;
     if (p.Wo < kTapRowsMinWidth)
       return "output rows under 16 pixels: the per-segment cost outweighs the packing it saves";
     if (p.Kg <= kTapRowsMaxFewFilters)
@@ -724,17 +788,11 @@ struct PixelRows : NoWeights {
 // NHWC: the pixels split into chunks reduced separately, their partials summed in order.
 struct PixelSplit : NoWeights {
   static constexpr const char* kName = "pixel_split";
-  static const char* why_not(const ConvPlan& p, const Blocking&) {
-    if (p.nchw()) return "NHWC only";
-    return nullptr;
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    return pixel_split_why_not(p, bl);
   }
   static const char* declines(const ConvPlan& p, const Blocking&) {
-    // One chunk is one thread: fine where the pass is too small for two anyway (its
-    // cheaper packing beats im2col's: 64×4×11×11 → 12 5×5 stride 2, 0.08 against 0.12 ms).
-    if (split_chunks(p) < 2 && p.flops() >= kSplitSerialFlops)
-      return "too few pixels, or too large a weight, to split the reduction of a pass "
-             "large enough for several threads";
-    return nullptr;
+    return pixel_split_declines(p);
   }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
@@ -779,7 +837,8 @@ struct ViaNhwc : NoWeights {
              "convolution's output padding)";
     return nullptr;
   }
-  static const char* declines(const ConvPlan& p, const Blocking&) {
+  static const char* declines(const ConvPlan& p, const Blocking& bl) {
+    if (nchw_goes_to_pixel_split(p, bl)) return kNchwToPixelSplit;
     if (p.Cg >= kViaNhwcWgradMaxChannels && p.Kg > kViaNhwcWgradMaxFilters)
       return "16 or more channels and over 32 filters per group: the NCHW executors are as "
              "fast as the transposes and the NHWC executor together";
