@@ -1,7 +1,8 @@
 // Backward-weight and backward-bias passes. Executors, in preference order (the list at
-// the end): tap_rows (NCHW) and pixel_rows (NHWC) read the im2col in place; pixel_split
-// (NHWC) copies the im2col rows and splits the pixels into chunks; im2col packs both
-// operands and computes any problem:
+// the end): via_nhwc (NCHW on the NHWC executors), tap_rows (NCHW) and pixel_rows (NHWC)
+// read the im2col in place; pixel_split (NHWC; NCHW with at most 32 filters per group)
+// splits the pixels into chunks, with the filters on the tile's columns where they are few;
+// im2col packs both operands and computes any problem:
 // dW (Kg × Cg·R·S) = dY (Kg × N·Ho·Wo) · im2colᵀ (N·Ho·Wo × Cg·R·S) per group: one GEMM
 // whose reduction runs over every pixel of every image (the parameter sharing of the
 // layer: each position's gradient is summed into the one filter). Taps are in the
