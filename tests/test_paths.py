@@ -9,6 +9,7 @@ cpp/src/conv/forward.cpp, backward_data.cpp, backward_weights.cpp); each case be
 the choice it is meant to exercise:
   * NCHW with >= 128 channels (or, backward-data, filters) per group and >= 1000 FLOPs
     per element of x and y -> via_nhwc: the channels-last tiles on transposed copies
+    (indirect_nhwc_rows' tiles for one group under 32 channels)
     (forward; backward-data at stride 1); forward where direct_stride1 would not run:
     >= 8 channels, >= 20 MFLOP and >= 200 FLOPs per element; the cases below are too small for that rule,
     so the sweep reaches via_nhwc by forcing it. Backward-weight: NCHW with < 16 channels
@@ -28,14 +29,17 @@ the choice it is meant to exercise:
   * NHWC with >= 8 channels per group -> pixels read in place through row pointers
     (indirection); backward-data too when the stride is 1 and there are >= 8 filters per
     group (full correlation);
-  * backward-weight, NCHW with unit width stride, output rows >= 16 pixels and more than 8
+  * backward-weight, NCHW with at most 32 filters per group and 512 im2col columns ->
+    pixel_split with the filters on the tile's columns (dy transposed per block);
+    NCHW with unit width stride, output rows >= 16 pixels and more than 8
     filters per group -> im2col read in place, one output row per depth segment ("tap rows"); NHWC with channels per
     group a multiple of 32 (and a kernel larger than 1×1 or <= 64 filters) -> im2col read
     in place through per-pixel offsets ("pixel rows"); otherwise packed;
   * NHWC otherwise -> pixels × taps im2col GEMM over the batch (col2im for backward-data);
   * backward-data with a stride > 1, at least 8 input channels per group and phase maps
     (the input map over the stride) of >= 64 pixels or one image -> the sub-pixel
-    decomposition (one stride-1 correlation per phase of dx); otherwise col2im.
+    decomposition (one stride-1 correlation per phase of dx; NHWC with >= 8 filters per
+    group: its phases on the channels-last tiles, "subpixel_nhwc"); otherwise col2im.
   * depthwise (groups == in_channels, any multiplier) -> the dwconv kernels, every pass
     (depthwise_nchw / depthwise_nhwc); NHWC groups of 2, 4 or 8 channels and as many
     filters -> the same kernels with lane permutations (grouped_nhwc).
