@@ -410,17 +410,40 @@ struct FlippedWeightTPackA {
   void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
     const ConvPlan& p = *plan;
     const int64_t RS = p.R * p.S;
+    if (p.ws_c == 1) {
+      // Channels contiguous (1×1 kernels, NHWC weights): depth outer, so each step reads one
+      // run of mc channels for all the panels (the steps are a filter or a tap apart).
+      int64_t k = p0 / RS, r = (p0 / p.S) % p.R, s = p0 % p.S;
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const T* src = wg + k * p.ws_k + i0 + (p.R - 1 - r) * p.ws_r + (p.S - 1 - s) * p.ws_s;
+        for (int64_t ib = 0; ib < mc; ib += mr) {
+          const int64_t m = std::min<int64_t>(mr, mc - ib);
+          T* out = dst + ib * kc + kk * mr;
+          copy_run(out, src + ib, m);
+          zero_run(out + m, mr - m);
+        }
+        if (++s == p.S) {
+          s = 0;
+          if (++r == p.R) r = 0, ++k;
+        }
+      }
+      return;
+    }
     for (int64_t ib = 0; ib < mc; ib += mr) {
       const int64_t m = std::min<int64_t>(mr, mc - ib);
       T* d = dst + ib * kc;
+      // (k, r, s) of depth p0 + kk, stepped (no divisions per step).
+      int64_t k = p0 / RS, r = (p0 / p.S) % p.R, s = p0 % p.S;
       for (int64_t kk = 0; kk < kc; ++kk) {
-        const int64_t j = p0 + kk;
-        const int64_t k = j / RS, r = (j / p.S) % p.R, s = j % p.S;
         const T* src = wg + k * p.ws_k + (i0 + ib) * p.ws_c + (p.R - 1 - r) * p.ws_r +
                        (p.S - 1 - s) * p.ws_s;
         T* out = d + kk * mr;
         for (int64_t i = 0; i < m; ++i) out[i] = src[i * p.ws_c];
         for (int64_t i = m; i < mr; ++i) out[i] = T(0);
+        if (++s == p.S) {
+          s = 0;
+          if (++r == p.R) r = 0, ++k;
+        }
       }
     }
   }
@@ -439,15 +462,22 @@ struct FlippedWeightPackB {
     for (int64_t jb = 0; jb < nc; jb += nr) {
       const int64_t n = std::min<int64_t>(nr, nc - jb);
       T* d = dst + jb * kc;
+      // (r, s, k) of depth p0 + kk, stepped (no divisions per step).
+      int64_t k = p0 % p.Kg, r = (p0 / p.Kg) / p.S, s = (p0 / p.Kg) % p.S;
       for (int64_t kk = 0; kk < kc; ++kk) {
-        const int64_t j = p0 + kk;
-        const int64_t tap = j / p.Kg, k = j % p.Kg;
-        const int64_t r = tap / p.S, s = tap % p.S;
         const T* src = wg + k * p.ws_k + (p.R - 1 - r) * p.ws_r + (p.S - 1 - s) * p.ws_s +
                        (j0 + jb) * p.ws_c;
         T* out = d + kk * nr;
-        for (int64_t t = 0; t < n; ++t) out[t] = src[t * p.ws_c];
+        if (p.ws_c == 1) {
+          copy_run(out, src, n);
+        } else {
+          for (int64_t t = 0; t < n; ++t) out[t] = src[t * p.ws_c];
+        }
         for (int64_t t = n; t < nr; ++t) out[t] = T(0);
+        if (++k == p.Kg) {
+          k = 0;
+          if (++s == p.S) s = 0, ++r;
+        }
       }
     }
   }
