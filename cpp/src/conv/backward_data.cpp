@@ -219,6 +219,25 @@ constexpr int64_t kSubpixelMinPhasePixels = 64;
 // every ISA.)
 constexpr int64_t kSubpixelMinChannels = 8;
 
+// The sub-pixel executors' weights: per group, one operand per phase (a, b) in row-major
+// order, each Kg·taps_h·taps_w deep (together Kg·R·S), at its depth offset times the padded
+// extent; pack(g, phase rows, phase columns, depth, destination) packs one.
+template <typename T, typename Pack>
+void for_each_phase_operand(const ConvPlan& p, const WeightPacking& wp, const Blocking& bl,
+                            T* dst, Pack&& pack) {
+  const int64_t padded = wp.padded(bl), group_elems = wp.group_elems(bl);
+  const SubpixelGeometry geo(p);
+  for (int64_t g = 0; g < p.G; ++g) {
+    int64_t offset = 0;
+    for (const PhaseAxis& ra : geo.rows)
+      for (const PhaseAxis& cb : geo.cols) {
+        const int64_t depth = geo.depth(p, ra, cb);
+        pack(g, ra, cb, depth, dst + g * group_elems + offset * padded);
+        offset += depth;
+      }
+  }
+}
+
 // Strided: one dense stride-1 correlation per phase of dx (subpixel.hpp), any layout.
 struct Subpixel {
   static constexpr const char* kName = "subpixel";
@@ -255,19 +274,12 @@ struct Subpixel {
   // each Kg·taps_h·taps_w deep: together Kg·R·S).
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    const WeightPacking wp = weight_packing(p);
-    const int64_t padded = wp.padded(bl), group_elems = wp.group_elems(bl);
-    const SubpixelGeometry geo(p);
-    for (int64_t g = 0; g < p.G; ++g) {
-      int64_t offset = 0;
-      for (const PhaseAxis& ra : geo.rows)
-        for (const PhaseAxis& cb : geo.cols) {
-          const int64_t depth = geo.depth(p, ra, cb);
-          prepack(bl, PhaseWeightPackA<T>{&p, w + g * p.Kg * p.ws_k, &ra, &cb}, true, p.Cg,
-                  depth, dst + g * group_elems + offset * padded);
-          offset += depth;
-        }
-    }
+    for_each_phase_operand(p, weight_packing(p), bl, dst,
+                           [&](int64_t g, const PhaseAxis& ra, const PhaseAxis& cb,
+                               int64_t depth, T* at) {
+      prepack(bl, PhaseWeightPackA<T>{&p, w + g * p.Kg * p.ws_k, &ra, &cb}, true, p.Cg, depth,
+              at);
+    });
   }
   // One parallel region for every phase: problems are (image, group, phase) with the
   // phase innermost, so each thread's share holds every phase (their depths differ); a
@@ -372,21 +384,14 @@ struct SubpixelNhwc {
   // each Kg·taps_h·taps_w deep, packed with the tiles' KC for that depth: together Kg·R·S).
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    const WeightPacking wp = weight_packing(p);
-    const int64_t padded = wp.padded(bl), group_elems = wp.group_elems(bl);
-    const SubpixelGeometry geo(p);
-    for (int64_t g = 0; g < p.G; ++g) {
-      int64_t offset = 0;
-      for (const PhaseAxis& ra : geo.rows)
-        for (const PhaseAxis& cb : geo.cols) {
-          const int64_t depth = geo.depth(p, ra, cb);
-          if (depth > 0)
-            prepack(IndirectNhwc<T>::blocking(bl, depth),
-                    PhaseWeightPackB<T>{&p, w + g * p.Kg * p.ws_k, &ra, &cb}, false, p.Cg,
-                    depth, dst + g * group_elems + offset * padded);
-          offset += depth;
-        }
-    }
+    for_each_phase_operand(p, weight_packing(p), bl, dst,
+                           [&](int64_t g, const PhaseAxis& ra, const PhaseAxis& cb,
+                               int64_t depth, T* at) {
+      if (depth > 0)
+        prepack(IndirectNhwc<T>::blocking(bl, depth),
+                PhaseWeightPackB<T>{&p, w + g * p.Kg * p.ws_k, &ra, &cb}, false, p.Cg, depth,
+                at);
+    });
   }
   // The step between a phase's taps in dy (they are evenly spaced): dilation / gcd(dilation,
   // stride); any value for a single tap.

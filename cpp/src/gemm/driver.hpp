@@ -53,21 +53,33 @@ struct IsPrepacked<P, std::void_t<decltype(P::kPrepacked)>> : std::bool_constant
 
 // Runs an A packer (rows = M) or B packer (columns = N) over the whole operand into the
 // Prepacked layout, slabs in parallel. `out` holds round_up(extent, tile) * K elements.
+// Tasks are slabs, each cut into as many runs of whole micro-panels as keep every thread
+// busy when the slabs are fewer than the threads (a deep executor KC can make one slab of a
+// large operand: a 1×1 c512→2048 layer's 4 MiB of weights).
 template <typename T, typename Packer>
 Prepacked<T> prepack(const Blocking& bl, const Packer& packer, bool is_a, int64_t extent,
                      int64_t K, T* out) {
   const int tile = is_a ? bl.mr : bl.nr;
   const int64_t padded = round_up(extent, tile);
   const int64_t slabs = ceil_div(K, bl.kc);
-  parallel_run(std::max(1, std::min<int>(threads_for(double(padded) * K * 8), int(slabs))),
-               [&](int tid, int nt) {
-    int64_t s0, s1;
-    static_range(slabs, tid, nt, s0, s1);
-    for (int64_t s = s0; s < s1; ++s) {
+  if (slabs == 0 || padded == 0) return Prepacked<T>{out, padded};  // nothing to pack
+  const int threads = std::max(1, threads_for(double(padded) * K * 8));
+  const int64_t parts =
+      slabs >= threads ? 1 : std::min<int64_t>(ceil_div(threads, slabs), padded / tile);
+  const int64_t tasks = slabs * parts;
+  parallel_run(static_cast<int>(std::min<int64_t>(threads, tasks)), [&](int tid, int nt) {
+    int64_t t0, t1;
+    static_range(tasks, tid, nt, t0, t1);
+    for (int64_t t = t0; t < t1; ++t) {
       interrupt_point();
+      const int64_t s = t / parts, u = t % parts;
       const int64_t pc = s * bl.kc, kc = std::min<int64_t>(bl.kc, K - pc);
-      if (is_a) packer(out + pc * padded, 0, extent, pc, kc, tile);
-      else packer(out + pc * padded, pc, kc, 0, extent, tile);
+      int64_t q0, q1;  // micro-panels [q0, q1) of this part
+      static_range(padded / tile, static_cast<int>(u), static_cast<int>(parts), q0, q1);
+      const int64_t x0 = q0 * tile, x1 = std::min(extent, q1 * tile);
+      if (x1 <= x0) continue;
+      if (is_a) packer(out + pc * padded + x0 * kc, x0, x1 - x0, pc, kc, tile);
+      else packer(out + pc * padded + x0 * kc, pc, kc, x0, x1 - x0, tile);
     }
   });
   return Prepacked<T>{out, padded};
