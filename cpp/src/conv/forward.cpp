@@ -37,6 +37,8 @@ constexpr int64_t kIndirectMinChannels = 8;
 // enough (Zen 4, one thread: rows 1–3 % ahead at 16–24 channels, level at 32, 2–3 % behind
 // at 48–64).
 constexpr int64_t kRowsMaxChannels = 32;
+// via_nhwc on the rows tiles (fewer than 8 channels): FLOPs per element of x and y, at least.
+constexpr double kViaRowsMinFlopsPerElement = 400.0;
 
 // Weights (A) prepacked; the im2col operand (B) is packed by every tile and costs
 // several times a plain copy per element.
@@ -237,6 +239,17 @@ struct ViaNhwcForward {
     return p.G == 1 && p.dw == 1 && p.Cg < kRowsMaxChannels;
   }
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
+    // From 2 to 7 channels (the rows tiles) only layers with many FLOPs per element moved
+    // gain (Zen 4, 2 threads: AlexNet conv1, 474 per element of x and y over the batch,
+    // 153 -> 180 GFLOP/s; a 7×7/2 RGB stem, 248, lost 114 -> 87, a 3×3/2 one, 31, 81 -> 49);
+    // one channel transposes nothing on the way in (5×20/2 speech layer, 177: 122 -> 149).
+    if (p.Cg < kIndirectMinChannels && p.C > 1) {
+      const double moved = double(p.N) * (double(p.C) * double(p.H * p.W) +
+                                          double(p.K) * double(p.P()));
+      if (p.flops() < kViaRowsMinFlopsPerElement * moved)
+        return "2 to 7 channels and under 400 FLOPs per element of x and y: the im2col "
+               "executors' packing is cheaper than the transposes";
+    }
     // Against direct_stride1 (B read in place) only wide layers gain; against the im2col
     // executors (strides > 1, small maps) most layers do.
     if (!DirectStride1::why_not(p, bl) && !DirectStride1::declines(p, bl))
