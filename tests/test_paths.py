@@ -31,7 +31,8 @@ the choice it is meant to exercise:
     group (full correlation);
   * backward-weight, NCHW with at most 32 filters per group and 512 im2col columns ->
     pixel_split with the filters on the tile's columns (dy transposed per block);
-    NCHW with unit width stride, output rows >= 16 pixels and more than 8
+    NCHW with unit width stride, output rows >= 16 pixels (shorter ones with <= 2048
+    im2col columns and >= 256 pixels to reduce) and more than 8
     filters per group -> im2col read in place, one output row per depth segment ("tap rows"); NHWC with channels per
     group a multiple of 32 (and a kernel larger than 1×1 or <= 64 filters) -> im2col read
     in place through per-pixel offsets ("pixel rows"); otherwise packed;

@@ -34,9 +34,16 @@ constexpr double kViaNhwcWgradMinFlopsPerElement = 200.0;
 constexpr int64_t kViaNhwcWgradMaxChannels = 16;
 constexpr int64_t kViaNhwcWgradMaxFilters = 32;
 
-// The NCHW tap-rows path takes one output row per depth segment; shorter rows make the
-// per-segment cost (pointers, a C-tile round trip) too large.
+// The NCHW tap-rows path takes one output row per depth segment; on output rows under 16
+// pixels the per-segment cost (pointers, a C-tile round trip) outweighs what it saves for
+// deep windows, not for shallow ones (Zen 4: tap_rows against im2col, 1×1 c1024→256 on
+// 14×14 92 against 78 GFLOP/s and 3×3 c128 on 7×7 83 against 75 on one thread, 3×3 c64 on
+// 4×4 61 against 55 on two; 3×3 c512 on 7×7, 4608 columns, 134 against 141 on two).
 constexpr int64_t kTapRowsMinWidth = 16;
+constexpr int64_t kTapRowsShortRowsMaxColumns = 2048;
+// ... and with short rows, at least this many pixels to reduce (one 7×7 image: 24 against
+// im2col's 91 GFLOP/s, 1×1 c512→2048).
+constexpr int64_t kTapRowsShortRowsMinPixels = 256;
 // The tap-rows product puts the filters of a group on the tile's NR columns: with this few
 // of them most columns are empty, and im2col (filters on the MR rows) is faster (measured,
 // fp32 AVX-512, 28×28 batch 16: 8 filters per group 21 ms against 25 ms with 32 groups of
@@ -734,8 +741,10 @@ struct TapRows : NoWeights {
   }
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
     if (nchw_goes_to_pixel_split(p, bl)) return kNchwToPixelSplit;
-    if (p.Wo < kTapRowsMinWidth)
-      return "output rows under 16 pixels: the per-segment cost outweighs the packing it saves";
+    if (p.Wo < kTapRowsMinWidth &&
+        (p.CgRS() > kTapRowsShortRowsMaxColumns || p.N * p.P() < kTapRowsShortRowsMinPixels))
+      return "output rows under 16 pixels with over 2048 im2col columns or under 256 pixels: "
+             "the per-segment cost outweighs the packing it saves";
     if (p.Kg <= kTapRowsMaxFewFilters)
       return "8 filters per group or fewer: they would fill a fraction of the tile's columns; "
              "im2col puts them on its rows";
