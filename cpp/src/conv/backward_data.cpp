@@ -109,12 +109,6 @@ struct ViaNhwcBackwardData : FlippedWeightsForNhwcTiles {
     return p.Kg < kIndirectMinFilters ? "fewer than 8 filters per group" : nullptr;
   }
   static const char* declines(const ConvPlan& p, const Blocking&) {
-    // One image: the NCHW full correlation's columns are that image's pixels only (1×1
-    // c512→2048 on 7×7: 49 of 64 computed) while the tiles' rows fill up — its FLOPs-per-
-    // element rule does not hold there (Zen 4, 1 thread: that layer 53 -> 65–70 GFLOP/s,
-    // 1×1 c1024→256 on 14×14 78 -> 92), from 20 MFLOP.
-    if (p.N == 1 && std::max(p.Cg, p.Kg) >= kViaNhwcMinChannels && p.flops() >= 2e7)
-      return nullptr;
     return via_nhwc_declines(p);
   }
   template <typename T>

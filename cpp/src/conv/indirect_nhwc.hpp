@@ -352,6 +352,12 @@ inline const char* via_nhwc_declines(const ConvPlan& p) {
   if (std::max(p.Cg, p.Kg) < kViaNhwcMinChannels)
     return "fewer than 128 channels and filters per group: the transposes cost about what "
            "the channels-last tiles gain";
+  // One image: the NCHW executors' columns are that image's pixels only (1×1 c512→2048 on
+  // 7×7: 49 of 64 computed) while the tiles' rows fill up, so the FLOPs-per-element rule
+  // does not hold there (Zen 4, that layer: forward 65–69 -> 71 GFLOP/s on one thread,
+  // 96–104 -> 131 on two; backward-data 53 -> 65–70 on one; 1×1 c1024→256 on 14×14
+  // backward-data 78 -> 92), from 20 MFLOP.
+  if (p.N == 1 && p.flops() >= 2e7) return nullptr;
   const double moved = double(p.C) * double(p.H * p.W) + double(p.K) * double(p.P());
   if (2.0 * double(p.K) * double(p.P()) * double(p.CgRS()) < kViaNhwcMinFlopsPerElement * moved)
     return "under 1000 FLOPs per element transposed (1×1 layers): the transposes cost more "

@@ -493,6 +493,16 @@ struct TapMajorWeightPackB {
 
   void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
     const ConvPlan& p = *plan;
+    if (p.ws_c == 1 && (p.R * p.S == 1 || (p.ws_s == p.Cg && p.ws_r == p.S * p.Cg))) {
+      // A filter's depth is contiguous (NHWC weights, NCHW 1×1): the panel is a transpose.
+      for (int64_t jb = 0; jb < nc; jb += nr) {
+        const int64_t n = std::min<int64_t>(nr, nc - jb);
+        T* d = dst + jb * kc;
+        pack_b_piece(d, wg + (j0 + jb) * p.ws_k + p0, 1, p.ws_k, kc, n, nr);
+        zero_panel_tail(d, kc, n, nr);
+      }
+      return;
+    }
     // 16 depth rows at a time (their offsets within a filter computed once), filter by
     // filter: the 16 destination rows stay in L1 (see pack_b_piece).
     constexpr int64_t kRows = 16;
