@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore._conv import _algorithms, _implementations
+from convcore._conv import _algorithms, _force_implementations, _implementations
 
 import reference as ref
 
@@ -13,6 +13,10 @@ import reference as ref
 # the largest output, N(0, 1) data.
 F32_BOUND = 1e-4
 F64_BOUND = 1e-12
+
+# The two schedules of the Winograd forward: tiles (U streamed per block of tiles) and
+# filters (V of a block shared, the filters split, U transformed as it goes per call).
+SCHEDULES = ("winograd_f4x3", "winograd_f4x3_filters")
 
 # (x NCHW shape, (K, R, S), kwargs): padding 0 / 1 / asymmetric, sizes not multiples of 4,
 # 1×1 and 5×5 maps, groups, more channels than KC.
@@ -46,16 +50,18 @@ def _rel_err(y, want):
     return float(np.max(np.abs(y.astype(np.float64) - want)) / max(np.max(np.abs(want)), 1e-300))
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_reference(isa, case, layout, dtype):
+def test_matches_reference(isa, case, layout, dtype, schedule):
     x, wt, b, kw = _arrays(case, layout, dtype)
     assert _algorithms(x.shape, wt.shape, dtype=np.dtype(dtype).name, algorithm="winograd",
-                       **kw)["forward"] == "winograd_f4x3"
+                       **kw)["forward"] in SCHEDULES
     bound = F32_BOUND if dtype == np.float32 else F64_BOUND
     for bias, act in ((None, None), (b, "relu"), (b, None)):
-        y = convcore.conv2d(x, wt, bias, activation=act, algorithm="winograd", **kw)
+        with _force_implementations(forward=schedule):
+            y = convcore.conv2d(x, wt, bias, activation=act, algorithm="winograd", **kw)
         want = ref.conv2d(x.astype(np.float64), wt.astype(np.float64),
                           None if bias is None else bias.astype(np.float64), activation=act, **kw)
         assert y.dtype == dtype and y.shape == want.shape
@@ -71,15 +77,59 @@ def test_float64_close_to_exact():
     assert np.allclose(y, exact, rtol=0, atol=1e-13 * np.max(np.abs(exact)))
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_bitwise_across_threads(layout, restore_threads):
+def test_bitwise_across_threads(layout, schedule, restore_threads):
     x, wt, b, kw = _arrays("many_tiles", layout, np.float32)
     outs = []
-    for threads in (1, 2, 3, 4):
-        convcore.set_num_threads(threads)
-        outs.append(convcore.conv2d(x, wt, b, activation="relu", algorithm="winograd", **kw))
+    with _force_implementations(forward=schedule):
+        for threads in (1, 2, 3, 4):
+            convcore.set_num_threads(threads)
+            outs.append(convcore.conv2d(x, wt, b, activation="relu", algorithm="winograd", **kw))
     for y in outs[1:]:
         assert np.array_equal(y, outs[0])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_filter_schedule_several_blocks_and_units(layout, restore_threads):
+    """More tiles than one block (128) and more filters than one unit (32), filters not a
+    multiple of the tile's MR, channels over two chunks of 128: per call (U transformed as
+    it goes, from the caller's weights) and set once (the layer object) give the same bits,
+    for any thread count, within the bound of the float64 definition."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 150, 27, 31))  # 3 · 7 · 8 = 168 tiles
+    wt = rng.standard_normal((45, 150, 3, 3))
+    b = rng.standard_normal(45)
+    want = ref.conv2d(x, wt, b, padding=1, activation="relu")
+    if layout == "NHWC":
+        x, wt = x.transpose(0, 2, 3, 1).copy(), wt.transpose(0, 2, 3, 1).copy()
+        want = want.transpose(0, 2, 3, 1)
+    x, wt, b = x.astype(np.float32), wt.astype(np.float32), b.astype(np.float32)
+    layer = convcore.Conv2d(150, 45, 3, padding=1, activation="relu", layout=layout,
+                            algorithm="winograd")
+    outs = []
+    with _force_implementations(forward="winograd_f4x3_filters"):
+        layer.weight, layer.bias = wt, b
+        for threads in (1, 2, 3):
+            convcore.set_num_threads(threads)
+            outs.append(convcore.conv2d(x, wt, b, padding=1, activation="relu", layout=layout,
+                                        algorithm="winograd"))
+            outs.append(layer(x))
+    assert _rel_err(outs[0], want) < F32_BOUND
+    for y in outs[1:]:
+        assert np.array_equal(y, outs[0])
+
+
+def test_schedule_choice():
+    """Deep layers and layers of few tiles take the filter schedule; many tiles over a small
+    transformed weight keep the tile schedule."""
+    def chosen(xs, k):
+        return _algorithms(xs, (k, xs[1], 3, 3), padding=1, algorithm="winograd")["forward"]
+    assert chosen((16, 512, 7, 7), 512) == "winograd_f4x3_filters"
+    assert chosen((1, 512, 14, 14), 512) == "winograd_f4x3_filters"
+    assert chosen((4, 128, 28, 28), 128) == "winograd_f4x3_filters"
+    assert chosen((8, 128, 56, 56), 128) == "winograd_f4x3"
+    assert chosen((16, 64, 56, 56), 64) == "winograd_f4x3"
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -95,9 +145,11 @@ def test_non_finite_follow_the_definition(layout):
     else:
         x[0, 5, 6, 1] = np.inf
         x[1, 0, 0, 2] = np.nan
-    for dtype in (np.float64, np.float32):
+    for dtype, schedule in ((np.float64, SCHEDULES[0]), (np.float32, SCHEDULES[0]),
+                            (np.float64, SCHEDULES[1]), (np.float32, SCHEDULES[1])):
         xs, ws = x.astype(dtype), wt.astype(dtype)
-        y = convcore.conv2d(xs, ws, algorithm="winograd", **kw)
+        with _force_implementations(forward=schedule):
+            y = convcore.conv2d(xs, ws, algorithm="winograd", **kw)
         want = ref.conv2d(xs.astype(np.float64), ws.astype(np.float64), **kw)
         assert np.array_equal(np.isnan(y), np.isnan(want))
         assert np.array_equal(np.isposinf(y), np.isposinf(want))
@@ -109,11 +161,13 @@ def test_non_finite_follow_the_definition(layout):
     x, wt, b, kw = _arrays("pad1_odd", layout, np.float64)
     wt = wt.copy()
     wt[(0, 0, 0, 0)] = np.inf     # tap (0, 0) of filter 0 (either layout)
-    y = convcore.conv2d(x, wt, b, algorithm="winograd", **kw)
     want = ref.conv2d(x, wt, b, **kw)
-    assert np.array_equal(np.isfinite(y), np.isfinite(want))
     fin = np.isfinite(want)
-    assert np.max(np.abs(y[fin] - want[fin])) < F64_BOUND * np.max(np.abs(want[fin]))
+    for schedule in SCHEDULES:
+        with _force_implementations(forward=schedule):
+            y = convcore.conv2d(x, wt, b, algorithm="winograd", **kw)
+        assert np.array_equal(np.isfinite(y), np.isfinite(want)), schedule
+        assert np.max(np.abs(y[fin] - want[fin])) < F64_BOUND * np.max(np.abs(want[fin]))
 
 
 def test_layer_object_prepacks_and_backward_is_exact():
@@ -153,16 +207,17 @@ def test_backward_functions_accept_the_algorithm_and_stay_exact():
     for a, c in zip(g1, g0):
         assert np.array_equal(a, c)
     algos = _algorithms(x.shape, wt.shape, algorithm="winograd", **kw)
-    assert algos["forward"] == "winograd_f4x3"
+    assert algos["forward"] in SCHEDULES
     assert algos["backward_data"] == _algorithms(x.shape, wt.shape, **kw)["backward_data"]
 
 
 def test_default_is_exact_and_never_winograd():
     x, wt, b, kw = _arrays("pad1_odd", "NCHW", np.float32)
-    assert _algorithms(x.shape, wt.shape, **kw)["forward"] != "winograd_f4x3"
-    entry = [e for e in _implementations(x.shape, wt.shape, **kw)["forward"]
-             if e["name"] == "winograd_f4x3"][0]
-    assert not entry["applies"] and "algorithm='winograd'" in entry["reason"]
+    assert _algorithms(x.shape, wt.shape, **kw)["forward"] not in SCHEDULES
+    for name in SCHEDULES:
+        entry = [e for e in _implementations(x.shape, wt.shape, **kw)["forward"]
+                 if e["name"] == name][0]
+        assert not entry["applies"] and "algorithm='winograd'" in entry["reason"]
 
 
 @pytest.mark.parametrize("bad", ["Winograd", "fft", "exact", 1, True])

@@ -365,7 +365,7 @@ TEST(Primitive, ImplementationListsAndForcing) {
         EXPECT_FALSE(first.empty()) << cc.name << ": no entry applies and is preferred";
         EXPECT_EQ(first, prim.implementation(pass)) << cc.name;
         if (algorithm == convcore::Algorithm::Winograd && pass == Pass::Forward) {
-          EXPECT_EQ(first, "winograd_f4x3") << cc.name;
+          EXPECT_EQ(first.rfind("winograd_f4x3", 0), 0u) << cc.name;
         }
       }
       }
@@ -798,7 +798,7 @@ void check_winograd(const ConvCase& cc, Layout layout) {
   for_each_isa([&](convcore::Isa) {
     RuntimeGuard threads_guard;
     convcore::Conv2dPrimitive prim(desc);
-    ASSERT_STREQ(prim.implementation(convcore::Pass::Forward), "winograd_f4x3");
+    ASSERT_EQ(std::string(prim.implementation(convcore::Pass::Forward)).rfind("winograd_f4x3", 0), 0u);
     Guarded<T> y(y_ref.size()), y2(y_ref.size()), y3(y_ref.size());
     prim.forward(x.data(), w.data(), bias, y.data(), act);
     const double err = scaled_error(y.data(), y_ref.data(), y_mag.data(), y_ref.size());

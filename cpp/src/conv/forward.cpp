@@ -90,12 +90,43 @@ struct WinogradF4x3 : AlwaysPreferred {
   }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-    winograd_pack_weights(p, bl, w, dst);
+    winograd_pack_weights(p, bl, w, dst, bl.kc);
   }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     winograd_forward(p, e, a, weights);
+  }
+};
+
+// Winograd F(4×4, 3×3), filter-stationary (winograd.hpp, winograd_forward_filters): for
+// layers whose transformed weights are large; weights given per call are transformed as
+// they go.
+struct WinogradF4x3Filters {
+  static constexpr const char* kName = "winograd_f4x3_filters";
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    return winograd_filters_why_not(p, bl);
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    // The rule and its A/B: kWinogradFiltersMinU (winograd.hpp).
+    const bool few_tiles = product_at_most({p.N, winograd_tiles_h(p), winograd_tiles_w(p)},
+                                           kWinogradFiltersMaxTiles);
+    if (!few_tiles && product_at_most({kWinogradPoints, p.Kg, p.Cg}, kWinogradFiltersMinU - 1))
+      return "many tiles and a small transformed weight: the tile schedule (winograd_f4x3) "
+             "keeps U in cache and transforms it once";
+    return nullptr;
+  }
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return {true, p.Kg, kWinogradWeightDepthPerChannel * p.Cg, /*as_it_goes=*/true};
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    winograd_pack_weights(p, bl, w, dst, winograd_filters_kc(bl));
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    winograd_forward_filters(p, e, a, weights);
   }
 };
 
@@ -341,6 +372,7 @@ struct Im2colNhwc : WeightsAsB, AlwaysPreferred {
 template <typename T>
 const ImplList<T>& forward_implementations() {
   static const ImplList<T> list = {
+      implementation_of<WinogradF4x3Filters, T>(),
       implementation_of<WinogradF4x3, T>(),
       depthwise_nchw_forward<T>(),            depthwise_nhwc_forward<T>(),
       grouped_nhwc_forward<T>(),

@@ -200,10 +200,15 @@ struct Conv2dPrimitive::State {
     const detail::GemmEngine<T>& e = detail::engine_for_entry(im, plan, engine<T>());
     const detail::WeightPacking wp = im.weight_packing(plan);
     detail::PrepackedGroups<T> weights{nullptr, 0, 0};
+    detail::ExecArgs<T> run_args = args;
     if (!wp.none()) {
       const int64_t group_elems = wp.group_elems(e.blocking);
       const T* data;
-      if (packed_now && raw) {
+      if (packed_now && raw && wp.as_it_goes) {
+        // The executor packs each piece of the weights right before using it.
+        run_args.w = raw;
+        data = nullptr;
+      } else if (packed_now && raw) {
         T* dst = detail::thread_scratch_as<detail::Scratch::Weights, T>(
             detail::checked_mul(plan.G, group_elems, "the packed weights"), "the packed weights");
         im.pack_weights(plan, e.blocking, raw, dst);
@@ -216,7 +221,7 @@ struct Conv2dPrimitive::State {
       }
       weights = detail::PrepackedGroups<T>{data, wp.padded(e.blocking), group_elems};
     }
-    im.run(plan, e, args, weights);
+    im.run(plan, e, run_args, weights);
     if (exact_border)
       detail::forward_border_exact(plan, args.x, raw, args.bias, args.relu, args.out);
   }

@@ -94,25 +94,86 @@ const GemmEngine<T>& winograd_engine_of(const Blocking& bl) {
   throw std::logic_error("winograd: no engine has the blocking of the packed weights");
 }
 
-// Packs every group's U_ξ and weight copy (layout above). One job per (group, MR-panel of
-// filters, KC-slab of channels): its filter slices, taken in micro-panel order (channel,
-// then filter), are transformed by the engine's winograd weight kernel (in T) straight into
-// the 36 micro-panels, one per U_ξ (through a local buffer when the panel is not a whole
-// number of vectors).
+// Scratch rows for winograd_transform_slice: 9 tap rows and 36 output rows of `pitch`
+// elements, pitch = winograd_slice_pitch(mr, kc, lanes).
+inline int64_t winograd_slice_pitch(int64_t mr, int64_t kc, int64_t lanes, int64_t elem_bytes) {
+  // Slices rounded up to whole vectors; rows one cache line apart beyond that, so the 36
+  // stores of a vector do not all fall into one L1 set.
+  return round_up(kc * mr, lanes) + 64 / elem_bytes;
+}
+
+// Transforms the slices of filters [k0, k0 + mr) × channels [pc, pc + kc) of group g
+// (filters past Kg are zero filters: the padding rows of the last panel) into one micro-panel
+// of each U_ξ, in micro-panel order (channel, then filter): point ξ's panel at
+// out + ξ·xi_stride. raw (or null) receives the weights as given, group-relative
+// [k][c][r][s]. taps and buf hold 9 and 36 rows of `pitch` elements.
 template <typename T>
-void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
-  const auto weight_fn = winograd_engine_of<T>(bl).winograd.weight_f4x3;
-  const int64_t lanes = winograd_engine_of<T>(bl).winograd.lanes;
-  const int64_t mr = bl.mr, kcb = bl.kc;
+void winograd_transform_slice(const ConvPlan& p, const kernels::WinogradKernels<T>& wk, const T* w,
+                              int64_t g, int64_t k0, int64_t mr, int64_t pc, int64_t kc, T* out,
+                              int64_t xi_stride, T* raw, T* taps, T* buf, int64_t pitch) {
+  const int64_t run = kc * mr;  // one micro-panel of one U_ξ
+  const int64_t n = round_up(run, int64_t(wk.lanes));
+  int64_t tap_off[9];
+  for (int r = 0; r < 3; ++r)
+    for (int s = 0; s < 3; ++s) tap_off[3 * r + s] = r * p.ws_r + s * p.ws_s;
+  // In micro-panel order, so each of the 9 tap rows is written front to back (the reads
+  // follow MR filters at once, along their channels).
+  const int64_t live = std::clamp<int64_t>(p.Kg - k0, 0, mr);  // real filters of the panel
+  const T* w0 = w + (g * p.Kg + k0) * p.ws_k + pc * p.ws_c;
+  if (p.ws_c == 1) {  // channels contiguous (NHWC weights): a tap at a time
+    for (int t = 0; t < 9; ++t) {
+      T* row = taps + t * pitch;
+      const T* wt = w0 + tap_off[t];
+      for (int64_t c = 0; c < kc; ++c) {
+        T* col = row + c * mr;
+        for (int64_t i = 0; i < live; ++i) col[i] = wt[i * p.ws_k + c];
+        for (int64_t i = live; i < mr; ++i) col[i] = T(0);
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < kc; ++c) {
+      T* col = taps + c * mr;
+      for (int64_t i = 0; i < live; ++i) {
+        const T* wkc = w0 + i * p.ws_k + c * p.ws_c;
+        for (int t = 0; t < 9; ++t) col[t * pitch + i] = wkc[tap_off[t]];
+      }
+      for (int64_t i = live; i < mr; ++i)
+        for (int t = 0; t < 9; ++t) col[t * pitch + i] = T(0);
+    }
+  }
+  if (raw) {
+    for (int64_t i = 0; i < live; ++i)
+      for (int64_t c = 0; c < kc; ++c) {
+        const T* wkc = w0 + i * p.ws_k + c * p.ws_c;
+        T* rkc = raw + ((k0 + i) * p.Cg + pc + c) * 9;
+        for (int t = 0; t < 9; ++t) rkc[t] = wkc[tap_off[t]];
+      }
+  }
+  for (int64_t l = run; l < n; ++l)
+    for (int t = 0; t < 9; ++t) taps[t * pitch + l] = T(0);
+  if (n == run) {  // whole vectors: straight into the 36 micro-panels
+    wk.weight_f4x3(taps, pitch, out, xi_stride, n);
+  } else {  // the last vector would spill into the next panel: through the buffer
+    wk.weight_f4x3(taps, pitch, buf, pitch, n);
+    for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
+      std::memcpy(out + xi * xi_stride, buf + xi * pitch, sizeof(T) * static_cast<std::size_t>(run));
+  }
+}
+
+// Packs every group's U_ξ and weight copy (layout above), in channel chunks of `kcb` (the
+// executor's KC). One job per (group, MR-panel of filters, chunk of channels), transformed by
+// the engine's winograd weight kernel (in T) straight into the 36 micro-panels.
+template <typename T>
+void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst,
+                           int64_t kcb) {
+  const kernels::WinogradKernels<T>& wk = winograd_engine_of<T>(bl).winograd;
+  const int64_t mr = bl.mr;
   const int64_t kgp = round_up(p.Kg, mr);
   const int64_t u_elems = kgp * p.Cg;  // one U_ξ
   const int64_t group_elems = kgp * kWinogradWeightDepthPerChannel * p.Cg;
   const int64_t panels = kgp / mr, slabs = ceil_div(p.Cg, kcb);
   const int64_t jobs = p.G * panels * slabs;
-  // Slices of a job, rounded up to whole vectors; rows of the buffers are one cache line
-  // apart beyond that, so the 36 stores of a vector do not all fall into one L1 set.
-  const int64_t n_max = round_up(kcb * mr, lanes);
-  const int64_t pitch = n_max + 64 / int64_t(sizeof(T));
+  const int64_t pitch = winograd_slice_pitch(mr, kcb, wk.lanes, sizeof(T));
   parallel_run(std::max(1, std::min<int>(threads_for(double(p.G) * p.Kg * p.Cg * 200),
                                          int(std::min<int64_t>(jobs, 1 << 20)))),
                [&](int tid, int nt) {
@@ -124,37 +185,9 @@ void winograd_pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T*
       interrupt_point();
       const int64_t g = j / (panels * slabs), panel = j / slabs % panels, slab = j % slabs;
       const int64_t pc = slab * kcb, kc = std::min(kcb, p.Cg - pc), k0 = panel * mr;
-      const int64_t run = kc * mr;  // one micro-panel of one U_ξ
-      const int64_t n = round_up(run, lanes);
       T* dg = dst + g * group_elems;
-      T* raw = dg + kWinogradPoints * u_elems;
-      for (int64_t c = pc; c < pc + kc; ++c)
-        for (int64_t i = 0; i < mr; ++i) {
-          const int64_t k = k0 + i, l = (c - pc) * mr + i;
-          if (k >= p.Kg) {  // padding rows of the last panel: zero filters
-            for (int t = 0; t < 9; ++t) taps[t * pitch + l] = T(0);
-            continue;
-          }
-          const T* wkc = w + (g * p.Kg + k) * p.ws_k + c * p.ws_c;
-          T* rkc = raw + (k * p.Cg + c) * 9;
-          for (int r = 0; r < 3; ++r)
-            for (int s = 0; s < 3; ++s) {
-              const T v = wkc[r * p.ws_r + s * p.ws_s];
-              taps[(3 * r + s) * pitch + l] = v;
-              rkc[3 * r + s] = v;
-            }
-        }
-      for (int64_t l = run; l < n; ++l)
-        for (int t = 0; t < 9; ++t) taps[t * pitch + l] = T(0);
-      T* panel0 = dg + pc * kgp + k0 * kc;  // this job's micro-panel of U_0
-      if (n == run) {  // whole vectors: straight into the 36 micro-panels
-        weight_fn(taps.data(), pitch, panel0, u_elems, n);
-      } else {  // the last vector would spill into the next panel: through the buffer
-        weight_fn(taps.data(), pitch, buf.data(), pitch, n);
-        for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
-          std::memcpy(panel0 + xi * u_elems, buf.data() + xi * pitch,
-                      sizeof(T) * static_cast<std::size_t>(run));
-      }
+      winograd_transform_slice(p, wk, w, g, k0, mr, pc, kc, dg + pc * kgp + k0 * kc, u_elems,
+                               dg + kWinogradPoints * u_elems, taps.data(), buf.data(), pitch);
     }
   });
 }
@@ -177,11 +210,20 @@ inline int64_t winograd_block_tiles(const ConvPlan& p, const Blocking& bl, int64
   return panels * nr;
 }
 
-// y at (n, k, oh, ow) by the definition (taps clipped to the image), from the weights as
-// given (group g's copy in the packed operand, [k][c][r][s]); x points at group g's channels.
+// The weights as given, for the exact recomputation of non-finite tiles: group-relative
+// filter k, channel c at base + k·sk + c·sc, tap (r, s) at r·sr + s·ss from there (the copy
+// in the packed operand, or the caller's weights when they are transformed as they go).
 template <typename T>
-T winograd_exact_output(const ConvPlan& p, const T* x, const T* raw, int64_t n, int64_t k,
-                        int64_t oh, int64_t ow) {
+struct WinogradRaw {
+  const T* base;
+  int64_t sk, sc, sr, ss;
+};
+
+// y at (n, k, oh, ow) by the definition (taps clipped to the image), from the weights as
+// given; x points at group g's channels.
+template <typename T>
+T winograd_exact_output(const ConvPlan& p, const T* x, const WinogradRaw<T>& raw, int64_t n,
+                        int64_t k, int64_t oh, int64_t ow) {
   const int64_t ih0 = oh - p.pad_t, iw0 = ow - p.pad_l;
   int64_t r0, r1, s0, s1;
   valid_taps(ih0, 1, 3, p.H, r0, r1);
@@ -189,10 +231,10 @@ T winograd_exact_output(const ConvPlan& p, const T* x, const T* raw, int64_t n, 
   T acc = T(0);
   for (int64_t c = 0; c < p.Cg; ++c) {
     const T* xc = x + n * p.xs_n + c * p.xs_c;
-    const T* wc = raw + (k * p.Cg + c) * 9;
+    const T* wc = raw.base + k * raw.sk + c * raw.sc;
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t s = s0; s < s1; ++s)
-        acc += wc[r * 3 + s] * xc[(ih0 + r) * p.xs_h + (iw0 + s) * p.xs_w];
+        acc += wc[r * raw.sr + s * raw.ss] * xc[(ih0 + r) * p.xs_h + (iw0 + s) * p.xs_w];
   }
   return acc;
 }
@@ -292,7 +334,7 @@ struct WinogradExecutor {
   // and the tiles flagged non-finite recomputed by the definition.
   template <int kNR, bool kUnitW>
   void store(const T* outp, const WinogradTile* tiles, int64_t lanes, int64_t g, int64_t kk,
-             const T* xg, const T* raw) const {
+             const T* xg, const WinogradRaw<T>& raw) const {
     const int64_t kglob = g * p.Kg + kk;
     T* yk = a.out + kglob * p.ys_c;
     const int64_t sh = p.ys_h, sw = kUnitW ? 1 : p.ys_w;
@@ -340,7 +382,7 @@ struct WinogradExecutor {
     describe(t0, nt, tiles);
     const T* xg = a.x + g * p.Cg * p.xs_c;
     const T* ug = weights.group(g).data;
-    const T* raw = ug + kWinogradPoints * u_elems;
+    const WinogradRaw<T> raw{ug + kWinogradPoints * u_elems, p.Cg * 9, 9, 3, 1};
     const auto input_fn = e.winograd.input_f4x3;
     const auto output_fn = e.winograd.output_f4x3;
 
@@ -425,6 +467,174 @@ void winograd_forward(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<
         ex.template run_unit<decltype(kNR)::value, decltype(kUnitW)::value>(
             unit, weights, v, patch, outp, m, tiles);
       });
+    }
+  });
+}
+
+// Filter-stationary schedule (the winograd_f4x3_filters entry), for layers whose transformed
+// weights are large. The tile schedule above reads all of a group's U once per block of
+// tiles, and its blocks are small (V and M of a block share L2 with the U panels), so a deep
+// layer (512×512 filters: U is 38 MB in float32) streams U from memory several times per
+// call. Here, per group:
+//   1. a block of up to kWinogradFilterBlockTiles tiles (all images) has its V built once,
+//      for every channel, into the calling thread's Image scratch (threads split the
+//      channels);
+//   2. the threads split the MR-panels of filters; a panel runs its 36 GEMMs over the whole
+//      block, channel chunk by channel chunk (KC = winograd_filters_kc), accumulating M in
+//      chunk order, then its output transform and store. U is read once per block.
+// Weights given with the call are not packed up front (WeightPacking::as_it_goes): a panel
+// transforms its slices of U for one channel chunk right before the GEMMs that use them
+// (winograd_transform_slice, the packer's own code), so the per-call U — four times the
+// weights — is never written out. Weights set once (set_weights) are packed in the same
+// chunks, so both give the same bits. The per-element operations do not depend on the block,
+// the panel split or the thread count: bitwise reproducible for any thread count.
+inline constexpr int64_t kWinogradFilterBlockTiles = 128;
+
+// The automatic choice between the two schedules (winograd_f4x3_filters' declines): the
+// filter-stationary one when a group's U has at least this many elements (36 · Kg · Cg),
+// or when the layer has at most kWinogradFiltersMaxTiles tiles (so a per-call U is
+// transformed at most twice). Elsewhere (many tiles, small U: 3×3 c64 and c128 on 56×56)
+// the tile schedule measured 10-15 % faster per call, the filter one paying for
+// transforming U once per block of tiles. A/B, fp32, Zen 4, 2 threads, GFLOP/s per call,
+// filters / tiles: 512→512 on 7×7, batch 16: 438 / 251; on 14×14: 507 / 353; batch 1 on
+// 14×14: 203 / 66; 256→256 on 14×14: 464 / 431; on 28×28 batch 8: 558 / 533; 128→128 on
+// 28×28 batch 4: 480 / 408; on 56×56 batch 8: 451 / 499; 64→64 on 56×56 batch 16:
+// 341 / 401.
+inline constexpr int64_t kWinogradFiltersMinU = int64_t(2) << 20;
+inline constexpr int64_t kWinogradFiltersMaxTiles = 256;
+
+// The channel chunk of this schedule: at most 128, so a panel's U slices (36 · MR · KC)
+// stay within about half of L2 while the GEMMs read them.
+inline int64_t winograd_filters_kc(const Blocking& bl) { return std::min<int64_t>(bl.kc, 128); }
+
+// Filters of a unit: about 32 (whole MR-panels), so each V micro-panel read from the shared
+// block serves several A micro-panels. (8, 16, 32 and 64 measured within noise of each other
+// on the 512-channel 7×7 layer; 32 keeps a unit's U slices and M within L2.)
+inline int64_t winograd_filters_mc(const Blocking& bl) {
+  return std::max<int64_t>(1, 32 / bl.mr) * bl.mr;
+}
+
+// Tiles per block: up to kWinogradFilterBlockTiles, as many as the block's V (36 · Cg per
+// tile) allows within kImageScratchElems, a multiple of NR.
+inline int64_t winograd_filter_block_tiles(const ConvPlan& p, const Blocking& bl) {
+  const int64_t nr = bl.nr;
+  const int64_t total = p.N * winograd_tiles_h(p) * winograd_tiles_w(p);
+  const int64_t fit = round_down(kImageScratchElems / (kWinogradPoints * std::max<int64_t>(p.Cg, 1)), nr);
+  return std::max<int64_t>(nr, std::min({fit, round_up(kWinogradFilterBlockTiles, nr),
+                                         round_up(std::max<int64_t>(total, 1), nr)}));
+}
+
+inline const char* winograd_filters_why_not(const ConvPlan& p, const Blocking& bl) {
+  if (const char* why = winograd_why_not(p, bl)) return why;
+  if (!product_at_most({kWinogradPoints, p.Cg, bl.nr}, kImageScratchElems))
+    return "too many channels per group: the transformed input of one tile panel exceeds the "
+           "per-thread scratch bound";
+  return nullptr;
+}
+
+template <typename T>
+void winograd_forward_filters(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                              const PrepackedGroups<T>& weights) {
+  const int threads = threads_for(p.flops() / 4);
+  const WinogradExecutor<T> ex(p, e, a, threads);
+  const Blocking& bl = e.blocking;
+  const int64_t nr = bl.nr, mr = bl.mr, kgp = ex.kgp, u_elems = ex.u_elems;
+  const int64_t kcf = winograd_filters_kc(bl);
+  const int64_t nbt = winograd_filter_block_tiles(p, bl);
+  const int64_t mcf = std::min(winograd_filters_mc(bl), kgp);  // filters of a unit
+  const int64_t units = ceil_div(kgp, mcf);
+  // A unit's U slices when transformed as they go: point ξ's at ξ·u_pitch, one cache line
+  // beyond the slices, so the 36 stores of a vector do not all fall into one L1 set.
+  const int64_t u_pitch = mcf * kcf + 64 / int64_t(sizeof(T));
+  const bool fused = weights.data == nullptr;  // transform U as it goes, from a.w
+  const kernels::WinogradKernels<T>& wk = e.winograd;
+  const int64_t pitch = winograd_slice_pitch(mr, kcf, wk.lanes, sizeof(T));
+  const bool unit_w = p.xs_w == 1 && p.ys_w == 1;
+  T* v = thread_scratch_as<Scratch::Image, T>(kWinogradPoints * p.Cg * nbt,
+                                              "the Winograd input tiles");
+  std::vector<WinogradTile> tiles(static_cast<std::size_t>(nbt));
+  winograd_dispatch(nr, unit_w, [&](auto kNRc, auto kUnitWc) {
+    constexpr int kNR = decltype(kNRc)::value;
+    constexpr bool kUnitW = decltype(kUnitWc)::value;
+    for (int64_t g = 0; g < p.G; ++g) {
+      const T* xg = a.x + g * p.Cg * p.xs_c;
+      const T* ug = fused ? nullptr : weights.group(g).data;
+      const WinogradRaw<T> raw =
+          fused ? WinogradRaw<T>{a.w + g * p.Kg * p.ws_k, p.ws_k, p.ws_c, p.ws_r, p.ws_s}
+                : WinogradRaw<T>{ug + kWinogradPoints * u_elems, p.Cg * 9, 9, 3, 1};
+      for (int64_t t0 = 0; t0 < ex.total; t0 += nbt) {
+        const int64_t nt = std::min(nbt, ex.total - t0), nbp = round_up(nt, nr);
+        const int64_t qn = ceil_div(nt, nr);
+        ex.describe(t0, nt, tiles.data());
+        // 1. V of the block: job (channel, tile panel), channel-major.
+        const int64_t jobs = p.Cg * qn;
+        parallel_run(static_cast<int>(std::min<int64_t>(threads, jobs)), [&](int tid, int nth) {
+          T* patch = thread_scratch_as<Scratch::Tile, T>(kWinogradPoints * nr,
+                                                         "the Winograd input patches");
+          int64_t j0, j1;
+          static_range(jobs, tid, nth, j0, j1);
+          for (int64_t j = j0; j < j1; ++j) {
+            if ((j & 63) == 0) interrupt_point();
+            const int64_t c = j / qn, q = j % qn;
+            const int64_t pc = c / kcf * kcf, kc = std::min(kcf, p.Cg - pc);
+            ex.template gather<kNR, kUnitW>(xg + c * p.xs_c, tiles.data() + q * nr,
+                                            std::min(nr, nt - q * nr), patch);
+            wk.input_f4x3(patch, v + kWinogradPoints * pc * nbp + q * nr * kc + (c - pc) * nr,
+                          kc * nbp, nr);
+          }
+        });
+        // 2. the filters, mcf at a time (whole MR-panels), each over the whole block.
+        parallel_run(static_cast<int>(std::min<int64_t>(threads, units)), [&](int tid, int nth) {
+          T* m = thread_scratch_as<Scratch::Tile, T>(kWinogradPoints * mcf * nbp + 17 * nr,
+                                                     "the Winograd products");
+          T* outp = m + kWinogradPoints * mcf * nbp;
+          T* u = nullptr;
+          T* taps = nullptr;
+          T* buf = nullptr;
+          if (fused) {
+            u = thread_scratch_as<Scratch::Weights, T>(kWinogradPoints * u_pitch + 45 * pitch,
+                                                       "the Winograd weight slices");
+            taps = u + kWinogradPoints * u_pitch;
+            buf = taps + 9 * pitch;
+          }
+          const int64_t m_stride = mcf * nbp;
+          int64_t j0, j1;
+          static_range(units, tid, nth, j0, j1);
+          for (int64_t j = j0; j < j1; ++j) {
+            interrupt_point();
+            const int64_t k0 = j * mcf, rows = std::min(mcf, p.Kg - k0);
+            const int64_t rows_p = round_up(rows, mr);
+            for (int64_t pc = 0; pc < p.Cg; pc += kcf) {
+              const int64_t kc = std::min(kcf, p.Cg - pc);
+              const T* ua = nullptr;
+              int64_t xi_stride;
+              if (fused) {
+                for (int64_t i0 = 0; i0 < rows_p; i0 += mr)
+                  winograd_transform_slice(p, wk, a.w, g, k0 + i0, mr, pc, kc, u + i0 * kc,
+                                           u_pitch, static_cast<T*>(nullptr), taps, buf, pitch);
+                ua = u;
+                xi_stride = u_pitch;
+              } else {
+                ua = ug + pc * kgp + k0 * kc;
+                xi_stride = u_elems;
+              }
+              const T* vc = v + kWinogradPoints * pc * nbp;
+              for (int64_t xi = 0; xi < kWinogradPoints; ++xi)
+                gemm_rect(e, 0, rows, 0, nbp, kc, Prepacked<T>{ua + xi * xi_stride, rows_p},
+                          Prepacked<T>{vc + xi * kc * nbp, nbp}, m + xi * m_stride, nbp, pc > 0,
+                          NoEpilogue{});
+            }
+            for (int64_t k = 0; k < rows; ++k) {
+              const T* bias = a.bias ? a.bias + g * p.Kg + k0 + k : nullptr;
+              for (int64_t q = 0; q < qn; ++q) {
+                wk.output_f4x3(m + k * nbp + q * nr, m_stride, outp, nr, bias, a.relu);
+                ex.template store<kNR, kUnitW>(outp, tiles.data() + q * nr,
+                                               std::min(nr, nt - q * nr), g, k0 + k, xg, raw);
+              }
+            }
+          }
+        });
+      }
     }
   });
 }
