@@ -52,6 +52,7 @@ namespace convcore::detail {
 
 inline constexpr int64_t kWinogradPoints = 36;  // 6×6 transformed points per tile
 inline constexpr int64_t kWinogradTile = 4;     // outputs per tile side
+inline constexpr int64_t kWinogradMaxLanes = 16;  // the widest vector of any target (T)
 
 // Whether the Winograd executor can compute the plan; the reason when not (reported to
 // callers asking for algorithm='winograd').
@@ -283,6 +284,47 @@ struct WinogradExecutor {
     }
   }
 
+  // Channels contiguous in x (NHWC): the patches of several channels are moved together by
+  // the engine's gather_rows (a register-block transpose from one pointer per tile and
+  // point), instead of one strided element per channel, point and tile.
+  // nhwc_offsets: where point ξ of lane l's patch lies in x (relative to a channel), at
+  // offs[ξ·kNR + l]; -1 outside the image and for lanes past `lanes`.
+  template <int kNR>
+  void nhwc_offsets(const WinogradTile* tiles, int64_t lanes, int64_t* offs) const {
+    for (int64_t l = 0; l < kNR; ++l) {
+      if (l >= lanes) {
+        for (int64_t xi = 0; xi < kWinogradPoints; ++xi) offs[xi * kNR + l] = -1;
+        continue;
+      }
+      const WinogradTile& d = tiles[l];
+      const int64_t h0 = d.oh0 - p.pad_t, w0 = d.ow0 - p.pad_l;
+      for (int64_t i = 0; i < 6; ++i)
+        for (int64_t j = 0; j < 6; ++j) {
+          const int64_t ih = h0 + i, iw = w0 + j;
+          offs[(6 * i + j) * kNR + l] =
+              ih >= 0 && ih < p.H && iw >= 0 && iw < p.W
+                  ? d.n * p.xs_n + ih * p.xs_h + iw * p.xs_w
+                  : -1;
+        }
+    }
+  }
+  // The patches of channels [c0, c0 + nch) of xg (nch at most the engine's lane count),
+  // channel cc's at patch + cc·36·kNR, laid out as gather's; zeros: nch readable zeros.
+  template <int kNR>
+  void gather_nhwc(const T* xg, const int64_t* offs, int64_t c0, int64_t nch, T* patch,
+                   const T* zeros) const {
+    const T* rows[kNR];
+    const int64_t ahead = c0 + e.winograd.lanes;  // the next block's channels, fetched ahead
+    for (int64_t xi = 0; xi < kWinogradPoints; ++xi) {
+      const int64_t* o = offs + xi * kNR;
+      for (int l = 0; l < kNR; ++l) {
+        rows[l] = o[l] >= 0 ? xg + o[l] + c0 : zeros;
+        if (o[l] >= 0 && ahead < p.Cg) __builtin_prefetch(xg + o[l] + ahead);
+      }
+      e.winograd.gather_rows(rows, nch, patch + xi * kNR, kWinogradPoints * kNR, kNR);
+    }
+  }
+
   // The 6×6 patches of channel xc (group-relative pointer) for `lanes` tiles, into
   // patch[ξ·nr + lane]; lanes past `lanes` zero.
   // kNR: the panel width (the kernel's NR) as a constant, so the 36 offsets into the patch
@@ -335,47 +377,91 @@ struct WinogradExecutor {
   template <int kNR, bool kUnitW>
   void store(const T* outp, const WinogradTile* tiles, int64_t lanes, int64_t g, int64_t kk,
              const T* xg, const WinogradRaw<T>& raw) const {
+    for (int64_t l = 0; l < lanes; ++l) store_lane<kNR, kUnitW>(outp, l, tiles[l], g, kk, xg, raw);
+  }
+
+  // Lane l of filter kk's output panel (tile d).
+  template <int kNR, bool kUnitW>
+  void store_lane(const T* outp, int64_t l, const WinogradTile& d, int64_t g, int64_t kk,
+                  const T* xg, const WinogradRaw<T>& raw) const {
     const int64_t kglob = g * p.Kg + kk;
-    T* yk = a.out + kglob * p.ys_c;
+    T* yt = a.out + kglob * p.ys_c + d.y_off;
     const int64_t sh = p.ys_h, sw = kUnitW ? 1 : p.ys_w;
     constexpr int64_t stride = kNR;
-    const T* flags = outp + 16 * stride;
-    for (int64_t l = 0; l < lanes; ++l) {
-      const WinogradTile& d = tiles[l];
-      T* yt = yk + d.y_off;
-      const T* src = outp + l;
-      if (d.outputs_inside && flags[l] == T(0)) {  // bias and ReLU applied by the kernel
-        for (int i = 0; i < 4; ++i) {
-          T* row = yt + i * sh;
-          row[0] = src[(4 * i) * stride];
-          row[sw] = src[(4 * i + 1) * stride];
-          row[2 * sw] = src[(4 * i + 2) * stride];
-          row[3 * sw] = src[(4 * i + 3) * stride];
-        }
-        continue;
+    const T flag = outp[16 * stride + l];
+    const T* src = outp + l;
+    if (d.outputs_inside && flag == T(0)) {  // bias and ReLU applied by the kernel
+      for (int i = 0; i < 4; ++i) {
+        T* row = yt + i * sh;
+        row[0] = src[(4 * i) * stride];
+        row[sw] = src[(4 * i + 1) * stride];
+        row[2 * sw] = src[(4 * i + 2) * stride];
+        row[3 * sw] = src[(4 * i + 3) * stride];
       }
-      const bool exact = !(flags[l] == T(0));
-      const int64_t rows = std::min(kWinogradTile, p.Ho - d.oh0);
-      const int64_t cols = std::min(kWinogradTile, p.Wo - d.ow0);
-      for (int64_t i = 0; i < rows; ++i)
-        for (int64_t j = 0; j < cols; ++j) {
-          T v;
-          if (exact) {
-            v = winograd_exact_output(p, xg, raw, d.n, kk, d.oh0 + i, d.ow0 + j);
-            if (a.bias) v += a.bias[kglob];
-            if (a.relu) v = v < T(0) ? T(0) : v;
-          } else {
-            v = src[(4 * i + j) * stride];
-          }
-          yt[i * sh + j * sw] = v;
-        }
+      return;
     }
+    const bool exact = !(flag == T(0));
+    const int64_t rows = std::min(kWinogradTile, p.Ho - d.oh0);
+    const int64_t cols = std::min(kWinogradTile, p.Wo - d.ow0);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) {
+        T v;
+        if (exact) {
+          v = winograd_exact_output(p, xg, raw, d.n, kk, d.oh0 + i, d.ow0 + j);
+          if (a.bias) v += a.bias[kglob];
+          if (a.relu) v = v < T(0) ? T(0) : v;
+        } else {
+          v = src[(4 * i + j) * stride];
+        }
+        yt[i * sh + j * sw] = v;
+      }
+  }
+
+  // Output transform, bias, ReLU and store of filters [k0, k0 + nk) (group-relative; their
+  // rows of m from m_row on, points m_stride apart) for tile panel q of a block of nt
+  // tiles. outp holds nk output panels (17 · kNR each). Where filters are contiguous in y
+  // (NHWC) a vector of them is stored together through the engine's scatter_rows at the
+  // tiles whose outputs are all inside and finite; other tiles go filter by filter.
+  template <int kNR, bool kUnitW>
+  void finish(const T* m, int64_t m_stride, int64_t nbp, int64_t m_row, int64_t k0, int64_t nk,
+              int64_t q, int64_t nt, const WinogradTile* tiles, int64_t g, const T* xg,
+              const WinogradRaw<T>& raw, T* outp) const {
+    const int64_t nr = kNR, lanes = std::min(nr, nt - q * nr);
+    constexpr int64_t panel = 17 * kNR;
+    for (int64_t kk = 0; kk < nk; ++kk) {
+      const T* bias = a.bias ? a.bias + g * p.Kg + k0 + kk : nullptr;
+      e.winograd.output_f4x3(m + (m_row + kk) * nbp + q * nr, m_stride, outp + kk * panel, nr,
+                             bias, a.relu);
+    }
+    if (kUnitW || p.ys_c != 1 || nk == 1) {
+      for (int64_t kk = 0; kk < nk; ++kk)
+        store<kNR, kUnitW>(outp + kk * panel, tiles + q * nr, lanes, g, k0 + kk, xg, raw);
+      return;
+    }
+    T sink[kWinogradMaxLanes];
+    bool fast[kNR];
+    for (int64_t l = 0; l < nr; ++l) {
+      fast[l] = l < lanes && tiles[q * nr + l].outputs_inside;
+      for (int64_t kk = 0; fast[l] && kk < nk; ++kk) fast[l] = outp[kk * panel + 16 * kNR + l] == T(0);
+    }
+    T* rows[kNR];
+    T* y0 = a.out + (g * p.Kg + k0) * p.ys_c;
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        for (int64_t l = 0; l < nr; ++l)
+          rows[l] = fast[l] ? y0 + tiles[q * nr + l].y_off + i * p.ys_h + j * p.ys_w : sink;
+        e.winograd.scatter_rows(outp + (4 * i + j) * kNR, panel, nk, rows, nr);
+      }
+    for (int64_t l = 0; l < lanes; ++l)
+      if (!fast[l])
+        for (int64_t kk = 0; kk < nk; ++kk)
+          store_lane<kNR, kUnitW>(outp + kk * panel, l, tiles[q * nr + l], g, k0 + kk, xg, raw);
   }
 
   // Unit = (tile block, group), start to finish.
   template <int kNR, bool kUnitW>
   void run_unit(int64_t unit, const PrepackedGroups<T>& weights, T* v, T* patch, T* outp, T* m,
-                WinogradTile* tiles) const {
+                WinogradTile* tiles, int64_t* offs, const T* zeros) const {
     const int64_t blk = unit / p.G, g = unit % p.G;
     const int64_t t0 = blk * nb, nt = std::min(nb, total - t0);
     const int64_t nbp = round_up(nt, nr);
@@ -384,7 +470,6 @@ struct WinogradExecutor {
     const T* ug = weights.group(g).data;
     const WinogradRaw<T> raw{ug + kWinogradPoints * u_elems, p.Cg * 9, 9, 3, 1};
     const auto input_fn = e.winograd.input_f4x3;
-    const auto output_fn = e.winograd.output_f4x3;
 
     for (int64_t pc = 0; pc < p.Cg; pc += kcb) {
       const int64_t kc = std::min(kcb, p.Cg - pc);
@@ -392,6 +477,18 @@ struct WinogradExecutor {
       // 1. input transform, panel by panel, channel by channel, into B micro-panels.
       for (int64_t q = 0; q * nr < nt; ++q) {
         const int64_t lanes = std::min(nr, nt - q * nr);
+        if (!kUnitW && p.xs_c == 1) {  // NHWC: a vector of channels at a time
+          const int64_t cb = e.winograd.lanes;
+          nhwc_offsets<kNR>(tiles + q * nr, lanes, offs);
+          for (int64_t c = pc; c < pc + kc; c += cb) {
+            const int64_t nch = std::min(cb, pc + kc - c);
+            gather_nhwc<kNR>(xg, offs, c, nch, patch, zeros);
+            for (int64_t cc = 0; cc < nch; ++cc)
+              input_fn(patch + cc * kWinogradPoints * nr, v + q * nr * kc + (c + cc - pc) * nr,
+                       v_stride, nr);
+          }
+          continue;
+        }
         for (int64_t c = pc; c < pc + kc; ++c) {
           gather<kNR, kUnitW>(xg + c * p.xs_c, tiles + q * nr, lanes, patch);
           input_fn(patch, v + q * nr * kc + (c - pc) * nr, v_stride, nr);
@@ -405,15 +502,12 @@ struct WinogradExecutor {
                   NoEpilogue{});
       }
     }
-    // 3. output transform and store.
-    const int64_t m_stride = p.Kg * nbp;
-    for (int64_t k = 0; k < p.Kg; ++k) {
-      const T* bias = a.bias ? a.bias + g * p.Kg + k : nullptr;
-      for (int64_t q = 0; q * nr < nt; ++q) {
-        output_fn(m + k * nbp + q * nr, m_stride, outp, nr, bias, a.relu);
-        store<kNR, kUnitW>(outp, tiles + q * nr, std::min(nr, nt - q * nr), g, k, xg, raw);
-      }
-    }
+    // 3. output transform and store, a vector of filters at a time.
+    const int64_t m_stride = p.Kg * nbp, kb = e.winograd.lanes;
+    for (int64_t k = 0; k < p.Kg; k += kb)
+      for (int64_t q = 0; q * nr < nt; ++q)
+        finish<kNR, kUnitW>(m, m_stride, nbp, k, k, std::min(kb, p.Kg - k), q, nt, tiles, g, xg,
+                            raw, outp);
   }
 };
 
@@ -450,22 +544,26 @@ void winograd_forward(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<
     if (u0 >= u1) return;
     const int64_t nr = ex.nr, nb = ex.nb;
     const int64_t kc_max = std::min(ex.kcb, p.Cg);
-    // V (36 chunks of KC × NB), a gathered patch panel (36 × NR), an output panel
-    // (17 × NR) and the tile table; M (36 × Kg × NB) in its own slot.
+    // V (36 chunks of KC × NB), gathered patch panels (36 × NR, one per channel of a
+    // vector in NHWC), output panels (17 × NR, one per filter of a vector) and the tile
+    // table; M (36 × Kg × NB) in its own slot; the NHWC patch offsets (36 × NR).
     const int64_t v_elems = kWinogradPoints * kc_max * nb;
     const int64_t table_elems = ceil_div(nb * int64_t(sizeof(WinogradTile)), sizeof(T));
-    T* v = thread_scratch_as<Scratch::Image, T>(v_elems + 53 * nr + table_elems,
-                                                "the Winograd input tiles");
+    T* v = thread_scratch_as<Scratch::Image, T>(
+        v_elems + kWinogradMaxLanes * (kWinogradPoints + 17) * nr + table_elems,
+        "the Winograd input tiles");
     T* patch = v + v_elems;
-    T* outp = patch + kWinogradPoints * nr;
-    auto* tiles = reinterpret_cast<WinogradTile*>(outp + 17 * nr);
+    T* outp = patch + kWinogradMaxLanes * kWinogradPoints * nr;
+    auto* tiles = reinterpret_cast<WinogradTile*>(outp + kWinogradMaxLanes * 17 * nr);
+    std::vector<int64_t> offs(static_cast<std::size_t>(kWinogradPoints * nr));
+    const T zeros[kWinogradMaxLanes] = {};
     T* m = thread_scratch_as<Scratch::Tile, T>(kWinogradPoints * p.Kg * nb,
                                                "the Winograd products");
     for (int64_t unit = u0; unit < u1; ++unit) {
       interrupt_point();
       winograd_dispatch(nr, unit_w, [&](auto kNR, auto kUnitW) {
         ex.template run_unit<decltype(kNR)::value, decltype(kUnitW)::value>(
-            unit, weights, v, patch, outp, m, tiles);
+            unit, weights, v, patch, outp, m, tiles, offs.data(), zeros);
       });
     }
   });
@@ -566,27 +664,46 @@ void winograd_forward_filters(const ConvPlan& p, const GemmEngine<T>& e, const E
         const int64_t nt = std::min(nbt, ex.total - t0), nbp = round_up(nt, nr);
         const int64_t qn = ceil_div(nt, nr);
         ex.describe(t0, nt, tiles.data());
-        // 1. V of the block: job (channel, tile panel), channel-major.
-        const int64_t jobs = p.Cg * qn;
+        // 1. V of the block: job (tile panel, channel block), panel-major; a block is one
+        // channel, or a vector of channels when they are contiguous (NHWC).
+        const bool nhwc = !kUnitW && p.xs_c == 1;
+        const int64_t cb = nhwc ? wk.lanes : 1;
+        const int64_t cbn = ceil_div(p.Cg, cb);
+        const int64_t jobs = qn * cbn;
         parallel_run(static_cast<int>(std::min<int64_t>(threads, jobs)), [&](int tid, int nth) {
-          T* patch = thread_scratch_as<Scratch::Tile, T>(kWinogradPoints * nr,
+          T* patch = thread_scratch_as<Scratch::Tile, T>(cb * kWinogradPoints * nr,
                                                          "the Winograd input patches");
+          std::vector<int64_t> offs(static_cast<std::size_t>(nhwc ? kWinogradPoints * nr : 0));
+          const T zeros[kWinogradMaxLanes] = {};
           int64_t j0, j1;
           static_range(jobs, tid, nth, j0, j1);
+          int64_t offs_q = -1;
           for (int64_t j = j0; j < j1; ++j) {
             if ((j & 63) == 0) interrupt_point();
-            const int64_t c = j / qn, q = j % qn;
-            const int64_t pc = c / kcf * kcf, kc = std::min(kcf, p.Cg - pc);
-            ex.template gather<kNR, kUnitW>(xg + c * p.xs_c, tiles.data() + q * nr,
-                                            std::min(nr, nt - q * nr), patch);
-            wk.input_f4x3(patch, v + kWinogradPoints * pc * nbp + q * nr * kc + (c - pc) * nr,
-                          kc * nbp, nr);
+            const int64_t q = j / cbn, c0 = j % cbn * cb;
+            const int64_t nch = std::min(cb, p.Cg - c0), lanes = std::min(nr, nt - q * nr);
+            if (nhwc) {
+              if (offs_q != q) {
+                ex.template nhwc_offsets<kNR>(tiles.data() + q * nr, lanes, offs.data());
+                offs_q = q;
+              }
+              ex.template gather_nhwc<kNR>(xg, offs.data(), c0, nch, patch, zeros);
+            } else {
+              ex.template gather<kNR, kUnitW>(xg + c0 * p.xs_c, tiles.data() + q * nr, lanes,
+                                              patch);
+            }
+            for (int64_t c = c0; c < c0 + nch; ++c) {
+              const int64_t pc = c / kcf * kcf, kc = std::min(kcf, p.Cg - pc);
+              wk.input_f4x3(patch + (c - c0) * kWinogradPoints * nr,
+                            v + kWinogradPoints * pc * nbp + q * nr * kc + (c - pc) * nr,
+                            kc * nbp, nr);
+            }
           }
         });
         // 2. the filters, mcf at a time (whole MR-panels), each over the whole block.
         parallel_run(static_cast<int>(std::min<int64_t>(threads, units)), [&](int tid, int nth) {
-          T* m = thread_scratch_as<Scratch::Tile, T>(kWinogradPoints * mcf * nbp + 17 * nr,
-                                                     "the Winograd products");
+          T* m = thread_scratch_as<Scratch::Tile, T>(
+              kWinogradPoints * mcf * nbp + kWinogradMaxLanes * 17 * nr, "the Winograd products");
           T* outp = m + kWinogradPoints * mcf * nbp;
           T* u = nullptr;
           T* taps = nullptr;
@@ -624,14 +741,11 @@ void winograd_forward_filters(const ConvPlan& p, const GemmEngine<T>& e, const E
                           Prepacked<T>{vc + xi * kc * nbp, nbp}, m + xi * m_stride, nbp, pc > 0,
                           NoEpilogue{});
             }
-            for (int64_t k = 0; k < rows; ++k) {
-              const T* bias = a.bias ? a.bias + g * p.Kg + k0 + k : nullptr;
-              for (int64_t q = 0; q < qn; ++q) {
-                wk.output_f4x3(m + k * nbp + q * nr, m_stride, outp, nr, bias, a.relu);
-                ex.template store<kNR, kUnitW>(outp, tiles.data() + q * nr,
-                                               std::min(nr, nt - q * nr), g, k0 + k, xg, raw);
-              }
-            }
+            for (int64_t k = 0; k < rows; k += wk.lanes)
+              for (int64_t q = 0; q < qn; ++q)
+                ex.template finish<kNR, kUnitW>(m, m_stride, nbp, k, k0 + k,
+                                                std::min<int64_t>(wk.lanes, rows - k), q, nt,
+                                                tiles.data(), g, xg, raw, outp);
           }
         });
       }

@@ -84,12 +84,29 @@ template <typename T>
 using WinogradOutputFn = void (*)(const T* m, int64_t m_stride, T* out, int64_t n,
                                   const T* bias, bool relu);
 
+// gather_rows: dst[j·ldd + i] = rows[i][j] for i < n and j < cols, n a multiple of the
+// lane count, cols at most one vector: `cols` values read at each of n row pointers (an
+// NHWC pixel's channels), transposed in register blocks so that each of the cols outputs
+// holds the n rows side by side (the Winograd patches of several channels, tiles in lanes).
+template <typename T>
+using WinogradGatherFn = void (*)(const T* const* rows, int64_t cols, T* dst, int64_t ldd,
+                                  int64_t n);
+
+// scatter_rows: rows[i][j] = src[j·lds + i] for i < n and j < cols, n a multiple of the
+// lane count, cols at most one vector (the inverse of gather_rows: the outputs of cols
+// filters, tiles in lanes, stored to n NHWC pixels, each pixel's cols channels together).
+template <typename T>
+using WinogradScatterFn = void (*)(const T* src, int64_t lds, int64_t cols, T* const* rows,
+                                   int64_t n);
+
 template <typename T>
 struct WinogradKernels {
   WinogradWeightFn<T> weight_f4x3 = nullptr;
   WinogradInputFn<T> input_f4x3 = nullptr;
   WinogradOutputFn<T> output_f4x3 = nullptr;
   int lanes = 0;
+  WinogradGatherFn<T> gather_rows = nullptr;
+  WinogradScatterFn<T> scatter_rows = nullptr;
 };
 
 // The dwconv family (dwconv_family.inl): depthwise convolution (one input channel per

@@ -158,10 +158,55 @@ void winograd_output_f4x3(const typename VT::T* m, int64_t m_stride, typename VT
   }
 }
 
+// The WinogradGatherFn contract (kernels.hpp): blocks of kLanes rows loaded (masked to
+// cols), transposed in registers, and the first cols vectors stored.
+template <class VT>
+void winograd_gather_rows(const typename VT::T* const* rows, int64_t cols, typename VT::T* dst,
+                          int64_t ldd, int64_t n) {
+  constexpr int L = VT::kLanes;
+  typename VT::V r[L];
+  const bool whole = cols == L;
+  const typename VT::Mask in = VT::mask(cols);
+  for (int64_t i0 = 0; i0 < n; i0 += L) {
+    if (whole) {
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) r[i] = VT::loadu(rows[i0 + i]);
+    } else {
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) r[i] = VT::load_masked(rows[i0 + i], in);
+    }
+    VT::transpose(r);
+    for (int64_t j = 0; j < cols; ++j) VT::storeu(dst + j * ldd + i0, r[j]);
+  }
+}
+
+// The WinogradScatterFn contract (kernels.hpp): blocks of cols rows (zeros beyond)
+// transposed in registers, each of kLanes vectors stored to its row pointer masked to cols.
+template <class VT>
+void winograd_scatter_rows(const typename VT::T* src, int64_t lds, int64_t cols,
+                           typename VT::T* const* rows, int64_t n) {
+  constexpr int L = VT::kLanes;
+  typename VT::V r[L];
+  const bool whole = cols == L;
+  const typename VT::Mask out = VT::mask(cols);
+  for (int64_t i0 = 0; i0 < n; i0 += L) {
+#pragma GCC unroll 16
+    for (int j = 0; j < L; ++j) r[j] = j < cols ? VT::loadu(src + j * lds + i0) : VT::zero();
+    VT::transpose(r);
+    if (whole) {
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) VT::storeu(rows[i0 + i], r[i]);
+    } else {
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) VT::store_masked(rows[i0 + i], out, r[i]);
+    }
+  }
+}
+
 template <class VT>
 WinogradKernels<typename VT::T> winograd_family() {
   return {&winograd_weight_f4x3<VT>, &winograd_input_f4x3<VT>, &winograd_output_f4x3<VT>,
-          VT::kLanes};
+          VT::kLanes, &winograd_gather_rows<VT>, &winograd_scatter_rows<VT>};
 }
 
 }  // namespace
