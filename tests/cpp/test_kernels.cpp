@@ -1,6 +1,7 @@
 // Microkernels checked directly, on every ISA the CPU has, against plain loops: the
-// register-block transpose (layout copies) and the gathered gemm tile (the weight gradient
-// with the filters on the columns), at full and edge block sizes.
+// register-block transpose (layout copies), the Winograd row gather and scatter (NHWC
+// patches and outputs), and the gathered gemm tile (the weight gradient with the filters on
+// the columns), at full and edge block sizes.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -48,6 +49,53 @@ void check_transpose(Isa isa) {
 TEST_P(KernelTest, TransposeMovesEveryElementAndNothingElse) {
   check_transpose<float>(GetParam());
   check_transpose<double>(GetParam());
+}
+
+// gather_rows: dst[j·ldd + i] = rows[i][j]; scatter_rows: rows[i][j] = src[j·lds + i];
+// i < n (whole vectors), j < cols (up to one vector). Nothing else is written.
+template <typename T>
+void check_winograd_rows(Isa isa) {
+  const auto& e = convcore::detail::engine_for<T>(isa);
+  const auto& wk = e.winograd;
+  ASSERT_NE(wk.gather_rows, nullptr);
+  ASSERT_NE(wk.scatter_rows, nullptr);
+  const int64_t L = wk.lanes;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<double> u(-1, 1);
+  for (int64_t n : {L, 2 * L, 4 * L})
+    for (int64_t cols = 1; cols <= L; ++cols) {
+      // Each row its own place in one pool, in a shuffled order, L + 3 apart.
+      const int64_t pitch = L + 3;
+      std::vector<T> pool(n * pitch);
+      for (auto& v : pool) v = T(u(rng));
+      std::vector<int64_t> at(n);
+      for (int64_t i = 0; i < n; ++i) at[i] = (i * 7 + 3) % n;  // n is a power of 2: a permutation
+      std::vector<const T*> rows(n);
+      for (int64_t i = 0; i < n; ++i) rows[i] = pool.data() + at[i] * pitch;
+      const int64_t ldd = n + 5;
+      std::vector<T> dst(L * ldd, T(-7));
+      wk.gather_rows(rows.data(), cols, dst.data(), ldd, n);
+      for (int64_t j = 0; j < L; ++j)
+        for (int64_t i = 0; i < ldd; ++i) {
+          const T want = j < cols && i < n ? rows[i][j] : T(-7);
+          ASSERT_EQ(dst[j * ldd + i], want) << "gather n=" << n << " cols=" << cols;
+        }
+      // Back: scatter the gathered block into a fresh pool.
+      std::vector<T> out(n * pitch, T(-7));
+      std::vector<T*> orows(n);
+      for (int64_t i = 0; i < n; ++i) orows[i] = out.data() + at[i] * pitch;
+      wk.scatter_rows(dst.data(), ldd, cols, orows.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < pitch; ++j) {
+          const T want = j < cols ? rows[i][j] : T(-7);
+          ASSERT_EQ(orows[i][j], want) << "scatter n=" << n << " cols=" << cols;
+        }
+    }
+}
+
+TEST_P(KernelTest, WinogradRowGatherAndScatterMoveEveryElementAndNothingElse) {
+  check_winograd_rows<float>(GetParam());
+  check_winograd_rows<double>(GetParam());
 }
 
 // C (m × n, ldc) = Σ_p A(i, p)·B(p, j), A(i, p) = rows[i][a_off[p]], B(p, j) = b[b_off[p] + j].
