@@ -340,6 +340,8 @@ struct WinogradExecutor {
         const T* src = xc + d.x_off;
         for (int i = 0; i < 6; ++i) {
           const T* row = src + i * sh;
+          // The next channel's rows (NCHW: another plane, a new stream for the prefetchers).
+          if (kUnitW) __builtin_prefetch(row + p.xs_c);
           T* out = dst + 6 * i * stride;
           out[0] = row[0];
           out[stride] = row[sw];
@@ -362,6 +364,7 @@ struct WinogradExecutor {
             continue;
           }
           const T* row = xn + (h0 + i) * sh + w0 * sw;
+          if (kUnitW) __builtin_prefetch(row + j0 + p.xs_c);
           for (int64_t j = 0; j < j0; ++j) out[j * stride] = T(0);
           for (int64_t j = j0; j < j1; ++j) out[j * stride] = row[j * sw];
           for (int64_t j = j1; j < 6; ++j) out[j * stride] = T(0);
