@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <type_traits>
 
 #include "../runtime/runtime.hpp"
@@ -64,8 +65,12 @@ Prepacked<T> prepack(const Blocking& bl, const Packer& packer, bool is_a, int64_
   const int64_t slabs = ceil_div(K, bl.kc);
   if (slabs == 0 || padded == 0) return Prepacked<T>{out, padded};  // nothing to pack
   const int threads = std::max(1, threads_for(double(padded) * K * 8));
-  const int64_t parts =
-      slabs >= threads ? 1 : std::min<int64_t>(ceil_div(threads, slabs), padded / tile);
+  // Parts per slab: enough that the tasks divide evenly among the threads where the
+  // micro-panels allow (3 slabs on 2 threads: 6 tasks, not 2 + 1).
+  int64_t parts = 1;
+  if (slabs % threads != 0)
+    parts = std::min<int64_t>(threads / std::gcd<int64_t>(slabs, threads), padded / tile);
+  parts = std::max<int64_t>(parts, 1);
   const int64_t tasks = slabs * parts;
   parallel_run(static_cast<int>(std::min<int64_t>(threads, tasks)), [&](int tid, int nt) {
     int64_t t0, t1;
