@@ -291,30 +291,8 @@ struct ViaNhwcForward {
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
     const WeightPacking wp = weight_packing(p);
-    const int64_t rs = p.R * p.S;
-    const int64_t filters = p.G * p.Kg;
-    if (rs > 1 && p.ws_s == 1 && p.ws_r == p.S && p.ws_c == rs && p.ws_k == p.Cg * rs &&
-        product_at_most({filters, p.Cg, rs, int64_t(sizeof(T))}, int64_t(kScratchKeepBytes))) {
-      // NCHW filters: a filter's taps of one channel are contiguous, its channels of one
-      // tap R·S apart, and the tap-major B reads along the channels. Each filter is
-      // transposed first (C × R·S → R·S × C, register blocks, into the calling thread's
-      // image scratch: the weights' size, at most what a slot keeps between parallel
-      // regions), and the copy packs as NHWC weights do.
-      T* t = thread_scratch_as<Scratch::Image, T>(checked_mul(filters, p.Cg * rs, "the weights"),
-                                                  "the weights in tap-major order");
-      const auto tr = packing_transpose<T>();
-      parallel_run(std::max(1, std::min<int>(threads_for(double(filters) * p.Cg * rs * 4),
-                                             int(std::min<int64_t>(filters, 1 << 20)))),
-                   [&](int tid, int nt) {
-        int64_t k0, k1;
-        static_range(filters, tid, nt, k0, k1);
-        for (int64_t k = k0; k < k1; ++k)
-          tr(w + k * p.ws_k, rs, t + k * p.ws_k, p.Cg, p.Cg, rs);
-      });
-      ConvPlan q = p;
-      q.ws_c = 1;
-      q.ws_s = p.Cg;
-      q.ws_r = p.S * p.Cg;
+    ConvPlan q;
+    if (const T* t = tap_major_copy(p, w, &q)) {  // NCHW filters: packed from a tap-major copy
       pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
                      [&](int64_t g) { return TapMajorWeightPackB<T>{&q, t + g * p.Kg * q.ws_k}; },
                      dst);
