@@ -7,7 +7,14 @@
 // and the sum over channels is, per point ξ of the 6×6 transformed tile, one GEMM:
 //   M_ξ (Kg × tiles) = U_ξ (Kg × Cg) · V_ξ (Cg × tiles)        (36 GEMMs).
 //
-// Structure (one parallel region): the tiles of all images are numbered image by image,
+// Two schedules compute it. The tile schedule (winograd_f4x3, WinogradExecutor below) suits
+// many tiles and a small U; the filter-stationary one (winograd_f4x3_filters,
+// winograd_forward_filters at the end of this file) suits deep layers and layers of few
+// tiles, and transforms per-call weights as it goes. With channels contiguous (NHWC), both
+// move a vector of channels (patches) or filters (outputs) at a time through the engine's
+// gather_rows / scatter_rows.
+//
+// Tile schedule (one parallel region): the tiles of all images are numbered image by image,
 // row by row, and cut into blocks of NB tiles (a multiple of the gemm kernel's NR); a unit
 // of work is (tile block, group) and one thread computes it start to finish:
 //   1. input transform: per KC-chunk of channels, each NR-panel of tiles is gathered from x
