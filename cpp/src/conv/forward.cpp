@@ -291,14 +291,9 @@ struct ViaNhwcForward {
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
     const WeightPacking wp = weight_packing(p);
-    ConvPlan q;
-    if (const T* t = tap_major_copy(p, w, &q)) {  // NCHW filters: packed from a tap-major copy
-      pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
-                     [&](int64_t g) { return TapMajorWeightPackB<T>{&q, t + g * p.Kg * q.ws_k}; },
-                     dst);
-      return;
-    }
-    pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
+    const Blocking tiles = IndirectNhwc<T>::blocking(bl, wp.depth);
+    if (pack_tap_major_by_panels(p, tiles, w, dst)) return;  // NCHW filters
+    pack_groups<T>(tiles, p.G, wp.is_a, wp.extent, wp.depth,
                    [&](int64_t g) { return TapMajorWeightPackB<T>{&p, w + g * p.Kg * p.ws_k}; },
                    dst);
   }

@@ -450,38 +450,55 @@ struct FlippedWeightTPackA {
 };
 
 // NCHW filters (a filter's R·S taps of one channel contiguous, its channels of one tap R·S
-// apart) copied tap-major, as NHWC filters hold them ([filter][r][s][c]), for the packers of
-// the channels-last executors, which read along the channels: each filter is one C × R·S →
-// R·S × C register-block transpose, into the calling thread's image scratch (the weights'
-// size). Returns the copy and sets *q to p with the copy's strides; returns null (nothing
-// copied) for other layouts, 1×1 kernels, and weights larger than a slot keeps between
-// parallel regions (the copy must outlive the transposes' region). A/B, per call, one
-// thread (forward through via_nhwc): batch-1 3×3 c256 2.45 → 2.30 ms, 3×3 c512 on 7×7
-// 32.7 → 31.5 ms, 3×3 c128 on 7×7 1.87 → 1.82 ms. Not used for backward-data's flipped
-// weights: there the copy (as is, or taps outermost) measured 5 % slower per call than
-// FlippedWeightPackB's strided reads (batch-1 3×3 c256, perf: the 16×9 masked transposes
-// cost more than they save).
+// apart) packed as TapMajorWeightPackB packs them, for the channels-last executors' B
+// operand (depth (r, s, c), filters on the columns), a panel of NR filters at a time: each
+// filter of the panel is first transposed to tap-major order (one C × R·S → R·S × C
+// register-block transpose) into the thread's B-panel scratch, and the panel's pieces of
+// every depth block are then transposes of that copy. The copy (NR filters, a few hundred
+// KiB) stays in L2 between the two; the panels are split over the threads. Returns false
+// (nothing written) for other layouts and 1×1 kernels, which TapMajorWeightPackB reads in
+// place. `dst` is laid out as pack_groups lays it out: group g at g · padded · depth, depth
+// block pc at + pc · padded, panel j0 at + j0 · kc.
+//
+// A/B, per call, forward through via_nhwc, Zen 4: batch-1 3×3 c256 at one thread 2.45 ms
+// (strided reads) → 2.30 (one tap-major copy of all the weights, then the packing); the
+// copy by panels, with the register transposes' row addresses kept in registers, brought
+// the same layer at two threads from 0.58× to about 0.9× torch. Not used for
+// backward-data's flipped weights: there a whole copy (as is, or taps outermost) measured 5 %
+// slower per call than FlippedWeightPackB's strided reads (batch-1 3×3 c256, perf: the
+// 16×9 masked transposes cost more than they save).
 template <typename T>
-const T* tap_major_copy(const ConvPlan& p, const T* w, ConvPlan* q) {
-  const int64_t rs = p.R * p.S, filters = p.G * p.Kg;
-  if (rs == 1 || p.ws_s != 1 || p.ws_r != p.S || p.ws_c != rs || p.ws_k != p.Cg * rs ||
-      !product_at_most({filters, p.Cg, rs, int64_t(sizeof(T))}, int64_t(kScratchKeepBytes)))
-    return nullptr;
-  T* t = thread_scratch_as<Scratch::Image, T>(checked_mul(filters, p.Cg * rs, "the weights"),
-                                              "the weights in tap-major order");
+bool pack_tap_major_by_panels(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+  const int64_t rs = p.R * p.S, depth = p.Cg * rs;
+  if (rs == 1 || p.ws_s != 1 || p.ws_r != p.S || p.ws_c != rs || p.ws_k != depth) return false;
+  const int nr = bl.nr;
+  const int64_t padded = round_up(p.Kg, nr), panels = padded / nr, tasks = p.G * panels;
   const auto tr = packing_transpose<T>();
-  parallel_run(std::max(1, std::min<int>(threads_for(double(filters) * p.Cg * rs * 4),
-                                         int(std::min<int64_t>(filters, 1 << 20)))),
-               [&](int tid, int nt) {
-    int64_t k0, k1;
-    static_range(filters, tid, nt, k0, k1);
-    for (int64_t k = k0; k < k1; ++k) tr(w + k * p.ws_k, rs, t + k * p.ws_k, p.Cg, p.Cg, rs);
+  // A moved element costs about what 16 FLOPs of the GEMM do (threads_for's unit); each is
+  // moved twice.
+  const int threads = static_cast<int>(std::clamp<int64_t>(
+      threads_for(32.0 * double(p.G) * double(p.Kg) * double(depth)), 1, tasks));
+  parallel_run(threads, [&](int tid, int nt) {
+    int64_t t0, t1;
+    static_range(tasks, tid, nt, t0, t1);
+    if (t0 == t1) return;
+    T* copy = thread_scratch_as<Scratch::PackB, T>(checked_mul(nr, depth, "a weight panel"),
+                                                   "a weight panel in tap-major order");
+    for (int64_t t = t0; t < t1; ++t) {
+      interrupt_point();
+      const int64_t g = t / panels, j0 = (t % panels) * nr, n = std::min<int64_t>(nr, p.Kg - j0);
+      const T* wg = w + (g * p.Kg + j0) * p.ws_k;
+      for (int64_t k = 0; k < n; ++k) tr(wg + k * p.ws_k, rs, copy + k * depth, p.Cg, p.Cg, rs);
+      T* dg = dst + g * padded * depth;
+      for (int64_t pc = 0; pc < depth; pc += bl.kc) {
+        const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
+        T* d = dg + pc * padded + j0 * kc;
+        pack_b_piece(d, copy + pc, 1, depth, kc, n, nr);
+        zero_panel_tail(d, kc, n, nr);
+      }
+    }
   });
-  *q = p;
-  q->ws_c = 1;
-  q->ws_s = p.Cg;
-  q->ws_r = p.S * p.Cg;
-  return t;
+  return true;
 }
 
 // B operand of the NHWC direct backward-data pass (indirect_nhwc.hpp): the weights

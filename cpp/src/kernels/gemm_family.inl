@@ -205,33 +205,49 @@ void gather(int64_t kc, const typename VT::T* const* a_rows, const int64_t* a_of
 }
 
 // The TransposeFn contract (kernels.hpp): whole kLanes × kLanes blocks loaded, transposed
-// in registers and stored; edge blocks through masks.
+// in registers and stored; edge blocks through masks. A block row of kLanes whole rows (the
+// common case: layout copies, weight packing) runs its whole blocks with the row
+// addresses stepped once per block, then its column tail with masked loads and plain
+// stores. (The single loop with both cases inside kept the sixteen row pointers on the
+// stack: 1.7× slower on 256 × 9 filters, Zen 4.)
 template <class VT>
 void transpose(const typename VT::T* src, int64_t lds, typename VT::T* dst, int64_t ldd,
                int64_t rows, int64_t cols) {
+  using T = typename VT::T;
   constexpr int L = VT::kLanes;
   typename VT::V r[L];
+  const int64_t cols_whole = cols / L * L;
   for (int64_t i0 = 0; i0 < rows; i0 += L) {
     const int64_t m = rows - i0 < L ? rows - i0 : L;
+    const T* s = src + i0 * lds;
+    T* d = dst + i0;
+    if (m == L) {
+      int64_t j0 = 0;
+      for (; j0 < cols_whole; j0 += L) {
+#pragma GCC unroll 16
+        for (int i = 0; i < L; ++i) r[i] = VT::loadu(s + j0 + i * lds);
+        VT::transpose(r);
+#pragma GCC unroll 16
+        for (int j = 0; j < L; ++j) VT::storeu(d + j0 * ldd + j * ldd, r[j]);
+      }
+      if (j0 < cols) {
+        const int64_t n = cols - j0;
+        const typename VT::Mask in = VT::mask(n);
+#pragma GCC unroll 16
+        for (int i = 0; i < L; ++i) r[i] = VT::load_masked(s + j0 + i * lds, in);
+        VT::transpose(r);
+        for (int64_t j = 0; j < n; ++j) VT::storeu(d + (j0 + j) * ldd, r[j]);
+      }
+      continue;
+    }
+    const typename VT::Mask out = VT::mask(m);
     for (int64_t j0 = 0; j0 < cols; j0 += L) {
       const int64_t n = cols - j0 < L ? cols - j0 : L;
-      const typename VT::T* s = src + i0 * lds + j0;
-      typename VT::T* d = dst + j0 * ldd + i0;
-      if (m == L && n == L) {
+      const typename VT::Mask in = VT::mask(n);
 #pragma GCC unroll 16
-        for (int i = 0; i < L; ++i) r[i] = VT::loadu(s + i * lds);
-        VT::transpose(r);
-#pragma GCC unroll 16
-        for (int j = 0; j < L; ++j) VT::storeu(d + j * ldd, r[j]);
-      } else {
-        const typename VT::Mask in = VT::mask(n), out = VT::mask(m);
-#pragma GCC unroll 16
-        for (int i = 0; i < L; ++i) r[i] = i < m ? VT::load_masked(s + i * lds, in) : VT::zero();
-        VT::transpose(r);
-#pragma GCC unroll 16
-        for (int j = 0; j < L; ++j)
-          if (j < n) VT::store_masked(d + j * ldd, out, r[j]);
-      }
+      for (int i = 0; i < L; ++i) r[i] = i < m ? VT::load_masked(s + j0 + i * lds, in) : VT::zero();
+      VT::transpose(r);
+      for (int64_t j = 0; j < n; ++j) VT::store_masked(d + (j0 + j) * ldd, out, r[j]);
     }
   }
 }
