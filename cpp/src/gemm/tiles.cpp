@@ -31,9 +31,13 @@ TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthre
       const double per_thread = double(ceil_div(ntiles, nthreads));
       const double padded_m = double(round_up(std::min(tm, M), bl.mr));
       const double padded_n = double(round_up(std::min(tn, N), bl.nr));
+      // An operand read in place (cost 0) is still read once per tile: from memory,
+      // where a big input is concerned. One unit per element breaks the tie between a
+      // row split and a column split towards the tiles that read less of it (each of
+      // two column tiles would stream all of x: a 1×1 c256→64 NHWC layer at two threads).
       const double tile = 2.0 * padded_m * padded_n * kd +
-                          kd * (rules.pack_a * padded_m * double(ceil_div(tn, bl.nc)) +
-                                rules.pack_b * padded_n) +
+                          kd * (std::max(rules.pack_a, 1.0) * padded_m * double(ceil_div(tn, bl.nc)) +
+                                std::max(rules.pack_b, 1.0) * padded_n) +
                           tile_overhead;
       const double cost = per_thread * tile;
       if (cost < best_cost * 0.999) {
