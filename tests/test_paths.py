@@ -41,6 +41,9 @@ the choice it is meant to exercise:
     (the input map over the stride) of >= 64 pixels or one image -> the sub-pixel
     decomposition (one stride-1 correlation per phase of dx; NHWC with >= 8 filters per
     group: its phases on the channels-last tiles, "subpixel_nhwc"); otherwise col2im.
+  * NCHW forward with <= 4 channels per group, <= 160 taps (channels × R × S) per group,
+    output rows >= 16 columns and >= 4 images × groups -> the dwconv family's dense rows
+    (every channel and tap of a group as a tap, 8 filters side by side: "dense_rows_nchw");
   * depthwise (groups == in_channels, any multiplier) -> the dwconv kernels, every pass
     (depthwise_nchw / depthwise_nhwc); NHWC groups of 2, 4 or 8 channels and as many
     filters -> the same kernels with lane permutations (grouped_nhwc).
@@ -59,7 +62,7 @@ CASES = {
     "direct_asym_pad_dilated": ((2, 3, 20, 19), (9, 3, 2), dict(padding=(2, 0, 1, 3), dilation=(2, 3))),
     "direct_pad_beyond_kernel": ((1, 4, 9, 23), (6, 2, 3), dict(padding=(4, 3, 5, 4))),
     "direct_1x1": ((3, 7, 16, 17), (13, 1, 1), dict()),
-    "direct_groups": ((2, 6, 16, 18), (9, 3, 3), dict(padding="same", groups=3)),
+    "direct_groups": ((2, 10, 16, 18), (10, 3, 3), dict(padding="same", groups=2)),
     "direct_one_image_small_map": ((1, 4, 5, 9), (10, 3, 3), dict(padding=(1, 2, 0, 1))),
     "multi_image_small_map": ((5, 6, 7, 7), (17, 3, 3), dict(padding=1)),
     "direct_mid_map": ((2, 6, 12, 13), (9, 3, 3), dict(padding=1)),
@@ -102,6 +105,12 @@ CASES = {
     "rows_nhwc_wide_unpadded": ((2, 3, 27, 29), (33, 11, 11), dict(stride=4, shape_rule="crop")),
     "rows_nhwc_kernel_beyond_map": ((1, 2, 5, 4), (5, 3, 6), dict(padding=(2, 3, 1, 4), dilation=(2, 1))),
     "rows_nhwc_rows_across_kc": ((1, 31, 8, 14), (9, 5, 11), dict(padding=(2, 5), dilation=(2, 1))),
+    # dense rows: <= 4 channels per group, output rows >= 16, >= 4 images × groups; filters
+    # not a multiple of the kernel's 8 (11: a block of 8 and one of 3), rows of 20 and 41
+    # columns (a whole vector, a border chunk and a tail), stride-2 phases
+    "dense_rows_rgb_stem": ((4, 3, 21, 40), (11, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
+    "dense_rows_one_channel_wide": ((4, 1, 13, 45), (17, 3, 6), dict(stride=(2, 1), dilation=(1, 2), padding=(2, 1, 4, 3), shape_rule="crop")),
+    "dense_rows_groups": ((2, 8, 9, 50), (6, 2, 3), dict(stride=(1, 3), padding=(0, 2), groups=2, shape_rule="crop")),
 }
 
 
@@ -263,6 +272,18 @@ EXPECTED = {
     'rows_nhwc_wide_unpadded': {
         'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
+    },
+    'dense_rows_rgb_stem': {
+        'NCHW': ('dense_rows_nchw', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
+    },
+    'dense_rows_one_channel_wide': {
+        'NCHW': ('dense_rows_nchw', 'depthwise_nchw', 'pixel_split'),
+        'NHWC': ('im2col_nhwc', 'depthwise_nhwc', 'pixel_split'),
+    },
+    'dense_rows_groups': {
+        'NCHW': ('dense_rows_nchw', 'col2im', 'pixel_split'),
+        'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
 }
 

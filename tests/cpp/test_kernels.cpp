@@ -1,10 +1,11 @@
 // Microkernels checked directly, on every ISA the CPU has, against plain loops: the
 // register-block transpose (layout copies), the Winograd row gather and scatter (NHWC
-// patches and outputs), and the gathered gemm tile (the weight gradient with the filters on
+// patches and outputs), the dense rows of few-channel NCHW layers, and the gathered gemm tile (the weight gradient with the filters on
 // the columns), at full and edge block sizes.
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -145,6 +146,70 @@ TEST_P(KernelTest, GatheredTileMatchesTheLoopsOnBothTiles) {
   for (const auto* e : {&convcore::detail::engine_for<double>(GetParam()),
                         convcore::detail::engine_for<double>(GetParam()).narrow})
     check_gather<double>(*e);
+}
+
+// Dense rows (the dwconv family's few-channel kernel): out[k·out_ks + i·out_rs + u] =
+// act(bias[k] + Σ_t w[t][k] · src[t][i·src_rs + u]) over each tap's valid columns [lo, hi).
+// Sources outside [lo, hi) hold NaN: a lane read or multiplied there would show.
+template <typename T>
+void check_dense_rows(Isa isa) {
+  const auto& e = convcore::detail::engine_for<T>(isa);
+  ASSERT_NE(e.dwconv.dense_rows, nullptr);
+  constexpr int KB = convcore::kernels::kDenseRowFilters;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const int64_t ntaps = 7, rows = 3;
+  for (int64_t len : {int64_t(1), int64_t(e.dwconv.lanes) - 1, int64_t(2 * e.dwconv.lanes),
+                      int64_t(3 * e.dwconv.lanes + 5), int64_t(70)})
+    for (int64_t nk : {int64_t(1), int64_t(KB / 2 + 1), int64_t(KB)})
+      for (bool fused : {false, true}) {
+        const int64_t src_rs = len + 11, out_rs = len + 3, out_ks = rows * out_rs + 2;
+        std::vector<std::vector<T>> src(ntaps, std::vector<T>(rows * src_rs));
+        std::vector<const T*> sp(ntaps);
+        std::vector<int64_t> lo(ntaps), hi(ntaps);
+        std::vector<T> w(ntaps * KB), bias(KB);
+        std::vector<const T*> wp(ntaps);
+        for (int64_t t = 0; t < ntaps; ++t) {
+          // taps valid on all columns, a left border, a right border, both, none
+          lo[t] = t % 3 == 1 ? std::min<int64_t>(len, t) : 0;
+          hi[t] = t % 4 == 2 ? std::max<int64_t>(lo[t], len - t) : len;
+          if (t == ntaps - 1) lo[t] = hi[t] = len / 2;
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t c = 0; c < src_rs; ++c)
+              src[t][i * src_rs + c] = c >= lo[t] && c < hi[t] ? T(u(rng)) : nan;
+          sp[t] = src[t].data();
+          for (int k = 0; k < KB; ++k) w[t * KB + k] = T(u(rng));
+          wp[t] = w.data() + t * KB;
+        }
+        for (auto& v : bias) v = T(u(rng));
+        std::vector<T> out((KB + 1) * out_ks, T(-7));
+        e.dwconv.dense_rows(rows, len, ntaps, sp.data(), src_rs, lo.data(), hi.data(),
+                            wp.data(), nk, fused ? bias.data() : nullptr, fused, out.data(),
+                            out_ks, out_rs);
+        for (int64_t k = 0; k <= KB; ++k)
+          for (int64_t i = 0; i < out_ks; ++i) {
+            const int64_t row = i / out_rs, col = i % out_rs;
+            const T got = out[k * out_ks + i];
+            if (k >= nk || row >= rows || col >= len) {
+              ASSERT_EQ(got, T(-7)) << "wrote outside: filter " << k << " at " << i;
+              continue;
+            }
+            double want = fused ? double(bias[k]) : 0.0;
+            for (int64_t t = 0; t < ntaps; ++t)
+              if (col >= lo[t] && col < hi[t])
+                want += double(w[t * KB + k]) * double(src[t][row * src_rs + col]);
+            if (fused && want < 0) want = 0;
+            ASSERT_NEAR(got, want, sizeof(T) == 4 ? 1e-5 : 1e-13)
+                << "len " << len << " nk " << nk << " filter " << k << " row " << row
+                << " col " << col;
+          }
+      }
+}
+
+TEST_P(KernelTest, DenseRowsMatchTheLoopsAndReadOnlyValidColumns) {
+  check_dense_rows<float>(GetParam());
+  check_dense_rows<double>(GetParam());
 }
 
 TEST_P(KernelTest, NarrowTileIsOneVectorWide) {

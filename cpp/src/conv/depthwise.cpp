@@ -358,6 +358,112 @@ struct DepthwiseNchwForward : DwWeights<false> {
   }
 };
 
+// Dense NCHW forward with few input channels per group (RGB stems, one-channel speech
+// front ends): the depthwise rows machinery with every (input channel, r, s) of the group as
+// a tap and kDenseRowFilters filters accumulated side by side (the kernel family's
+// dense_rows). A work item is one image of one group: its planes split into column phases
+// once (stride > 1), then each block of filters runs the output rows' runs. The GEMM
+// executors' per-call packing of such layers moves more than it computes (27 taps × 16
+// filters on a 3×3/2 RGB stem). Padding is never multiplied (masked lanes, rows left out).
+struct DenseRowsNchwForward {
+  static constexpr const char* kName = "dense_rows_nchw";
+  static constexpr bool kExactPadding = true;
+  static constexpr int kFilters = kernels::kDenseRowFilters;
+  static const char* why_not(const ConvPlan& p, const Blocking&) {
+    if (p.kind == OpKind::LocallyConnected2d) return "conv2d and conv_transpose2d only";
+    if (!p.nchw()) return "NCHW only";
+    if (p.sw > 1 && !product_at_most({p.Cg, p.H, p.sw, phase_len(p)}, kImageScratchElems))
+      return "a group's planes split into stride phases exceed the per-thread scratch bound";
+    if (p.CgRS() > kMaxTaps) return "more than 1024 taps (channels × R × S) per group";
+    return nullptr;
+  }
+  static const char* declines(const ConvPlan& p, const Blocking&) {
+    if (p.Cg > kMaxChannels)
+      return "more than 4 channels per group: the GEMM executors' packing is amortised";
+    if (p.CgRS() > kMaxRowTaps)
+      return "more than 160 taps per group: the GEMM tiles reuse each input load more";
+    if (p.Wo < kMinWidth) return "output rows under 16 columns leave the vectors mostly empty";
+    if (p.N * p.G < kMinItems) return "fewer than 4 images × groups: too few work items";
+    return nullptr;
+  }
+  static constexpr int64_t kMaxTaps = 1024, kMaxChannels = 4, kMaxRowTaps = 160, kMinWidth = 16,
+                           kMinItems = 4;
+  // Per group, blocks of kFilters filters (zero past the group's last), each block's taps
+  // (c, r, s) in that order with the block's kFilters weights of a tap contiguous.
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return {true, round_up(p.Kg, kFilters), p.CgRS()};
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    const int64_t taps = p.CgRS(), group_elems = weight_packing(p).group_elems(bl);
+    for (int64_t g = 0; g < p.G; ++g)
+      for (int64_t kb = 0; kb < p.Kg; kb += kFilters) {
+        T* d = dst + g * group_elems + kb * taps;
+        for (int64_t c = 0; c < p.Cg; ++c)
+          for (int64_t r = 0; r < p.R; ++r)
+            for (int64_t s = 0; s < p.S; ++s) {
+              const int64_t t = (c * p.R + r) * p.S + s;
+              for (int64_t j = 0; j < kFilters; ++j) {
+                const int64_t k = kb + j;
+                d[t * kFilters + j] =
+                    k < p.Kg ? w[(g * p.Kg + k) * p.ws_k + c * p.ws_c + r * p.ws_r + s * p.ws_s]
+                             : T(0);
+              }
+            }
+      }
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const auto rows = axis_runs(rows_axis(p, false));
+    const auto cols = forward_col_taps(p);
+    const int64_t Wph = phase_len(p), taps = p.CgRS();
+    const auto fn = e.dwconv.dense_rows;
+    run_items<TapTable<T>>(p.N * p.G, p.flops(), [&](int64_t item, TapTable<T>& tt) {
+      const int64_t n = item / p.G, g = item % p.G;
+      const T* planes = a.x + n * p.xs_n + g * p.Cg * p.xs_c;
+      // Channel c's rows: base + c·plane_len + ih·row_len (+ phase·phase_stride).
+      const T* base = planes;
+      int64_t plane_len = p.xs_c, row_len = p.xs_h, phase_stride = 0;
+      if (p.sw > 1) {
+        T* buf = thread_scratch_as<Scratch::Image, T>(p.Cg * p.H * p.sw * Wph,
+                                                      "planes split into phases");
+        for (int64_t c = 0; c < p.Cg; ++c)
+          split_phases(p, e, planes + c * p.xs_c, buf + c * p.H * p.sw * Wph);
+        base = buf;
+        plane_len = p.H * p.sw * Wph;
+        row_len = p.sw * Wph;
+        phase_stride = Wph;
+      }
+      const T* wg = weights.data + g * weights.group_elems;
+      for (int64_t kb = 0; kb < p.Kg; kb += kFilters) {
+        const T* wb = wg + kb * taps;
+        const int64_t k0 = g * p.Kg + kb;
+        T* yb = a.out + n * p.ys_n + k0 * p.ys_c;
+        for (const AxisRun& run : rows) {
+          tt.clear();
+          for (int64_t c = 0; c < p.Cg; ++c)
+            for (std::size_t i = 0; i < run.tap.size(); ++i) {
+              const int64_t r = run.tap[i], ih = run.src[i];
+              for (int64_t s = 0; s < p.S; ++s) {
+                const ColTap& ct = cols[s];
+                if (ct.lo >= ct.hi) continue;
+                tt.src.push_back(base + c * plane_len + ih * row_len + ct.phase * phase_stride +
+                                 ct.offset);
+                tt.lo.push_back(ct.lo);
+                tt.hi.push_back(ct.hi);
+                tt.wp.push_back(wb + ((c * p.R + r) * p.S + s) * kFilters);
+              }
+            }
+          fn(run.count, p.Wo, int64_t(tt.src.size()), tt.src.data(), p.sh * row_len,
+             tt.lo.data(), tt.hi.data(), tt.wp.data(), std::min<int64_t>(kFilters, p.Kg - kb),
+             a.bias ? a.bias + k0 : nullptr, a.relu, yb + run.u0 * p.ys_h, p.ys_c, p.ys_h);
+        }
+      }
+    });
+  }
+};
+
 struct DepthwiseNchwBackwardData : DwWeights<false> {
   static constexpr const char* kName = "depthwise_nchw";
   static const char* why_not(const ConvPlan& p, const Blocking&) {
@@ -876,6 +982,8 @@ struct NhwcBackwardWeight : NoWeights {
 template <typename T>
 Implementation<T> depthwise_nchw_forward() { return implementation_of<DepthwiseNchwForward, T>(); }
 template <typename T>
+Implementation<T> dense_rows_nchw_forward() { return implementation_of<DenseRowsNchwForward, T>(); }
+template <typename T>
 Implementation<T> depthwise_nhwc_forward() {
   return implementation_of<NhwcForward<false, 32 / sizeof(T)>, T>();
 }
@@ -910,6 +1018,7 @@ Implementation<T> grouped_nhwc_backward_weight() {
 
 #define CONVCORE_INSTANTIATE_DEPTHWISE(T)                          \
   template Implementation<T> depthwise_nchw_forward<T>();          \
+  template Implementation<T> dense_rows_nchw_forward<T>();         \
   template Implementation<T> depthwise_nhwc_forward<T>();          \
   template Implementation<T> depthwise_nchw_backward_data<T>();    \
   template Implementation<T> depthwise_nhwc_backward_data<T>();    \

@@ -378,6 +378,7 @@ const ImplList<T>& forward_implementations() {
       implementation_of<WinogradF4x3, T>(),
       depthwise_nchw_forward<T>(),            depthwise_nhwc_forward<T>(),
       grouped_nhwc_forward<T>(),
+      dense_rows_nchw_forward<T>(),
       implementation_of<ViaNhwcForward, T>(),
       implementation_of<DirectStride1, T>(),  implementation_of<Im2colMultiImage, T>(),
       implementation_of<Im2colPerImage, T>(), implementation_of<IndirectNhwcRowsForward, T>(),

@@ -141,6 +141,10 @@ template <typename T>
 Implementation<T> depthwise_nchw_backward_weight();
 template <typename T>
 Implementation<T> depthwise_nhwc_backward_weight();
+// Dense NCHW forward with few channels per group on the dwconv family's dense rows
+// (depthwise.cpp): a forward entry ahead of the GEMM executors.
+template <typename T>
+Implementation<T> dense_rows_nchw_forward();
 // Grouped NHWC with as many filters as channels per group (2, 4, 8 for float32; 2, 4 for
 // float64): the same kernels with lane permutations (depthwise.cpp).
 template <typename T>

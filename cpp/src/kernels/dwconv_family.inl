@@ -439,8 +439,8 @@ void dw_pixels_wgrad(int64_t npx, int64_t kc, int64_t ntaps, const typename VT::
     dw_pixels_wgrad_impl<VT, TC, false>(npx, kc, ntaps, src, src_ps, perm, dy, dy_ps, acc);
 }
 
-// Row split into 2 phases: 2 vectors in (masked at the row's end), each permuted so its
-// even (odd) lanes come first, half-vector stores.
+// Row split into 2 phases: 2 vectors in, deinterleaved; the row's last partial block
+// masked, each vector permuted so its even (odd) lanes come first, half-vector stores.
 template <class VT>
 void dw_split2(const typename VT::T* src, int64_t n, typename VT::T* even,
                typename VT::T* odd) {
@@ -462,7 +462,16 @@ void dw_split2(const typename VT::T* src, int64_t n, typename VT::T* even,
   }();
   const int32_t* ie = index.even;
   const int32_t* io = index.odd;
-  for (int64_t i = 0; i < n; i += 2 * L) {
+  int64_t i = 0;
+  // Whole blocks of 2·L: plain loads, a two-source deinterleave, plain stores (the masked
+  // half-vector stores below cost about 3× as much per element on Zen 4).
+  for (; i + 2 * L <= n; i += 2 * L) {
+    V e, o;
+    VT::deinterleave2(VT::loadu(src + i), VT::loadu(src + i + L), e, o);
+    VT::storeu(even + i / 2, e);
+    VT::storeu(odd + i / 2, o);
+  }
+  for (; i < n; i += 2 * L) {
     const int64_t rem = n - i, ne = (rem + 1) / 2, no = rem / 2;  // evens, odds left
     // No load at all past the row (not even a fully masked one: the address may be
     // unmapped, and some compilers fold masked loads into the permute)
@@ -475,12 +484,102 @@ void dw_split2(const typename VT::T* src, int64_t n, typename VT::T* even,
   }
 }
 
+// Dense NCHW rows (DenseRowsFn): kDenseRowFilters filters × DNV vectors of columns in
+// registers across every tap of a chunk; per tap DNV loads of the source row and one
+// broadcast weight per filter feed kDenseRowFilters · DNV FMAs. A chunk inside every tap's
+// valid range runs unmasked; a border chunk masks each tap's lanes (loads and FMAs), so
+// padding is never read or multiplied.
+template <class VT, int DNV, bool kMasked>
+inline void dense_rows_chunk(int64_t ntaps, const typename VT::T* const* src, int64_t so,
+                             const int64_t* lo, const int64_t* hi,
+                             const typename VT::T* const* w, int64_t u, int64_t n,
+                             typename VT::V* acc_out) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  V acc[kDenseRowFilters][DNV];  // local, so the masked loop keeps it in registers
+#pragma GCC unroll 8
+  for (int k = 0; k < kDenseRowFilters; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < DNV; ++v) acc[k][v] = VT::zero();
+  for (int64_t t = 0; t < ntaps; ++t) {
+    const T* s = src[t] + so + u;
+    const T* wt = w[t];
+    V x[DNV];
+    Mask m[DNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < DNV; ++v) {
+      if (kMasked) {
+        const int64_t at = u + int64_t(v) * L;
+        m[v] = VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
+        x[v] = VT::load_masked(s + v * L, m[v]);
+      } else {
+        x[v] = VT::loadu(s + v * L);
+      }
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < kDenseRowFilters; ++k) {
+      const V wv = VT::broadcast(wt + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < DNV; ++v)
+        acc[k][v] = kMasked ? VT::fmadd_masked(x[v], wv, acc[k][v], m[v])
+                            : VT::fmadd(x[v], wv, acc[k][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < kDenseRowFilters; ++k)
+#pragma GCC unroll 4
+    for (int v = 0; v < DNV; ++v) acc_out[k * DNV + v] = acc[k][v];
+}
+
+template <class VT, int DNV>
+void dense_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* const* src,
+                int64_t src_rs, const int64_t* lo, const int64_t* hi,
+                const typename VT::T* const* w, int64_t nk, const typename VT::T* bias,
+                bool relu, typename VT::T* out, int64_t out_ks, int64_t out_rs) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  constexpr int64_t CW = int64_t(DNV) * L;
+  int64_t ilo = 0, ihi = len;  // columns where every tap is valid
+  for (int64_t t = 0; t < ntaps; ++t) {
+    ilo = std::max(ilo, lo[t]);
+    ihi = std::min(ihi, hi[t]);
+  }
+  V acc[kDenseRowFilters * DNV];
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t so = i * src_rs;
+    T* orow = out + i * out_rs;
+    for (int64_t u = 0; u < len; u += CW) {
+      const int64_t n = std::min(CW, len - u);
+      const bool whole = n == CW;
+      if (whole && u >= ilo && u + n <= ihi)
+        dense_rows_chunk<VT, DNV, false>(ntaps, src, so, lo, hi, w, u, n, acc);
+      else
+        dense_rows_chunk<VT, DNV, true>(ntaps, src, so, lo, hi, w, u, n, acc);
+      for (int64_t k = 0; k < nk; ++k) {
+        const V bv = bias ? VT::broadcast(bias + k) : VT::zero();
+        T* o = orow + k * out_ks + u;
+#pragma GCC unroll 4
+        for (int v = 0; v < DNV; ++v) {
+          V r = acc[k * DNV + v];
+          if (bias) r = VT::add(r, bv);
+          if (relu) r = VT::relu(r);
+          if (whole) VT::storeu(o + v * L, r);
+          else VT::store_masked(o + v * L, VT::mask(n - int64_t(v) * L), r);
+        }
+      }
+    }
+  }
+}
+
 // The family for one target: NCHW rows of NV vectors, NHWC blocks of PB pixels × NV
-// vectors, TC taps' gradient sums in registers.
-template <class VT, int NV, int PB, int TC>
+// vectors, TC taps' gradient sums in registers, dense rows of DNV vectors.
+template <class VT, int NV, int PB, int TC, int DNV>
 DwconvUkernel<typename VT::T> dwconv_family(const char* name) {
   return {&dw_rows<VT, NV>, &dw_rows_wgrad<VT, TC>, &dw_pixels<VT, PB, NV>,
-          &dw_pixels_wgrad<VT, TC>, &dw_split2<VT>, VT::kLanes, name};
+          &dw_pixels_wgrad<VT, TC>, &dw_split2<VT>, VT::kLanes, name, &dense_rows<VT, DNV>};
 }
 
 }  // namespace

@@ -153,6 +153,22 @@ using DwPixelsWgradFn = void (*)(int64_t npx, int64_t kc, int64_t ntaps, const T
 template <typename T>
 using DwSplit2Fn = void (*)(const T* src, int64_t n, T* even, T* odd);
 
+// NCHW rows of several filters over shared taps — a dense convolution with few input
+// channels (RGB stems, one-channel speech front ends), where a tap is an (input channel, r,
+// s) row segment: for filters k < nk (nk <= kDenseRowFilters), rows i < rows and columns
+// u < len,
+//   out[k·out_ks + i·out_rs + u] = act(bias[k] + Σ_t w[t][k] · src[t][i·src_rs + u])
+// where w[t] points at kDenseRowFilters weights of tap t (those from nk on are read and
+// unused), tap t contributes only for u in [lo[t], hi[t]) (its source elsewhere is padding
+// and is never read, as for DwRowsFn); bias: bias[k], or none when null; act: ReLU when
+// relu.
+inline constexpr int kDenseRowFilters = 8;
+template <typename T>
+using DenseRowsFn = void (*)(int64_t rows, int64_t len, int64_t ntaps, const T* const* src,
+                             int64_t src_rs, const int64_t* lo, const int64_t* hi,
+                             const T* const* w, int64_t nk, const T* bias, bool relu, T* out,
+                             int64_t out_ks, int64_t out_rs);
+
 template <typename T>
 struct DwconvUkernel {
   DwRowsFn<T> rows = nullptr;
@@ -162,6 +178,7 @@ struct DwconvUkernel {
   DwSplit2Fn<T> split2 = nullptr;
   int lanes = 0;  // T per vector: the width of rows_wgrad's partial sums
   const char* name = "";
+  DenseRowsFn<T> dense_rows = nullptr;
 };
 
 // dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols: a strided matrix transposed, in

@@ -52,6 +52,13 @@ struct Vec<float> {
   // either is NaN).
   static V relu(V v) { return _mm256_max_ps(zero(), v); }
   // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  // even = lanes 0, 2, 4, … of the 2·kLanes values a then b; odd = lanes 1, 3, 5, ….
+  static void deinterleave2(V a, V b, V& even, V& odd) {
+    const __m256i split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const V pa = _mm256_permutevar8x32_ps(a, split), pb = _mm256_permutevar8x32_ps(b, split);
+    even = _mm256_permute2f128_ps(pa, pb, 0x20);
+    odd = _mm256_permute2f128_ps(pa, pb, 0x31);
+  }
   static V permute(V v, const int32_t* idx) {
     return _mm256_permutevar8x32_ps(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));
   }
@@ -115,6 +122,11 @@ struct Vec<double> {
   static V relu(V v) { return _mm256_max_pd(zero(), v); }
   // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)): a float
   // permute moving the two halves of each double (indices 2·idx, 2·idx + 1).
+  // even = lanes 0, 2, 4, … of the 2·kLanes values a then b; odd = lanes 1, 3, 5, ….
+  static void deinterleave2(V a, V b, V& even, V& odd) {
+    even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8);
+    odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), 0xD8);
+  }
   static V permute(V v, const int32_t* idx) {
     const __m256i i = _mm256_slli_epi64(
         _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx))), 1);

@@ -41,6 +41,13 @@ struct Vec<float> {
   static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_ps(a, b, c, m); }
   // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
   // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  // even = lanes 0, 2, 4, … of the 2·kLanes values a then b; odd = lanes 1, 3, 5, ….
+  static void deinterleave2(V a, V b, V& even, V& odd) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    even = _mm512_permutex2var_ps(a, ie, b);
+    odd = _mm512_permutex2var_ps(a, io, b);
+  }
   static V permute(V v, const int32_t* idx) {
     // (the zero-masked forms: GCC 12's unmasked ones read an undefined source operand)
     return _mm512_maskz_permutexvar_ps(static_cast<__mmask16>(0xFFFF), _mm512_loadu_si512(idx), v);
@@ -113,6 +120,13 @@ struct Vec<double> {
   static V fmadd_masked(V a, V b, V c, Mask m) { return _mm512_mask3_fmadd_pd(a, b, c, m); }
   // 0 where v < 0 (an ordered compare: NaN is kept), v elsewhere.
   // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  // even = lanes 0, 2, 4, … of the 2·kLanes values a then b; odd = lanes 1, 3, 5, ….
+  static void deinterleave2(V a, V b, V& even, V& odd) {
+    const __m512i ie = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i io = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    even = _mm512_permutex2var_pd(a, ie, b);
+    odd = _mm512_permutex2var_pd(a, io, b);
+  }
   static V permute(V v, const int32_t* idx) {
     const __m512i i64 = _mm512_maskz_cvtepi32_epi64(
         static_cast<__mmask8>(0xFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));

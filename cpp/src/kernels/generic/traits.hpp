@@ -72,6 +72,15 @@ struct Vec {
     return c;
   }
   // Lane l of the result = lane idx[l] of v (idx: kLanes int32 in [0, kLanes)).
+  // even = lanes 0, 2, 4, … of the 2·kLanes values a then b; odd = lanes 1, 3, 5, ….
+  static void deinterleave2(V a, V b, V& even, V& odd) {
+    for (int l = 0; l < kLanes / 2; ++l) {
+      even.lane[l] = a.lane[2 * l];
+      odd.lane[l] = a.lane[2 * l + 1];
+      even.lane[kLanes / 2 + l] = b.lane[2 * l];
+      odd.lane[kLanes / 2 + l] = b.lane[2 * l + 1];
+    }
+  }
   static V permute(V v, const int32_t* idx) {
     V r;
     for (int l = 0; l < kLanes; ++l) r.lane[l] = v.lane[idx[l]];
