@@ -44,6 +44,7 @@ the choice it is meant to exercise:
   * NCHW forward with <= 4 channels per group, <= 160 taps (channels × R × S) per group,
     output rows >= 16 columns and >= 4 images × groups -> the dwconv family's dense rows
     (every channel and tap of a group as a tap, 8 filters side by side: "dense_rows_nchw");
+    backward-weight too (taps × filters of partial sums in registers);
   * depthwise (groups == in_channels, any multiplier) -> the dwconv kernels, every pass
     (depthwise_nchw / depthwise_nhwc); NHWC groups of 2, 4 or 8 channels and as many
     filters -> the same kernels with lane permutations (grouped_nhwc).
@@ -274,15 +275,15 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'dense_rows_rgb_stem': {
-        'NCHW': ('dense_rows_nchw', 'col2im', 'pixel_split'),
+        'NCHW': ('dense_rows_nchw', 'col2im', 'dense_rows_nchw'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'dense_rows_one_channel_wide': {
-        'NCHW': ('dense_rows_nchw', 'depthwise_nchw', 'pixel_split'),
+        'NCHW': ('dense_rows_nchw', 'depthwise_nchw', 'dense_rows_nchw'),
         'NHWC': ('im2col_nhwc', 'depthwise_nhwc', 'pixel_split'),
     },
     'dense_rows_groups': {
-        'NCHW': ('dense_rows_nchw', 'col2im', 'pixel_split'),
+        'NCHW': ('dense_rows_nchw', 'col2im', 'dense_rows_nchw'),
         'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
 }

@@ -207,6 +207,68 @@ void check_dense_rows(Isa isa) {
       }
 }
 
+// Dense rows' weight gradient: acc[t][k·lanes + l] += Σ over rows and columns u ≡ l (mod
+// lanes) in [lo[t], hi[t]) of dy[k][i][u] · src[t][i][u]; NaN outside the valid columns.
+template <typename T>
+void check_dense_rows_wgrad(Isa isa) {
+  const auto& e = convcore::detail::engine_for<T>(isa);
+  ASSERT_NE(e.dwconv.dense_rows_wgrad, nullptr);
+  const int64_t L = e.dwconv.lanes;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const int64_t rows = 3;
+  for (int64_t ntaps : {int64_t(1), int64_t(5), int64_t(9)})
+    for (int64_t len : {int64_t(1), L - 1, 2 * L, 3 * L + 5})
+      for (int64_t nk : {int64_t(1), int64_t(3), int64_t(6), int64_t(9)}) {
+        const int64_t src_rs = len + 11, dy_rs = len + 3, dy_ks = rows * dy_rs + 2;
+        std::vector<std::vector<T>> src(ntaps, std::vector<T>(rows * src_rs));
+        std::vector<const T*> sp(ntaps);
+        std::vector<int64_t> lo(ntaps), hi(ntaps);
+        for (int64_t t = 0; t < ntaps; ++t) {
+          lo[t] = t % 3 == 1 ? std::min<int64_t>(len, t) : 0;
+          hi[t] = t % 4 == 2 ? std::max<int64_t>(lo[t], len - t) : len;
+          if (t == 4) lo[t] = hi[t] = len / 2;
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t c = 0; c < src_rs; ++c)
+              src[t][i * src_rs + c] = c >= lo[t] && c < hi[t] ? T(u(rng)) : nan;
+          sp[t] = src[t].data();
+        }
+        std::vector<T> dy(nk * dy_ks);
+        for (int64_t k = 0; k < nk; ++k)
+          for (int64_t i = 0; i < dy_ks; ++i)
+            dy[k * dy_ks + i] = i % dy_rs < len && i / dy_rs < rows ? T(u(rng)) : nan;
+        // per tap: nk·L sums starting at 0.25, then 2 guard values
+        const int64_t per_tap = nk * L + 2;
+        std::vector<T> acc(ntaps * per_tap, T(0.25));
+        std::vector<T*> ap(ntaps);
+        for (int64_t t = 0; t < ntaps; ++t) ap[t] = acc.data() + t * per_tap;
+        e.dwconv.dense_rows_wgrad(rows, len, ntaps, sp.data(), src_rs, lo.data(), hi.data(),
+                                  dy.data(), nk, dy_ks, dy_rs, ap.data());
+        for (int64_t t = 0; t < ntaps; ++t) {
+          for (int64_t g = nk * L; g < per_tap; ++g)
+            ASSERT_EQ(acc[t * per_tap + g], T(0.25)) << "wrote past tap " << t << "'s sums";
+          for (int64_t k = 0; k < nk; ++k)
+            for (int64_t l = 0; l < L; ++l) {
+              double want = 0.25;
+              for (int64_t i = 0; i < rows; ++i)
+                for (int64_t c = l; c < len; c += L)
+                  if (c >= lo[t] && c < hi[t])
+                    want += double(dy[k * dy_ks + i * dy_rs + c]) *
+                            double(src[t][i * src_rs + c]);
+              ASSERT_NEAR(acc[t * per_tap + k * L + l], want, sizeof(T) == 4 ? 1e-5 : 1e-13)
+                  << "taps " << ntaps << " len " << len << " nk " << nk << " tap " << t
+                  << " filter " << k << " lane " << l;
+            }
+        }
+      }
+}
+
+TEST_P(KernelTest, DenseRowsWeightGradientMatchesTheLoops) {
+  check_dense_rows_wgrad<float>(GetParam());
+  check_dense_rows_wgrad<double>(GetParam());
+}
+
 TEST_P(KernelTest, DenseRowsMatchTheLoopsAndReadOnlyValidColumns) {
   check_dense_rows<float>(GetParam());
   check_dense_rows<double>(GetParam());

@@ -922,6 +922,7 @@ const ImplList<T>& backward_weight_implementations() {
       depthwise_nchw_backward_weight<T>(),
       depthwise_nhwc_backward_weight<T>(),
       grouped_nhwc_backward_weight<T>(),
+      dense_rows_nchw_backward_weight<T>(),
       implementation_of<ViaNhwc, T>(),
       implementation_of<TapRows, T>(),
       implementation_of<PixelRows, T>(),

@@ -648,6 +648,78 @@ struct DepthwiseNchwBackwardWeight : NoWeights {
   }
 };
 
+// Dense NCHW weight gradient with few input channels per group: the taps and rows of
+// dense_rows_nchw, the kernel family's dense_rows_wgrad keeping taps × filters of partial
+// sums in registers. A unit is a group (all its filters), chunks of images as for the
+// depthwise gradient (fixed by the problem, summed in order: bitwise identical for any
+// thread count). The GEMM executors' packing of 27 taps × 16 filters per pixel block cost
+// more than their products on a 3×3/2 RGB stem.
+struct DenseRowsNchwBackwardWeight : NoWeights {
+  static constexpr const char* kName = "dense_rows_nchw";
+  static constexpr bool kExactPadding = true;
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    return DenseRowsNchwForward::why_not(p, bl);
+  }
+  static const char* declines(const ConvPlan& p, const Blocking& bl) {
+    return DenseRowsNchwForward::declines(p, bl);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>&) {
+    const auto rows = axis_runs(rows_axis(p, false));
+    const auto cols = forward_col_taps(p);
+    const int64_t taps = p.CgRS(), Wph = phase_len(p), L = e.dwconv.lanes;
+    const auto fn = e.dwconv.dense_rows_wgrad;
+    wgrad_by_chunks<T>(p, p.G, p.Kg, p.N, a.out, [&](int64_t g, int64_t n0, int64_t n1, T* out,
+                                                  TapTable<T>& tt) {
+      // Tap t (= (c·R + r)·S + s) of filter k: L partial sums at sums[(t·Kg + k)·L].
+      tt.sums.assign(static_cast<std::size_t>(taps * p.Kg * L), T(0));
+      for (int64_t n = n0; n < n1; ++n) {
+        const T* planes = a.x + n * p.xs_n + g * p.Cg * p.xs_c;
+        const T* base = planes;
+        int64_t plane_len = p.xs_c, row_len = p.xs_h, phase_stride = 0;
+        if (p.sw > 1) {
+          T* buf = thread_scratch_as<Scratch::Image, T>(p.Cg * p.H * p.sw * Wph,
+                                                        "planes split into phases");
+          for (int64_t c = 0; c < p.Cg; ++c)
+            split_phases(p, e, planes + c * p.xs_c, buf + c * p.H * p.sw * Wph);
+          base = buf;
+          plane_len = p.H * p.sw * Wph;
+          row_len = p.sw * Wph;
+          phase_stride = Wph;
+        }
+        const T* dyg = a.dy + n * p.ys_n + g * p.Kg * p.ys_c;
+        for (const AxisRun& run : rows) {
+          tt.clear();
+          for (int64_t c = 0; c < p.Cg; ++c)
+            for (std::size_t i = 0; i < run.tap.size(); ++i) {
+              const int64_t r = run.tap[i], ih = run.src[i];
+              for (int64_t s = 0; s < p.S; ++s) {
+                const ColTap& ct = cols[s];
+                if (ct.lo >= ct.hi) continue;
+                tt.src.push_back(base + c * plane_len + ih * row_len + ct.phase * phase_stride +
+                                 ct.offset);
+                tt.lo.push_back(ct.lo);
+                tt.hi.push_back(ct.hi);
+                tt.acc.push_back(tt.sums.data() + ((c * p.R + r) * p.S + s) * p.Kg * L);
+              }
+            }
+          fn(run.count, p.Wo, int64_t(tt.acc.size()), tt.src.data(), p.sh * row_len,
+             tt.lo.data(), tt.hi.data(), dyg + run.u0 * p.ys_h, p.Kg, p.ys_c, p.ys_h,
+             tt.acc.data());
+        }
+      }
+      for (int64_t k = 0; k < p.Kg; ++k)
+        for (int64_t t = 0; t < taps; ++t) {
+          const T* v = tt.sums.data() + (t * p.Kg + k) * L;
+          T sum = T(0);
+          for (int64_t l = 0; l < L; ++l) sum += v[l];
+          out[k * taps + t] = sum;
+        }
+    });
+  }
+};
+
 // ---------------------------------------------------------------------------------------
 // NHWC
 
@@ -984,6 +1056,10 @@ Implementation<T> depthwise_nchw_forward() { return implementation_of<DepthwiseN
 template <typename T>
 Implementation<T> dense_rows_nchw_forward() { return implementation_of<DenseRowsNchwForward, T>(); }
 template <typename T>
+Implementation<T> dense_rows_nchw_backward_weight() {
+  return implementation_of<DenseRowsNchwBackwardWeight, T>();
+}
+template <typename T>
 Implementation<T> depthwise_nhwc_forward() {
   return implementation_of<NhwcForward<false, 32 / sizeof(T)>, T>();
 }
@@ -1019,6 +1095,7 @@ Implementation<T> grouped_nhwc_backward_weight() {
 #define CONVCORE_INSTANTIATE_DEPTHWISE(T)                          \
   template Implementation<T> depthwise_nchw_forward<T>();          \
   template Implementation<T> dense_rows_nchw_forward<T>();         \
+  template Implementation<T> dense_rows_nchw_backward_weight<T>(); \
   template Implementation<T> depthwise_nhwc_forward<T>();          \
   template Implementation<T> depthwise_nchw_backward_data<T>();    \
   template Implementation<T> depthwise_nhwc_backward_data<T>();    \

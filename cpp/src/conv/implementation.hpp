@@ -145,6 +145,9 @@ Implementation<T> depthwise_nhwc_backward_weight();
 // (depthwise.cpp): a forward entry ahead of the GEMM executors.
 template <typename T>
 Implementation<T> dense_rows_nchw_forward();
+// Its weight gradient (depthwise.cpp): a backward-weight entry ahead of the GEMM executors.
+template <typename T>
+Implementation<T> dense_rows_nchw_backward_weight();
 // Grouped NHWC with as many filters as channels per group (2, 4, 8 for float32; 2, 4 for
 // float64): the same kernels with lane permutations (depthwise.cpp).
 template <typename T>

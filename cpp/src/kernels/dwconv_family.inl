@@ -574,12 +574,88 @@ void dense_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* 
   }
 }
 
+// Dense rows' weight gradient (DenseRowsWgradFn): TB taps × KB filters of partial-sum
+// vectors in registers while the rows stream past; per column vector TB source loads and KB
+// dy loads feed TB·KB FMAs. Border and tail vectors mask each tap's lanes (loads and FMAs:
+// padding never read or multiplied); a block's taps past ntaps or filters past nk load
+// zeros and are never stored.
+template <class VT, int TB, int KB>
+void dense_rows_wgrad(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* const* src,
+                      int64_t src_rs, const int64_t* lo, const int64_t* hi,
+                      const typename VT::T* dy, int64_t nk, int64_t dy_ks, int64_t dy_rs,
+                      typename VT::T* const* acc) {
+  using T = typename VT::T;
+  using V = typename VT::V;
+  using Mask = typename VT::Mask;
+  constexpr int L = VT::kLanes;
+  for (int64_t t0 = 0; t0 < ntaps; t0 += TB) {
+    const int64_t nt = std::min<int64_t>(TB, ntaps - t0);
+    int64_t ilo = 0, ihi = len;  // columns where every tap of the block is valid
+    for (int64_t j = 0; j < nt; ++j) {
+      ilo = std::max(ilo, lo[t0 + j]);
+      ihi = std::min(ihi, hi[t0 + j]);
+    }
+    const T* s[TB];
+#pragma GCC unroll 8
+    for (int j = 0; j < TB; ++j) s[j] = src[t0 + (j < nt ? j : 0)];
+    for (int64_t k0 = 0; k0 < nk; k0 += KB) {
+      const int64_t kn = std::min<int64_t>(KB, nk - k0);
+      V a[TB][KB];
+#pragma GCC unroll 8
+      for (int j = 0; j < TB; ++j)
+#pragma GCC unroll 8
+        for (int k = 0; k < KB; ++k)
+          a[j][k] = j < nt && k < kn ? VT::loadu(acc[t0 + j] + (k0 + k) * L) : VT::zero();
+      const T* d[KB];
+#pragma GCC unroll 8
+      for (int k = 0; k < KB; ++k) d[k] = dy + (k0 + (k < kn ? k : 0)) * dy_ks;
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t so = i * src_rs, dof = i * dy_rs;
+        for (int64_t u = 0; u < len; u += L) {
+          const int64_t n = std::min<int64_t>(L, len - u);
+          if (n == L && u >= ilo && u + L <= ihi) {
+            V dv[KB];
+#pragma GCC unroll 8
+            for (int k = 0; k < KB; ++k) dv[k] = VT::loadu(d[k] + dof + u);
+#pragma GCC unroll 8
+            for (int j = 0; j < TB; ++j) {
+              const V sv = VT::loadu(s[j] + so + u);
+#pragma GCC unroll 8
+              for (int k = 0; k < KB; ++k) a[j][k] = VT::fmadd(sv, dv[k], a[j][k]);
+            }
+          } else {
+            const Mask tail = VT::mask(n);
+            V dv[KB];
+#pragma GCC unroll 8
+            for (int k = 0; k < KB; ++k) dv[k] = VT::load_masked(d[k] + dof + u, tail);
+#pragma GCC unroll 8
+            for (int j = 0; j < TB; ++j) {
+              const int64_t t = t0 + (j < nt ? j : 0);
+              const Mask m = VT::mask_range(lo[t] - u, std::min(hi[t], u + n) - u);
+              const V sv = VT::load_masked(s[j] + so + u, m);
+#pragma GCC unroll 8
+              for (int k = 0; k < KB; ++k) a[j][k] = VT::fmadd_masked(sv, dv[k], a[j][k], m);
+            }
+          }
+        }
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < TB; ++j)
+#pragma GCC unroll 8
+        for (int k = 0; k < KB; ++k)
+          if (j < nt && k < kn) VT::storeu(acc[t0 + j] + (k0 + k) * L, a[j][k]);
+    }
+  }
+}
+
 // The family for one target: NCHW rows of NV vectors, NHWC blocks of PB pixels × NV
-// vectors, TC taps' gradient sums in registers, dense rows of DNV vectors.
-template <class VT, int NV, int PB, int TC, int DNV>
+// vectors, TC taps' gradient sums in registers, dense rows of DNV vectors, dense gradient
+// blocks of DTB taps × DKB filters.
+template <class VT, int NV, int PB, int TC, int DNV, int DTB, int DKB>
 DwconvUkernel<typename VT::T> dwconv_family(const char* name) {
   return {&dw_rows<VT, NV>, &dw_rows_wgrad<VT, TC>, &dw_pixels<VT, PB, NV>,
-          &dw_pixels_wgrad<VT, TC>, &dw_split2<VT>, VT::kLanes, name, &dense_rows<VT, DNV>};
+          &dw_pixels_wgrad<VT, TC>, &dw_split2<VT>, VT::kLanes, name, &dense_rows<VT, DNV>,
+          &dense_rows_wgrad<VT, DTB, DKB>};
 }
 
 }  // namespace

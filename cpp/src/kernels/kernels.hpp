@@ -169,6 +169,16 @@ using DenseRowsFn = void (*)(int64_t rows, int64_t len, int64_t ntaps, const T* 
                              const T* const* w, int64_t nk, const T* bias, bool relu, T* out,
                              int64_t out_ks, int64_t out_rs);
 
+// Its weight gradient: for taps t < ntaps and filters k < nk, acc[t][k·lanes + l] += Σ over
+// rows i < rows and columns u < len with u ≡ l (mod lanes), u in [lo[t], hi[t]), of
+// dy[k·dy_ks + i·dy_rs + u] · src[t][i·src_rs + u] (per (tap, filter) `lanes` partial sums,
+// summed by the executor in lane order; sources outside [lo, hi) never read).
+template <typename T>
+using DenseRowsWgradFn = void (*)(int64_t rows, int64_t len, int64_t ntaps,
+                                  const T* const* src, int64_t src_rs, const int64_t* lo,
+                                  const int64_t* hi, const T* dy, int64_t nk, int64_t dy_ks,
+                                  int64_t dy_rs, T* const* acc);
+
 template <typename T>
 struct DwconvUkernel {
   DwRowsFn<T> rows = nullptr;
@@ -179,6 +189,7 @@ struct DwconvUkernel {
   int lanes = 0;  // T per vector: the width of rows_wgrad's partial sums
   const char* name = "";
   DenseRowsFn<T> dense_rows = nullptr;
+  DenseRowsWgradFn<T> dense_rows_wgrad = nullptr;
 };
 
 // dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols: a strided matrix transposed, in

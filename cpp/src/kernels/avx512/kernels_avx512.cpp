@@ -20,14 +20,14 @@ Families<float> f32_families() {
   return {gemm_family<Vec<float>, 8, 2>("f32_gemm_ukernel_8x32__avx512f"),
           gemm_family<Vec<float>, 28, 1>("f32_gemm_ukernel_28x16__avx512f"),
           winograd_family<Vec<float>>(),
-          dwconv_family<Vec<float>, 2, 4, 9, 2>("f32_dwconv_32x4__avx512f"),
+          dwconv_family<Vec<float>, 2, 4, 9, 2, 4, 4>("f32_dwconv_32x4__avx512f"),
           &transpose<Vec<float>>};
 }
 Families<double> f64_families() {
   return {gemm_family<Vec<double>, 8, 2>("f64_gemm_ukernel_8x16__avx512f"),
           gemm_family<Vec<double>, 28, 1>("f64_gemm_ukernel_28x8__avx512f"),
           winograd_family<Vec<double>>(),
-          dwconv_family<Vec<double>, 2, 4, 9, 2>("f64_dwconv_16x4__avx512f"),
+          dwconv_family<Vec<double>, 2, 4, 9, 2, 4, 4>("f64_dwconv_16x4__avx512f"),
           &transpose<Vec<double>>};
 }
 

@@ -15,14 +15,14 @@ Families<float> f32_families() {
   return {gemm_family<Vec<float>, 4, 1>("f32_gemm_ukernel_4x8__generic"),
           gemm_family<Vec<float>, 8, 1>("f32_gemm_ukernel_8x8__generic"),
           winograd_family<Vec<float>>(),
-          dwconv_family<Vec<float>, 1, 2, 9, 1>("f32_dwconv_8x2__generic"),
+          dwconv_family<Vec<float>, 1, 2, 9, 1, 2, 2>("f32_dwconv_8x2__generic"),
           &transpose<Vec<float>>};
 }
 Families<double> f64_families() {
   return {gemm_family<Vec<double>, 4, 1>("f64_gemm_ukernel_4x4__generic"),
           gemm_family<Vec<double>, 8, 1>("f64_gemm_ukernel_8x4__generic"),
           winograd_family<Vec<double>>(),
-          dwconv_family<Vec<double>, 1, 2, 9, 1>("f64_dwconv_4x2__generic"),
+          dwconv_family<Vec<double>, 1, 2, 9, 1, 2, 2>("f64_dwconv_4x2__generic"),
           &transpose<Vec<double>>};
 }
 
