@@ -358,6 +358,45 @@ struct DepthwiseNchwForward : DwWeights<false> {
   }
 };
 
+// A group's input planes as the dense rows read them: channel c's input row ih at
+// base + c·plane_len + ih·row_len, column phase φ at + φ·phase_stride. With a column stride
+// > 1 the planes are first split into phases in the thread's image scratch.
+template <typename T>
+struct GroupPlanes {
+  const T* base;
+  int64_t plane_len, row_len, phase_stride;
+
+  static GroupPlanes split(const ConvPlan& p, const GemmEngine<T>& e, const T* planes) {
+    if (p.sw == 1) return {planes, p.xs_c, p.xs_h, 0};
+    const int64_t Wph = phase_len(p), per_plane = p.H * p.sw * Wph;
+    T* buf = thread_scratch_as<Scratch::Image, T>(p.Cg * per_plane, "planes split into phases");
+    for (int64_t c = 0; c < p.Cg; ++c) split_phases(p, e, planes + c * p.xs_c, buf + c * per_plane);
+    return {buf, per_plane, p.sw * Wph, Wph};
+  }
+
+  // The taps of one run of output rows, (c, r, s) order: each (c, r, s) whose rows and
+  // some columns lie in the image, its source row and valid columns into tt, and
+  // per_tap(t) (t = (c·R + r)·S + s, the weight layout's tap) into `out`.
+  template <typename P, typename PerTap>
+  void list_taps(const ConvPlan& p, const AxisRun& run, const std::vector<ColTap>& cols,
+                 TapTable<T>& tt, std::vector<P>& out, PerTap&& per_tap) const {
+    tt.clear();
+    for (int64_t c = 0; c < p.Cg; ++c)
+      for (std::size_t i = 0; i < run.tap.size(); ++i) {
+        const int64_t r = run.tap[i], ih = run.src[i];
+        for (int64_t s = 0; s < p.S; ++s) {
+          const ColTap& ct = cols[s];
+          if (ct.lo >= ct.hi) continue;
+          tt.src.push_back(base + c * plane_len + ih * row_len + ct.phase * phase_stride +
+                           ct.offset);
+          tt.lo.push_back(ct.lo);
+          tt.hi.push_back(ct.hi);
+          out.push_back(per_tap((c * p.R + r) * p.S + s));
+        }
+      }
+  }
+};
+
 // Dense NCHW forward with few input channels per group (RGB stems, one-channel speech
 // front ends): the depthwise rows machinery with every (input channel, r, s) of the group as
 // a tap and kDenseRowFilters filters accumulated side by side (the kernel family's
@@ -417,45 +456,19 @@ struct DenseRowsNchwForward {
                   const PrepackedGroups<T>& weights) {
     const auto rows = axis_runs(rows_axis(p, false));
     const auto cols = forward_col_taps(p);
-    const int64_t Wph = phase_len(p), taps = p.CgRS();
+    const int64_t taps = p.CgRS();
     const auto fn = e.dwconv.dense_rows;
     run_items<TapTable<T>>(p.N * p.G, p.flops(), [&](int64_t item, TapTable<T>& tt) {
       const int64_t n = item / p.G, g = item % p.G;
-      const T* planes = a.x + n * p.xs_n + g * p.Cg * p.xs_c;
-      // Channel c's rows: base + c·plane_len + ih·row_len (+ phase·phase_stride).
-      const T* base = planes;
-      int64_t plane_len = p.xs_c, row_len = p.xs_h, phase_stride = 0;
-      if (p.sw > 1) {
-        T* buf = thread_scratch_as<Scratch::Image, T>(p.Cg * p.H * p.sw * Wph,
-                                                      "planes split into phases");
-        for (int64_t c = 0; c < p.Cg; ++c)
-          split_phases(p, e, planes + c * p.xs_c, buf + c * p.H * p.sw * Wph);
-        base = buf;
-        plane_len = p.H * p.sw * Wph;
-        row_len = p.sw * Wph;
-        phase_stride = Wph;
-      }
+      const auto planes = GroupPlanes<T>::split(p, e, a.x + n * p.xs_n + g * p.Cg * p.xs_c);
       const T* wg = weights.data + g * weights.group_elems;
       for (int64_t kb = 0; kb < p.Kg; kb += kFilters) {
         const T* wb = wg + kb * taps;
         const int64_t k0 = g * p.Kg + kb;
         T* yb = a.out + n * p.ys_n + k0 * p.ys_c;
         for (const AxisRun& run : rows) {
-          tt.clear();
-          for (int64_t c = 0; c < p.Cg; ++c)
-            for (std::size_t i = 0; i < run.tap.size(); ++i) {
-              const int64_t r = run.tap[i], ih = run.src[i];
-              for (int64_t s = 0; s < p.S; ++s) {
-                const ColTap& ct = cols[s];
-                if (ct.lo >= ct.hi) continue;
-                tt.src.push_back(base + c * plane_len + ih * row_len + ct.phase * phase_stride +
-                                 ct.offset);
-                tt.lo.push_back(ct.lo);
-                tt.hi.push_back(ct.hi);
-                tt.wp.push_back(wb + ((c * p.R + r) * p.S + s) * kFilters);
-              }
-            }
-          fn(run.count, p.Wo, int64_t(tt.src.size()), tt.src.data(), p.sh * row_len,
+          planes.list_taps(p, run, cols, tt, tt.wp, [&](int64_t t) { return wb + t * kFilters; });
+          fn(run.count, p.Wo, int64_t(tt.src.size()), tt.src.data(), p.sh * planes.row_len,
              tt.lo.data(), tt.hi.data(), tt.wp.data(), std::min<int64_t>(kFilters, p.Kg - kb),
              a.bias ? a.bias + k0 : nullptr, a.relu, yb + run.u0 * p.ys_h, p.ys_c, p.ys_h);
         }
@@ -668,43 +681,19 @@ struct DenseRowsNchwBackwardWeight : NoWeights {
                   const PrepackedGroups<T>&) {
     const auto rows = axis_runs(rows_axis(p, false));
     const auto cols = forward_col_taps(p);
-    const int64_t taps = p.CgRS(), Wph = phase_len(p), L = e.dwconv.lanes;
+    const int64_t taps = p.CgRS(), L = e.dwconv.lanes;
     const auto fn = e.dwconv.dense_rows_wgrad;
     wgrad_by_chunks<T>(p, p.G, p.Kg, p.N, a.out, [&](int64_t g, int64_t n0, int64_t n1, T* out,
                                                   TapTable<T>& tt) {
       // Tap t (= (c·R + r)·S + s) of filter k: L partial sums at sums[(t·Kg + k)·L].
       tt.sums.assign(static_cast<std::size_t>(taps * p.Kg * L), T(0));
       for (int64_t n = n0; n < n1; ++n) {
-        const T* planes = a.x + n * p.xs_n + g * p.Cg * p.xs_c;
-        const T* base = planes;
-        int64_t plane_len = p.xs_c, row_len = p.xs_h, phase_stride = 0;
-        if (p.sw > 1) {
-          T* buf = thread_scratch_as<Scratch::Image, T>(p.Cg * p.H * p.sw * Wph,
-                                                        "planes split into phases");
-          for (int64_t c = 0; c < p.Cg; ++c)
-            split_phases(p, e, planes + c * p.xs_c, buf + c * p.H * p.sw * Wph);
-          base = buf;
-          plane_len = p.H * p.sw * Wph;
-          row_len = p.sw * Wph;
-          phase_stride = Wph;
-        }
+        const auto planes = GroupPlanes<T>::split(p, e, a.x + n * p.xs_n + g * p.Cg * p.xs_c);
         const T* dyg = a.dy + n * p.ys_n + g * p.Kg * p.ys_c;
         for (const AxisRun& run : rows) {
-          tt.clear();
-          for (int64_t c = 0; c < p.Cg; ++c)
-            for (std::size_t i = 0; i < run.tap.size(); ++i) {
-              const int64_t r = run.tap[i], ih = run.src[i];
-              for (int64_t s = 0; s < p.S; ++s) {
-                const ColTap& ct = cols[s];
-                if (ct.lo >= ct.hi) continue;
-                tt.src.push_back(base + c * plane_len + ih * row_len + ct.phase * phase_stride +
-                                 ct.offset);
-                tt.lo.push_back(ct.lo);
-                tt.hi.push_back(ct.hi);
-                tt.acc.push_back(tt.sums.data() + ((c * p.R + r) * p.S + s) * p.Kg * L);
-              }
-            }
-          fn(run.count, p.Wo, int64_t(tt.acc.size()), tt.src.data(), p.sh * row_len,
+          planes.list_taps(p, run, cols, tt, tt.acc,
+                           [&](int64_t t) { return tt.sums.data() + t * p.Kg * L; });
+          fn(run.count, p.Wo, int64_t(tt.acc.size()), tt.src.data(), p.sh * planes.row_len,
              tt.lo.data(), tt.hi.data(), dyg + run.u0 * p.ys_h, p.Kg, p.ys_c, p.ys_h,
              tt.acc.data());
         }
