@@ -418,6 +418,24 @@ def test_issue_inf_weight_backward_input():
         assert not np.isnan(y).any() and np.isfinite(y[0, 0, 0, :]).all()
 
 
+def test_nonfinite_weight_found_by_the_parallel_scan():
+    """Weights given per call are scanned for Inf/NaN by the call's threads in chunks of 64 Ki
+    elements once they are large (here 590 Ki): an Inf in the last chunk, or in the first,
+    still sends the border outputs through the exact recomputation."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 256, 5, 5))
+    before = convcore.get_num_threads()
+    convcore.set_num_threads(2)
+    try:
+        for where in ((-1, -1, -1, -1), (0, 0, 0, 0)):
+            w = rng.standard_normal((256, 256, 3, 3))
+            w[where] = np.inf
+            got = convcore.conv2d(x, w, padding=1)
+            _same(got, ref_conv2d(x, w, padding=1), ("590 Ki weights, Inf at", where))
+    finally:
+        convcore.set_num_threads(before)
+
+
 def test_nonfinite_prepacked_layer_weights():
     """A layer's kept (prepacked) weights with an Inf: forward and backward are exact too."""
     layer = convcore.Conv2d(2, 3, 3, padding=1, bias=False, dtype="float64")

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -37,6 +38,27 @@ bool all_finite(const T* p, int64_t n) {
   T s = T(0);
   for (int u = 0; u < 8; ++u) s += acc[u];
   return s == T(0);
+}
+
+// all_finite over the call's threads, for weights checked per call: a batch-1 1×1
+// c512→2048 layer's 4 MiB scan was 7 % of its backward-data call on one thread while the
+// other waited (Zen 4, 2 threads). Chunks of 64 Ki elements; the answer does not depend on
+// the split.
+template <typename T>
+bool all_finite_parallel(const T* p, int64_t n) {
+  constexpr int64_t kChunk = int64_t(1) << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const int threads = static_cast<int>(std::clamp<int64_t>(threads_for(8.0 * double(n)), 1,
+                                                           std::max<int64_t>(chunks, 1)));
+  if (threads <= 1) return all_finite(p, n);
+  std::atomic<bool> finite{true};
+  parallel_run(threads, [&](int tid, int nt) {
+    int64_t c0, c1;
+    static_range(chunks, tid, nt, c0, c1);
+    const int64_t b = c0 * kChunk, e = std::min(n, c1 * kChunk);
+    if (b < e && !all_finite(p + b, e - b)) finite.store(false, std::memory_order_relaxed);
+  });
+  return finite.load(std::memory_order_relaxed);
 }
 
 // Whether output row oh (column ow) has a tap in the padding.

@@ -183,10 +183,10 @@ struct Conv2dPrimitive::State {
       // the executor never multiplies padding: nothing to scan
     } else if (cpass == Pass::Forward) {
       exact_border = detail::any_output_reads_padding(plan) &&
-                     !(w ? detail::all_finite(w, plan.w_size) : weights_finite);
+                     !(w ? detail::all_finite_parallel(w, plan.w_size) : weights_finite);
     } else if (cpass == Pass::BackwardData) {
       if (std::strcmp(list[index].name, "col2im") != 0 &&
-          !(w ? detail::all_finite(w, plan.w_size) : weights_finite)) {
+          !(w ? detail::all_finite_parallel(w, plan.w_size) : weights_finite)) {
         for (std::size_t i = 0; i < list.size(); ++i)
           if (std::strcmp(list[i].name, "col2im") == 0) index = i;
       }
@@ -427,7 +427,7 @@ void Conv2dPrimitive::set_weights(const T* w) {
     im.pack_weights(s.plan, e.blocking, w, static_cast<T*>(buf.ptr));
     packed[static_cast<int>(pass)] = std::move(buf);
   }
-  const bool finite = detail::all_finite(w, s.plan.w_size);
+  const bool finite = detail::all_finite_parallel(w, s.plan.w_size);
   AlignedBuffer raw;
   if (!finite) {
     const std::size_t bytes = detail::checked_bytes<T>(s.plan.w_size, "a copy of the weights");
