@@ -370,7 +370,8 @@ struct GroupPlanes {
     if (p.sw == 1) return {planes, p.xs_c, p.xs_h, 0};
     const int64_t Wph = phase_len(p), per_plane = p.H * p.sw * Wph;
     T* buf = thread_scratch_as<Scratch::Image, T>(p.Cg * per_plane, "planes split into phases");
-    for (int64_t c = 0; c < p.Cg; ++c) split_phases(p, e, planes + c * p.xs_c, buf + c * per_plane);
+    for (int64_t c = 0; c < p.Cg; ++c)
+      split_phases(p, e, planes + c * p.xs_c, buf + c * per_plane);
     return {buf, per_plane, p.sw * Wph, Wph};
   }
 

@@ -36,7 +36,8 @@ TileGrid plan_tiles(int64_t problems, int64_t M, int64_t N, int64_t K, int nthre
       // row split and a column split towards the tiles that read less of it (each of
       // two column tiles would stream all of x: a 1×1 c256→64 NHWC layer at two threads).
       const double tile = 2.0 * padded_m * padded_n * kd +
-                          kd * (std::max(rules.pack_a, 1.0) * padded_m * double(ceil_div(tn, bl.nc)) +
+                          kd * (std::max(rules.pack_a, 1.0) * padded_m *
+                                    double(ceil_div(tn, bl.nc)) +
                                 std::max(rules.pack_b, 1.0) * padded_n) +
                           tile_overhead;
       const double cost = per_thread * tile;
