@@ -97,6 +97,11 @@ CASES = {
     # vectors), windows in the padding on every side, several panels of taps
     "pixel_split_lanes_16_filters": ((2, 3, 40, 36), (16, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "pixel_split_lanes_32_filters": ((2, 2, 52, 41), (32, 5, 4), dict(stride=(2, 1), padding=(2, 1), shape_rule="crop")),
+    # the tiled weight-gradient executors with the reduction in 2 chunks (>= 8192 pixels):
+    # chunk boundaries inside an image, partials summed in order
+    "tap_rows_chunks": ((2, 6, 64, 70), (40, 3, 3), dict(padding=1)),
+    "pixel_rows_nhwc_chunks": ((3, 32, 50, 57), (12, 3, 3), dict(padding=1)),
+    "im2col_wgrad_chunks": ((2, 8, 130, 132), (40, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
@@ -286,6 +291,18 @@ EXPECTED = {
         'NCHW': ('dense_rows_nchw', 'col2im', 'dense_rows_nchw'),
         'NHWC': ('im2col_nhwc', 'col2im', 'pixel_split'),
     },
+    "tap_rows_chunks": {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'tap_rows'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
+    },
+    "pixel_rows_nhwc_chunks": {
+        'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
+        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
+    },
+    "im2col_wgrad_chunks": {
+        'NCHW': ('im2col_per_image', 'subpixel', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'subpixel_nhwc', 'pixel_split'),
+    },
 }
 
 
@@ -442,3 +459,42 @@ def test_via_nhwc_in_several_chunks():
     with _force_implementations(backward_weight="via_nhwc"):
         got_dw = convcore.conv2d_backward_weight(dy, x, w.shape, padding=1)
     np.testing.assert_allclose(got_dw, want_dw, rtol=1e-10, atol=1e-9)
+
+
+# Weight-gradient cases for the splits (case, layout, executor); CASES' chunked cases and
+# pixel_split with more than 32 filters (not in the lanes) and 2 chunks, whose columns are
+# cut into ranges where the chunks are fewer than the threads.
+SPLIT_CASES = {
+    "pixel_split_column_ranges": (((2, 40, 33, 33), (40, 3, 3), dict(padding=1)), "NHWC", "pixel_split"),
+    "pixel_rows_nhwc_chunks": (CASES["pixel_rows_nhwc_chunks"], "NHWC", "pixel_rows"),
+    "tap_rows_chunks": (CASES["tap_rows_chunks"], "NCHW", "tap_rows"),
+    "im2col_wgrad_chunks": (CASES["im2col_wgrad_chunks"], "NCHW", "im2col"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_weight_gradient_splits_bitwise_across_threads(isa, case, dtype, restore_threads):
+    """The weight-gradient executors that cut the reduction into chunks (fixed by the
+    problem) and dW into tiles or column ranges (following the thread count): the same
+    bits for any thread count, on every ISA, and right."""
+    (x_shape, (k, r, s), kw), layout, expected = SPLIT_CASES[case]
+    groups = kw.get("groups", 1)
+    rng = np.random.default_rng(len(case))
+    x = rng.standard_normal(x_shape)
+    wt = rng.standard_normal((k, x_shape[1] // groups, r, s))
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        wt = np.ascontiguousarray(wt.transpose(0, 2, 3, 1))
+    x, wt, kw = x.astype(dtype), wt.astype(dtype), dict(kw, layout=layout)
+    y_shape = convcore.conv2d_output_shape(x.shape, wt.shape, **kw)
+    dy = np.random.default_rng(5).standard_normal(y_shape).astype(dtype)
+    results = []
+    for threads in (1, 2, 3, 8):
+        convcore.set_num_threads(threads)
+        assert _algorithms(x.shape, wt.shape, dtype=np.dtype(dtype).name, **kw)["backward_weight"] == expected
+        results.append(convcore.conv2d_backward_weight(dy, x, wt.shape, **kw))
+    for other in results[1:]:
+        assert np.array_equal(results[0], other)
+    check_backward_weight(results[0], dy, x, wt.shape, dtype=dtype,
+                          what=f"{case} bwd-weight {expected}", **kw)

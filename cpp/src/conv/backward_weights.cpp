@@ -6,10 +6,13 @@
 // dW (Kg × Cg·R·S) = dY (Kg × N·Ho·Wo) · im2colᵀ (N·Ho·Wo × Cg·R·S) per group: one GEMM
 // whose reduction runs over every pixel of every image (the parameter sharing of the
 // layer: each position's gradient is summed into the one filter). Taps are in the
-// weight's memory order, so C is dW itself. tap_rows, pixel_rows and im2col never split
-// the reduction across threads (tiles cut dW); pixel_split cuts it into chunks fixed by
-// the problem alone and adds their partials in chunk order. Either way the summation
-// order does not depend on the thread count.
+// weight's memory order, so C is dW itself. Every executor cuts the reduction into chunks
+// fixed by the problem alone (never by the thread count), computes each chunk's dW into
+// its own partial and adds the partials in chunk order (reduction_chunks, add_partials):
+// pixel_split always where the pixels allow, tap_rows, pixel_rows and im2col where the
+// pixels are many (their tiles also cut dW). So the summation order does not depend on
+// the thread count, and many threads share a long reduction instead of each packing all
+// of it for a thin slice of dW.
 #include <algorithm>
 #include <cassert>
 #include <memory>
@@ -132,6 +135,94 @@ void pad_rows_nhwc(const ConvPlan& p, const T* xn, int64_t h0, int64_t nrows, in
   }
 }
 
+// Reduction chunks. A chunk's partial dW is written once and read once by the ordered sum:
+// against the 2·pixels FLOPs per dW element a chunk computes, that is under 2 % of the
+// pass with 4096 pixels per chunk (the tiled executors) and under 8 % with 1024
+// (pixel_split, whose chunks are its only split). 16 chunks at most: even splits for 2,
+// 4, 8 and 16 threads.
+constexpr int64_t kMaxReductionChunks = 16;
+constexpr int64_t kTiledMinChunkPixels = 4096;
+// Partials beyond dW: the buffer is at most this many elements (16 MiB of float32).
+constexpr int64_t kMaxPartialElems = int64_t(1) << 22;
+
+// The chunk count: a power of two, at most kMaxReductionChunks, chunks of at least
+// min_pixels, partials within kMaxPartialElems. A function of the problem alone.
+int64_t reduction_chunks(const ConvPlan& p, int64_t min_pixels) {
+  const int64_t pixels = p.N * p.P();
+  int64_t n = 1;
+  while (n < kMaxReductionChunks && pixels / (2 * n) >= min_pixels &&
+         __int128(2 * n - 1) * p.w_size <= kMaxPartialElems)
+    n *= 2;
+  return n;
+}
+
+// Pixels [begin, end) of chunk `chunk` of `chunks`.
+inline int64_t chunk_begin(int64_t pixels, int64_t chunk, int64_t chunks) {
+  return pixels * chunk / chunks;
+}
+
+// Where chunk `chunk` writes its dW: dW itself for the first, else its partial.
+template <typename T>
+T* chunk_output(T* dw, T* partials, int64_t chunk, int64_t w_size) {
+  return chunk == 0 ? dw : partials + (chunk - 1) * w_size;
+}
+
+// dW += partial 1, 2, ... in that order for every element (dW dense: w_size elements).
+template <typename T>
+void add_partials(T* dw, const T* partials, int64_t chunks, int64_t w_size) {
+  if (chunks <= 1) return;
+  const int64_t W = w_size;
+  parallel_run(std::max(1, std::min<int>(threads_for(double(W) * chunks * 8), int(W / 4096 + 1))),
+               [&](int tid, int nt) {
+    int64_t i0, i1;
+    static_range(W, tid, nt, i0, i1);
+    for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+      const T* src = partials + (chunk - 1) * W;
+      for (int64_t i = i0; i < i1; ++i) dw[i] += src[i];
+    }
+  });
+}
+
+// The tiled executors' loop: tile_fn(g, k0, k1, m0, m1, n0, n1, out) computes rows
+// [m0, m1) × columns [n0, n1) of group g's dW over pixels [k0, k1) into `out` (dW or a
+// partial, in dW's strides), for every tile of every group of every reduction chunk; then
+// the partials are added in chunk order.
+template <typename T, typename TileFn>
+void run_wgrad_tiles(const ConvPlan& p, int64_t M, int64_t N, const Blocking& bl,
+                     const TileRules& rules, T* dw, TileFn&& tile_fn) {
+  const int64_t K = p.N * p.P(), chunks = reduction_chunks(p, kTiledMinChunkPixels);
+  // Every element of every partial is written by its chunk's tiles before the sum.
+  std::unique_ptr<T[]> partials(chunks > 1 ? new T[static_cast<size_t>((chunks - 1) * p.w_size)]
+                                           : nullptr);
+  run_tiles(chunks * p.G, M, N, ceil_div(K, chunks), bl, rules,
+            [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int64_t chunk = prob / p.G, g = prob % p.G;
+    tile_fn(g, chunk_begin(K, chunk, chunks), chunk_begin(K, chunk + 1, chunks), m0, m1, n0, n1,
+            chunk_output(dw, partials.get(), chunk, p.w_size));
+  });
+  add_partials(dw, partials.get(), chunks, p.w_size);
+}
+
+// An A or B packer whose depth (pixel) index starts at k0: gemm_rect over one chunk.
+template <typename PackA>
+struct ADepthFrom {
+  const PackA& pack;
+  int64_t k0;
+  template <typename T>
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr) const {
+    pack(dst, i0, mc, k0 + p0, kc, mr);
+  }
+};
+template <typename PackB>
+struct BDepthFrom {
+  const PackB& pack;
+  int64_t k0;
+  template <typename T>
+  void operator()(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr) const {
+    pack(dst, k0 + p0, kc, j0, nc, nr);
+  }
+};
+
 // The tap-rows executor (NCHW, unit width stride): the transposed problem
 // dWᵀ (taps × Kg) = im2col (taps × pixels) · dYᵀ, with im2col read in place. For one
 // output row, tap (c, r, s) reads a contiguous run of input (or of a zero-padded copy of
@@ -142,13 +233,14 @@ template <typename T>
 void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
                               const T* x, T* dw) {
   const Blocking& bl = e.blocking;
-  const int64_t M = p.CgRS(), N = p.Kg, K = p.N * p.P(), P = p.P(), RS = p.R * p.S;
+  const int64_t M = p.CgRS(), N = p.Kg, P = p.P(), RS = p.R * p.S;
   const bool unpadded = detail::unpadded(p);
   const int64_t Wp = p.W + p.pad_l + p.pad_r;  // row length of the padded copies
   const auto fn = e.ukernel.fn_indirect_a;
   // Taps read in place (their padded slabs are small); dYᵀ packed per tile.
-  run_tiles(p.G, M, N, K, bl, TileRules{1, bl.nr, 8, 24},
-                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  run_wgrad_tiles(p, M, N, bl, TileRules{1, bl.nr, 8, 24}, dw,
+                  [&](int64_t g, int64_t k0, int64_t k1, int64_t m0, int64_t m1, int64_t n0,
+                      int64_t n1, T* out) {
     const int mr = bl.mr, nr = bl.nr;
     const int64_t ncb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
     T* buf = thread_scratch_as<Scratch::Tile, T>(bl.mc * ncb);
@@ -163,8 +255,8 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
       for (int64_t ic = m0; ic < m1; ic += bl.mc) {
         const int64_t mc = std::min<int64_t>(bl.mc, m1 - ic);
         const int64_t c_lo = ic / RS, c_hi = (ic + mc - 1) / RS;  // channels of these taps
-        for (int64_t pc = 0; pc < K; pc += bl.kc) {
-          const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+        for (int64_t pc = k0; pc < k1; pc += bl.kc) {
+          const int64_t kc = std::min<int64_t>(bl.kc, k1 - pc);
           pack_output_grad_t(p, dyg, pc, kc, jc, nc, nr, pb);
           // Depth segments (output rows), by image run: the input the run reads is x
           // itself when there is no padding, else a zero-padded copy of its rows.
@@ -218,7 +310,8 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
                 for (int64_t jr = 0; jr < nc; jr += nr) {
                   const int64_t n = std::min<int64_t>(nr, nc - jr);
                   fn(nseg, seg_len, seg_off, rows, pb + jr * kc + (kk + u0) * nr,
-                     buf + (ir - ic) * ncb + jr, ncb, m, n, pc > 0 || kk + u0 > 0, nullptr, false);
+                     buf + (ir - ic) * ncb + jr, ncb, m, n, pc > k0 || kk + u0 > 0, nullptr,
+                     false);
                 }
                 u0 = u;
               }
@@ -228,7 +321,7 @@ void backward_weight_tap_rows(const ConvPlan& p, const GemmEngine<T>& e, const T
         }
         // dW[k][tap] = C[tap][k]
         for (int64_t k = 0; k < nc; ++k) {
-          T* dst = dw + (g * p.Kg + jc + k) * p.ws_k + ic;
+          T* dst = out + (g * p.Kg + jc + k) * p.ws_k + ic;
           for (int64_t t = 0; t < mc; ++t) dst[t] = buf[t * ncb + k];
         }
       }
@@ -246,20 +339,21 @@ template <typename T>
 void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
                                 const T* x, T* dw) {
   const Blocking& bl = e.blocking;
-  const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P(), P = p.P();
+  const int64_t M = p.Kg, N = p.CgRS(), P = p.P();
   const int64_t Wp = p.W + p.pad_l + p.pad_r;  // padded row length in pixels
   const int64_t Cg = p.Cg;
   const bool unpadded = detail::unpadded(p);
   const auto fn = e.ukernel.fn_offset_b;
   // dY as the A operand (packed per block), im2col in place: the copies are the only B work.
-  run_tiles(p.G, M, N, K, bl, TileRules{1, bl.nr, 24, 8},
-                    [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  run_wgrad_tiles(p, M, N, bl, TileRules{1, bl.nr, 24, 8}, dw,
+                  [&](int64_t g, int64_t k0, int64_t k1, int64_t m0, int64_t m1, int64_t n0,
+                      int64_t n1, T* out) {
     const int mr = bl.mr, nr = bl.nr;
     T* pa = thread_scratch_as<Scratch::PackA, T>(bl.mc * bl.kc);
     int64_t* b_off = thread_scratch_as<Scratch::Offsets, int64_t>(bl.kc);
     const OutputGradPackA<T> pack_dy{&p, dy + g * p.Kg * p.ys_c};
     const T* xg = x + g * Cg * p.xs_c;
-    T* c = dw + g * p.Kg * p.ws_k;
+    T* c = out + g * p.Kg * p.ws_k;
     for (int64_t jc = n0; jc < n1; jc += bl.nc) {
       const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
       // C[rows, jc..jc+nc) += dYᵀ[rows, pixels pc..pc+kc) · B, B's rows at base + b_off[.]
@@ -276,13 +370,13 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
             const T* b = base + (tap / p.S) * p.dh * row_stride + (tap % p.S) * p.dw * pixel_stride + c0;
             for (int64_t ir = ic; ir < ic + mc; ir += mr) {
               const int64_t m = std::min<int64_t>(mr, ic + mc - ir);
-              fn(kc, pa + (ir - ic) * kc, b, b_off, c + ir * p.ws_k + jr, p.ws_k, m, n, pc > 0);
+              fn(kc, pa + (ir - ic) * kc, b, b_off, c + ir * p.ws_k + jr, p.ws_k, m, n, pc > k0);
             }
           }
         }
       };
-      for (int64_t pc = 0; pc < K; pc += bl.kc) {
-        const int64_t kc = std::min<int64_t>(bl.kc, K - pc);
+      for (int64_t pc = k0; pc < k1; pc += bl.kc) {
+        const int64_t kc = std::min<int64_t>(bl.kc, k1 - pc);
         // b_off[kk]: where pixel pc+kk's tap (0, 0), channel 0 lies, in the input (no
         // padding) or in padded copies of the rows each image run of the block reads.
         if (unpadded) {
@@ -340,9 +434,7 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
 // kk·ldb. (Reading a 1×1 kernel's rows, the pixels' own channels, in place through pixel
 // offsets measured slower than copying them.)
 constexpr int64_t kSplitMinChunkPixels = 1024;  // pixels of one chunk, at least
-constexpr int64_t kSplitMaxChunks = 8;
-// Partials beyond dW: the buffer is at most this many elements (16 MiB of float32).
-constexpr int64_t kSplitMaxPartialElems = int64_t(1) << 22;
+int64_t split_chunks(const ConvPlan& p) { return reduction_chunks(p, kSplitMinChunkPixels); }
 // Columns of one block of built im2col rows (kc × 512 values: 256 KiB of float32, in L2).
 constexpr int64_t kSplitColumnBlock = 512;
 // Below this many FLOPs a pass runs on one thread (threads_for: 2 MFLOP per thread), so
@@ -350,17 +442,6 @@ constexpr int64_t kSplitColumnBlock = 512;
 constexpr double kSplitSerialFlops = 4e6;
 // Lines of each operand prefetched for the next block, at most (256 KiB).
 constexpr int64_t kSplitPrefetchLines = 4096;
-
-// The chunk count: a power of two (even splits for 2, 4, 8 threads), at most
-// kSplitMaxChunks, chunks of at least kSplitMinChunkPixels, partials within the bound.
-int64_t split_chunks(const ConvPlan& p) {
-  const int64_t pixels = p.N * p.P();
-  int64_t n = 1;
-  while (n < kSplitMaxChunks && pixels / (2 * n) >= kSplitMinChunkPixels &&
-         __int128(2 * n - 1) * p.w_size <= kSplitMaxPartialElems)
-    n *= 2;
-  return n;
-}
 
 // A run of im2col columns [col, col + len) read from one contiguous piece of the input at
 // `off` (elements) from the window's tap (0, 0), channel 0.
@@ -579,16 +660,26 @@ void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T*
 }
 
 // dW of group g over pixels [q0, q1) into c (row i of the group's Kg × Cg·R·S at c + i·ldc).
+bool pixel_split_in_lanes(const ConvPlan& p) {
+  return (p.nchw() || p.ys_c == 1) && p.Kg <= kLanesMaxFilters;
+}
+
+// Columns [j0, j1) of dW (all of them in the lanes variant, which takes no column range);
+// the column range never changes a column's sum, so it may follow the thread count.
 template <typename T>
 void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, const T* x,
-                       int64_t g, int64_t q0, int64_t q1, T* c, int64_t ldc) {
-  if ((p.nchw() || p.ys_c == 1) && p.Kg <= kLanesMaxFilters)
+                       int64_t g, int64_t q0, int64_t q1, int64_t j0, int64_t j1, T* c,
+                       int64_t ldc) {
+  if (pixel_split_in_lanes(p)) {
+    assert(j0 == 0 && j1 == p.CgRS());
     return pixel_split_chunk_lanes(p, p.Kg <= e.narrow->blocking.nr ? *e.narrow : e, dy, x, g,
                                    q0, q1, c, ldc);
+  }
   assert(!p.nchw());
   const Blocking& bl = e.blocking;
   const int mr = bl.mr, nr = bl.nr;
-  const int64_t M = p.Kg, N = p.CgRS();
+  const int64_t M = p.Kg, N = j1 - j0;
+  c += j0;
   if (q1 <= q0) {  // an empty reduction
     for (int64_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, T(0));
     return;
@@ -638,7 +729,7 @@ void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, c
       pack_dy(pa, ic, mc, pc, kc, mr);
       for (int64_t jc = 0; jc < N; jc += ncb) {
         const int64_t nc = std::min<int64_t>(ncb, N - jc);
-        build_im2col_rows_nhwc(p, xg, pc, kc, jc, nc, ldb, rows, runs);
+        build_im2col_rows_nhwc(p, xg, pc, kc, j0 + jc, nc, ldb, rows, runs);
         for (int64_t jr = 0; jr < nc; jr += nr) {
           interrupt_point();  // mc×nr×kc: a few MFLOP
           const int64_t n = std::min<int64_t>(nr, nc - jr);
@@ -661,33 +752,34 @@ template <typename T>
 void backward_weight_pixel_split(const ConvPlan& p, const GemmEngine<T>& e, const T* dy,
                                  const T* x, T* dw) {
   const int64_t chunks = split_chunks(p), pixels = p.N * p.P();
-  const int64_t tasks = chunks * p.G;
+  // Where the chunks × groups are fewer than the threads, the columns are cut too, into
+  // ranges of whole micro-panels, 4 at least (each range packs its own copy of dYᵀ).
+  const int threads = threads_for(p.flops());
+  const int64_t N = p.CgRS(), nr = e.blocking.nr;
+  const int64_t col_ranges =
+      pixel_split_in_lanes(p) ? 1
+                              : std::clamp<int64_t>(ceil_div(threads, chunks * p.G), 1,
+                                                    ceil_div(N, 4 * nr));
+  const int64_t cols = round_up(ceil_div(N, col_ranges), nr);
+  const int64_t tasks = chunks * p.G * col_ranges;
   // Every element of every partial is written by its chunk before the sum reads it.
-  std::unique_ptr<T[]> partial(new T[static_cast<size_t>((chunks - 1) * p.w_size)]);
-  const int nthreads = static_cast<int>(
-      std::min<int64_t>(threads_for(p.flops()), tasks));
-  parallel_run(std::max(1, nthreads), [&](int tid, int nt) {
+  std::unique_ptr<T[]> partials(chunks > 1 ? new T[static_cast<size_t>((chunks - 1) * p.w_size)]
+                                           : nullptr);
+  parallel_run(std::max(1, static_cast<int>(std::min<int64_t>(threads, tasks))),
+               [&](int tid, int nt) {
     int64_t t0, t1;
     static_range(tasks, tid, nt, t0, t1);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t chunk = t / p.G, g = t % p.G;
-      T* out = chunk == 0 ? dw : partial.get() + (chunk - 1) * p.w_size;
-      pixel_split_chunk(p, e, dy, x, g, pixels * chunk / chunks, pixels * (chunk + 1) / chunks,
+      const int64_t chunk = t / (p.G * col_ranges), g = t / col_ranges % p.G;
+      const int64_t j0 = std::min(N, t % col_ranges * cols), j1 = std::min(N, j0 + cols);
+      if (j1 <= j0) continue;
+      T* out = chunk_output(dw, partials.get(), chunk, p.w_size);
+      pixel_split_chunk(p, e, dy, x, g, chunk_begin(pixels, chunk, chunks),
+                        chunk_begin(pixels, chunk + 1, chunks), j0, j1,
                         out + g * p.Kg * p.ws_k, p.ws_k);
     }
   });
-  if (chunks == 1) return;
-  // dW += partial 1, 2, ... in that order for every element.
-  const int64_t W = p.w_size;
-  parallel_run(std::max(1, std::min<int>(threads_for(double(W) * chunks * 8), int(W / 4096 + 1))),
-               [&](int tid, int nt) {
-    int64_t i0, i1;
-    static_range(W, tid, nt, i0, i1);
-    for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-      const T* src = partial.get() + (chunk - 1) * W;
-      for (int64_t i = i0; i < i1; ++i) dw[i] += src[i];
-    }
-  });
+  add_partials(dw, partials.get(), chunks, p.w_size);
 }
 
 // pixel_split's conditions (the entry is below; the NCHW entries above it defer to it).
@@ -818,13 +910,14 @@ struct Im2col : NoWeights, AlwaysPreferred {
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>&) {
-    const int64_t M = p.Kg, N = p.CgRS(), K = p.N * p.P();
-    run_tiles(p.G, M, N, K, e.blocking, TileRules{1, e.blocking.nr, 24, 64},
-              [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    run_wgrad_tiles(p, p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 24, 64}, a.out,
+                    [&](int64_t g, int64_t k0, int64_t k1, int64_t m0, int64_t m1, int64_t n0,
+                        int64_t n1, T* out) {
       const OutputGradPackA<T> pack_dy{&p, a.dy + g * p.Kg * p.ys_c};
       const Im2colPackB_PixelsByTaps<T> pack_x{&p, a.x + g * p.Cg * p.xs_c};
-      T* c = a.out + g * p.Kg * p.ws_k;
-      gemm_rect(e, m0, m1, n0, n1, K, pack_dy, pack_x, c, p.ws_k, false, NoEpilogue{});
+      gemm_rect(e, m0, m1, n0, n1, k1 - k0, ADepthFrom<decltype(pack_dy)>{pack_dy, k0},
+                BDepthFrom<decltype(pack_x)>{pack_x, k0}, out + g * p.Kg * p.ws_k, p.ws_k, false,
+                NoEpilogue{});
     });
   }
 };
