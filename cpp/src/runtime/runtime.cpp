@@ -184,11 +184,14 @@ void in_fork_child() {
 CallScope::CallScope() { g_calls_in_flight.fetch_add(1, std::memory_order_relaxed); }
 CallScope::~CallScope() { g_calls_in_flight.fetch_sub(1, std::memory_order_relaxed); }
 
-int threads_for(double flops) {
+int team_threads() {
   if (forked_serial()) return 1;
-  const int configured = get_num_threads();
   const int callers = std::max(1, g_calls_in_flight.load(std::memory_order_relaxed));
-  int n = std::max(1, configured / callers);
+  return std::max(1, get_num_threads() / callers);
+}
+
+int threads_for(double flops) {
+  int n = team_threads();
   // Below ~2 MFLOP per thread the fork/join costs more than it saves.
   const double min_flops_per_thread = 2e6;
   const double useful = flops / min_flops_per_thread;
