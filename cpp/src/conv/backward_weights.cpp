@@ -135,11 +135,11 @@ void pad_rows_nhwc(const ConvPlan& p, const T* xn, int64_t h0, int64_t nrows, in
   }
 }
 
-// Reduction chunks. A chunk's partial dW is written once and read once by the ordered sum:
-// against the 2·pixels FLOPs per dW element a chunk computes, that is under 2 % of the
-// pass with 4096 pixels per chunk (the tiled executors) and under 8 % with 1024
-// (pixel_split, whose chunks are its only split). 16 chunks at most: even splits for 2,
-// 4, 8 and 16 threads.
+// Reduction chunks. A chunk's partial dW is written once and read once by the ordered sum,
+// against the 2·pixels FLOPs per dW element the chunk computes: 8192 with 4096 pixels per
+// chunk (the tiled executors; 1024 measured slower at 2 threads: 1×1 c1024→256 NCHW 16.5
+// → 20.2 ms), 2048 with 1024 (pixel_split, whose chunks are its only split of the
+// reduction). 16 chunks at most: even splits for 2, 4, 8 and 16 threads.
 constexpr int64_t kMaxReductionChunks = 16;
 constexpr int64_t kTiledMinChunkPixels = 4096;
 // Partials beyond dW: the buffer is at most this many elements (16 MiB of float32).
