@@ -498,3 +498,33 @@ def test_weight_gradient_splits_bitwise_across_threads(isa, case, dtype, restore
         assert np.array_equal(results[0], other)
     check_backward_weight(results[0], dy, x, wt.shape, dtype=dtype,
                           what=f"{case} bwd-weight {expected}", **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("pass_", ["forward", "backward_data"])
+def test_via_nhwc_column_tiles_across_threads(isa, dtype, pass_, restore_threads):
+    """via_nhwc writes each C block of its NHWC tiles straight into the NCHW planes: with
+    few pixels and many filters the threads split the filters into column tiles, each
+    writing its own planes; every thread count gives the same bits, and the right ones."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 128, 5, 5)).astype(dtype)
+    wt = rng.standard_normal((200, 128, 3, 3)).astype(dtype)
+    b = rng.standard_normal(200).astype(dtype)
+    kw = dict(padding=1)
+    dy = rng.standard_normal(convcore.conv2d_output_shape(x.shape, wt.shape, **kw)).astype(dtype)
+    results = []
+    for threads in (1, 3, 8):
+        convcore.set_num_threads(threads)
+        with _force_implementations(**{pass_: "via_nhwc"}):
+            if pass_ == "forward":
+                results.append(convcore.conv2d(x, wt, b, activation="relu", **kw))
+            else:
+                results.append(convcore.conv2d_backward_input(dy, wt, x.shape, **kw))
+    for other in results[1:]:
+        assert np.array_equal(results[0], other)
+    if pass_ == "forward":
+        check_forward(results[0], x, wt, b, activation="relu", dtype=dtype,
+                      what="via_nhwc column tiles", **kw)
+    else:
+        check_backward_input(results[0], dy, wt, x.shape, dtype=dtype,
+                             what="via_nhwc column tiles", **kw)

@@ -131,6 +131,12 @@ struct IndirectNhwc {
   T* out;
   int64_t ldo;
   int64_t out_sn = 0, out_sh = 0, out_sw = 0;
+  // When out_planes is set, the output is NCHW planes instead: pixel q's channel j at
+  // out + n*out_pn + j*Hout*Wout + (oh*Wout + ow); each finished C block goes through a
+  // buffer and out_planes (the engine's transpose) writes its runs of consecutive pixels
+  // into the planes (via_nhwc: no NHWC copy of the result).
+  kernels::TransposeFn<T> out_planes = nullptr;
+  int64_t out_pn = 0;
   int64_t Hout, Wout;
   int64_t R, S, sh, sw, dh, dw;
   int64_t pad_top, pad_left;  // input row of (oh, r) is oh*sh - pad_top + r*dh
@@ -215,9 +221,10 @@ struct IndirectNhwc {
     int64_t* t_len = table + tiles;
     int64_t* t_off = t_len + tiles * max_seg;
     const int64_t ldb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
-    T* cbuf = regions || out_sw ? thread_scratch_as<Scratch::PackA, T>(bl.mc * ldb,
-                                                                       "an NHWC C block")
-                                : nullptr;
+    assert(!(out_sw && out_planes));
+    T* cbuf = regions || out_sw || out_planes
+                  ? thread_scratch_as<Scratch::PackA, T>(bl.mc * ldb, "an NHWC C block")
+                  : nullptr;
     int64_t img[kMaxTile], ih0[kMaxTile], iw0[kMaxTile];
 
     for (int64_t jc = n0; jc < n1; jc += bl.nc) {
@@ -277,7 +284,25 @@ struct IndirectNhwc {
             }
           }
         }
-        if (cbuf) {  // each row to its pixel's row of the output
+        if (out_planes) {  // runs of consecutive pixels of one image, transposed to planes
+          const int64_t P = Hout * Wout;
+          for (int64_t i = 0; i < mc;) {
+            int64_t n_img, oh, ow;
+            pixel(ic + i, n_img, oh, ow);
+            const int64_t q = oh * Wout + ow;
+            int64_t len = 1;
+            if (!regions) {
+              len = std::min(mc - i, P - q);
+            } else {
+              for (int64_t n2, oh2, ow2; i + len < mc; ++len) {
+                pixel(ic + i + len, n2, oh2, ow2);
+                if (n2 != n_img || oh2 * Wout + ow2 != q + len) break;
+              }
+            }
+            out_planes(cbuf + i * ldb, ldb, out + n_img * out_pn + jc * P + q, P, len, nc);
+            i += len;
+          }
+        } else if (cbuf) {  // each row to its pixel's row of the output
           for (int64_t i = 0; i < mc; ++i) {
             int64_t n_img, oh, ow;
             pixel(ic + i, n_img, oh, ow);
@@ -540,10 +565,11 @@ struct IndirectNhwcRows {
 // geometry and epilogue set; strides and pointers are set here) on NCHW tensors through
 // NHWC copies, for the via_nhwc executors: `images` images of `in` (c_in planes of
 // base.Hin × base.Win pixels, image stride in_n) are transposed to NHWC a chunk at a time
-// into the calling thread's scratch, the tiles compute the chunk's NHWC result (groups ×
-// output pixels × c_out / groups columns) with bias and ReLU in the microkernel's store,
-// and it is transposed into `out` (c_out planes of base.Hout × base.Wout pixels, image
-// stride out_n).
+// into the calling thread's scratch and the tiles compute the chunk's result (groups ×
+// output pixels × c_out / groups columns) with bias and ReLU in the microkernel's store
+// into `out` (c_out planes of base.Hout × base.Wout pixels, image stride out_n):
+// IndirectNhwc transposes each finished C block from its buffer into the planes
+// (out_planes), IndirectNhwcRows writes an NHWC result that is transposed afterwards.
 template <typename D, typename T>
 void run_via_nhwc(D base, const GemmEngine<T>& e, const PrepackedGroups<T>& weights,
                   int64_t images, int64_t groups, const T* in, int64_t in_n, int64_t c_in,
@@ -555,10 +581,17 @@ void run_via_nhwc(D base, const GemmEngine<T>& e, const PrepackedGroups<T>& weig
   const int64_t img_in = c_in * p_in, img_out = c_out * p_out, cg_out = c_out / groups;
   const int64_t chunk = via_nhwc_chunk(images, std::max(img_in, img_out));
   T* xt = thread_scratch_as<Scratch::Image, T>(chunk * img_in, "the NHWC copy of an operand");
-  T* yt = thread_scratch_as<Scratch::Tile, T>(chunk * img_out, "an NHWC result");
+  // IndirectNhwc writes its C blocks into the planes itself; IndirectNhwcRows into an NHWC
+  // result, transposed afterwards.
+  T* yt = kRows ? thread_scratch_as<Scratch::Tile, T>(chunk * img_out, "an NHWC result")
+                : nullptr;
   base.in_sn = img_in;
   base.in_sh = base.Win * c_in;
-  if constexpr (!kRows) base.in_sw = c_in;
+  if constexpr (!kRows) {
+    base.in_sw = c_in;
+    base.out_planes = e.transpose;
+    base.out_pn = out_n;
+  }
   base.ldo = c_out;
   const BiasActivation<T> act = base.act;
   for (int64_t n0 = 0; n0 < images; n0 += chunk) {
@@ -571,11 +604,11 @@ void run_via_nhwc(D base, const GemmEngine<T>& e, const PrepackedGroups<T>& weig
               [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
       D d = base;
       d.in = xt + g * base.Cin;
-      d.out = yt + g * cg_out;
+      d.out = kRows ? yt + g * cg_out : out + n0 * out_n + g * cg_out * p_out;
       d.act = act.cols_from(g * cg_out);
       d.run_tile(e, weights.group(g), m0, m1, c0, c1);
     });
-    pixels_to_planes(e.transpose, yt, nb, c_out, p_out, out + n0 * out_n, out_n);
+    if constexpr (kRows) pixels_to_planes(e.transpose, yt, nb, c_out, p_out, out + n0 * out_n, out_n);
   }
 }
 
