@@ -992,8 +992,7 @@ struct ViaNhwc : NoWeights {
       args.dy = yt;
       args.out = n0 == 0 ? wt : part;
       im->run(sub, e, args, PrepackedGroups<T>{nullptr, 0, 0});
-      if (n0 > 0)
-        for (int64_t i = 0; i < W; ++i) wt[i] += part[i];  // chunk order: deterministic
+      if (n0 > 0) add_partials(wt, part, 2, W);  // chunk order: deterministic
     }
     // (K, R, S, Cg) -> the weight's own strides.
     const int64_t RS = p.R * p.S;
