@@ -405,6 +405,52 @@ def test_nonfinite_never_meets_padding(case, layout):
                       (case, layout, which, "bwd-weight", entry["name"]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("geometry", [
+    dict(x=(3, 5, 9, 11), k=6, rs=(3, 3), kw=dict(padding=1)),
+    dict(x=(2, 3, 12, 10), k=16, rs=(3, 3), kw=dict(stride=2, padding=1, shape_rule="crop")),
+    dict(x=(2, 4, 9, 9), k=5, rs=(3, 5), kw=dict(padding=(0, 2), dilation=(1, 2))),
+    dict(x=(2, 8, 7, 7), k=4, rs=(3, 3), kw=dict(padding=1, groups=2)),
+])
+def test_single_nonfinite_on_the_border_of_dy(geometry, layout, dtype):
+    """The weight gradient's scan of dy's border (the outputs whose window reaches the padding)
+    finds one Inf wherever it lies: a border row or column, the first or last image and
+    filter, a corner; an Inf inside needs no exact path. Each result equals the direct loops:
+    a missed border value would put 0·Inf = NaN into dW."""
+    n, c, h, w = geometry["x"]
+    kw = dict(geometry["kw"], layout=layout)
+    groups = kw.get("groups", 1)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(geometry["x"])
+    w_shape = (geometry["k"], c // groups) + geometry["rs"]
+    y_shape = convcore.conv2d_output_shape(x.shape, w_shape, **dict(kw, layout="NCHW"))
+    _, k, ho, wo = y_shape
+    mid_h, mid_w = ho // 2, wo // 2
+    spots = [(0, 0, 0, 0), (n - 1, k - 1, ho - 1, wo - 1), (n - 1, k // 2, mid_h, 0),
+             (0, k - 1, mid_h, wo - 1), (n // 2, 1, 0, mid_w), (n - 1, 0, ho - 1, mid_w),
+             (0, k // 2, mid_h, mid_w)]
+    for spot in spots:
+        dy = rng.standard_normal(y_shape)
+        dy[spot] = np.inf
+        xl, dyl = x, dy
+        wl_shape = w_shape
+        if layout == "NHWC":
+            xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            dyl = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
+            wl_shape = (w_shape[0], w_shape[2], w_shape[3], w_shape[1])
+        got = convcore.conv2d_backward_weight(dyl.astype(dtype), xl.astype(dtype), wl_shape, **kw)
+        ref = ref_backward_weight(dyl.astype(dtype).astype(np.float64), xl.astype(dtype).astype(np.float64),
+                                  wl_shape, **kw)
+        got = np.asarray(got, np.float64)
+        what = (geometry["x"], layout, spot)
+        assert np.array_equal(np.isnan(got), np.isnan(ref)), what
+        assert np.array_equal(np.isinf(got), np.isinf(ref)), what
+        fin = np.isfinite(ref)
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        assert np.max(np.abs(got[fin] - ref[fin]), initial=0.0) <= tol * (1 + np.abs(ref[fin]).max()), what
+
+
 def test_issue_inf_weight_backward_input():
     """The issue's class 6 repro: NaN/Inf only where the Inf weight meets a gradient."""
     w = np.ones((1, 1, 3, 3))
