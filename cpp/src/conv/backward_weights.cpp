@@ -172,7 +172,7 @@ template <typename T>
 void add_partials(T* dw, const T* partials, int64_t chunks, int64_t w_size) {
   if (chunks <= 1) return;
   const int64_t W = w_size;
-  parallel_run(std::max(1, std::min<int>(threads_for(double(W) * chunks * 8), int(W / 4096 + 1))),
+  parallel_run(std::max(1, std::min<int>(threads_for_copy(double(W) * chunks), int(W / 4096 + 1))),
                [&](int tid, int nt) {
     int64_t i0, i1;
     static_range(W, tid, nt, i0, i1);
@@ -994,14 +994,21 @@ struct ViaNhwc : NoWeights {
       im->run(sub, e, args, PrepackedGroups<T>{nullptr, 0, 0});
       if (n0 > 0) add_partials(wt, part, 2, W);  // chunk order: deterministic
     }
-    // (K, R, S, Cg) -> the weight's own strides.
+    // (K, R, S, Cg) -> the weight's own strides, filters split among the threads (a strided
+    // scatter: serial, it kept the rest of a large team waiting).
     const int64_t RS = p.R * p.S;
-    for (int64_t k = 0; k < p.K; ++k)
-      for (int64_t rs = 0; rs < RS; ++rs) {
-        const T* src = wt + (k * RS + rs) * p.Cg;
-        T* dst = a.out + k * p.ws_k + (rs / p.S) * p.ws_r + (rs % p.S) * p.ws_s;
-        for (int64_t c = 0; c < p.Cg; ++c) dst[c * p.ws_c] = src[c];
-      }
+    const int threads = static_cast<int>(std::clamp<int64_t>(
+        threads_for_copy(double(W)), 1, p.K));
+    parallel_run(threads, [&](int tid, int nt) {
+      int64_t k0, k1;
+      static_range(p.K, tid, nt, k0, k1);
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t rs = 0; rs < RS; ++rs) {
+          const T* src = wt + (k * RS + rs) * p.Cg;
+          T* dst = a.out + k * p.ws_k + (rs / p.S) * p.ws_r + (rs % p.S) * p.ws_s;
+          for (int64_t c = 0; c < p.Cg; ++c) dst[c * p.ws_c] = src[c];
+        }
+    });
   }
 };
 

@@ -22,8 +22,8 @@ inline constexpr int64_t kChannels = 16;
 template <typename Body>
 void for_channel_blocks(int64_t nb, int64_t C, int64_t P, Body&& body) {
   const int64_t blocks = (C + kChannels - 1) / kChannels, tasks = nb * blocks;
-  const int nthreads = static_cast<int>(
-      std::clamp<int64_t>(threads_for(4.0 * double(nb) * double(C) * double(P)), 1, tasks));
+  const int nthreads = static_cast<int>(std::clamp<int64_t>(
+      threads_for_copy(double(nb) * double(C) * double(P)), 1, tasks));
   parallel_run(nthreads, [&](int tid, int nt) {
     int64_t t0, t1;
     static_range(tasks, tid, nt, t0, t1);

@@ -474,10 +474,9 @@ bool pack_tap_major_by_panels(const ConvPlan& p, const Blocking& bl, const T* w,
   const int nr = bl.nr;
   const int64_t padded = round_up(p.Kg, nr), panels = padded / nr, tasks = p.G * panels;
   const auto tr = packing_transpose<T>();
-  // A moved element costs about what 16 FLOPs of the GEMM do (threads_for's unit); each is
-  // moved twice.
+  // Each element is moved twice.
   const int threads = static_cast<int>(std::clamp<int64_t>(
-      threads_for(32.0 * double(p.G) * double(p.Kg) * double(depth)), 1, tasks));
+      threads_for_copy(2.0 * double(p.G) * double(p.Kg) * double(depth)), 1, tasks));
   parallel_run(threads, [&](int tid, int nt) {
     int64_t t0, t1;
     static_range(tasks, tid, nt, t0, t1);

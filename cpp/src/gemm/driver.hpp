@@ -64,7 +64,7 @@ Prepacked<T> prepack(const Blocking& bl, const Packer& packer, bool is_a, int64_
   const int64_t padded = round_up(extent, tile);
   const int64_t slabs = ceil_div(K, bl.kc);
   if (slabs == 0 || padded == 0) return Prepacked<T>{out, padded};  // nothing to pack
-  const int threads = std::max(1, threads_for(double(padded) * K * 8));
+  const int threads = std::max(1, threads_for_copy(double(padded) * K));
   // Parts per slab: enough that the tasks divide evenly among the threads where the
   // micro-panels allow (3 slabs on 2 threads: 6 tasks, not 2 + 1).
   int64_t parts = 1;

@@ -190,11 +190,9 @@ int team_threads() {
   return std::max(1, get_num_threads() / callers);
 }
 
-int threads_for(double flops) {
+int threads_for(double flops, double min_per_thread) {
   int n = team_threads();
-  // Below ~2 MFLOP per thread the fork/join costs more than it saves.
-  const double min_flops_per_thread = 2e6;
-  const double useful = flops / min_flops_per_thread;
+  const double useful = flops / min_per_thread;
   if (useful < n) n = std::max(1, static_cast<int>(useful));
   return n;
 }

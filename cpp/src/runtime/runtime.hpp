@@ -51,8 +51,18 @@ const GemmEngine<T>& engine_for(Isa isa);
 
 // Threads to use for one call: the configured count, shared fairly when several callers
 // run at once (so concurrent Python threads don't oversubscribe the cores), and capped
-// so each thread gets at least `min_flops_per_thread` of work.
-int threads_for(double flops);
+// so each thread gets at least `min_per_thread` of the work (by default 2 MFLOP: below
+// that the fork/join costs more than it saves).
+int threads_for(double flops, double min_per_thread = 2e6);
+// Threads for a memory-bound pass over `elements` values (a layout copy, a packing, a sum
+// of partials): threads_for's rule counted such an element as a few FLOPs and left most of
+// a large team idle (4 of 16 threads on a 2.4 Mi-element transpose), but a copying thread
+// adds bandwidth, and every region launches the whole team anyway (parallel_run): one
+// thread per kCopyElemsPerThread elements (64 KiB of float32, tens of microseconds).
+inline constexpr double kCopyElemsPerThread = 16384;
+inline int threads_for_copy(double elements) {
+  return threads_for(elements, kCopyElemsPerThread);
+}
 // The team every parallel region of this caller launches: threads_for's count before the
 // cap (the configured count shared among the callers in flight).
 int team_threads();
