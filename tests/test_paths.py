@@ -67,7 +67,10 @@ CASES = {
     "direct_one_image_small_map": ((1, 4, 5, 9), (10, 3, 3), dict(padding=(1, 2, 0, 1))),
     "multi_image_small_map": ((5, 6, 7, 7), (17, 3, 3), dict(padding=1)),
     "direct_mid_map": ((2, 6, 12, 13), (9, 3, 3), dict(padding=1)),
+    # 2 to 7 channels at a column stride: via_nhwc's rows tiles where the output rows are
+    # under 16 columns or the kernel rows hold 20 values or more, else the im2col packing
     "multi_image_strided": ((4, 3, 11, 13), (10, 3, 3), dict(stride=2, shape_rule="crop")),
+    "im2col_short_kernel_rows_strided": ((2, 3, 21, 40), (11, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "multi_image_unpadded_groups_dilated": ((3, 6, 9, 11), (8, 3, 2), dict(stride=(1, 2), dilation=(2, 1), groups=2, shape_rule="crop")),
     "per_image_strided": ((2, 4, 40, 37), (9, 3, 3), dict(stride=(2, 1), padding=1, shape_rule="crop")),
     "indirect_nhwc_3x3": ((2, 12, 9, 10), (16, 3, 3), dict(padding=1)),
@@ -167,8 +170,12 @@ EXPECTED = {
         'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
-    'multi_image_strided': {
+    'im2col_short_kernel_rows_strided': {
         'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
+    },
+    'multi_image_strided': {
+        'NCHW': ('via_nhwc', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_rows_nhwc_1x1': {
@@ -220,7 +227,7 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_stem': {
-        'NCHW': ('im2col_per_image', 'col2im', 'pixel_split'),
+        'NCHW': ('via_nhwc', 'col2im', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'pixel_split_nhwc_1x1_groups': {
@@ -272,11 +279,11 @@ EXPECTED = {
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'rows_nhwc_stem': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('via_nhwc', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'rows_nhwc_wide_unpadded': {
-        'NCHW': ('im2col_multi_image', 'col2im', 'via_nhwc'),
+        'NCHW': ('via_nhwc', 'col2im', 'via_nhwc'),
         'NHWC': ('indirect_nhwc_rows', 'col2im', 'pixel_split'),
     },
     'dense_rows_rgb_stem': {

@@ -37,8 +37,12 @@ constexpr int64_t kIndirectMinChannels = 8;
 // enough (Zen 4, one thread: rows 1–3 % ahead at 16–24 channels, level at 32, 2–3 % behind
 // at 48–64).
 constexpr int64_t kRowsMaxChannels = 32;
-// via_nhwc on the rows tiles (fewer than 8 channels): FLOPs per element of x and y, at least.
+// via_nhwc on the rows tiles (fewer than 8 channels) where the layer has at least this many
+// FLOPs per element of x and y, or kernel rows of at least kViaRowsMinRowDepth contiguous
+// NHWC values (S·Cg), or output rows under kViaRowsShortRows columns (see declines).
 constexpr double kViaRowsMinFlopsPerElement = 400.0;
+constexpr int64_t kViaRowsMinRowDepth = 20;
+constexpr int64_t kViaRowsShortRows = 16;
 
 // Weights (A) prepacked; the im2col operand (B) is packed by every tile and costs
 // several times a plain copy per element.
@@ -270,21 +274,40 @@ struct ViaNhwcForward {
     return p.G == 1 && p.dw == 1 && p.Cg < kRowsMaxChannels;
   }
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
-    // From 2 to 7 channels (the rows tiles) only layers with many FLOPs per element moved
-    // gain (Zen 4, 2 threads: AlexNet conv1, 474 per element of x and y over the batch,
-    // 153 -> 180 GFLOP/s; a 7×7/2 RGB stem, 248, lost 114 -> 87, a 3×3/2 one, 31, 81 -> 49);
-    // one channel transposes nothing on the way in (5×20/2 speech layer, 177: 122 -> 149).
+    const bool direct = !DirectStride1::why_not(p, bl) && !DirectStride1::declines(p, bl);
+    // From 2 to 7 channels (the rows tiles); forced entries, Zen 4, 2 threads, GFLOP/s.
+    // Against direct_stride1 (stride 1) they gain only with many FLOPs per element moved
+    // (AlexNet conv1, 474 per element of x and y: 153 -> 180; 7×7 c3→16 on 64×64 147 against
+    // 189, 3×3 c3→64 on 13×13 83 against 96). One channel transposes nothing on the way in
+    // (5×20/2 speech layer: 122 -> 149).
     if (p.Cg < kIndirectMinChannels && p.C > 1) {
       const double moved = double(p.N) * (double(p.C) * double(p.H * p.W) +
                                           double(p.K) * double(p.P()));
-      if (p.flops() < kViaRowsMinFlopsPerElement * moved)
-        return "2 to 7 channels and under 400 FLOPs per element of x and y: the im2col "
-               "executors' packing is cheaper than the transposes";
+      const bool many_flops = p.flops() >= kViaRowsMinFlopsPerElement * moved;
+      if (direct && !many_flops)
+        return "2 to 7 channels and under 400 FLOPs per element of x and y: direct_stride1 "
+               "reads the image in place, cheaper than the transposes";
+      // Against the im2col executors with a column stride (their packing gathers every
+      // sw-th value): the rows tiles run one depth segment per kernel row (S·Cg values);
+      // short segments lose to the transposes — 3×3/2 RGB stem 69 against 94 — long ones
+      // gain: 7×7/2 RGB stem 149 against 139, 11×11/4 c3→16 160 against 91, 5×5/2 c5→32
+      // 171 against 113. Output rows under 16 columns make the strided packing slow at any
+      // depth: 5×5/2 c4→12 on 11×11 (the CS231n notes' example shape) 42 against 30, 3×3/2
+      // c4→32 on 16×16 91 against 68, 5×5/2 c2→8 on 28×28 26 against 19. These
+      // measurements decide for small layers too (the example: 2.5 MFLOP). At unit column
+      // stride im2col's rows are copies and it stays ahead (3×3 c3→64 on 13×13: 120
+      // against 83).
+      if (!direct && p.sw > 1) {
+        if (!many_flops && p.S * p.Cg < kViaRowsMinRowDepth && p.Wo >= kViaRowsShortRows)
+          return "2 to 7 channels, kernel rows under 20 values (S × channels), output rows "
+                 "of 16 or more columns and under 400 FLOPs per element of x and y: the "
+                 "im2col executors' packing is cheaper than the transposes";
+        return nullptr;
+      }
     }
     // Against direct_stride1 (B read in place) only wide layers gain; against the im2col
     // executors (strides > 1, small maps) most layers do.
-    if (!DirectStride1::why_not(p, bl) && !DirectStride1::declines(p, bl))
-      return via_nhwc_declines(p);
+    if (direct) return via_nhwc_declines(p);
     return via_nhwc_declines_vs_packing(p);
   }
   static WeightPacking weight_packing(const ConvPlan& p) { return {false, p.Kg, p.CgRS()}; }
