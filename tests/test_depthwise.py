@@ -75,6 +75,8 @@ def test_every_isa_against_the_direct_loops(isa, layout, m, geometry):
     (3, 4, 1, 1, 2, 3, 3, dict(padding=1)),                     # 1×1 maps
     (2, 3, 2, 3, 1, 5, 7, dict(padding=(2, 2, 3, 3))),          # kernel larger than the map
     (1, 2, 3, 2, 3, 5, 5, dict(padding=4, shape_rule="crop")),  # padding beyond the kernel
+    # rows and columns that no tap reaches (bias and ReLU only), on every side
+    (2, 3, 4, 5, 2, 3, 3, dict(padding=(3, 4, 5, 40))),
     (2, 70, 5, 6, 1, 3, 3, dict(padding=1)),                    # channel blocks (NHWC)
     (1, 300, 4, 3, 1, 3, 1, dict(padding=(1, 1, 0, 0))),        # > 256 channels: 2 blocks
     (1, 40, 4, 5, 2, 3, 3, dict(padding=1)),                    # multiplier, 2 blocks

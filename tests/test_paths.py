@@ -119,6 +119,8 @@ CASES = {
     # columns (a whole vector, a border chunk and a tail), stride-2 phases
     "dense_rows_rgb_stem": ((4, 3, 21, 40), (11, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "dense_rows_one_channel_wide": ((4, 1, 13, 45), (17, 3, 6), dict(stride=(2, 1), dilation=(1, 2), padding=(2, 1, 4, 3), shape_rule="crop")),
+    # output rows and columns that no tap reaches: the empty sum's bias and ReLU
+    "dense_rows_padding_beyond_kernel": ((4, 3, 6, 12), (9, 3, 3), dict(padding=(3, 4, 6, 21))),
     "dense_rows_groups": ((2, 8, 9, 50), (6, 2, 3), dict(stride=(1, 3), padding=(0, 2), groups=2, shape_rule="crop")),
 }
 
@@ -168,6 +170,10 @@ EXPECTED = {
     },
     'multi_image_small_map': {
         'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
+    },
+    'dense_rows_padding_beyond_kernel': {
+        'NCHW': ('dense_rows_nchw', 'col2im', 'dense_rows_nchw'),
         'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_split'),
     },
     'im2col_short_kernel_rows_strided': {
