@@ -83,12 +83,18 @@ inline void valid_taps(int64_t first, int64_t d, int64_t taps, int64_t size, int
   hi = first >= size ? lo : std::clamp<int64_t>((size - first + d - 1) / d, lo, taps);
 }
 
-// Calls f(oh, ow) for every output position whose window reaches the padding.
-template <typename F>
-void for_each_border_output(const ConvPlan& p, F&& f) {
+// The output columns whose window reaches the left or right padding.
+inline std::vector<int64_t> border_columns(const ConvPlan& p) {
   std::vector<int64_t> cols;
   for (int64_t ow = 0; ow < p.Wo; ++ow)
     if (col_reads_padding(p, ow)) cols.push_back(ow);
+  return cols;
+}
+
+// Calls f(oh, ow) for every output position whose window reaches the padding.
+template <typename F>
+void for_each_border_output(const ConvPlan& p, F&& f) {
+  const std::vector<int64_t> cols = border_columns(p);
   for (int64_t oh = 0; oh < p.Ho; ++oh) {
     if (row_reads_padding(p, oh)) {
       for (int64_t ow = 0; ow < p.Wo; ++ow) f(oh, ow);
@@ -147,9 +153,7 @@ void forward_border_exact(const ConvPlan& p, const T* x, const T* w, const T* bi
 // positions, was 8 % of a 3×3/2 RGB stem's weight gradient, Zen 4).
 template <typename T>
 bool border_all_finite(const ConvPlan& p, const T* dy) {
-  std::vector<int64_t> cols;  // the border columns of the rows inside the image
-  for (int64_t ow = 0; ow < p.Wo; ++ow)
-    if (col_reads_padding(p, ow)) cols.push_back(ow);
+  const std::vector<int64_t> cols = border_columns(p);  // of the rows inside the image
   bool finite = true;
   if (p.ys_c == 1) {  // channels contiguous: each border pixel's K values
     for (int64_t n = 0; n < p.N && finite; ++n)
@@ -169,10 +173,11 @@ bool border_all_finite(const ConvPlan& p, const T* dy) {
       const T* plane = dy + n * p.ys_n + k * p.ys_c;
       for (int64_t oh = 0; oh < p.Ho && finite; ++oh) {
         const T* row = plane + oh * p.ys_h;
-        if (row_reads_padding(p, oh) && p.ys_w == 1) {
-          finite = all_finite(row, p.Wo);
-        } else if (row_reads_padding(p, oh)) {
-          for (int64_t ow = 0; ow < p.Wo && finite; ++ow) finite = all_finite(row + ow * p.ys_w, 1);
+        if (row_reads_padding(p, oh)) {
+          if (p.ys_w == 1)
+            finite = all_finite(row, p.Wo);
+          else
+            for (int64_t ow = 0; ow < p.Wo && finite; ++ow) finite = all_finite(row + ow * p.ys_w, 1);
         } else if (!cols.empty()) {
           for (std::size_t i = 0; i < cols.size(); ++i) gathered[i] = row[cols[i] * p.ys_w];
           finite = all_finite(gathered.data(), int64_t(cols.size()));

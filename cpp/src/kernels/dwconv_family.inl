@@ -43,6 +43,16 @@ inline void reached_columns(int64_t ntaps, const int64_t* lo, const int64_t* hi,
   b = std::clamp<int64_t>(b, a, len);
 }
 
+// An empty sum's epilogue, by a chunk's store operations (0 + bias, then ReLU), so the
+// columns no tap reaches get the bits the chunks would have stored.
+template <class VT>
+inline typename VT::V empty_sum_epilogue(const typename VT::T* bias, bool relu) {
+  typename VT::V c = VT::zero();
+  if (bias) c = VT::add(c, VT::broadcast(bias));
+  if (relu) c = VT::relu(c);
+  return c;
+}
+
 // row[a, b) = v (the vector stored whole or masked at the end).
 template <class VT>
 inline void fill_columns(typename VT::T* row, int64_t a, int64_t b, typename VT::V v) {
@@ -188,15 +198,12 @@ void dw_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* con
     ilo = std::max(ilo, lo[t]);
     ihi = std::min(ihi, hi[t]);
   }
-  // Columns no tap reaches (reached_columns) hold an empty sum's epilogue, by a chunk's
-  // store operations (0 + bias, then ReLU: the same bits); an accumulating call would add
-  // 0 there and runs the chunks as before.
+  // Columns no tap reaches (reached_columns) hold an empty sum's epilogue; an
+  // accumulating call would add 0 there and runs the chunks as before.
   int64_t u_begin = 0, u_end = len;
   if (!accumulate) {
     reached_columns(ntaps, lo, hi, len, u_begin, u_end);
-    typename VT::V c = VT::zero();
-    if (bias) c = VT::add(c, VT::broadcast(bias));
-    if (relu) c = VT::relu(c);
+    const typename VT::V c = empty_sum_epilogue<VT>(bias, relu);
     for (int64_t i = 0; i < rows; ++i) {
       fill_columns<VT>(out + i * out_rs, 0, u_begin, c);
       fill_columns<VT>(out + i * out_rs, u_end, len, c);
@@ -594,8 +601,7 @@ void dense_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* 
     ilo = std::max(ilo, lo[t]);
     ihi = std::min(ihi, hi[t]);
   }
-  // Columns no tap reaches (reached_columns): each filter's empty-sum epilogue, by the
-  // chunks' store operations (the same bits).
+  // Columns no tap reaches (reached_columns): each filter's empty-sum epilogue.
   int64_t u_begin, u_end;
   reached_columns(ntaps, lo, hi, len, u_begin, u_end);
   V acc[kDenseRowFilters * DNV];
@@ -603,9 +609,7 @@ void dense_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* 
     const int64_t so = i * src_rs;
     T* orow = out + i * out_rs;
     for (int64_t k = 0; k < nk; ++k) {
-      V c = VT::zero();
-      if (bias) c = VT::add(c, VT::broadcast(bias + k));
-      if (relu) c = VT::relu(c);
+      const V c = empty_sum_epilogue<VT>(bias ? bias + k : nullptr, relu);
       fill_columns<VT>(orow + k * out_ks, 0, u_begin, c);
       fill_columns<VT>(orow + k * out_ks, u_end, len, c);
     }
