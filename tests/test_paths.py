@@ -41,8 +41,8 @@ the choice it is meant to exercise:
     (the input map over the stride) of >= 64 pixels or one image -> the sub-pixel
     decomposition (one stride-1 correlation per phase of dx; NHWC with >= 8 filters per
     group: its phases on the channels-last tiles, "subpixel_nhwc"); otherwise col2im.
-  * NCHW forward with <= 4 channels per group, <= 160 taps (channels × R × S) per group,
-    output rows >= 16 columns and >= 4 images × groups -> the dwconv family's dense rows
+  * NCHW forward with <= 4 channels per group, <= 160 taps (channels × R × S) per group
+    (128 on ISAs with 32-byte vectors: AVX2, portable), output rows >= 16 columns and >= 4 images × groups -> the dwconv family's dense rows
     (every channel and tap of a group as a tap, 8 filters side by side: "dense_rows_nchw");
     backward-weight too (taps × filters of partial sums in registers);
   * depthwise (groups == in_channels, any multiplier) -> the dwconv kernels, every pass
@@ -541,3 +541,29 @@ def test_via_nhwc_column_tiles_across_threads(isa, dtype, pass_, restore_threads
     else:
         check_backward_input(results[0], dy, wt, x.shape, dtype=dtype,
                              what="via_nhwc column tiles", **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dense_rows_tap_limit_follows_vector_width(isa, dtype):
+    """dense_rows_nchw takes up to 160 taps per group with 64-byte vectors (AVX-512) and
+    up to 128 with 32-byte ones (AVX2, portable), whose kernels hold half the accumulators
+    per tap: a 7×7 RGB layer (147 taps) runs there on the GEMM tiles. The layer each ISA
+    runs is checked against the float64 direct loops."""
+    name = np.dtype(dtype).name
+    vector_bytes = convcore._core.config()["blocking"][name]["vector_bytes"]
+    assert vector_bytes == (64 if isa == "avx512" else 32)
+    kw = dict(stride=2, padding=3, shape_rule="crop")
+    rng = np.random.default_rng(17)
+    for (c, r, s), dense in (((3, 7, 7), vector_bytes >= 64), ((4, 6, 6), vector_bytes >= 64),
+                             ((3, 5, 5), True), ((4, 4, 8), True), ((2, 9, 9), False)):
+        x = rng.standard_normal((4, c, 19, 37)).astype(dtype)
+        wt = rng.standard_normal((10, c, r, s)).astype(dtype)
+        algos = _algorithms(x.shape, wt.shape, dtype=name, **kw)
+        what = f"{c}×{r}×{s} = {c * r * s} taps on {isa}"
+        for pass_ in ("forward", "backward_weight"):
+            assert (algos[pass_] == "dense_rows_nchw") == dense, (what, algos)
+        y = convcore.conv2d(x, wt, **kw)
+        check_forward(y, x, wt, None, dtype=dtype, what=f"{what} fwd", **kw)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dw = convcore.conv2d_backward_weight(dy, x, wt.shape, **kw)
+        check_backward_weight(dw, dy, x, wt.shape, dtype=dtype, what=f"{what} bwd-weight", **kw)

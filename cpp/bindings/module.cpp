@@ -257,6 +257,7 @@ py::dict blocking_dict(const Blocking& b) {
   d["KC"] = b.kc;
   d["MC"] = b.mc;
   d["NC"] = b.nc;
+  d["vector_bytes"] = b.vector_bytes;
   return d;
 }
 

@@ -174,7 +174,8 @@ def show_config() -> Dict[str, Any]:
         ``"generic"``), ``"isa_detected"`` and ``"isa_available"`` (what the CPU and the
         build allow; ``CONVCORE_ISA`` in the environment forces one); ``"threads"``;
         ``"openmp"`` (whether the build has threads at all); ``"blocking"``: per dtype, the
-        GEMM microkernel and its MR/NR/KC/MC/NC block sizes.
+        GEMM microkernel, its MR/NR/KC/MC/NC block sizes and the vector registers' width in
+        bytes (``"vector_bytes"``: 64 with AVX-512, 32 with AVX2 and the portable path).
 
     Examples
     --------

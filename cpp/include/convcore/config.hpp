@@ -34,6 +34,7 @@ struct Blocking {
   int mr = 0, nr = 0;            // microkernel tile (rows of A, columns of B)
   int64_t kc = 0, mc = 0, nc = 0;  // cache blocks: depth, rows, columns
   const char* kernel_name = "";
+  int vector_bytes = 0;  // the ISA's vector registers: 64 (zmm), 32 (ymm, portable)
 };
 template <typename T>
 Blocking blocking();

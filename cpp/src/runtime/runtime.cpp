@@ -38,7 +38,7 @@ int64_t round_down(int64_t v, int64_t to) { return std::max(to, v / to * to); }
 //  MC: an MC×KC block of A stays in L2 while B micro-panels stream: use half of L2.
 //  NC: a KC×NC block of B lives in (this core's share of) L3.
 template <typename T>
-Blocking derive_blocking(const kernels::GemmUkernel<T>& k) {
+Blocking derive_blocking(const kernels::GemmUkernel<T>& k, int lanes) {
 #if defined(_SC_LEVEL1_DCACHE_SIZE)
   const long l1 = cache_bytes(_SC_LEVEL1_DCACHE_SIZE, 32 * 1024);
   const long l2 = cache_bytes(_SC_LEVEL2_CACHE_SIZE, 1024 * 1024);
@@ -55,6 +55,7 @@ Blocking derive_blocking(const kernels::GemmUkernel<T>& k) {
   b.mr = k.mr;
   b.nr = k.nr;
   b.kernel_name = k.name;
+  b.vector_bytes = lanes * static_cast<int>(sz);
   b.kc = std::clamp<int64_t>(round_down(l1 / 2 / (k.nr * sz), 16), 64, kMaxKC);  // <= kMaxKC
   b.mc = std::clamp<int64_t>(round_down(l2 / 2 / (b.kc * sz), k.mr), k.mr, 1024 / k.mr * k.mr);
   // Virtual machines often report the whole socket's (or a bogus) L3: cap the share.
@@ -85,8 +86,10 @@ struct EngineTable {
       if (!t.supported()) continue;
       const kernels::Families<T> f = families_of<T>(t);
       entries.push_back({t.isa,
-                         Engine<T>{f.gemm, derive_blocking(f.gemm), f.winograd, f.dwconv, f.transpose},
-                         Engine<T>{f.gemm_narrow, derive_blocking(f.gemm_narrow), f.winograd,
+                         Engine<T>{f.gemm, derive_blocking(f.gemm, f.dwconv.lanes), f.winograd,
+                                   f.dwconv, f.transpose},
+                         Engine<T>{f.gemm_narrow, derive_blocking(f.gemm_narrow, f.dwconv.lanes),
+                                   f.winograd,
                                    f.dwconv, f.transpose}});
     }
     // The vector is complete: the entries no longer move.
