@@ -241,6 +241,29 @@ void transpose(const typename VT::T* src, int64_t lds, typename VT::T* dst, int6
       continue;
     }
     const typename VT::Mask out = VT::mask(m);
+    if (!VT::kCheapMaskedStore && i0 == 0 && ldd == m) {
+      // Fewer than kLanes rows written as back-to-back rows of m (an RGB image's planes to
+      // pixel rows): whole-vector stores in column order, each one's lanes past m
+      // overwritten by the next column's; only the stores that would run past the end are
+      // masked.
+      const int64_t end = cols * ldd;
+      for (int64_t j0 = 0; j0 < cols; j0 += L) {
+        const int64_t n = cols - j0 < L ? cols - j0 : L;
+        const typename VT::Mask in = VT::mask(n);
+#pragma GCC unroll 16
+        for (int i = 0; i < L; ++i)
+          r[i] = i >= m ? VT::zero()
+                 : n == L ? VT::loadu(s + j0 + i * lds)
+                          : VT::load_masked(s + j0 + i * lds, in);
+        VT::transpose(r);
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t at = (j0 + j) * ldd;
+          if (at + L <= end) VT::storeu(d + at, r[j]);
+          else VT::store_masked(d + at, out, r[j]);
+        }
+      }
+      return;
+    }
     for (int64_t j0 = 0; j0 < cols; j0 += L) {
       const int64_t n = cols - j0 < L ? cols - j0 : L;
       const typename VT::Mask in = VT::mask(n);

@@ -27,6 +27,8 @@ struct Vec<float> {
   using V = __m256;
   using Mask = __m256i;
   static constexpr int kLanes = 8;
+  // vmaskmovps/pd stores are microcoded (many micro-ops) on AMD cores
+  static constexpr bool kCheapMaskedStore = false;
   static V zero() { return _mm256_setzero_ps(); }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V load(const float* p) { return _mm256_load_ps(p); }
@@ -96,6 +98,8 @@ struct Vec<double> {
   using V = __m256d;
   using Mask = __m256i;
   static constexpr int kLanes = 4;
+  // vmaskmovps/pd stores are microcoded (many micro-ops) on AMD cores
+  static constexpr bool kCheapMaskedStore = false;
   static V zero() { return _mm256_setzero_pd(); }
   static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
   static V load(const double* p) { return _mm256_load_pd(p); }

@@ -12,6 +12,8 @@ template <typename T_>
 struct Vec {
   using T = T_;
   static constexpr int kLanes = static_cast<int>(32 / sizeof(T));
+  // the masked store is a loop over the lanes
+  static constexpr bool kCheapMaskedStore = false;
   struct V {
     T lane[kLanes];
   };
