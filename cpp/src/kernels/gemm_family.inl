@@ -256,6 +256,11 @@ void transpose(const typename VT::T* src, int64_t lds, typename VT::T* dst, int6
                  : n == L ? VT::loadu(s + j0 + i * lds)
                           : VT::load_masked(s + j0 + i * lds, in);
         VT::transpose(r);
+        if (n == L && (j0 + L - 1) * ldd + L <= end) {  // registers only, no spill
+#pragma GCC unroll 16
+          for (int j = 0; j < L; ++j) VT::storeu(d + (j0 + j) * ldd, r[j]);
+          continue;
+        }
         for (int64_t j = 0; j < n; ++j) {
           const int64_t at = (j0 + j) * ldd;
           if (at + L <= end) VT::storeu(d + at, r[j]);
