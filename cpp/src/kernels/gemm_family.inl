@@ -245,7 +245,8 @@ void transpose(const typename VT::T* src, int64_t lds, typename VT::T* dst, int6
       // Fewer than kLanes rows written as back-to-back rows of m (an RGB image's planes to
       // pixel rows): whole-vector stores in column order, each one's lanes past m
       // overwritten by the next column's; only the stores that would run past the end are
-      // masked.
+      // masked. A loop of its own: folded into the masked loop below (a flag per store), the
+      // 3×3/2 RGB stem through via_nhwc measured 2.35–2.58 against 1.90–2.18 ms (Zen 3).
       const int64_t end = cols * ldd;
       for (int64_t j0 = 0; j0 < cols; j0 += L) {
         const int64_t n = cols - j0 < L ? cols - j0 : L;
