@@ -200,3 +200,31 @@ def test_im2col_view_overflow_names_output_and_padding():
         convcore.conv2d_output_shape((2, 6, 12, 10), (2, 3, 3, 2), stride=(3, 1),
                                      dilation=(1, 2), groups=2,
                                      padding=(2, 2**54, 2, 3))
+
+
+# --- arrays larger than the machine ----------------------------------------------------------
+
+def test_memory_limit_reads_this_machine():
+    limit = convcore._args.memory_limit()
+    if sys.platform.startswith("linux"):
+        assert limit is not None and limit >= 2**26   # at least 64 MiB of RAM + swap
+
+
+def test_arrays_beyond_memory_are_refused_before_allocating(monkeypatch):
+    """Where the kernel overcommits, an allocation larger than RAM + swap succeeds and the
+    process is killed once it is written; such arrays raise MemoryError naming them."""
+    monkeypatch.setattr(convcore._args, "memory_limit", lambda: 4096)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)       # 512 bytes
+    w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    big = np.broadcast_to(np.float32(1), (1, 2, 40, 40))            # a 12800-byte copy
+    with pytest.raises(MemoryError,
+                       match=r"^x is not C-contiguous.*12800 bytes.*memory and swap \(4096"):
+        convcore.conv2d(big, w, stride=(37, 37))
+    with pytest.raises(MemoryError, match=r"^the output \(shape \(1, 40, 8, 8\).*10240 bytes"):
+        convcore.conv2d(x, np.ones((40, 2, 3, 3), np.float32), padding=1)
+    dy = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    with pytest.raises(MemoryError, match=r"^grad_input \(shape \(1, 2, 38, 38\)"):
+        convcore.conv2d_backward_input(dy, w, (1, 2, 38, 38), stride=7)
+    # under the limit nothing changes
+    np.testing.assert_allclose(convcore.conv2d(x, w), ref.conv2d(x, w), rtol=1e-5, atol=1e-5)

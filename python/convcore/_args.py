@@ -6,7 +6,10 @@ ShapeError / ValueError with the arithmetic spelled out).
 """
 from __future__ import annotations
 
+import functools
+import math
 import numbers
+import os
 from typing import Any, Optional, Sequence, Tuple, TypeVar, cast
 
 import numpy as np
@@ -94,6 +97,51 @@ def check_same_dtype(ref: np.ndarray, ref_name: str, a: np.ndarray, name: str) -
                         "all arrays must share one dtype (float32 or float64)")
 
 
+@functools.lru_cache(maxsize=None)
+def memory_limit() -> Optional[int]:
+    """Bytes of physical memory plus swap (None where the system does not say).
+
+    An array larger than that can never be written in full. Where the kernel overcommits
+    (vm.overcommit_memory = 1), allocating one succeeds and the process is killed by the
+    OOM killer once the pages are touched; so such arrays are refused before allocating.
+    """
+    try:
+        ram = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+    if ram <= 0:
+        return None
+    swap = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("SwapTotal:"):
+                    swap = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return ram + swap
+
+
+def _beyond_memory(nbytes: int) -> str:
+    """'' when nbytes may fit in memory, else the reason it cannot."""
+    limit = memory_limit()
+    if limit is not None and nbytes > limit:
+        return f": more than this machine's memory and swap ({limit} bytes)"
+    return ""
+
+
+def new_array(shape: Tuple[int, ...], dtype: Any, name: str) -> np.ndarray:
+    """np.empty(shape, dtype), or MemoryError naming the array when it cannot fit."""
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    why = _beyond_memory(nbytes)
+    if why:
+        raise MemoryError(f"{name} (shape {shape}, {dt}: {nbytes} bytes) cannot be "
+                          f"allocated{why}")
+    return np.empty(shape, dtype=dt)
+
+
 def as_buffer(a: NDArray[_S], name: Optional[str] = None) -> NDArray[_S]:
     """C-contiguous and aligned (copied once when it is not). With `name`, a copy that
     cannot be allocated (a huge broadcast view, say) raises MemoryError naming it."""
@@ -102,12 +150,16 @@ def as_buffer(a: NDArray[_S], name: Optional[str] = None) -> NDArray[_S]:
         return a
     if name is None:
         return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
+    nbytes = a.size * a.itemsize
+    what = (f"{name} is not C-contiguous and aligned, and its contiguous copy "
+            f"(shape {a.shape}, {a.dtype}: {nbytes} bytes) cannot be allocated")
+    why = _beyond_memory(nbytes)
+    if why:
+        raise MemoryError(what + why)
     try:
         return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
     except MemoryError:
-        raise MemoryError(f"{name} is not C-contiguous and aligned, and its contiguous copy "
-                          f"(shape {a.shape}, {a.dtype}: {a.size * a.itemsize} bytes) cannot "
-                          "be allocated") from None
+        raise MemoryError(what) from None
 
 
 def output_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype[Any],
@@ -115,7 +167,7 @@ def output_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype[Any],
     """The array a result is written to: `out` after checks (exact shape and dtype,
     writable, C-contiguous, not overlapping an input), or a new one."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return new_array(shape, dtype, "the output")
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from . import _core
 from ._args import (as_buffer, check_activation, check_algorithm, check_array, check_groups,
                     check_layout, check_same_dtype, check_shape_rule, core_algorithm, is_int,
-                    output_array, padding4, pair, shape_tuple)
+                    new_array, output_array, padding4, pair, shape_tuple)
 from ._types import (Activation, Algorithm, AnyArray, DTypeName, FloatT, IntPair, Layout,
                      Padding, ShapeRule)
 
@@ -349,10 +349,10 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
         if bias.shape != (prob.out_channels,):
             raise ValueError(f"bias must have shape ({prob.out_channels},) (one per filter), "
                              f"got {bias.shape}")
-        b = as_buffer(bias)
+        b = as_buffer(bias, "bias")
     inputs = [x, weight] + ([bias] if bias is not None else [])
     y = output_array(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
-    prob.plan.forward(as_buffer(x), as_buffer(weight), b, y, act == "relu")
+    prob.plan.forward(as_buffer(x, "x"), as_buffer(weight, "weight"), b, y, act == "relu")
     return y
 
 
@@ -421,8 +421,8 @@ def conv2d_backward_input(grad_output: NDArray[FloatT], weight: NDArray[FloatT],
     prob = _problem(input_shape, weight.shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(dy), algorithm)
     dy = _check_grad_output(dy, prob, dy, "grad_output")
-    dx = np.empty(prob.user_shape(prob.x_shape), dtype=dy.dtype)
-    prob.plan.backward_data(as_buffer(dy), as_buffer(weight), dx)
+    dx = new_array(prob.user_shape(prob.x_shape), dy.dtype, "grad_input")
+    prob.plan.backward_data(as_buffer(dy, "grad_output"), as_buffer(weight, "weight"), dx)
     return dx
 
 
@@ -488,13 +488,13 @@ def conv2d_backward_weight(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     prob = _problem(x.shape, weight_shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(x), algorithm)
     dy = _check_grad_output(grad_output, prob, x, "x")
-    dw = np.empty(prob.w_shape, dtype=x.dtype)
-    prob.plan.backward_weight(as_buffer(dy), as_buffer(x), dw)
+    dw = new_array(prob.w_shape, x.dtype, "grad_weight")
+    prob.plan.backward_weight(as_buffer(dy, "grad_output"), as_buffer(x, "x"), dw)
     return dw
 
 
 def _bias_grad(prob: _Problem, dy: np.ndarray) -> np.ndarray:
-    db = np.empty((prob.out_channels,), dtype=dy.dtype)
+    db = new_array((prob.out_channels,), dy.dtype, "grad_bias")
     prob.plan.backward_bias(dy, db)
     return db
 
@@ -569,10 +569,10 @@ def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
                         f"got {type(bias).__name__}")
     prob = _problem(x.shape, weight.shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(x), algorithm)
-    dy = as_buffer(_check_grad_output(grad_output, prob, x, "x"))
-    xb, wb = as_buffer(x), as_buffer(weight)
-    dx = np.empty(x.shape, dtype=x.dtype)
-    dw = np.empty(weight.shape, dtype=x.dtype)
+    dy = as_buffer(_check_grad_output(grad_output, prob, x, "x"), "grad_output")
+    xb, wb = as_buffer(x, "x"), as_buffer(weight, "weight")
+    dx = new_array(x.shape, x.dtype, "grad_input")
+    dw = new_array(weight.shape, x.dtype, "grad_weight")
     prob.plan.backward_data(dy, wb, dx)
     prob.plan.backward_weight(dy, xb, dw)
     db = _bias_grad(prob, dy) if bias else None

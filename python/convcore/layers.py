@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _core
 from ._args import (as_buffer, check_activation, check_algorithm, check_array, check_groups,
-                    check_layout, check_shape_rule, is_int, pair)
+                    check_layout, check_shape_rule, is_int, new_array, pair)
 from ._conv import (_check_grad_output, _check_input, _dtype_name, _Problem, _FORCED,
                     conv2d_num_params)
 from ._types import (Activation, Algorithm, DTypeLike, FloatArray, Init, IntPair, Layout,
@@ -127,7 +127,7 @@ class _Layer:
     requires_input_grad: bool
 
     def _init_state(self, weight: FloatArray, bias: Optional[FloatArray]) -> None:
-        self._weight = as_buffer(weight.astype(self.dtype))
+        self._weight = as_buffer(weight.astype(self.dtype), "weight")
         self._weight_version = 0      # bumped whenever the primitives must repack
         self._weight_dirty = False    # weight_changed() / assignment since the last forward
         self._tracking = False        # training: forward() compares the weights with ...
@@ -158,7 +158,7 @@ class _Layer:
         if value.shape != self._weight.shape or value.dtype != self.dtype:
             raise ValueError(f"weight must have shape {self._weight.shape} and dtype "
                              f"{self.dtype}, got {value.shape} {value.dtype}")
-        self._weight = as_buffer(value)
+        self._weight = as_buffer(value, "weight")
         self.weight_changed()
 
     def weight_changed(self) -> None:
@@ -297,7 +297,7 @@ class _Layer:
                 raise ValueError(f"load_state_dict: {key!r} has shape {v.shape}, expected "
                                  f"{cur.shape}")
             new[key] = np.array(v, dtype=self.dtype, order="C", copy=True)
-        self._weight = as_buffer(new["weight"])
+        self._weight = as_buffer(new["weight"], "weight")
         if "bias" in new:
             self.bias = new["bias"]
         self.weight_changed()
@@ -367,8 +367,8 @@ class _Layer:
             raise TypeError(f"x has dtype {x.dtype} but this layer is {self.dtype}")
         self._check_forward_input(x)
         prob = self._primitive(x.shape)
-        y = np.empty(prob.user_shape(prob.y_shape), dtype=self.dtype)
-        bias = as_buffer(self.bias) if self.bias is not None else None
+        y = new_array(prob.user_shape(prob.y_shape), self.dtype, "the output")
+        bias = as_buffer(self.bias, "bias") if self.bias is not None else None
         # The layer's own copy (C-contiguous and aligned: also the buffer the core reads),
         # so later in-place edits of x cannot change the gradients.
         xc = np.array(x, dtype=self.dtype, order="C", copy=True)
@@ -392,13 +392,13 @@ class _Layer:
         dy = self._checked_grad_output(grad_y, prob, x)
         dx = None
         if self.requires_input_grad:
-            dx = np.empty(x.shape, dtype=self.dtype)
+            dx = new_array(x.shape, self.dtype, "grad_input")
             prob.plan.backward_data(dy, None, dx)
-        dw = np.empty(self._weight.shape, dtype=self.dtype)
+        dw = new_array(self._weight.shape, self.dtype, "grad_weight")
         prob.plan.backward_weight(dy, x, dw)
         db = None
         if self.bias is not None:
-            db = np.empty(self.bias.shape, dtype=self.dtype)
+            db = new_array(self.bias.shape, self.dtype, "grad_bias")
             prob.plan.backward_bias(dy, db)
         self.grad_weight = _accumulate(self.grad_weight, dw)
         self.grad_bias = _accumulate(self.grad_bias, db)

@@ -28,7 +28,8 @@ from numpy.typing import NDArray
 
 from . import _core
 from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
-                    check_range, check_same_dtype, is_int, output_array, pair, shape_tuple)
+                    check_range, check_same_dtype, is_int, new_array, output_array, pair,
+                    shape_tuple)
 from ._conv import _FORCED, Conv2dGrads, _check_input, _dtype_name
 from .layers import (_Layer, _check_dtype, _check_init, _check_requires_input_grad,
                      _initial_params, _rng)
@@ -311,13 +312,13 @@ def conv_transpose2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     prob = _TProblem(x.shape, weight.shape, stride, padding, output_padding, dilation, groups,
                      layout, _dtype_name(x))
     dy = _check_dy(grad_output, prob, x, "x")
-    dx = np.empty(x.shape, dtype=x.dtype)
-    dw = np.empty(weight.shape, dtype=x.dtype)
+    dx = new_array(x.shape, x.dtype, "grad_input")
+    dw = new_array(weight.shape, x.dtype, "grad_weight")
     prob.plan.backward_data(dy, as_buffer(weight, "weight"), dx)
     prob.plan.backward_weight(dy, as_buffer(x, "x"), dw)
     db = None
     if bias:
-        db = np.empty((prob.out_channels,), dtype=x.dtype)
+        db = new_array((prob.out_channels,), x.dtype, "grad_bias")
         prob.plan.backward_bias(dy, db)
     return Conv2dGrads(dx, dw, db)
 

@@ -1,7 +1,7 @@
 // Validation of the hyperparameters and the output-size rule.
 #include <algorithm>
+#include <cstdio>
 #include <limits>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -13,6 +13,18 @@ namespace convcore {
 namespace {
 
 [[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+
+// The messages are built with std::string, not iostreams: a build that links libstdc++
+// statically into the extension may leave the iostreams' locale uninitialised (GCC 13,
+// `-static-libstdc++`, Ubuntu 24.04: `ostringstream << int64_t` crashed the process
+// while composing a ShapeError).
+std::string num(int64_t v) { return std::to_string(v); }
+std::string num12(double v) {  // 12 significant digits, like an ostream's precision(12)
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.12g", v);
+  return buf;
+}
+std::string plural(const char* word, int64_t count) { return count > 1 ? word + std::string("s") : word; }
 
 void require_positive(int64_t v, const char* what, const char* rule = ">= 1") {
   if (v < 1) bad(std::string(what) + " must be " + rule + ", got " + std::to_string(v));
@@ -54,12 +66,11 @@ AxisSize conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t di
   const int64_t k_eff = dilation * (kernel - 1) + 1;
   const int64_t padded = in + pad_begin + pad_end;
   if (k_eff > padded) {
-    std::ostringstream os;
-    os << "kernel " << ax << " " << kernel;
-    if (dilation > 1) os << " (effective " << k_eff << " with dilation " << dilation << ")";
-    os << " is larger than the padded input " << ax << " " << padded << " (" << in << " + "
-       << pad_begin << " + " << pad_end << "): the filter does not fit anywhere";
-    throw ShapeError(os.str());
+    std::string msg = "kernel " + ax + " " + num(kernel);
+    if (dilation > 1) msg += " (effective " + num(k_eff) + " with dilation " + num(dilation) + ")";
+    msg += " is larger than the padded input " + ax + " " + num(padded) + " (" + num(in) + " + " +
+           num(pad_begin) + " + " + num(pad_end) + "): the filter does not fit anywhere";
+    throw ShapeError(msg);
   }
   const int64_t span = padded - k_eff;
   const int64_t rem = span % stride;
@@ -71,19 +82,17 @@ AxisSize conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t di
     return out;
   }
   const bool rows = ax == "height";
-  std::ostringstream os;
-  os.precision(12);
-  os << "output " << ax << " is not an integer: (" << (rows ? "H" : "W") << " \u2212 F + P)/S + 1 = ("
-     << in << " \u2212 " << k_eff << " + " << (pad_begin + pad_end) << ")/" << stride
-     << " + 1 = " << (double(span) / double(stride) + 1.0)
-     << " (shape_rule='strict'" << (dilation > 1 ? "; F is the dilated kernel size" : "") << "). "
-     << "Fixes: pad so that " << (rows ? "H" : "W") << " \u2212 F + P is divisible by the stride "
-     << "(e.g. " << (stride - rem) << " more " << (rows ? "row" : "column") << (stride - rem > 1 ? "s" : "")
-     << " of padding), change the stride, or pass shape_rule='crop' (drop the last " << rem << " "
-     << (rows ? "row" : "column") << (rem > 1 ? "s" : "") << ", as PyTorch does) or shape_rule='pad' "
-     << "(zero-pad " << (stride - rem) << " " << (rows ? "row" : "column") << (stride - rem > 1 ? "s" : "")
-     << " at the " << (rows ? "bottom" : "right") << ")";
-  throw ShapeError(os.str());
+  const std::string H = rows ? "H" : "W", unit = rows ? "row" : "column";
+  throw ShapeError(
+      "output " + ax + " is not an integer: (" + H + " \u2212 F + P)/S + 1 = (" + num(in) +
+      " \u2212 " + num(k_eff) + " + " + num(pad_begin + pad_end) + ")/" + num(stride) +
+      " + 1 = " + num12(double(span) / double(stride) + 1.0) + " (shape_rule='strict'" +
+      (dilation > 1 ? "; F is the dilated kernel size" : "") + "). Fixes: pad so that " + H +
+      " \u2212 F + P is divisible by the stride (e.g. " + num(stride - rem) + " more " +
+      plural(unit.c_str(), stride - rem) + " of padding), change the stride, or pass "
+      "shape_rule='crop' (drop the last " + num(rem) + " " + plural(unit.c_str(), rem) +
+      ", as PyTorch does) or shape_rule='pad' (zero-pad " + num(stride - rem) + " " +
+      plural(unit.c_str(), stride - rem) + " at the " + (rows ? "bottom" : "right") + ")");
 }
 
 namespace detail {
@@ -96,7 +105,6 @@ int64_t transposed_output_size(int64_t in, int64_t kernel, int64_t stride, int64
                                int64_t pad_begin, int64_t pad_end, int64_t output_padding,
                                const char* axis) {
   const std::string ax(axis);
-  auto num = [](int64_t v) { return std::to_string(v); };
   if (in < 1) bad("conv_transpose2d: input " + ax + " must be >= 1, got " + num(in));
   if (kernel < 1) bad("conv_transpose2d: kernel " + ax + " must be >= 1, got " + num(kernel));
   if (stride < 1) bad("conv_transpose2d: stride must be >= 1 along the " + ax + ", got " + num(stride));
@@ -119,12 +127,11 @@ int64_t transposed_output_size(int64_t in, int64_t kernel, int64_t stride, int64
     throw std::overflow_error("conv_transpose2d: the output " + ax +
                               " is too large (stride, dilation, kernel and input size)");
   if (out < 1) {
-    std::ostringstream os;
-    os << "conv_transpose2d: output " << ax << " is not positive: (H_in − 1)·stride − "
-       << "padding + dilation·(kernel − 1) + output_padding + 1 = (" << in << " − 1)·" << stride
-       << " − " << (pad_begin + pad_end) << " + " << dilation << "·(" << kernel << " − 1) + "
-       << output_padding << " + 1 = " << int64_t(out) << "; reduce the padding";
-    throw ShapeError(os.str());
+    throw ShapeError("conv_transpose2d: output " + ax + " is not positive: (H_in − 1)·stride − "
+                     "padding + dilation·(kernel − 1) + output_padding + 1 = (" + num(in) +
+                     " − 1)·" + num(stride) + " − " + num(pad_begin + pad_end) + " + " +
+                     num(dilation) + "·(" + num(kernel) + " − 1) + " + num(output_padding) +
+                     " + 1 = " + num(int64_t(out)) + "; reduce the padding");
   }
   return int64_t(out);
 }
