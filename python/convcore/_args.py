@@ -142,14 +142,12 @@ def new_array(shape: Tuple[int, ...], dtype: Any, name: str) -> np.ndarray:
     return np.empty(shape, dtype=dt)
 
 
-def as_buffer(a: NDArray[_S], name: Optional[str] = None) -> NDArray[_S]:
-    """C-contiguous and aligned (copied once when it is not). With `name`, a copy that
-    cannot be allocated (a huge broadcast view, say) raises MemoryError naming it."""
+def as_buffer(a: NDArray[_S], name: str) -> NDArray[_S]:
+    """C-contiguous and aligned (copied once when it is not). A copy that cannot be
+    allocated (a huge broadcast view, say) raises MemoryError naming the argument."""
     flags = a.flags
     if flags.c_contiguous and flags.aligned:   # the common case, without np.require's cost
         return a
-    if name is None:
-        return np.require(a, requirements=("C_CONTIGUOUS", "ALIGNED"))
     nbytes = a.size * a.itemsize
     what = (f"{name} is not C-contiguous and aligned, and its contiguous copy "
             f"(shape {a.shape}, {a.dtype}: {nbytes} bytes) cannot be allocated")

@@ -579,7 +579,7 @@ class Conv2d(_Layer):
                         _dtype_name(self._weight), self.algorithm)
 
     def _checked_grad_output(self, grad_y: FloatArray, prob: _Problem, x: FloatArray) -> FloatArray:
-        return as_buffer(_check_grad_output(grad_y, prob, x, "x"))
+        return as_buffer(_check_grad_output(grad_y, prob, x, "x"), "grad_output")
 
     # -- passes -------------------------------------------------------------------------
 
