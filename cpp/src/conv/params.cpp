@@ -14,10 +14,10 @@ namespace {
 
 [[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
 
-// The messages are built with std::string, not iostreams: a build that links libstdc++
-// statically into the extension may leave the iostreams' locale uninitialised (GCC 13,
-// `-static-libstdc++`, Ubuntu 24.04: `ostringstream << int64_t` crashed the process
-// while composing a ShapeError).
+// The messages are built with std::string, not iostreams: built with GCC 13 on Ubuntu
+// 24.04 with libstdc++ linked into the extension (ldd listed no libstdc++.so), an
+// `ostringstream << int64_t` composing a ShapeError crashed the process (backtrace:
+// basic_ostream::_M_insert<long>). The mechanism inside libstdc++ was not pinned down.
 std::string num(int64_t v) { return std::to_string(v); }
 std::string num12(double v) {  // 12 significant digits, like an ostream's precision(12)
   char buf[40];
