@@ -210,6 +210,66 @@ def test_memory_limit_reads_this_machine():
         assert limit is not None and limit >= 2**26   # at least 64 MiB of RAM + swap
 
 
+def _cgroup_tree(tmp_path, proc_line, files):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "cgroup"
+    proc.write_text(proc_line + "\n")
+    root = tmp_path / "fs"
+    for rel, text in files.items():
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text + "\n")
+    return str(proc), str(root)
+
+
+def test_cgroup_v2_limits_bind_along_the_hierarchy(tmp_path):
+    """A container's limit (cgroup v2) caps memory_limit: the lowest memory.max along the
+    process's cgroup path, plus the swap it may use."""
+    limit = convcore._args.cgroup_memory_limit
+    proc, root = _cgroup_tree(tmp_path, "0::/app/job", {
+        "memory.max": "max",
+        "app/memory.max": "8000000", "app/memory.swap.max": "max",
+        "app/job/memory.max": "9000000", "app/job/memory.swap.max": "1000",
+    })
+    assert limit(500, proc, root) == 8000000 + 500       # app's memory; job's swap over host's
+    assert limit(5000, proc, root) == 8000000 + 1000     # job's swap limit
+    # the process's path absent here (a cgroup namespace): the root folder's files
+    proc, root = _cgroup_tree(tmp_path / "ns", "0::/elsewhere",
+                              {"memory.max": "3000000", "memory.swap.max": "0"})
+    assert limit(500, proc, root) == 3000000
+    proc, root = _cgroup_tree(tmp_path / "none", "0::/a", {"a/memory.max": "max"})
+    assert limit(500, proc, root) is None
+
+
+def test_cgroup_v1_limits(tmp_path):
+    limit = convcore._args.cgroup_memory_limit
+    proc, root = _cgroup_tree(tmp_path, "4:memory:/docker/c1", {
+        "memory/memory.limit_in_bytes": "9223372036854771712",      # unlimited
+        "memory/docker/c1/memory.limit_in_bytes": "6000000",
+    })
+    assert limit(700, proc, root) == 6000000 + 700
+    proc, root = _cgroup_tree(tmp_path / "sw", "4:cpu,memory:/c", {
+        "memory/c/memory.limit_in_bytes": "6000000",
+        "memory/c/memory.memsw.limit_in_bytes": "6000300",
+    })
+    assert limit(700, proc, root) == 6000300
+    assert limit(700, str(tmp_path / "missing"), root) is None
+    proc, root = _cgroup_tree(tmp_path / "garbage", "4:memory:/c",
+                              {"memory/c/memory.limit_in_bytes": "lots"})
+    assert limit(700, proc, root) is None
+
+
+def test_memory_limit_takes_the_container_limit(monkeypatch):
+    convcore._args.memory_limit.cache_clear()
+    try:
+        monkeypatch.setattr(convcore._args, "cgroup_memory_limit", lambda swap: 123456789)
+        assert convcore._args.memory_limit() == 123456789
+    finally:
+        monkeypatch.undo()
+        convcore._args.memory_limit.cache_clear()
+    assert convcore._args.memory_limit() >= 2**26
+
+
 def test_arrays_beyond_memory_are_refused_before_allocating(monkeypatch):
     """Where the kernel overcommits, an allocation larger than RAM + swap succeeds and the
     process is killed once it is written; such arrays raise MemoryError naming them."""
@@ -219,7 +279,7 @@ def test_arrays_beyond_memory_are_refused_before_allocating(monkeypatch):
     w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
     big = np.broadcast_to(np.float32(1), (1, 2, 40, 40))            # a 12800-byte copy
     with pytest.raises(MemoryError,
-                       match=r"^x is not C-contiguous.*12800 bytes.*memory and swap \(4096"):
+                       match=r"^x is not C-contiguous.*12800 bytes.*memory and swap this process may use \(4096"):
         convcore.conv2d(big, w, stride=(37, 37))
     with pytest.raises(MemoryError, match=r"^the output \(shape \(1, 40, 8, 8\).*10240 bytes"):
         convcore.conv2d(x, np.ones((40, 2, 3, 3), np.float32), padding=1)

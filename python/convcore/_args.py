@@ -97,13 +97,84 @@ def check_same_dtype(ref: np.ndarray, ref_name: str, a: np.ndarray, name: str) -
                         "all arrays must share one dtype (float32 or float64)")
 
 
+# Limits at or above this are cgroup v1's way of saying "no limit" (2**63 rounded down to
+# pages).
+_CGROUP_NO_LIMIT = 2**62
+
+
+def _read_limit(path: str) -> Optional[int]:
+    """A cgroup limit file's bytes: None when absent, unreadable, "max" or unlimited."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        value = int(text)
+    except (OSError, ValueError):
+        return None
+    return value if 0 <= value < _CGROUP_NO_LIMIT else None
+
+
+def _lowest(paths: Sequence[str]) -> Optional[int]:
+    found = [v for v in map(_read_limit, paths) if v is not None]
+    return min(found) if found else None
+
+
+def _up_to(root: str, rel: str) -> list[str]:
+    """root/rel and each folder above it, up to root (the limits of a cgroup's ancestors
+    bind it too). Inside a container the cgroup path often names the host's hierarchy,
+    absent here: then root alone."""
+    folders = [root]
+    parts = [p for p in rel.split("/") if p]
+    for i in range(1, len(parts) + 1):
+        folders.append(os.path.join(root, *parts[:i]))
+    return [f for f in folders if os.path.isdir(f)]
+
+
+def cgroup_memory_limit(host_swap: int, proc_cgroup: str = "/proc/self/cgroup",
+                        root: str = "/sys/fs/cgroup") -> Optional[int]:
+    """Bytes of memory plus swap this process's control groups allow (v2: memory.max and
+    memory.swap.max; v1: memory.memsw.limit_in_bytes, or memory.limit_in_bytes plus the
+    host's swap), the lowest along the hierarchy; None when no limit is set or the files
+    are not there. A container's limit is usually far below the host's RAM, and going past
+    it gets the process killed, not a MemoryError."""
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        hid, controllers, rel = fields
+        if hid == "0" and controllers == "":             # the v2 unified hierarchy
+            folders = _up_to(root, rel)
+            mem = _lowest([os.path.join(d, "memory.max") for d in folders])
+            if mem is None:
+                continue
+            swap = _lowest([os.path.join(d, "memory.swap.max") for d in folders])
+            limits.append(mem + min(host_swap, swap if swap is not None else host_swap))
+        elif "memory" in controllers.split(","):         # v1
+            folders = _up_to(os.path.join(root, "memory"), rel)
+            memsw = _lowest([os.path.join(d, "memory.memsw.limit_in_bytes") for d in folders])
+            mem = _lowest([os.path.join(d, "memory.limit_in_bytes") for d in folders])
+            if memsw is not None:
+                limits.append(memsw if mem is None else min(memsw, mem + host_swap))
+            elif mem is not None:
+                limits.append(mem + host_swap)
+    return min(limits) if limits else None
+
+
 @functools.lru_cache(maxsize=None)
 def memory_limit() -> Optional[int]:
-    """Bytes of physical memory plus swap (None where the system does not say).
+    """Bytes of memory plus swap this process may use: the machine's physical memory plus
+    swap, or less where its control groups (a container's limit) say so; None where the
+    system does not say.
 
     An array larger than that can never be written in full. Where the kernel overcommits
-    (vm.overcommit_memory = 1), allocating one succeeds and the process is killed by the
-    OOM killer once the pages are touched; so such arrays are refused before allocating.
+    (vm.overcommit_memory = 1), or a container's limit is below the machine's memory,
+    allocating one succeeds and the process is killed once the pages are touched; so such
+    arrays are refused before allocating.
     """
     try:
         ram = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
@@ -120,14 +191,17 @@ def memory_limit() -> Optional[int]:
                     break
     except (OSError, ValueError, IndexError):
         pass
-    return ram + swap
+    limit = ram + swap
+    group = cgroup_memory_limit(swap)
+    return limit if group is None else min(limit, group)
 
 
 def _beyond_memory(nbytes: int) -> str:
     """'' when nbytes may fit in memory, else the reason it cannot."""
     limit = memory_limit()
     if limit is not None and nbytes > limit:
-        return f": more than this machine's memory and swap ({limit} bytes)"
+        return (f": more than the memory and swap this process may use ({limit} bytes: "
+                "RAM and swap, or its container's limit)")
     return ""
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _core
-from ._args import check_array, check_same_dtype, is_int, output_array
+from ._args import as_buffer, check_array, check_same_dtype, is_int, output_array
 from ._types import FloatT
 
 
@@ -69,13 +69,13 @@ def gemm(a: NDArray[FloatT], b: NDArray[FloatT],
     out = output_array(out, (a.shape[0], b.shape[1]), a.dtype, (a, b))
     itemsize = a.dtype.itemsize
 
-    def readable(m: np.ndarray) -> np.ndarray:
+    def readable(m: np.ndarray, name: str) -> np.ndarray:
         # Views whose strides are whole elements are used in place; others are copied once.
         if m.flags.aligned and all(s % itemsize == 0 for s in m.strides):
             return m
-        return np.require(m, requirements=("C_CONTIGUOUS", "ALIGNED"))
+        return as_buffer(m, name)
 
-    _core.gemm(readable(a), readable(b), out)
+    _core.gemm(readable(a, "a"), readable(b, "b"), out)
     return out
 
 
