@@ -82,7 +82,9 @@ def gemm(a: NDArray[FloatT], b: NDArray[FloatT],
 def set_num_threads(n: int) -> None:
     """Set the number of threads convcore uses for each call.
 
-    The default is ``OMP_NUM_THREADS`` or, unset, all the cores the process may run on.
+    The default is ``OMP_NUM_THREADS`` or, unset, all the cores the process may run on,
+    capped by its container's CPU quota (cgroup v1 or v2, rounded up to whole CPUs: on a
+    64-core host, a container allowed 2 CPUs runs 2 threads).
     Calls use fewer threads when they are small or when several Python threads call at
     once (they share the configured threads instead of oversubscribing the cores). The
     setting is process-wide; results do not depend on it.
@@ -135,7 +137,7 @@ def get_num_threads() -> int:
     -------
     int
         The value :func:`set_num_threads` set, or the default (``OMP_NUM_THREADS`` or all
-        cores); 1 in a child forked after the parent used threads (see
+        cores, capped by a container's CPU quota); 1 in a child forked after the parent used threads (see
         :func:`set_num_threads`).
 
     Examples

@@ -2,6 +2,7 @@
 // of a process that ran threads computes, on one thread), and the thread-count limit.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,12 +10,16 @@
 #include <climits>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "convcore/config.hpp"
 #include "convcore/gemm.hpp"
 #include "convcore/interrupt.hpp"
+#include "runtime/runtime.hpp"
 #include "test_support.hpp"
 
 namespace convcore_test {
@@ -154,6 +159,75 @@ TEST(Threads, SetNumThreadsClampsToTheMaximum) {
   convcore::set_num_threads(3);
   EXPECT_EQ(convcore::get_num_threads(), 3);
   EXPECT_THROW(convcore::set_num_threads(0), std::invalid_argument);
+}
+
+// A fake /proc/self/cgroup and cgroup file system under a fresh temporary folder.
+struct CgroupTree {
+  std::string dir;
+  CgroupTree() {
+    char tmpl[] = "/tmp/convcore_cgroup_XXXXXX";
+    const char* d = mkdtemp(tmpl);
+    EXPECT_NE(d, nullptr);
+    dir = d ? d : "/nonexistent";
+  }
+  ~CgroupTree() { EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0); }
+  void write(const std::string& rel, const std::string& text) const {
+    const std::string path = dir + "/" + rel;
+    for (std::size_t i = dir.size() + 1; (i = path.find('/', i)) != std::string::npos; ++i)
+      mkdir(path.substr(0, i).c_str(), 0700);
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr) << path;
+    std::fputs((text + "\n").c_str(), f);
+    std::fclose(f);
+  }
+  int limit() const {
+    return convcore::detail::cgroup_cpu_limit((dir + "/proc_cgroup").c_str(),
+                                              (dir + "/fs").c_str());
+  }
+};
+
+TEST(Threads, CgroupV2CpuQuotaIsTheLowestAlongThePath) {
+  CgroupTree t;
+  t.write("proc_cgroup", "0::/pod/job");
+  t.write("fs/cpu.max", "max 100000");
+  t.write("fs/pod/cpu.max", "250000 100000");  // 2.5 CPUs: 3 threads
+  t.write("fs/pod/job/cpu.max", "max 100000");
+  EXPECT_EQ(t.limit(), 3);
+  t.write("fs/pod/job/cpu.max", "50000 100000");  // half a CPU: 1 thread
+  EXPECT_EQ(t.limit(), 1);
+  t.write("fs/pod/job/cpu.max", "max 100000");
+  t.write("fs/pod/cpu.max", "max 100000");
+  EXPECT_EQ(t.limit(), 0);  // no quota anywhere
+}
+
+TEST(Threads, CgroupQuotaAtTheMountRootWhenThePathIsAbsent) {
+  CgroupTree t;  // a cgroup namespace: the process's path names the host's hierarchy
+  t.write("proc_cgroup", "0::/host/slice/container");
+  t.write("fs/cpu.max", "400000 100000");
+  EXPECT_EQ(t.limit(), 4);
+  t.write("fs/cpu.max", "lots 100000");
+  EXPECT_EQ(t.limit(), 0);
+}
+
+TEST(Threads, CgroupV1CpuQuota) {
+  CgroupTree t;
+  t.write("proc_cgroup", "12:memory:/docker/c1\n4:cpu,cpuacct:/docker/c1\n1:name=systemd:/x");
+  t.write("fs/cpu,cpuacct/cpu.cfs_quota_us", "-1");
+  t.write("fs/cpu,cpuacct/cpu.cfs_period_us", "100000");
+  t.write("fs/cpu,cpuacct/docker/c1/cpu.cfs_quota_us", "150000");
+  t.write("fs/cpu,cpuacct/docker/c1/cpu.cfs_period_us", "100000");
+  EXPECT_EQ(t.limit(), 2);
+  t.write("fs/cpu,cpuacct/docker/c1/cpu.cfs_quota_us", "-1");
+  EXPECT_EQ(t.limit(), 0);
+}
+
+TEST(Threads, CgroupFilesMissing) {
+  CgroupTree t;
+  EXPECT_EQ(t.limit(), 0);  // no proc_cgroup
+  t.write("proc_cgroup", "0::/");
+  EXPECT_EQ(t.limit(), 0);  // no cpu.max
+  // this process: whatever its quota, a count of CPUs or none
+  EXPECT_GE(convcore::detail::cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup"), 0);
 }
 
 }  // namespace

@@ -39,8 +39,9 @@ struct Blocking {
 template <typename T>
 Blocking blocking();
 
-// Threads used by convcore calls. Defaults to OpenMP's max (OMP_NUM_THREADS), 1 without
-// OpenMP. n < 1 is rejected (std::invalid_argument); n above max_num_threads() is clamped
+// Threads used by convcore calls. Defaults to OMP_NUM_THREADS when set; otherwise to the
+// CPUs this process may run on (OpenMP's count), capped by its control groups' CPU quota (a
+// container's, rounded up); 1 without OpenMP. n < 1 is rejected (std::invalid_argument); n above max_num_threads() is clamped
 // to it. In a child made by fork() after this process ran a call on several threads,
 // every call runs on one thread and get_num_threads() returns 1 (the OpenMP runtime's
 // threads do not survive fork; set_num_threads there has no effect).

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -121,7 +123,16 @@ int usable_cpus() {
 
 int default_threads() {
 #if defined(CONVCORE_OPENMP)
-  return std::max(1, omp_get_max_threads());
+  int n = std::max(1, omp_get_max_threads());
+  // OMP_NUM_THREADS set: the user's number. Otherwise libgomp counts the affinity mask,
+  // which in a container with a CPU quota is the host's cores: threads past the quota only
+  // wait for their share of the period (and OpenMP's barriers wait for the slowest).
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  if (!(env && *env)) {
+    const int quota = cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+    if (quota > 0) n = std::min(n, quota);
+  }
+  return n;
 #else
   return 1;
 #endif
@@ -134,6 +145,113 @@ struct ScratchBuffer {
 };
 
 }  // namespace
+
+namespace {
+
+// The first line of a small file, without its newline; empty when it cannot be read.
+// (C stdio: no iostreams in the library, see params.cpp.)
+std::string first_line(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return {};
+  char buf[256];
+  std::string line;
+  if (std::fgets(buf, sizeof buf, f)) line = buf;
+  std::fclose(f);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+// A whole decimal integer (optional sign); false for anything else.
+bool parse_int(const std::string& text, long long& v) {
+  if (text.empty() || text.size() > 20) return false;
+  char* end = nullptr;
+  errno = 0;
+  v = std::strtoll(text.c_str(), &end, 10);
+  return errno == 0 && end && *end == '\0' && end != text.c_str();
+}
+
+// root/rel and the folders above it up to root, those that exist: the limits of a
+// cgroup's ancestors bind it too. Inside a container the path often names the host's
+// hierarchy, absent here: then root alone.
+std::vector<std::string> cgroup_folders(const std::string& root, const std::string& rel) {
+  std::vector<std::string> out;
+  std::string at = root;
+  auto add = [&](const std::string& d) {
+    if (access(d.c_str(), F_OK) == 0) out.push_back(d);
+  };
+  add(at);
+  std::size_t i = 0;
+  while (i < rel.size()) {
+    std::size_t j = rel.find('/', i);
+    if (j == std::string::npos) j = rel.size();
+    if (j > i) {
+      at += "/" + rel.substr(i, j - i);
+      add(at);
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+// ceil(quota / period) CPUs, or 0 for none (unlimited, unreadable, nonsense).
+int cpus_of(long long quota, long long period) {
+  if (quota <= 0 || period <= 0) return 0;
+  const long long n = (quota + period - 1) / period;
+  return static_cast<int>(std::min<long long>(n, 1 << 20));
+}
+
+}  // namespace
+
+int cgroup_cpu_limit(const char* proc_cgroup, const char* root) {
+  std::FILE* f = std::fopen(proc_cgroup, "r");
+  if (!f) return 0;
+  std::vector<std::string> lines;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, f)) {
+    std::string line = buf;
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+    lines.push_back(line);
+  }
+  std::fclose(f);
+  int best = 0;
+  const auto take = [&best](int n) {
+    if (n > 0 && (best == 0 || n < best)) best = n;
+  };
+  for (const std::string& line : lines) {
+    const std::size_t a = line.find(':');
+    const std::size_t b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string hid = line.substr(0, a), controllers = line.substr(a + 1, b - a - 1),
+                      rel = line.substr(b + 1);
+    if (hid == "0" && controllers.empty()) {  // v2: cpu.max is "quota period" or "max period"
+      for (const std::string& d : cgroup_folders(root, rel)) {
+        const std::string text = first_line(d + "/cpu.max");
+        const std::size_t sp = text.find(' ');
+        long long quota = 0, period = 0;
+        if (sp != std::string::npos && parse_int(text.substr(0, sp), quota) &&
+            parse_int(text.substr(sp + 1), period))
+          take(cpus_of(quota, period));
+      }
+      continue;
+    }
+    // v1: the cpu controller's hierarchy, mounted at root/<its controllers> ("cpu,cpuacct")
+    bool cpu = false;
+    for (std::size_t i = 0; i <= controllers.size();) {
+      std::size_t j = controllers.find(',', i);
+      if (j == std::string::npos) j = controllers.size();
+      cpu = cpu || controllers.compare(i, j - i, "cpu") == 0;
+      i = j + 1;
+    }
+    if (!cpu) continue;
+    for (const std::string& d : cgroup_folders(std::string(root) + "/" + controllers, rel)) {
+      long long quota = 0, period = 0;
+      if (parse_int(first_line(d + "/cpu.cfs_quota_us"), quota) &&
+          parse_int(first_line(d + "/cpu.cfs_period_us"), period))
+        take(cpus_of(quota, period));
+    }
+  }
+  return best;
+}
 
 template <typename T>
 const GemmEngine<T>& engine_for(Isa isa) {
