@@ -446,9 +446,10 @@ def test_every_implementation_is_reached_and_explained():
 
 
 def test_via_nhwc_in_several_chunks():
-    """via_nhwc transposes a chunk of images at a time into a scratch of 2**21 elements: with
-    over a million elements per image it runs three chunks (2 + 2 + 1 images), in every
-    pass (the weight gradient adds the chunks' partial gradients). Checked
+    """via_nhwc transposes a chunk of images at a time into a scratch of 2**21 elements per
+    operand: with over a million elements per image it runs three chunks (2 + 2 + 1
+    images), in every pass (the weight gradient adds the chunks' partial gradients; with
+    under 16 channels it bounds x and dy together by 2**22, tested below). Checked
     against the NCHW executors (which the sweep above checks against the float64 loops on
     small cases): the chunks must tile the batch exactly, bias and ReLU included."""
     rng = np.random.default_rng(11)
@@ -471,6 +472,16 @@ def test_via_nhwc_in_several_chunks():
         want_dw = convcore.conv2d_backward_weight(dy, x, w.shape, padding=1)
     with _force_implementations(backward_weight="via_nhwc"):
         got_dw = convcore.conv2d_backward_weight(dy, x, w.shape, padding=1)
+    np.testing.assert_allclose(got_dw, want_dw, rtol=1e-10, atol=1e-9)
+    # 3 channels: x and dy together (1.4 million elements per image) in 2**22, so two
+    # chunks of 2 + 1 images (per operand it would be three of one).
+    x3 = rng.standard_normal((3, 3, 200, 200))
+    w3 = rng.standard_normal((32, 3, 3, 3))
+    dy3 = rng.standard_normal((3, 32, 200, 200))
+    with _force_implementations(backward_weight="im2col"):
+        want_dw = convcore.conv2d_backward_weight(dy3, x3, w3.shape, padding=1)
+    with _force_implementations(backward_weight="via_nhwc"):
+        got_dw = convcore.conv2d_backward_weight(dy3, x3, w3.shape, padding=1)
     np.testing.assert_allclose(got_dw, want_dw, rtol=1e-10, atol=1e-9)
 
 

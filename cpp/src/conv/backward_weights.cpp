@@ -36,6 +36,18 @@ constexpr double kViaNhwcWgradMinFlopsPerElement = 200.0;
 // 1×1 c1024) it measured 10–40 % slower than them.
 constexpr int64_t kViaNhwcWgradMaxChannels = 16;
 constexpr int64_t kViaNhwcWgradMaxFilters = 32;
+// With fewer than kViaNhwcWgradMaxChannels channels per group (RGB stems), via_nhwc's chunks
+// of images hold x and dy together in at most this many elements (16 MiB of float32; before,
+// each operand was bounded by 2²¹ on its own, so the scratch bound is the same): each chunk
+// is a round of parallel regions (two transposes, the NHWC executor's, the partials' sum)
+// whose barriers a team of 16 waits on. A 16-core Xeon, 16 threads, per call: AlexNet conv1
+// 613–634 → 672–737 GFLOP/s (8 images in one chunk instead of 2 × 4), 7×7/2 RGB stem
+// 314–324 → 423–430 (4 chunks instead of 8); Zen 3, 2 threads, medians of 8 processes:
+// AlexNet conv1 20.3 → 19.0 ms, the stem 66.7 → 67.3. Layers with more channels keep the
+// per-operand bound: 5×5 c192→32 in one chunk instead of two gained on the Xeon (598–613 →
+// 721–722) but lost at 2 threads on Zen 3 (38.4 → 40.5 ms). A function of the problem only,
+// as every chunk split.
+constexpr int64_t kViaNhwcWgradScratchElems = int64_t(1) << 22;
 
 // The NCHW tap-rows path takes one output row per depth segment; on output rows under 16
 // pixels the per-segment cost (pointers, a C-tile round trip) outweighs what it saves for
@@ -955,7 +967,10 @@ struct ViaNhwc : NoWeights {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>&) {
     const int64_t img_x = p.C * p.H * p.W, img_y = p.K * p.P(), W = p.w_size;
-    const int64_t chunk = via_nhwc_chunk(p.N, std::max(img_x, img_y));
+    const int64_t chunk =
+        p.Cg < kViaNhwcWgradMaxChannels
+            ? via_nhwc_chunk(p.N, img_x + img_y, kViaNhwcWgradScratchElems)
+            : via_nhwc_chunk(p.N, std::max(img_x, img_y));
     const bool several = chunk < p.N;
     const char* what = "the NHWC copies of a weight gradient's operands";
     T* xt = thread_scratch_as<Scratch::Weights, T>(

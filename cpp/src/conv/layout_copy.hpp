@@ -36,12 +36,12 @@ void for_channel_blocks(int64_t nb, int64_t C, int64_t P, Body&& body) {
 }
 }  // namespace layout_copy
 
-// Images per chunk of the via_nhwc executors: as many as fit kImageScratchElems elements of
-// `per_image` each, evened out over the chunks (7 + 1 images would leave the last chunk's
-// GEMM a fraction of the others').
-inline int64_t via_nhwc_chunk(int64_t images, int64_t per_image) {
-  const int64_t most = std::clamp<int64_t>(kImageScratchElems / std::max<int64_t>(per_image, 1),
-                                           1, images);
+// Images per chunk of the via_nhwc executors: as many as fit `budget` elements (by default
+// kImageScratchElems) of `per_image` each, evened out over the chunks (7 + 1 images would
+// leave the last chunk's GEMM a fraction of the others').
+inline int64_t via_nhwc_chunk(int64_t images, int64_t per_image,
+                              int64_t budget = kImageScratchElems) {
+  const int64_t most = std::clamp<int64_t>(budget / std::max<int64_t>(per_image, 1), 1, images);
   const int64_t chunks = (images + most - 1) / most;
   return (images + chunks - 1) / chunks;
 }
