@@ -253,7 +253,18 @@ def test_cgroup_v1_limits(tmp_path):
         "memory/c/memory.memsw.limit_in_bytes": "6000300",
     })
     assert limit(700, proc, root) == 6000300
+    proc, root = _cgroup_tree(tmp_path / "sw2", "4:memory:/c", {
+        "memory/c/memory.limit_in_bytes": "6000000",
+        "memory/c/memory.memsw.limit_in_bytes": "9000000",   # above memory + host swap
+    })
+    assert limit(700, proc, root) == 6000700
     assert limit(700, str(tmp_path / "missing"), root) is None
+    # a hybrid layout (v1 memory controller and the v2 tree): the lower of the two
+    proc, root = _cgroup_tree(tmp_path / "hybrid", "4:memory:/c\n0::/c", {
+        "memory/c/memory.limit_in_bytes": "5000000",
+        "c/memory.max": "7000000",
+    })
+    assert limit(0, proc, root) == 5000000
     proc, root = _cgroup_tree(tmp_path / "garbage", "4:memory:/c",
                               {"memory/c/memory.limit_in_bytes": "lots"})
     assert limit(700, proc, root) is None

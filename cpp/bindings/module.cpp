@@ -389,6 +389,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
   m.def("max_num_threads", &max_num_threads);
+  // The container's memory limit (config.hpp); the paths are parameters for tests' fake
+  // trees.
+  m.def("cgroup_memory_limit", [](int64_t host_swap, const std::string& proc_cgroup,
+                                  const std::string& root) -> std::optional<int64_t> {
+    const int64_t v = cgroup_memory_limit(host_swap, proc_cgroup.c_str(), root.c_str());
+    if (v < 0) return std::nullopt;
+    return v;
+  }, py::arg("host_swap"), py::arg("proc_cgroup") = "/proc/self/cgroup",
+     py::arg("root") = "/sys/fs/cgroup");
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("isa"));
   m.def("available_isas", [] {

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Tuple, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _core
 from ._types import Activation, Algorithm, Layout, ShapeRule
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -97,72 +98,15 @@ def check_same_dtype(ref: np.ndarray, ref_name: str, a: np.ndarray, name: str) -
                         "all arrays must share one dtype (float32 or float64)")
 
 
-# Limits at or above this are cgroup v1's way of saying "no limit" (2**63 rounded down to
-# pages).
-_CGROUP_NO_LIMIT = 2**62
-
-
-def _read_limit(path: str) -> Optional[int]:
-    """A cgroup limit file's bytes: None when absent, unreadable, "max" or unlimited."""
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-        value = int(text)
-    except (OSError, ValueError):
-        return None
-    return value if 0 <= value < _CGROUP_NO_LIMIT else None
-
-
-def _lowest(paths: Sequence[str]) -> Optional[int]:
-    found = [v for v in map(_read_limit, paths) if v is not None]
-    return min(found) if found else None
-
-
-def _up_to(root: str, rel: str) -> list[str]:
-    """root/rel and each folder above it, up to root (the limits of a cgroup's ancestors
-    bind it too). Inside a container the cgroup path often names the host's hierarchy,
-    absent here: then root alone."""
-    folders = [root]
-    parts = [p for p in rel.split("/") if p]
-    for i in range(1, len(parts) + 1):
-        folders.append(os.path.join(root, *parts[:i]))
-    return [f for f in folders if os.path.isdir(f)]
-
-
 def cgroup_memory_limit(host_swap: int, proc_cgroup: str = "/proc/self/cgroup",
                         root: str = "/sys/fs/cgroup") -> Optional[int]:
     """Bytes of memory plus swap this process's control groups allow (v2: memory.max and
     memory.swap.max; v1: memory.memsw.limit_in_bytes, or memory.limit_in_bytes plus the
     host's swap), the lowest along the hierarchy; None when no limit is set or the files
     are not there. A container's limit is usually far below the host's RAM, and going past
-    it gets the process killed, not a MemoryError."""
-    try:
-        with open(proc_cgroup) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    limits = []
-    for line in lines:
-        fields = line.split(":", 2)
-        if len(fields) != 3:
-            continue
-        hid, controllers, rel = fields
-        if hid == "0" and controllers == "":             # the v2 unified hierarchy
-            folders = _up_to(root, rel)
-            mem = _lowest([os.path.join(d, "memory.max") for d in folders])
-            if mem is None:
-                continue
-            swap = _lowest([os.path.join(d, "memory.swap.max") for d in folders])
-            limits.append(mem + min(host_swap, swap if swap is not None else host_swap))
-        elif "memory" in controllers.split(","):         # v1
-            folders = _up_to(os.path.join(root, "memory"), rel)
-            memsw = _lowest([os.path.join(d, "memory.memsw.limit_in_bytes") for d in folders])
-            mem = _lowest([os.path.join(d, "memory.limit_in_bytes") for d in folders])
-            if memsw is not None:
-                limits.append(memsw if mem is None else min(memsw, mem + host_swap))
-            elif mem is not None:
-                limits.append(mem + host_swap)
-    return min(limits) if limits else None
+    it gets the process killed, not a MemoryError. Read by the core (the reader of the CPU
+    quota that caps the default thread count is the same code)."""
+    return _core.cgroup_memory_limit(host_swap, proc_cgroup, root)
 
 
 @functools.lru_cache(maxsize=None)

@@ -181,7 +181,7 @@ struct CgroupTree {
     std::fclose(f);
   }
   int limit() const {
-    return convcore::detail::cgroup_cpu_limit((dir + "/proc_cgroup").c_str(),
+    return convcore::cgroup_cpu_limit((dir + "/proc_cgroup").c_str(),
                                               (dir + "/fs").c_str());
   }
 };
@@ -227,7 +227,7 @@ TEST(Threads, CgroupFilesMissing) {
   t.write("proc_cgroup", "0::/");
   EXPECT_EQ(t.limit(), 0);  // no cpu.max
   // this process: whatever its quota, a count of CPUs or none
-  EXPECT_GE(convcore::detail::cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup"), 0);
+  EXPECT_GE(convcore::cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup"), 0);
 }
 
 }  // namespace

@@ -52,4 +52,25 @@ int get_num_threads();
 int max_num_threads();
 bool has_openmp();
 
+// What this process's control groups (a container's limits) allow, read from proc_cgroup
+// (the process's /proc/<pid>/cgroup) and the cgroup file systems mounted under root: the
+// lowest limit along the process's cgroup path and its ancestors (the mount root alone
+// where the path's folders are absent, as in a cgroup namespace), v1 and v2 hierarchies.
+// The arguments other than the defaults are for tests (fake trees).
+//
+// CPUs' worth of time per period, rounded up: v2 cpu.max ("quota period"), v1
+// cpu.cfs_quota_us / cpu.cfs_period_us (under root/<the controllers' list>, "cpu,cpuacct").
+// 0 when no quota is set or the files cannot be read. The default thread count is capped
+// by it unless OMP_NUM_THREADS is set.
+int cgroup_cpu_limit(const char* proc_cgroup = "/proc/self/cgroup",
+                     const char* root = "/sys/fs/cgroup");
+// Bytes of memory plus swap: v2 memory.max plus memory.swap.max (at most host_swap); v1
+// memory.memsw.limit_in_bytes, or memory.limit_in_bytes plus host_swap (under
+// root/memory). Values of 2^62 and above (v1's "unlimited"), "max" and unreadable files
+// count as no limit; -1 when there is none. The Python package refuses arrays larger than
+// the lower of this and RAM + swap before allocating them (a container's limit kills the
+// process instead of failing the allocation).
+int64_t cgroup_memory_limit(int64_t host_swap, const char* proc_cgroup = "/proc/self/cgroup",
+                            const char* root = "/sys/fs/cgroup");
+
 }  // namespace convcore

@@ -129,7 +129,7 @@ int default_threads() {
   // wait for their share of the period (and OpenMP's barriers wait for the slowest).
   const char* env = std::getenv("OMP_NUM_THREADS");
   if (!(env && *env)) {
-    const int quota = cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+    const int quota = cgroup_cpu_limit();
     if (quota > 0) n = std::min(n, quota);
   }
   return n;
@@ -143,10 +143,6 @@ struct ScratchBuffer {
   std::size_t bytes = 0;
   ~ScratchBuffer() { std::free(ptr); }
 };
-
-}  // namespace
-
-namespace {
 
 // The first line of a small file, without its newline; empty when it cannot be read.
 // (C stdio: no iostreams in the library, see params.cpp.)
@@ -200,58 +196,57 @@ int cpus_of(long long quota, long long period) {
   return static_cast<int>(std::min<long long>(n, 1 << 20));
 }
 
-}  // namespace
+// One line of /proc/<pid>/cgroup: "hierarchy-id:controllers:path" (v2: "0::path").
+struct CgroupLine {
+  std::string hid, controllers, rel;
+  bool v2() const { return hid == "0" && controllers.empty(); }
+  bool has(const char* controller) const {  // in the comma-separated list (v1)
+    for (std::size_t i = 0; i <= controllers.size();) {
+      std::size_t j = controllers.find(',', i);
+      if (j == std::string::npos) j = controllers.size();
+      if (controllers.compare(i, j - i, controller) == 0) return true;
+      i = j + 1;
+    }
+    return false;
+  }
+};
 
-int cgroup_cpu_limit(const char* proc_cgroup, const char* root) {
+// The process's cgroup lines; none when the file cannot be read.
+std::vector<CgroupLine> cgroup_lines(const char* proc_cgroup) {
+  std::vector<CgroupLine> out;
   std::FILE* f = std::fopen(proc_cgroup, "r");
-  if (!f) return 0;
-  std::vector<std::string> lines;
+  if (!f) return out;
   char buf[4096];
   while (std::fgets(buf, sizeof buf, f)) {
     std::string line = buf;
     while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-    lines.push_back(line);
-  }
-  std::fclose(f);
-  int best = 0;
-  const auto take = [&best](int n) {
-    if (n > 0 && (best == 0 || n < best)) best = n;
-  };
-  for (const std::string& line : lines) {
     const std::size_t a = line.find(':');
     const std::size_t b = a == std::string::npos ? a : line.find(':', a + 1);
     if (b == std::string::npos) continue;
-    const std::string hid = line.substr(0, a), controllers = line.substr(a + 1, b - a - 1),
-                      rel = line.substr(b + 1);
-    if (hid == "0" && controllers.empty()) {  // v2: cpu.max is "quota period" or "max period"
-      for (const std::string& d : cgroup_folders(root, rel)) {
-        const std::string text = first_line(d + "/cpu.max");
-        const std::size_t sp = text.find(' ');
-        long long quota = 0, period = 0;
-        if (sp != std::string::npos && parse_int(text.substr(0, sp), quota) &&
-            parse_int(text.substr(sp + 1), period))
-          take(cpus_of(quota, period));
-      }
-      continue;
-    }
-    // v1: the cpu controller's hierarchy, mounted at root/<its controllers> ("cpu,cpuacct")
-    bool cpu = false;
-    for (std::size_t i = 0; i <= controllers.size();) {
-      std::size_t j = controllers.find(',', i);
-      if (j == std::string::npos) j = controllers.size();
-      cpu = cpu || controllers.compare(i, j - i, "cpu") == 0;
-      i = j + 1;
-    }
-    if (!cpu) continue;
-    for (const std::string& d : cgroup_folders(std::string(root) + "/" + controllers, rel)) {
-      long long quota = 0, period = 0;
-      if (parse_int(first_line(d + "/cpu.cfs_quota_us"), quota) &&
-          parse_int(first_line(d + "/cpu.cfs_period_us"), period))
-        take(cpus_of(quota, period));
-    }
+    out.push_back({line.substr(0, a), line.substr(a + 1, b - a - 1), line.substr(b + 1)});
+  }
+  std::fclose(f);
+  return out;
+}
+
+// Limits at or above this are cgroup v1's way of saying "no limit" (2^63 rounded down to
+// pages).
+constexpr long long kNoMemoryLimit = 1LL << 62;
+
+// The lowest byte limit in `file` over `folders`; -1 where none is set ("max", absent,
+// unreadable, unlimited).
+long long lowest_bytes(const std::vector<std::string>& folders, const char* file) {
+  long long best = -1;
+  for (const std::string& d : folders) {
+    long long v = 0;
+    if (parse_int(first_line(d + "/" + file), v) && v >= 0 && v < kNoMemoryLimit &&
+        (best < 0 || v < best))
+      best = v;
   }
   return best;
 }
+
+}  // namespace
 
 template <typename T>
 const GemmEngine<T>& engine_for(Isa isa) {
@@ -386,6 +381,62 @@ int get_num_threads() {
     n = detail::g_threads.load(std::memory_order_relaxed);
   }
   return n;
+}
+
+int cgroup_cpu_limit(const char* proc_cgroup, const char* root) {
+  using namespace detail;
+  int best = 0;
+  const auto take = [&best](int n) {
+    if (n > 0 && (best == 0 || n < best)) best = n;
+  };
+  for (const CgroupLine& c : cgroup_lines(proc_cgroup)) {
+    if (c.v2()) {  // cpu.max is "quota period" or "max period"
+      for (const std::string& d : cgroup_folders(root, c.rel)) {
+        const std::string text = first_line(d + "/cpu.max");
+        const std::size_t sp = text.find(' ');
+        long long quota = 0, period = 0;
+        if (sp != std::string::npos && parse_int(text.substr(0, sp), quota) &&
+            parse_int(text.substr(sp + 1), period))
+          take(cpus_of(quota, period));
+      }
+    } else if (c.has("cpu")) {  // v1: mounted at root/<its controllers> ("cpu,cpuacct")
+      for (const std::string& d : cgroup_folders(std::string(root) + "/" + c.controllers, c.rel)) {
+        long long quota = 0, period = 0;
+        if (parse_int(first_line(d + "/cpu.cfs_quota_us"), quota) &&
+            parse_int(first_line(d + "/cpu.cfs_period_us"), period))
+          take(cpus_of(quota, period));
+      }
+    }
+  }
+  return best;
+}
+
+int64_t cgroup_memory_limit(int64_t host_swap, const char* proc_cgroup, const char* root) {
+  using namespace detail;
+  const long long swap_cap = std::clamp<long long>(host_swap, 0, kNoMemoryLimit);
+  long long best = -1;
+  const auto take = [&best](long long v) {
+    if (v >= 0 && (best < 0 || v < best)) best = v;
+  };
+  for (const CgroupLine& c : cgroup_lines(proc_cgroup)) {
+    if (c.v2()) {
+      const std::vector<std::string> folders = cgroup_folders(root, c.rel);
+      const long long mem = lowest_bytes(folders, "memory.max");
+      if (mem < 0) continue;
+      const long long swap = lowest_bytes(folders, "memory.swap.max");
+      take(mem + (swap < 0 ? swap_cap : std::min(swap, swap_cap)));
+    } else if (c.has("memory")) {  // v1
+      const std::vector<std::string> folders =
+          cgroup_folders(std::string(root) + "/memory", c.rel);
+      const long long memsw = lowest_bytes(folders, "memory.memsw.limit_in_bytes");
+      const long long mem = lowest_bytes(folders, "memory.limit_in_bytes");
+      if (memsw >= 0)
+        take(mem < 0 ? memsw : std::min(memsw, mem + swap_cap));
+      else if (mem >= 0)
+        take(mem + swap_cap);
+    }
+  }
+  return best;
 }
 
 bool has_openmp() {

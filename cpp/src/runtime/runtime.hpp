@@ -49,15 +49,6 @@ const GemmEngine<T>& engine();
 template <typename T>
 const GemmEngine<T>& engine_for(Isa isa);
 
-// CPUs' worth of time per period that a process's control groups allow, rounded up (a
-// container's CPU quota): cgroup v2 cpu.max ("quota period"), v1 cpu.cfs_quota_us /
-// cpu.cfs_period_us, the lowest along its cgroup path (the mount root alone when the path's
-// folders are absent, as in a cgroup namespace). proc_cgroup is the process's
-// /proc/<pid>/cgroup, root where the cgroup file systems are mounted (/sys/fs/cgroup).
-// 0 when no quota is set or the files cannot be read. The default thread count is capped by
-// it unless OMP_NUM_THREADS is set.
-int cgroup_cpu_limit(const char* proc_cgroup, const char* root);
-
 // Threads to use for one call: the configured count, shared fairly when several callers
 // run at once (so concurrent Python threads don't oversubscribe the cores), and capped
 // so each thread gets at least `min_per_thread` of the work (by default 2 MFLOP: below
