@@ -181,8 +181,7 @@ struct CgroupTree {
     std::fclose(f);
   }
   int limit() const {
-    return convcore::cgroup_cpu_limit((dir + "/proc_cgroup").c_str(),
-                                              (dir + "/fs").c_str());
+    return convcore::cgroup_cpu_limit((dir + "/proc_cgroup").c_str(), (dir + "/fs").c_str());
   }
 };
 
@@ -198,6 +197,20 @@ TEST(Threads, CgroupV2CpuQuotaIsTheLowestAlongThePath) {
   t.write("fs/pod/job/cpu.max", "max 100000");
   t.write("fs/pod/cpu.max", "max 100000");
   EXPECT_EQ(t.limit(), 0);  // no quota anywhere
+}
+
+TEST(Threads, DefaultCountIsCappedByTheQuotaUnlessOmpNumThreadsIsSet) {
+  CgroupTree t;
+  t.write("proc_cgroup", "0::/pod");
+  t.write("fs/pod/cpu.max", "250000 100000");  // 2.5 CPUs
+  using convcore::detail::threads_within_quota;
+  EXPECT_EQ(threads_within_quota(64, nullptr, t.limit()), 3);  // the host's 64 CPUs: 3
+  EXPECT_EQ(threads_within_quota(64, "", t.limit()), 3);       // set but empty: unset
+  EXPECT_EQ(threads_within_quota(2, nullptr, t.limit()), 2);   // fewer CPUs than the quota
+  EXPECT_EQ(threads_within_quota(64, "64", t.limit()), 64);    // the user's number
+  t.write("fs/pod/cpu.max", "max 100000");
+  EXPECT_EQ(threads_within_quota(64, nullptr, t.limit()), 64);  // no quota
+  EXPECT_EQ(threads_within_quota(0, nullptr, 0), 1);
 }
 
 TEST(Threads, CgroupQuotaAtTheMountRootWhenThePathIsAbsent) {

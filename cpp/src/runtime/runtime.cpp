@@ -123,16 +123,9 @@ int usable_cpus() {
 
 int default_threads() {
 #if defined(CONVCORE_OPENMP)
-  int n = std::max(1, omp_get_max_threads());
-  // OMP_NUM_THREADS set: the user's number. Otherwise libgomp counts the affinity mask,
-  // which in a container with a CPU quota is the host's cores: threads past the quota only
-  // wait for their share of the period (and OpenMP's barriers wait for the slowest).
   const char* env = std::getenv("OMP_NUM_THREADS");
-  if (!(env && *env)) {
-    const int quota = cgroup_cpu_limit();
-    if (quota > 0) n = std::min(n, quota);
-  }
-  return n;
+  return threads_within_quota(omp_get_max_threads(), env,
+                              env && *env ? 0 : cgroup_cpu_limit());
 #else
   return 1;
 #endif
@@ -247,6 +240,15 @@ long long lowest_bytes(const std::vector<std::string>& folders, const char* file
 }
 
 }  // namespace
+
+int threads_within_quota(int counted, const char* omp_num_threads, int quota) {
+  int n = std::max(1, counted);
+  // OMP_NUM_THREADS set: the user's number. Otherwise libgomp counts the affinity mask,
+  // which in a container with a CPU quota is the host's cores: threads past the quota only
+  // wait for their share of the period (and OpenMP's barriers wait for the slowest).
+  if (!(omp_num_threads && *omp_num_threads) && quota > 0) n = std::min(n, quota);
+  return n;
+}
 
 template <typename T>
 const GemmEngine<T>& engine_for(Isa isa) {

@@ -49,6 +49,12 @@ const GemmEngine<T>& engine();
 template <typename T>
 const GemmEngine<T>& engine_for(Isa isa);
 
+// The default thread count from OpenMP's (`counted`, the CPUs of the affinity mask unless
+// OMP_NUM_THREADS is set) and the container's CPU quota (cgroup_cpu_limit, 0 for none):
+// capped by the quota unless OMP_NUM_THREADS (`omp_num_threads`, null when unset) says
+// how many; at least 1.
+int threads_within_quota(int counted, const char* omp_num_threads, int quota);
+
 // Threads to use for one call: the configured count, shared fairly when several callers
 // run at once (so concurrent Python threads don't oversubscribe the cores), and capped
 // so each thread gets at least `min_per_thread` of the work (by default 2 MFLOP: below
