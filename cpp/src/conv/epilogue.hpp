@@ -166,7 +166,7 @@ struct Col2imEpilogue {
           }
         } else {
           // The run's t with iw = iw0 + t·sw inside [0, W), found once: no test per element
-          // (the CS231n notes' 5×5/2 example, NHWC: this loop was 63 % of the call).
+          // (a third of the 3×3/2 RGB stem's backward-data went to those tests).
           const int64_t sw = p.sw;
           const int64_t lo = iw0 >= 0 ? 0 : std::min<int64_t>(run.len, (sw - 1 - iw0) / sw);
           const int64_t hi = std::clamp<int64_t>((p.W - iw0 + sw - 1) / sw, lo, run.len);
