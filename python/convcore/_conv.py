@@ -140,9 +140,64 @@ class _Problem:
         self.w_shape = wshape
         self.y_shape = (n, k, ho, wo) if self.layout == "NCHW" else (n, ho, wo, k)
         self.out_channels = k
+        self._input_shape, self._groups, self._dtype = tuple(input_shape), groups, dtype
+        self._hw, self._rs = (h, w), (r, s)
+        self._band: Any = None if _FORCED else False   # False: not computed yet
+
+    def band(self) -> Optional[Tuple["_Problem", Tuple[slice, slice]]]:
+        """The same convolution restricted to the output rows and columns whose windows
+        reach the image, with the padding cut to match, and those rows/columns as slices
+        of the output; None when every row and column does (the usual case).
+
+        The backward-data and weight-gradient passes take their products over real input
+        pixels only, so outputs whose whole window lies in the padding add nothing to dx
+        or dw; cropping them away keeps a huge padding (1e8 rows, say) from costing a
+        copy and a GEMM over outputs that contribute nothing. The bias gradient still
+        sums every output. Not used while test hooks force implementations (they target
+        the problem as given)."""
+        if self._band is not False:
+            return self._band
+        ho, wo = self.plan.out_h, self.plan.out_w
+        axes = [_axis_band(n_out, size, f, st, d, lo) for n_out, size, f, st, d, lo in
+                ((ho, self._hw[0], self._rs[0], self.stride[0], self.dilation[0], self.pads[0]),
+                 (wo, self._hw[1], self._rs[1], self.stride[1], self.dilation[1], self.pads[2]))]
+        band = None
+        if all(b0 < b1 for b0, b1, _, _ in axes) and any(
+                b1 - b0 < n for (b0, b1, _, _), n in zip(axes, (ho, wo))):
+            (i0, i1, pt, pb), (j0, j1, pl, pr) = axes
+            sub = _problem(self._input_shape, self.w_shape, self.stride, (pt, pb, pl, pr),
+                           self.dilation, self._groups, self.layout, "crop", self._dtype)
+            if (sub.plan.out_h, sub.plan.out_w) == (i1 - i0, j1 - j0):
+                band = (sub, (slice(i0, i1), slice(j0, j1)))
+        self._band = band
+        return band
+
+    def crop_grad_output(self, dy: np.ndarray) -> Tuple["_Problem", np.ndarray]:
+        """(problem, grad_output) for the dx and dw passes: :meth:`band`'s sub-problem and
+        a view of dy's band when there is one, else self and dy unchanged."""
+        band = self.band()
+        if band is None:
+            return self, dy
+        sub, (rows, cols) = band
+        return sub, (dy[..., rows, cols] if self.layout == "NCHW" else dy[..., rows, cols, :])
+
 
     def user_shape(self, shape4: Tuple[int, ...]) -> Tuple[int, ...]:
         return shape4 if self.batched else shape4[1:]
+
+
+def _axis_band(n_out: int, size: int, taps: int, stride: int, dilation: int,
+               pad_lo: int) -> Tuple[int, int, int, int]:
+    """Along one axis: the outputs [o0, o1) whose windows reach the input (or a few more at
+    the start, so the new leading padding stays >= 0), and the padding (lo, hi) that gives
+    exactly those outputs under shape_rule="crop"."""
+    span = (taps - 1) * dilation + 1
+    # Output o's window covers input rows o*stride - pad_lo ... o*stride - pad_lo + span - 1.
+    o0 = min(max(0, -(-(pad_lo - span + 1) // stride)), pad_lo // stride)
+    o1 = min(n_out, (size - 1 + pad_lo) // stride + 1)
+    lo = pad_lo - o0 * stride
+    hi = max(0, (o1 - o0 - 1) * stride + span - size - lo)
+    return o0, o1, lo, hi
 
 
 # Functional calls reuse the primitive of a recent identical problem, so validation and
@@ -422,6 +477,7 @@ def conv2d_backward_input(grad_output: NDArray[FloatT], weight: NDArray[FloatT],
                     shape_rule, _dtype_name(dy), algorithm)
     dy = _check_grad_output(dy, prob, dy, "grad_output")
     dx = new_array(prob.user_shape(prob.x_shape), dy.dtype, "grad_input")
+    prob, dy = prob.crop_grad_output(dy)
     prob.plan.backward_data(as_buffer(dy, "grad_output"), as_buffer(weight, "weight"), dx)
     return dx
 
@@ -489,6 +545,7 @@ def conv2d_backward_weight(grad_output: NDArray[FloatT], x: NDArray[FloatT],
                     shape_rule, _dtype_name(x), algorithm)
     dy = _check_grad_output(grad_output, prob, x, "x")
     dw = new_array(prob.w_shape, x.dtype, "grad_weight")
+    prob, dy = prob.crop_grad_output(dy)
     prob.plan.backward_weight(as_buffer(dy, "grad_output"), as_buffer(x, "x"), dw)
     return dw
 
@@ -569,13 +626,18 @@ def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
                         f"got {type(bias).__name__}")
     prob = _problem(x.shape, weight.shape, stride, padding, dilation, groups, layout,
                     shape_rule, _dtype_name(x), algorithm)
-    dy = as_buffer(_check_grad_output(grad_output, prob, x, "x"), "grad_output")
+    dy = _check_grad_output(grad_output, prob, x, "x")
     xb, wb = as_buffer(x, "x"), as_buffer(weight, "weight")
     dx = new_array(x.shape, x.dtype, "grad_input")
     dw = new_array(weight.shape, x.dtype, "grad_weight")
-    prob.plan.backward_data(dy, wb, dx)
-    prob.plan.backward_weight(dy, xb, dw)
-    db = _bias_grad(prob, dy) if bias else None
+    sub, dy_band = prob.crop_grad_output(dy)
+    dy_band = as_buffer(dy_band, "grad_output")
+    sub.plan.backward_data(dy_band, wb, dx)
+    sub.plan.backward_weight(dy_band, xb, dw)
+    if bias:   # every output, the band's or not
+        db = _bias_grad(prob, dy_band if sub is prob else as_buffer(dy, "grad_output"))
+    else:
+        db = None
     return Conv2dGrads(dx, dw, db)
 
 
