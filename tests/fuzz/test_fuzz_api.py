@@ -16,7 +16,8 @@ and one failing case (its JSON is printed with the failure):
 
 Environment: CONVCORE_FUZZ_CASES (cases per test, default 2500), CONVCORE_FUZZ_SEED (the
 changing test's seed), CONVCORE_FUZZ_TIMEOUT (seconds per case before it counts as a hang,
-default 20), CONVCORE_FUZZ_MEMORY_GB (the worker's address-space limit, default 4).
+default 20; cases past a quarter of it are printed, the slowest five), CONVCORE_FUZZ_MEMORY_GB
+(the worker's address-space limit, default 4).
 
 Hypothesis only generates here (no shrinking, no example database): each case goes to a
 long-lived worker process (worker.py) over a pipe; a case that kills or hangs the worker is a
@@ -33,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from hypothesis import Phase, given, seed as hseed, settings
@@ -48,6 +49,7 @@ pytestmark = pytest.mark.fuzz
 
 CASES = int(os.environ.get("CONVCORE_FUZZ_CASES", "2500"))
 TIMEOUT = float(os.environ.get("CONVCORE_FUZZ_TIMEOUT", "20"))
+SLOW = TIMEOUT / 4   # cases slower than this are printed (up to 5), to be made faster
 FIXED_SEED = 20240607
 
 
@@ -143,6 +145,7 @@ def _fuzz(worker: Worker, seed: int, n: int) -> None:
     failures: Dict[str, Dict[str, Any]] = {}
     stats = {"cases": 0, "verified": 0, "raised_or_unverified": 0, "seconds": 0.0}
     by_fn: Dict[str, int] = {}
+    slow: List[Tuple[float, str]] = []   # cases past SLOW seconds: the next timeouts
 
     @hseed(seed)
     @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
@@ -155,6 +158,8 @@ def _fuzz(worker: Worker, seed: int, n: int) -> None:
         by_fn[case["fn"]] = by_fn.get(case["fn"], 0) + 1
         if v["verified"]:
             stats["verified"] += 1
+        if v["seconds"] > SLOW:
+            slow.append((v["seconds"], json.dumps(case)))
         if not v["ok"]:
             entry = failures.setdefault(v["class"], {"count": 0, "case": None, "detail": ""})
             entry["count"] += 1
@@ -167,6 +172,9 @@ def _fuzz(worker: Worker, seed: int, n: int) -> None:
     wall = time.monotonic() - t0
     print(f"fuzz: {stats['cases']} cases in {wall:.1f} s, {stats['verified']} compared with "
           f"the reference, {worker.restarts} worker restarts; per function: {by_fn}")
+    for sec, text in sorted(slow, reverse=True)[:5]:
+        print(f"fuzz: slow case ({sec:.1f} s of the {TIMEOUT:.0f} s limit): "
+              f"python tests/fuzz/worker.py --case '{text}'")
     if failures:
         lines = [f"{len(failures)} failure classes (seed {seed}):"]
         for cls, e in sorted(failures.items(), key=lambda kv: -kv[1]["count"]):
