@@ -538,6 +538,29 @@ void dw_split2(const typename VT::T* src, int64_t n, typename VT::T* even,
   }
 }
 
+// One tap of a chunk: DNV source vectors (whole, or through `m` when kMasked) times each
+// filter's broadcast weight, added into the accumulators (masked lanes keep theirs).
+template <class VT, int DNV, bool kMasked>
+[[gnu::always_inline]] inline void dense_rows_tap(typename VT::V (&acc)[kDenseRowFilters][DNV],
+                                                  const typename VT::T* s,
+                                                  const typename VT::T* wt,
+                                                  const typename VT::Mask* m) {
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  V x[DNV];
+#pragma GCC unroll 4
+  for (int v = 0; v < DNV; ++v)
+    x[v] = kMasked ? VT::load_masked(s + v * L, m[v]) : VT::loadu(s + v * L);
+#pragma GCC unroll 8
+  for (int k = 0; k < kDenseRowFilters; ++k) {
+    const V wv = VT::broadcast(wt + k);
+#pragma GCC unroll 4
+    for (int v = 0; v < DNV; ++v)
+      acc[k][v] = kMasked ? VT::fmadd_masked(x[v], wv, acc[k][v], m[v])
+                          : VT::fmadd(x[v], wv, acc[k][v]);
+  }
+}
+
 // Dense NCHW rows (DenseRowsFn): kDenseRowFilters filters × DNV vectors of columns in
 // registers across every tap of a chunk; per tap DNV loads of the source row and one
 // broadcast weight per filter feed kDenseRowFilters · DNV FMAs. A chunk inside every tap's
@@ -551,9 +574,7 @@ inline void dense_rows_chunk(int64_t ntaps, const typename VT::T* const* src, in
                              const int64_t* lo, const int64_t* hi,
                              const typename VT::T* const* w, int64_t u, int64_t n,
                              typename VT::V* acc_out) {
-  using T = typename VT::T;
   using V = typename VT::V;
-  using Mask = typename VT::Mask;
   constexpr int L = VT::kLanes;
   V acc[kDenseRowFilters][DNV];  // local, so the masked loop keeps it in registers
 #pragma GCC unroll 8
@@ -561,39 +582,18 @@ inline void dense_rows_chunk(int64_t ntaps, const typename VT::T* const* src, in
 #pragma GCC unroll 4
     for (int v = 0; v < DNV; ++v) acc[k][v] = VT::zero();
   for (int64_t t = 0; t < ntaps; ++t) {
-    const T* s = src[t] + so + u;
-    const T* wt = w[t];
-    V x[DNV];
-    Mask m[DNV];
-    if (kMasked && lo[t] <= u && u + int64_t(DNV) * L <= hi[t]) {
-#pragma GCC unroll 4
-      for (int v = 0; v < DNV; ++v) x[v] = VT::loadu(s + v * L);
-#pragma GCC unroll 8
-      for (int k = 0; k < kDenseRowFilters; ++k) {
-        const V wv = VT::broadcast(wt + k);
-#pragma GCC unroll 4
-        for (int v = 0; v < DNV; ++v) acc[k][v] = VT::fmadd(x[v], wv, acc[k][v]);
-      }
+    const typename VT::T* s = src[t] + so + u;
+    if (!kMasked || (lo[t] <= u && u + int64_t(DNV) * L <= hi[t])) {
+      dense_rows_tap<VT, DNV, false>(acc, s, w[t], nullptr);
       continue;
     }
+    typename VT::Mask m[DNV];
 #pragma GCC unroll 4
     for (int v = 0; v < DNV; ++v) {
-      if (kMasked) {
-        const int64_t at = u + int64_t(v) * L;
-        m[v] = VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
-        x[v] = VT::load_masked(s + v * L, m[v]);
-      } else {
-        x[v] = VT::loadu(s + v * L);
-      }
+      const int64_t at = u + int64_t(v) * L;
+      m[v] = VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
     }
-#pragma GCC unroll 8
-    for (int k = 0; k < kDenseRowFilters; ++k) {
-      const V wv = VT::broadcast(wt + k);
-#pragma GCC unroll 4
-      for (int v = 0; v < DNV; ++v)
-        acc[k][v] = kMasked ? VT::fmadd_masked(x[v], wv, acc[k][v], m[v])
-                            : VT::fmadd(x[v], wv, acc[k][v]);
-    }
+    dense_rows_tap<VT, DNV, true>(acc, s, w[t], m);
   }
 #pragma GCC unroll 8
   for (int k = 0; k < kDenseRowFilters; ++k)
