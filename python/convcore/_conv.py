@@ -142,7 +142,9 @@ class _Problem:
         self.out_channels = k
         self._input_shape, self._groups, self._dtype = tuple(input_shape), groups, dtype
         self._hw, self._rs = (h, w), (r, s)
-        self._band: Any = None if _FORCED else False   # False: not computed yet
+        # band()'s answer, once computed (never under forced test implementations)
+        self._band: Optional[Tuple["_Problem", Tuple[slice, slice]]] = None
+        self._band_known = bool(_FORCED)
 
     def band(self) -> Optional[Tuple["_Problem", Tuple[slice, slice]]]:
         """The same convolution restricted to the output rows and columns whose windows
@@ -153,9 +155,10 @@ class _Problem:
         pixels only, so outputs whose whole window lies in the padding add nothing to dx
         or dw; cropping them away keeps a huge padding (1e8 rows, say) from costing a
         copy and a GEMM over outputs that contribute nothing. The bias gradient still
-        sums every output. Not used while test hooks force implementations (they target
-        the problem as given)."""
-        if self._band is not False:
+        sums every output. In the forward pass those outputs are the empty sum's
+        epilogue (0 + bias, then the activation). Not used while test hooks force
+        implementations (they target the problem as given)."""
+        if self._band_known:
             return self._band
         ho, wo = self.plan.out_h, self.plan.out_w
         axes = [_axis_band(n_out, size, f, st, d, lo) for n_out, size, f, st, d, lo in
@@ -166,10 +169,11 @@ class _Problem:
                 b1 - b0 < n for (b0, b1, _, _), n in zip(axes, (ho, wo))):
             (i0, i1, pt, pb), (j0, j1, pl, pr) = axes
             sub = _problem(self._input_shape, self.w_shape, self.stride, (pt, pb, pl, pr),
-                           self.dilation, self._groups, self.layout, "crop", self._dtype)
+                           self.dilation, self._groups, self.layout, "crop", self._dtype,
+                           self.algorithm)
             if (sub.plan.out_h, sub.plan.out_w) == (i1 - i0, j1 - j0):
                 band = (sub, (slice(i0, i1), slice(j0, j1)))
-        self._band = band
+        self._band, self._band_known = band, True
         return band
 
     def crop_grad_output(self, dy: np.ndarray) -> Tuple["_Problem", np.ndarray]:
@@ -178,8 +182,36 @@ class _Problem:
         band = self.band()
         if band is None:
             return self, dy
-        sub, (rows, cols) = band
-        return sub, (dy[..., rows, cols] if self.layout == "NCHW" else dy[..., rows, cols, :])
+        return band[0], self._in_band(dy, band[1])
+
+    def _in_band(self, a: np.ndarray, band: Tuple[slice, slice]) -> np.ndarray:
+        rows, cols = band
+        return a[..., rows, cols] if self.layout == "NCHW" else a[..., rows, cols, :]
+
+    def forward_by_band(self, x: np.ndarray, w: Optional[np.ndarray], bias: Optional[np.ndarray],
+                        y: np.ndarray, relu: bool) -> bool:
+        """The forward pass into y through :meth:`band` when at least half the outputs
+        lie wholly in the padding: the band's outputs computed into a buffer of their own
+        and copied in, the rest set to the empty sum's epilogue. False (nothing written)
+        when there is no such band; the caller runs the whole problem."""
+        band = self.band()
+        if band is None:
+            return False
+        sub, rows_cols = band
+        ho, wo = self.plan.out_h, self.plan.out_w
+        if 2 * sub.plan.out_h * sub.plan.out_w > ho * wo:
+            return False   # mostly band: the copy would cost more than the padding's outputs
+        yb = new_array(sub.user_shape(sub.y_shape), y.dtype, "the output")
+        sub.plan.forward(x, w, bias, yb, relu)
+        # What every executor stores for an empty sum: 0 + bias, then ReLU (NaN stays NaN).
+        empty = np.zeros(self.out_channels, y.dtype)
+        if bias is not None:
+            empty += bias
+        if relu:
+            empty = np.maximum(empty, 0, dtype=y.dtype)
+        y[...] = empty[:, None, None] if self.layout == "NCHW" else empty
+        self._in_band(y, rows_cols)[...] = yb
+        return True
 
 
     def user_shape(self, shape4: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -407,7 +439,9 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
         b = as_buffer(bias, "bias")
     inputs = [x, weight] + ([bias] if bias is not None else [])
     y = output_array(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
-    prob.plan.forward(as_buffer(x, "x"), as_buffer(weight, "weight"), b, y, act == "relu")
+    xb, wb, relu = as_buffer(x, "x"), as_buffer(weight, "weight"), act == "relu"
+    if not prob.forward_by_band(xb, wb, b, y, relu):
+        prob.plan.forward(xb, wb, b, y, relu)
     return y
 
 
