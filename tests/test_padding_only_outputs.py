@@ -210,3 +210,38 @@ def test_conv2d_computes_through_the_band(monkeypatch):
     ref.check_forward(convcore.conv2d(x, w, padding=3), x, w, padding=3)
     ref.check_forward(convcore.conv2d(x, w, padding=1), x, w, padding=1)
     assert taken == [True, False]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_layer_with_padding_only_outputs_matches_reference(isa, layout, dtype):
+    """The Conv2d layer takes the band in forward and then in backward, with the weights
+    it packed; a new weight is used by the next forward, and gradients accumulate."""
+    kw = dict(stride=(2, 1), padding=(9, 4, 2, 11), dilation=(1, 2), groups=2, layout=layout,
+              shape_rule="crop")
+    layer = convcore.Conv2d(4, 6, (3, 2), activation="relu", dtype=dtype, rng=7, **kw)
+    rng = np.random.default_rng()
+    xs = (2, 4, 5, 6) if layout == "NCHW" else (2, 5, 6, 4)
+    x = rng.standard_normal(xs).astype(dtype)
+    dt = np.dtype(dtype)
+    grads = []
+    for step in range(2):
+        if step:
+            layer.weight = rng.standard_normal(layer.weight.shape).astype(dtype)
+        y = layer.forward(x)
+        assert layer._band_weight is not None, "most outputs in the padding: the band"
+        pre = ref.conv2d(x, layer.weight, layer.bias, **kw)
+        ref.assert_close(y, np.maximum(pre, 0), dt, what=f"forward {step}")
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        masked = np.where(y > 0, dy, 0)
+        dx = layer.backward(dy)
+        ref.assert_close(dx, ref.conv2d_backward_input(masked, layer.weight, xs, **kw), dt,
+                         what=f"dx {step}")
+        grads.append((ref.conv2d_backward_weight(masked, x, layer.weight.shape, **kw),
+                      ref.conv2d_backward_bias(masked, layout)))
+    ref.assert_close(layer.grad_weight, grads[0][0] + grads[1][0], dt, what="accumulated dw")
+    ref.assert_close(layer.grad_bias, grads[0][1] + grads[1][1], dt, what="accumulated db")
+    # A padding that leaves most outputs reaching the input: the prepacked primitive.
+    layer2 = convcore.Conv2d(4, 6, 3, padding=1, layout=layout, dtype=dtype, rng=1)
+    layer2.forward(x)
+    assert layer2._band_weight is None

@@ -137,6 +137,9 @@ class _Layer:
         self.grad_weight: Optional[FloatArray] = None
         self.grad_bias: Optional[FloatArray] = None
         self._x: Optional[FloatArray] = None      # the layer's copy of the last input
+        # The weights the last forward passed through its problem's band (see _band_of),
+        # or None when it ran the prepacked primitive; backward follows the same path.
+        self._band_weight: Optional[FloatArray] = None
 
     # -- parameters ---------------------------------------------------------------------
 
@@ -357,6 +360,11 @@ class _Layer:
     def _check_forward_input(self, x: FloatArray) -> None:
         """Checks of a forward's input beyond its dtype (none by default)."""
 
+    def _band_of(self, prob: Any) -> Any:
+        """The problem's band of outputs that reach the input (``_Problem.band``), for
+        layers whose problem has one; None by default."""
+        return None
+
     # -- passes -------------------------------------------------------------------------
 
     def _forward(self, x: FloatArray, relu: bool = False) -> FloatArray:
@@ -373,8 +381,12 @@ class _Layer:
         # so later in-place edits of x cannot change the gradients.
         xc = np.array(x, dtype=self.dtype, order="C", copy=True)
         xc.flags.writeable = False
-        prob.plan.forward(xc, None, bias, y, relu)
-        self._x = xc
+        # Most outputs wholly in the padding: the band, with the weights just packed.
+        w_band = self._packing_source() if self._band_of(prob) is not None else None
+        if w_band is None or not prob.forward_by_band(xc, w_band, bias, y, relu):
+            w_band = None
+            prob.plan.forward(xc, None, bias, y, relu)
+        self._x, self._band_weight = xc, w_band
         return y
 
     def _saved_input(self) -> FloatArray:
@@ -390,12 +402,22 @@ class _Layer:
         x = self._saved_input()
         prob = self._primitive(x.shape, sync=False)  # the forward's weights, for dx
         dy = self._checked_grad_output(grad_y, prob, x)
+        w_band = self._band_weight
+        if w_band is not None:   # the forward took the band: so do dx and dw
+            sub, dy_band = prob.crop_grad_output(dy)
+            dy_band = as_buffer(dy_band, "grad_output")
         dx = None
         if self.requires_input_grad:
             dx = new_array(x.shape, self.dtype, "grad_input")
-            prob.plan.backward_data(dy, None, dx)
+            if w_band is not None:
+                sub.plan.backward_data(dy_band, w_band, dx)
+            else:
+                prob.plan.backward_data(dy, None, dx)
         dw = new_array(self._weight.shape, self.dtype, "grad_weight")
-        prob.plan.backward_weight(dy, x, dw)
+        if w_band is not None:
+            sub.plan.backward_weight(dy_band, x, dw)
+        else:
+            prob.plan.backward_weight(dy, x, dw)
         db = None
         if self.bias is not None:
             db = new_array(self.bias.shape, self.dtype, "grad_bias")
@@ -580,6 +602,9 @@ class Conv2d(_Layer):
 
     def _checked_grad_output(self, grad_y: FloatArray, prob: _Problem, x: FloatArray) -> FloatArray:
         return as_buffer(_check_grad_output(grad_y, prob, x, "x"), "grad_output")
+
+    def _band_of(self, prob: _Problem) -> Any:
+        return prob.band()
 
     # -- passes -------------------------------------------------------------------------
 
