@@ -213,7 +213,6 @@ class _Problem:
         self._in_band(y, rows_cols)[...] = yb
         return True
 
-
     def user_shape(self, shape4: Tuple[int, ...]) -> Tuple[int, ...]:
         return shape4 if self.batched else shape4[1:]
 

@@ -402,22 +402,17 @@ class _Layer:
         x = self._saved_input()
         prob = self._primitive(x.shape, sync=False)  # the forward's weights, for dx
         dy = self._checked_grad_output(grad_y, prob, x)
-        w_band = self._band_weight
-        if w_band is not None:   # the forward took the band: so do dx and dw
+        # dx and dw: the prepacked primitive, or the band when the forward took it.
+        plan, dy_in, w_in = prob.plan, dy, None
+        if self._band_weight is not None:
             sub, dy_band = prob.crop_grad_output(dy)
-            dy_band = as_buffer(dy_band, "grad_output")
+            plan, dy_in, w_in = sub.plan, as_buffer(dy_band, "grad_output"), self._band_weight
         dx = None
         if self.requires_input_grad:
             dx = new_array(x.shape, self.dtype, "grad_input")
-            if w_band is not None:
-                sub.plan.backward_data(dy_band, w_band, dx)
-            else:
-                prob.plan.backward_data(dy, None, dx)
+            plan.backward_data(dy_in, w_in, dx)
         dw = new_array(self._weight.shape, self.dtype, "grad_weight")
-        if w_band is not None:
-            sub.plan.backward_weight(dy_band, x, dw)
-        else:
-            prob.plan.backward_weight(dy, x, dw)
+        plan.backward_weight(dy_in, x, dw)
         db = None
         if self.bias is not None:
             db = new_array(self.bias.shape, self.dtype, "grad_bias")
