@@ -90,4 +90,3 @@ def test_backward_accepts_list_shapes(layout, rng):
     dw = convcore.conv2d_backward_weight(dy, x, list(w_shape), layout=layout)
     ref.assert_close(dx, ref.conv2d_backward_input(dy, w, x_shape, layout=layout))
     ref.assert_close(dw, ref.conv2d_backward_weight(dy, x, w_shape, layout=layout))
-

@@ -140,8 +140,7 @@ class _Problem:
         self.w_shape = wshape
         self.y_shape = (n, k, ho, wo) if self.layout == "NCHW" else (n, ho, wo, k)
         self.out_channels = k
-        self._input_shape, self._groups, self._dtype = tuple(input_shape), groups, dtype
-        self._hw, self._rs = (h, w), (r, s)
+        self._groups, self._dtype = groups, dtype   # for band()'s sub-problem
         # band()'s answer, once computed (never under forced test implementations)
         self._band: Optional[Tuple["_Problem", Tuple[slice, slice]]] = None
         self._band_known = bool(_FORCED)
@@ -161,14 +160,17 @@ class _Problem:
         if self._band_known:
             return self._band
         ho, wo = self.plan.out_h, self.plan.out_w
-        axes = [_axis_band(n_out, size, f, st, d, lo) for n_out, size, f, st, d, lo in
-                ((ho, self._hw[0], self._rs[0], self.stride[0], self.dilation[0], self.pads[0]),
-                 (wo, self._hw[1], self._rs[1], self.stride[1], self.dilation[1], self.pads[2]))]
+        nchw = self.layout == "NCHW"
+        h, w = self.x_shape[2:] if nchw else self.x_shape[1:3]
+        r, s = self.w_shape[2:] if nchw else self.w_shape[1:3]
+        axes = [_axis_band(ho, h, r, self.stride[0], self.dilation[0], self.pads[0]),
+                _axis_band(wo, w, s, self.stride[1], self.dilation[1], self.pads[2])]
         band = None
         if all(b0 < b1 for b0, b1, _, _ in axes) and any(
                 b1 - b0 < n for (b0, b1, _, _), n in zip(axes, (ho, wo))):
             (i0, i1, pt, pb), (j0, j1, pl, pr) = axes
-            sub = _problem(self._input_shape, self.w_shape, self.stride, (pt, pb, pl, pr),
+            sub = _problem(self.user_shape(self.x_shape), self.w_shape, self.stride,
+                           (pt, pb, pl, pr),
                            self.dilation, self._groups, self.layout, "crop", self._dtype,
                            self.algorithm)
             if (sub.plan.out_h, sub.plan.out_w) == (i1 - i0, j1 - j0):
