@@ -251,12 +251,13 @@ extra = status("VmHWM") - base
 
 def test_allocation_failure_names_the_buffer():
     """An allocation that cannot succeed raises MemoryError naming what it was for (not a
-    bare 'std::bad_alloc'): here the per-call packed weights under an address-space limit."""
+    bare 'std::bad_alloc'): here the per-call packed weights under an address-space limit
+    (17x17 pixels: more than the channels-last tiles pack as they go, so all up front)."""
     out = run_child(r'''
 import resource, numpy as np, convcore
 convcore.set_num_threads(1)
 w = np.ones((4096, 4096, 1, 1), np.float32)      # 64 MiB; packing needs as much again
-x = np.ones((1, 4096, 1, 1), np.float32)
+x = np.ones((1, 4096, 17, 17), np.float32)
 convcore.conv2d(x[:, :, :, :], np.ones((1, 4096, 1, 1), np.float32))   # warm up
 for line in open("/proc/self/status"):
     if line.startswith("VmSize"):

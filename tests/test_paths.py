@@ -54,7 +54,7 @@ import numpy as np
 import pytest
 
 import convcore
-from convcore._conv import _algorithms, _force_implementations, _implementations
+from convcore._conv import _Problem, _algorithms, _force_implementations, _implementations
 from reference import check_backward_input, check_backward_weight, check_forward
 
 CASES = {
@@ -578,3 +578,60 @@ def test_dense_rows_tap_limit_follows_vector_width(isa, dtype):
         dy = rng.standard_normal(y.shape).astype(dtype)
         dw = convcore.conv2d_backward_weight(dy, x, wt.shape, **kw)
         check_backward_weight(dw, dy, x, wt.shape, dtype=dtype, what=f"{what} bwd-weight", **kw)
+
+
+# (x shape NHWC, K, R×S, groups): few pixels (<= 256), so the channels-last tiles pack the
+# weights given with each call as they go, a few panels at a time; more than 64 columns (a
+# ragged last panel group) and, for the second, more than 1024 depth (two KC blocks).
+LAZY_CASES = {
+    "wide_1x1": ((1, 7, 7, 150), 150, 1, 1),
+    "deep_3x3_groups": ((2, 5, 6, 260), 260, 3, 2),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("pass_", ["forward", "backward_data"])
+@pytest.mark.parametrize("case", sorted(LAZY_CASES))
+def test_weights_packed_as_they_go(isa, case, pass_, layout, dtype, restore_threads):
+    """Few output pixels: the channels-last tiles (indirect_nhwc, and via_nhwc for NCHW)
+    pack the weights of a call panel by panel as they go, instead of all up front. Their
+    result must match the float64 loops, and be bitwise the one of the same primitive with
+    its weights packed once up front (set_weights, as a Conv2d layer does), at any thread
+    count."""
+    (n, h, w_, c), k, rs, groups = LAZY_CASES[case]
+    rng = np.random.default_rng(31)
+    nchw = layout == "NCHW"
+    x = rng.standard_normal((n, c, h, w_) if nchw else (n, h, w_, c)).astype(dtype)
+    wshape = (k, c // groups, rs, rs) if nchw else (k, rs, rs, c // groups)
+    wt = rng.standard_normal(wshape).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(padding=rs // 2, groups=groups, layout=layout)
+    yshape = convcore.conv2d_output_shape(x.shape, wt.shape, **kw)
+    dy = rng.standard_normal(yshape).astype(dtype)
+    impl = "via_nhwc" if nchw else "indirect_nhwc"
+    results = []
+    for threads in (1, 2, 3):
+        convcore.set_num_threads(threads)
+        with _force_implementations(**{pass_: impl}):
+            prob = _Problem(x.shape, wt.shape, 1, rs // 2, 1, groups, layout, "strict",
+                            "float64" if dtype == np.float64 else "float32")
+            assert prob.plan.algorithms[pass_] == impl
+            as_given = np.empty(yshape if pass_ == "forward" else x.shape, dtype)
+            packed = np.empty_like(as_given)
+            prob.plan.set_weights(wt)
+            if pass_ == "forward":
+                prob.plan.forward(x, wt, b, as_given, True)
+                prob.plan.forward(x, None, b, packed, True)
+            else:
+                prob.plan.backward_data(dy, wt, as_given)
+                prob.plan.backward_data(dy, None, packed)
+        assert np.array_equal(as_given, packed), f"{threads} threads"
+        results.append(as_given)
+    for other in results[1:]:
+        assert np.array_equal(results[0], other)
+    what = f"{case} {layout} {pass_}, weights packed as they go"
+    if pass_ == "forward":
+        check_forward(results[0], x, wt, b, activation="relu", dtype=dtype, what=what, **kw)
+    else:
+        check_backward_input(results[0], dy, wt, x.shape, dtype=dtype, what=what, **kw)

@@ -83,10 +83,11 @@ struct DirectStride1 {
 };
 
 // The weights of the NHWC tiles' full correlation: flipped and transposed, a B operand of
-// R·S·Kg × Cg per group, packed with the tiles' deeper KC (IndirectNhwc::blocking).
+// R·S·Kg × Cg per group, packed with the tiles' deeper KC (IndirectNhwc::blocking); per
+// call, as the tiles go when dx has few pixels (LazyWeights).
 struct FlippedWeightsForNhwcTiles {
   static WeightPacking weight_packing(const ConvPlan& p) {
-    return {false, p.Cg, p.R * p.S * p.Kg};
+    return {false, p.Cg, p.R * p.S * p.Kg, LazyWeights<float>::applies(p.N * p.H * p.W)};
   }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
@@ -116,6 +117,7 @@ struct ViaNhwcBackwardData : FlippedWeightsForNhwcTiles {
                   const PrepackedGroups<T>& weights) {
     IndirectNhwc<T> base = IndirectNhwc<T>::backward_data(p, nullptr, nullptr);
     base.act = BiasActivation<T>{nullptr, a.bias, a.relu};
+    if (!weights.data) base.lazy = LazyWeights<T>{&p, a.w, true};
     run_via_nhwc(base, e, weights, p.N, p.G, a.dy, p.ys_n, p.K, a.out, p.xs_n, p.C);
   }
 };
@@ -138,15 +140,17 @@ struct IndirectNhwcBackwardData : FlippedWeightsForNhwcTiles {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     IndirectNhwc<T> base = IndirectNhwc<T>::backward_data(p, a.dy, a.out);
+    if (!weights.data) base.lazy = LazyWeights<T>{&p, a.w, true};
     PixelRegions regions;
     base.order_by_region(p.N, regions);
     run_tiles(p.G, p.N * p.H * p.W, p.Cg, p.R * p.S * p.Kg, e.blocking,
-              TileRules{1, e.blocking.nr, 0, 0},
+              TileRules{1, e.blocking.nr, 0, weights.data ? 0.0 : TileRules{}.pack_b},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       IndirectNhwc<T> d = base;
       d.in = a.dy + g * p.Kg * p.ys_c;
       d.out = a.out + g * p.Cg * p.xs_c;
       d.act = BiasActivation<T>{nullptr, a.bias, a.relu}.cols_from(g * p.Cg);
+      d.lazy = base.lazy.group(g);
       d.run_tile(e, weights.group(g), m0, m1, n0, n1);
     });
   }

@@ -4,7 +4,8 @@
 // included, which is exact for finite operands only. Where a padding zero meets an operand:
 //   forward:          x's padding × the weights;
 //   backward-data:    dy's padding × the weights, in the full-correlation executors
-//                     (direct_stride1, indirect_nhwc); col2im never forms a padding product;
+//                     (direct_stride1, indirect_nhwc) where it has any (not 1×1 unpadded
+//                     layers); col2im never forms a padding product;
 //   backward-weight:  x's padding × dy, only at output positions whose window reaches the
 //                     padding (the border of dy).
 // So the primitive checks the operand that meets padding — the weights (O(weights), once
@@ -74,6 +75,15 @@ inline bool col_reads_padding(const ConvPlan& p, int64_t ow) {
 inline bool any_output_reads_padding(const ConvPlan& p) {
   return row_reads_padding(p, 0) || row_reads_padding(p, p.Ho - 1) || col_reads_padding(p, 0) ||
          col_reads_padding(p, p.Wo - 1);
+}
+
+// Whether backward-data's full correlation reaches dy's padding: at stride 1, a dx pixel
+// has a tap beyond dy's edge exactly when a side's padding is under the kernel's span − 1
+// (a 1×1 unpadded layer never does). Strided plans: assumed so.
+inline bool full_correlation_reads_padding(const ConvPlan& p) {
+  if (p.sh != 1 || p.sw != 1) return true;
+  const int64_t rh = (p.R - 1) * p.dh, rw = (p.S - 1) * p.dw;
+  return p.pad_t < rh || p.pad_b < rh || p.pad_l < rw || p.pad_r < rw;
 }
 
 // Taps [lo, hi) of a kernel axis whose coordinate first + t·d lies in [0, size).

@@ -229,7 +229,13 @@ struct IndirectNhwcForward : WeightsAsB {
                  "pointer setup to pay off"
                : nullptr;
   }
-  // Packed with the executor's deeper KC (IndirectNhwc::blocking).
+  // Packed with the executor's deeper KC (IndirectNhwc::blocking); per call, as the tiles
+  // go when the output has few pixels (LazyWeights).
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    WeightPacking wp = WeightsAsB::weight_packing(p);
+    wp.as_it_goes = LazyWeights<float>::applies(p.N * p.P());
+    return wp;
+  }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
     WeightsAsB::pack_weights(p, IndirectNhwc<T>::blocking(bl, p.CgRS()), w, dst);
@@ -238,15 +244,18 @@ struct IndirectNhwcForward : WeightsAsB {
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
                   const PrepackedGroups<T>& weights) {
     IndirectNhwc<T> base = IndirectNhwc<T>::forward(p, a.x, a.out, {nullptr, a.bias, a.relu});
+    if (!weights.data) base.lazy = LazyWeights<T>{&p, a.w, false};
     PixelRegions regions;
     base.order_by_region(p.N, regions);
-    // Pixels read in place, weights prepacked: no per-tile packing.
-    run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking, TileRules{1, e.blocking.nr, 0, 0},
+    // Pixels read in place, weights prepacked (or packed as they go, once per tile).
+    run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking,
+              TileRules{1, e.blocking.nr, 0, weights.data ? 0.0 : TileRules{}.pack_b},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       IndirectNhwc<T> d = base;
       d.in = a.x + g * p.Cg * p.xs_c;
       d.out = a.out + g * p.Kg * p.ys_c;
       d.act = base.act.cols_from(g * p.Kg);
+      d.lazy = base.lazy.group(g);
       d.run_tile(e, weights.group(g), m0, m1, n0, n1);
     });
   }
@@ -310,7 +319,10 @@ struct ViaNhwcForward {
     if (direct) return via_nhwc_declines(p);
     return via_nhwc_declines_vs_packing(p);
   }
-  static WeightPacking weight_packing(const ConvPlan& p) { return {false, p.Kg, p.CgRS()}; }
+  // As it goes with few output pixels (LazyWeights), on indirect_nhwc's tiles only.
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return {false, p.Kg, p.CgRS(), !on_rows(p) && LazyWeights<float>::applies(p.N * p.P())};
+  }
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
     const WeightPacking wp = weight_packing(p);
@@ -327,9 +339,11 @@ struct ViaNhwcForward {
     if (on_rows(p))
       run_via_nhwc(IndirectNhwcRows<T>::forward(p, nullptr, nullptr, act), e, weights, p.N, 1,
                    a.x, p.xs_n, p.C, a.out, p.ys_n, p.K);
-    else
-      run_via_nhwc(IndirectNhwc<T>::forward(p, nullptr, nullptr, act), e, weights, p.N, p.G,
-                   a.x, p.xs_n, p.C, a.out, p.ys_n, p.K);
+    else {
+      IndirectNhwc<T> base = IndirectNhwc<T>::forward(p, nullptr, nullptr, act);
+      if (!weights.data) base.lazy = LazyWeights<T>{&p, a.w, false};
+      run_via_nhwc(base, e, weights, p.N, p.G, a.x, p.xs_n, p.C, a.out, p.ys_n, p.K);
+    }
   }
 };
 

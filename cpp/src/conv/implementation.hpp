@@ -50,7 +50,9 @@ struct WeightPacking {
   // The executor can pack each operand itself, right before the GEMM that uses it, from
   // ExecArgs::w (PrepackedGroups::data is then null): for weights each used by one GEMM
   // (the locally-connected forward), where packing them all up front would write and
-  // re-read a copy of every weight for nothing.
+  // re-read a copy of every weight for nothing, and for the NHWC tiles of layers with few
+  // pixels, where each panel is then packed once, into the L2 of the thread that reads it
+  // (LazyWeights in indirect_nhwc.hpp).
   bool as_it_goes = false;
   bool none() const { return extent == 0; }
   int64_t padded(const Blocking& bl) const { return round_up(extent, is_a ? bl.mr : bl.nr); }

@@ -103,6 +103,49 @@ struct PixelRegions {
   }
 };
 
+// The weights of IndirectNhwc tiles packed as the tiles go (WeightPacking::as_it_goes):
+// when the executor gets no prepacked operand, run_tile packs the KC-deep panels of
+// kColumns columns at a time from the group's weights into the thread's B scratch, right
+// before the micro-tiles that read them. With all of a tile's rows in one MC block (at most
+// kRowsPerTile pixels: batch-1 and small maps), each panel is packed exactly once, by the
+// thread that reads it, and read from its L2 — instead of all the weights packed up front,
+// each thread a share, into a copy every thread then reads back from L3.
+template <typename T>
+struct LazyWeights {
+  static constexpr int64_t kRowsPerTile = 256;  // ≤ IndirectNhwc::blocking's MC
+  // Columns packed together: backward-data reads each weight row in runs of this many
+  // values (its panels are strips of the rows, Cg values apart).
+  static constexpr int64_t kColumns = 64;
+  static constexpr int64_t kRowChunk = 16;  // flipped rows packed across the panels at once
+  const ConvPlan* plan = nullptr;           // null: the weights come prepacked
+  const T* wg = nullptr;                    // group 0's first filter
+  bool flipped = false;  // backward-data's flipped weights, else the forward's, tap-major
+
+  static bool applies(int64_t rows) { return rows <= kRowsPerTile; }
+  static int64_t columns(int nr) { return std::max<int64_t>(nr, round_down(kColumns, nr)); }
+  LazyWeights group(int64_t g) const {
+    LazyWeights l = *this;
+    if (wg) l.wg = wg + g * plan->Kg * plan->ws_k;
+    return l;
+  }
+  // Columns [j0, j0 + n) of depth [p0, p0 + kc) as ceil(n / nr) zero-padded panels, panel
+  // i at dst + i·kc·nr. The forward's panels are transposes of whole filter runs; the
+  // flipped ones go kRowChunk depth rows at a time across all the panels, so each weight
+  // row is read in one run of n values rather than in nr-wide strips a panel apart.
+  void pack(T* dst, int64_t p0, int64_t kc, int64_t j0, int64_t n, int nr) const {
+    if (!flipped) {
+      TapMajorWeightPackB<T>{plan, wg}(dst, p0, kc, j0, n, nr);
+      return;
+    }
+    const FlippedWeightPackB<T> packer{plan, wg};
+    for (int64_t kb = 0; kb < kc; kb += kRowChunk) {
+      const int64_t rows = std::min(kRowChunk, kc - kb);
+      for (int64_t jb = 0; jb < n; jb += nr)
+        packer(dst + jb * kc + kb * nr, p0 + kb, rows, j0 + jb, std::min<int64_t>(nr, n - jb), nr);
+    }
+  }
+};
+
 // Cuts the depth block [pc, pc + kc) at multiples of `unit` (a tap's Cin channels, or a
 // kernel row's S·Cin values): f(i, unit index, offset within the unit, length, offset in
 // the block) for piece i; returns the piece count.
@@ -141,6 +184,7 @@ struct IndirectNhwc {
   int64_t R, S, sh, sw, dh, dw;
   int64_t pad_top, pad_left;  // input row of (oh, r) is oh*sh - pad_top + r*dh
   BiasActivation<T> act;      // bias per output channel of the group (a column of C), ReLU
+  LazyWeights<T> lazy;        // the group's weights, when run_tile gets none prepacked
 
   // The forward pass of an NHWC plan: in = x, out = y (group 0; a tile sets its group's
   // pointers and bias).
@@ -194,15 +238,21 @@ struct IndirectNhwc {
   }
 
   // Rows (pixels) [m0, m1) × columns (output channels) [n0, n1) with the weights prepacked
-  // as a (R·S·Cin) × Cout matrix, depth in (r, s, c) order, with blocking(engine, depth()).
+  // as a (R·S·Cin) × Cout matrix, depth in (r, s, c) order, with blocking(engine, depth()),
+  // or (weights.data null) packed panel by panel from `lazy`.
   // Rows are pixels in `regions` order when it is set (the C block then goes through a
   // buffer and is scattered to the pixels' rows), else in memory order.
   void run_tile(const GemmEngine<T>& e, const Prepacked<T>& weights, int64_t m0, int64_t m1,
                 int64_t n0, int64_t n1) const {
     assert(!act.row_bias);  // the bias is per output channel: a column of C
+    assert(weights.data || lazy.plan);
     const int64_t K = depth();
     Blocking bl = blocking(e.blocking, K);
     const int mr = bl.mr, nr = bl.nr;
+    const int64_t lazy_cols = LazyWeights<T>::columns(nr);
+    T* panels = weights.data ? nullptr
+                             : thread_scratch_as<Scratch::PackB, T>(bl.kc * lazy_cols,
+                                                                     "weight panels");
     const auto fn = e.ukernel.fn_indirect_a;
     // Zeros for rows whose tap falls in the padding: a segment is at most one KC block deep.
     alignas(64) static const T zeros[kMaxDepth] = {};
@@ -270,16 +320,19 @@ struct IndirectNhwc {
             }
             t_count[t] = kept;
           }
-          const T* b_block = weights.block(jc, pc, kc);
+          const T* b_block = weights.data ? weights.block(jc, pc, kc) : nullptr;
           for (int64_t jr = 0; jr < nc; jr += nr) {
             interrupt_point();  // mc×nr×kc: a few MFLOP
             const int64_t n = std::min<int64_t>(nr, nc - jr);
+            if (!b_block && jr % lazy_cols == 0)
+              lazy.pack(panels, pc, kc, jc + jr, std::min(lazy_cols, nc - jr), nr);
+            const T* b = b_block ? b_block + jr * kc : panels + (jr % lazy_cols) * kc;
             for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
               const int64_t m = std::min<int64_t>(mr, mc - ir);
               T* c = cbuf ? cbuf + ir * ldb + jr : out + (ic + ir) * ldo + jc + jr;
               // The last block's store adds the bias and applies ReLU in registers.
               fn(t_count[t], t_len + t * max_seg, t_off + t * max_seg, ptrs + t * max_seg * mr,
-                 b_block + jr * kc, c, cbuf ? ldb : ldo, m, n, pc > 0,
+                 b, c, cbuf ? ldb : ldo, m, n, pc > 0,
                  last && act.col_bias ? act.col_bias + jc + jr : nullptr, last && act.relu);
             }
           }
@@ -600,12 +653,13 @@ void run_via_nhwc(D base, const GemmEngine<T>& e, const PrepackedGroups<T>& weig
     PixelRegions regions;
     if constexpr (!kRows) base.order_by_region(nb, regions);
     run_tiles(groups, nb * p_out, cg_out, base.depth(), e.blocking,
-              TileRules{1, e.blocking.nr, 0, 0},
+              TileRules{1, e.blocking.nr, 0, weights.data ? 0.0 : TileRules{}.pack_b},
               [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
       D d = base;
       d.in = xt + g * base.Cin;
       d.out = kRows ? yt + g * cg_out : out + n0 * out_n + g * cg_out * p_out;
       d.act = act.cols_from(g * cg_out);
+      if constexpr (!kRows) d.lazy = base.lazy.group(g);
       d.run_tile(e, weights.group(g), m0, m1, c0, c1);
     });
     if constexpr (kRows) pixels_to_planes(e.transpose, yt, nb, c_out, p_out, out + n0 * out_n, out_n);

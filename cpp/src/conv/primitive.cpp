@@ -186,6 +186,7 @@ struct Conv2dPrimitive::State {
                      !(w ? detail::all_finite_parallel(w, plan.w_size) : weights_finite);
     } else if (cpass == Pass::BackwardData) {
       if (std::strcmp(list[index].name, "col2im") != 0 &&
+          detail::full_correlation_reads_padding(plan) &&
           !(w ? detail::all_finite_parallel(w, plan.w_size) : weights_finite)) {
         for (std::size_t i = 0; i < list.size(); ++i)
           if (std::strcmp(list[i].name, "col2im") == 0) index = i;

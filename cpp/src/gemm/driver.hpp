@@ -96,7 +96,10 @@ template <typename T>
 struct PrepackedGroups {
   const T* data;
   int64_t padded, group_elems;
-  Prepacked<T> group(int64_t g) const { return Prepacked<T>{data + g * group_elems, padded}; }
+  // (data null: the executor packs as it goes, WeightPacking::as_it_goes)
+  Prepacked<T> group(int64_t g) const {
+    return Prepacked<T>{data ? data + g * group_elems : nullptr, padded};
+  }
 };
 
 // Packs every group's operand into `dst` (groups × round_up(extent, tile) × K elements);
