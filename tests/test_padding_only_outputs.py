@@ -180,6 +180,66 @@ def test_huge_padding_reads_only_the_band_of_a_broadcast_grad_output(layout):
     ref.check_backward_weight(dw, dy_small, x, w_shape, **kw_small)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bias_gradient_of_a_huge_broadcast_grad_output_sums_without_copying(layout, dtype):
+    """conv2d_backward's bias gradient sums every output, the padding-only ones too; over a
+    broadcast grad_output of 10^8 rows it must not copy them (800 MB) to do so."""
+    import tracemalloc
+    big = 10**8
+    x_shape, w_shape = ((2, 3, 6, 5), (4, 3, 3, 3)) if layout == "NCHW" else \
+        ((2, 6, 5, 3), (4, 3, 3, 3))
+    kw = dict(padding=(big, 2, 1, 1), layout=layout)
+    out_shape = convcore.conv2d_output_shape(x_shape, w_shape, **kw)
+    rng = np.random.default_rng()
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    row = rng.standard_normal((1, 4, 1, 5) if layout == "NCHW" else (1, 1, 5, 4)).astype(dtype)
+    dy = np.broadcast_to(row, out_shape)
+    tracemalloc.start()
+    try:
+        grads = convcore.conv2d_backward(dy, x, w, **kw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"peak {peak} bytes: the padding-only rows were copied"
+    # Every one of the 2 images' Ho rows holds the same row: db[k] = 2 * Ho * sum of row k.
+    ho = out_shape[2] if layout == "NCHW" else out_shape[1]
+    per_row = row.astype(np.float64).sum(axis=(0, 2, 3) if layout == "NCHW" else (0, 1, 2))
+    expected = 2 * ho * per_row
+    assert grads.bias.dtype == dtype and grads.bias.shape == (4,)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(grads.bias, expected, rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bias_gradient_of_a_strided_view_with_a_band(layout, batched):
+    """A padding-only band taken by conv2d_backward with a strided, partly broadcast
+    grad_output (a reversed, sliced view, broadcast over the images; 3-D too): every
+    gradient equals the float64 loops on a contiguous copy."""
+    rng = np.random.default_rng()
+    x_shape, w_shape = ((3, 4, 7, 6), (5, 4, 3, 2)) if layout == "NCHW" else \
+        ((3, 7, 6, 4), (5, 3, 2, 4))
+    if not batched:
+        x_shape = x_shape[1:]
+    kw = dict(padding=(9, 3, 1, 7), stride=(1, 2), layout=layout, shape_rule="crop")
+    out_shape = convcore.conv2d_output_shape(x_shape, w_shape, **kw)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    # every second element of a reversed array, then broadcast along the batch
+    one = out_shape[1:] if batched else out_shape
+    base = rng.standard_normal(tuple(2 * n for n in one))[(slice(None, None, -2),) * len(one)]
+    dy = np.broadcast_to(base, out_shape)
+    assert _problem(x_shape, w_shape, kw["stride"], kw["padding"], 1, 1, layout, "crop",
+                    "float64").band() is not None
+    grads = convcore.conv2d_backward(dy, x, w, **kw)
+    dense = np.ascontiguousarray(dy)
+    ref.assert_close(grads.bias, ref.conv2d_backward_bias(dense, layout), np.float64, "db")
+    ref.check_backward_input(grads.input, dense, w, x_shape, **kw)
+    ref.check_backward_weight(grads.weight, dense, x, w_shape, **kw)
+
+
 def test_forward_band_is_used_only_when_most_outputs_are_padding():
     """The forward's band costs a buffer and a copy: taken when at least half the outputs
     lie wholly in the padding, else the whole problem runs (same results either way)."""

@@ -591,6 +591,26 @@ def _bias_grad(prob: _Problem, dy: np.ndarray) -> np.ndarray:
     return db
 
 
+def _bias_grad_of_view(prob: _Problem, dy: np.ndarray) -> np.ndarray:
+    """The bias gradient of a grad_output that may be a huge strided or broadcast view
+    (the band-cropped passes never copy it): summed in float64 as the core sums, an axis
+    broadcast along (stride 0) counted by a multiplication instead of a pass over it, so a
+    grad_output of 10^8 broadcast rows costs one row's sum, not a 10^8-row copy."""
+    channel_axis = (1 if prob.layout == "NCHW" else 3) - (0 if prob.batched else 1)
+    scale = 1.0
+    index = []
+    for axis, (size, stride) in enumerate(zip(dy.shape, dy.strides)):
+        collapse = stride == 0 and axis != channel_axis and size > 1
+        scale *= size if collapse else 1
+        index.append(slice(0, 1) if collapse else slice(None))
+    view = dy[tuple(index)]
+    sums = view.sum(axis=tuple(a for a in range(view.ndim) if a != channel_axis),
+                    dtype=np.float64)
+    db = new_array((prob.out_channels,), dy.dtype, "grad_bias")
+    np.multiply(sums, scale, out=db, casting="same_kind")
+    return db
+
+
 def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
                     weight: NDArray[FloatT], *, stride: IntPair = 1, padding: Padding = 0,
                     dilation: IntPair = 1, groups: int = 1, layout: Layout = "NCHW",
@@ -670,7 +690,7 @@ def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     sub.plan.backward_data(dy_band, wb, dx)
     sub.plan.backward_weight(dy_band, xb, dw)
     if bias:   # every output, the band's or not
-        db = _bias_grad(prob, dy_band if sub is prob else as_buffer(dy, "grad_output"))
+        db = _bias_grad(prob, dy_band) if sub is prob else _bias_grad_of_view(prob, dy)
     else:
         db = None
     return Conv2dGrads(dx, dw, db)
