@@ -149,35 +149,47 @@ def test_backward_with_padding_only_outputs_matches_reference(isa, case, layout,
                              **kw)
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_huge_padding_reads_only_the_band_of_a_broadcast_grad_output(layout):
-    """A broadcast grad_output of 10^8 rows (800 MB if copied) with a padding of 10^8: the
-    gradients read the few rows whose windows reach the image, never copying the rest."""
-    import tracemalloc
+def _huge_broadcast_case(layout, dtype=np.float64):
+    """A 3×3 convolution with a top padding of 10^8 rows and grad_output one random row
+    broadcast over all its outputs (800 MB if copied): (x, w, row, dy, kw)."""
     big = 10**8
     x_shape, w_shape = ((2, 3, 6, 5), (4, 3, 3, 3)) if layout == "NCHW" else \
         ((2, 6, 5, 3), (4, 3, 3, 3))
     kw = dict(padding=(big, 2, 1, 1), layout=layout)
-    out_shape = convcore.conv2d_output_shape(x_shape, w_shape, **kw)
     rng = np.random.default_rng()
-    x = rng.standard_normal(x_shape)
-    w = rng.standard_normal(w_shape)
-    row = rng.standard_normal((1, 4, 1, 5) if layout == "NCHW" else (1, 1, 5, 4))
-    dy = np.broadcast_to(row, out_shape)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    row = rng.standard_normal((1, 4, 1, 5) if layout == "NCHW" else (1, 1, 5, 4)).astype(dtype)
+    dy = np.broadcast_to(row, convcore.conv2d_output_shape(x_shape, w_shape, **kw))
+    return x, w, row, dy, kw
+
+
+def _peak_bytes(fn):
+    """fn()'s result and the peak of the memory Python allocated while it ran."""
+    import tracemalloc
     tracemalloc.start()
     try:
-        dx = convcore.conv2d_backward_input(dy, w, x_shape, **kw)
-        dw = convcore.conv2d_backward_weight(dy, x, w_shape, **kw)
-        peak = tracemalloc.get_traced_memory()[1]
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_huge_padding_reads_only_the_band_of_a_broadcast_grad_output(layout):
+    """A broadcast grad_output of 10^8 rows (800 MB if copied) with a padding of 10^8: the
+    gradients read the few rows whose windows reach the image, never copying the rest."""
+    x, w, row, dy, kw = _huge_broadcast_case(layout)
+    (dx, dw), peak = _peak_bytes(lambda: (
+        convcore.conv2d_backward_input(dy, w, x.shape, **kw),
+        convcore.conv2d_backward_weight(dy, x, w.shape, **kw)))
     assert peak < 2**20, f"peak {peak} bytes: the padding-only rows were copied"
     # The same convolution without the padding rows above the image's reach.
     kw_small = dict(padding=(2, 2, 1, 1), layout=layout)
-    small_shape = convcore.conv2d_output_shape(x_shape, w_shape, **kw_small)
+    small_shape = convcore.conv2d_output_shape(x.shape, w.shape, **kw_small)
     dy_small = np.ascontiguousarray(np.broadcast_to(row, small_shape))
-    ref.check_backward_input(dx, dy_small, w, x_shape, **kw_small)
-    ref.check_backward_weight(dw, dy_small, x, w_shape, **kw_small)
+    ref.check_backward_input(dx, dy_small, w, x.shape, **kw_small)
+    ref.check_backward_weight(dw, dy_small, x, w.shape, **kw_small)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -185,26 +197,11 @@ def test_huge_padding_reads_only_the_band_of_a_broadcast_grad_output(layout):
 def test_bias_gradient_of_a_huge_broadcast_grad_output_sums_without_copying(layout, dtype):
     """conv2d_backward's bias gradient sums every output, the padding-only ones too; over a
     broadcast grad_output of 10^8 rows it must not copy them (800 MB) to do so."""
-    import tracemalloc
-    big = 10**8
-    x_shape, w_shape = ((2, 3, 6, 5), (4, 3, 3, 3)) if layout == "NCHW" else \
-        ((2, 6, 5, 3), (4, 3, 3, 3))
-    kw = dict(padding=(big, 2, 1, 1), layout=layout)
-    out_shape = convcore.conv2d_output_shape(x_shape, w_shape, **kw)
-    rng = np.random.default_rng()
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    row = rng.standard_normal((1, 4, 1, 5) if layout == "NCHW" else (1, 1, 5, 4)).astype(dtype)
-    dy = np.broadcast_to(row, out_shape)
-    tracemalloc.start()
-    try:
-        grads = convcore.conv2d_backward(dy, x, w, **kw)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    x, w, row, dy, kw = _huge_broadcast_case(layout, dtype)
+    grads, peak = _peak_bytes(lambda: convcore.conv2d_backward(dy, x, w, **kw))
     assert peak < 2**20, f"peak {peak} bytes: the padding-only rows were copied"
     # Every one of the 2 images' Ho rows holds the same row: db[k] = 2 * Ho * sum of row k.
-    ho = out_shape[2] if layout == "NCHW" else out_shape[1]
+    ho = dy.shape[2] if layout == "NCHW" else dy.shape[1]
     per_row = row.astype(np.float64).sum(axis=(0, 2, 3) if layout == "NCHW" else (0, 1, 2))
     expected = 2 * ho * per_row
     assert grads.bias.dtype == dtype and grads.bias.shape == (4,)
