@@ -144,7 +144,7 @@ struct IndirectNhwcBackwardData : FlippedWeightsForNhwcTiles {
     PixelRegions regions;
     base.order_by_region(p.N, regions);
     run_tiles(p.G, p.N * p.H * p.W, p.Cg, p.R * p.S * p.Kg, e.blocking,
-              TileRules{1, e.blocking.nr, 0, weights.data ? 0.0 : TileRules{}.pack_b},
+              indirect_tile_rules(e.blocking, weights),
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       IndirectNhwc<T> d = base;
       d.in = a.dy + g * p.Kg * p.ys_c;

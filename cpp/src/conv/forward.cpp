@@ -249,7 +249,7 @@ struct IndirectNhwcForward : WeightsAsB {
     base.order_by_region(p.N, regions);
     // Pixels read in place, weights prepacked (or packed as they go, once per tile).
     run_tiles(p.G, p.N * p.P(), p.Kg, p.CgRS(), e.blocking,
-              TileRules{1, e.blocking.nr, 0, weights.data ? 0.0 : TileRules{}.pack_b},
+              indirect_tile_rules(e.blocking, weights),
               [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       IndirectNhwc<T> d = base;
       d.in = a.x + g * p.Cg * p.xs_c;

@@ -146,6 +146,14 @@ struct LazyWeights {
   }
 };
 
+// Tile rules of the executors on IndirectNhwc tiles: rows cut at micro-tiles, columns at
+// whole NR panels; weights packed as the tiles go are charged to every tile that packs
+// them (a row split packs each panel once per row tile), prepacked ones to none.
+template <typename T>
+TileRules indirect_tile_rules(const Blocking& bl, const PrepackedGroups<T>& weights) {
+  return TileRules{1, bl.nr, 0, weights.data ? 0.0 : TileRules{}.pack_b};
+}
+
 // Cuts the depth block [pc, pc + kc) at multiples of `unit` (a tap's Cin channels, or a
 // kernel row's S·Cin values): f(i, unit index, offset within the unit, length, offset in
 // the block) for piece i; returns the piece count.
@@ -653,7 +661,7 @@ void run_via_nhwc(D base, const GemmEngine<T>& e, const PrepackedGroups<T>& weig
     PixelRegions regions;
     if constexpr (!kRows) base.order_by_region(nb, regions);
     run_tiles(groups, nb * p_out, cg_out, base.depth(), e.blocking,
-              TileRules{1, e.blocking.nr, 0, weights.data ? 0.0 : TileRules{}.pack_b},
+              indirect_tile_rules(e.blocking, weights),
               [&](int64_t g, int64_t m0, int64_t m1, int64_t c0, int64_t c1) {
       D d = base;
       d.in = xt + g * base.Cin;
