@@ -285,6 +285,8 @@ def test_arrays_beyond_memory_are_refused_before_allocating(monkeypatch):
     """Where the kernel overcommits, an allocation larger than RAM + swap succeeds and the
     process is killed once it is written; such arrays raise MemoryError naming them."""
     monkeypatch.setattr(convcore._args, "memory_limit", lambda: 4096)
+    # (arrays up to _UNCHECKED_BYTES skip the check; here every array is checked)
+    monkeypatch.setattr(convcore._args, "_UNCHECKED_BYTES", 0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)       # 512 bytes
     w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)

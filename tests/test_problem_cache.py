@@ -17,7 +17,7 @@ def _arrays(rng, dtype=np.float32):
 def test_repeated_problem_reuses_its_primitive():
     rng = np.random.default_rng(0)
     x, w = _arrays(rng)
-    _conv._CACHE.clear()
+    _conv._clear_cache()
     convcore.conv2d(x, w, padding=1)
     convcore.conv2d(x, w, padding=1)
     assert len(_conv._CACHE) == 1
@@ -52,12 +52,14 @@ def test_isa_change_makes_a_new_primitive():
     rng = np.random.default_rng(3)
     x, w = _arrays(rng)
     saved = _core.get_isa()
-    _conv._CACHE.clear()
+    _conv._clear_cache()
     try:
         for isa in isas:
             _core.set_isa(isa)
             convcore.conv2d(x, w)
-            assert _conv._problem(x.shape, w.shape, 1, 0, 1, 1, "NCHW", "strict").plan.isa == isa
+            prob = _conv._problem(x.shape, w.shape, 1, 0, 1, 1, "NCHW", "strict",
+                                  array_shapes=True)
+            assert prob.plan.isa == isa
     finally:
         _core.set_isa(saved)
     assert len(_conv._CACHE) == len(isas)
@@ -69,3 +71,65 @@ def test_cache_is_bounded():
     for h in range(1, _conv._CACHE_SIZE + 20):
         convcore.conv2d(np.ones((1, 1, h, 1), np.float32), w)
     assert len(_conv._CACHE) <= _conv._CACHE_SIZE
+
+
+def test_last_problem_shortcut_follows_shapes_and_dtypes():
+    """The same hyperparameter objects with other shapes or another dtype never reuse the
+    previous call's problem (the shortcut compares the shapes and the dtype)."""
+    rng = np.random.default_rng(5)
+    stride, padding = (1, 2), (1, 2)
+    cases = [((2, 3, 7, 7), (4, 3, 3, 3), np.float32), ((2, 3, 8, 7), (4, 3, 3, 3), np.float32),
+             ((2, 3, 8, 7), (5, 3, 3, 3), np.float32), ((2, 3, 8, 7), (5, 3, 3, 3), np.float64),
+             ((3, 7, 7), (4, 3, 3, 3), np.float64), ((2, 3, 7, 7), (4, 3, 3, 3), np.float32)]
+    for xs, ws, dtype in cases * 2:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        y = convcore.conv2d(x, w, stride=stride, padding=padding)
+        x4 = x if x.ndim == 4 else x[None]
+        ref = conv2d_ref(x4.astype(np.float64), w.astype(np.float64), stride=stride,
+                         padding=padding)
+        assert y.dtype == dtype
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(y, ref if x.ndim == 4 else ref[0], rtol=tol, atol=tol)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dx = convcore.conv2d_backward_input(dy, w, x.shape, stride=stride, padding=padding)
+        dw = convcore.conv2d_backward_weight(dy, x, w.shape, stride=stride, padding=padding)
+        assert dx.shape == x.shape and dw.shape == w.shape
+
+
+def test_last_problem_shortcut_keeps_validation_and_mutable_arguments_out():
+    """A list hyperparameter is never remembered by identity (it can change in place), and
+    a shape given as a list or with NumPy integers takes the full key."""
+    rng = np.random.default_rng(6)
+    x, w = _arrays(rng)
+    stride = [1, 1]
+    y1 = convcore.conv2d(x, w, stride=stride)
+    stride[0] = 2
+    y2 = convcore.conv2d(x, w, stride=stride)
+    assert y1.shape == (2, 4, 5, 4) and y2.shape == (2, 4, 3, 4)
+    dy = rng.standard_normal(y1.shape).astype(np.float32)
+    convcore.conv2d_backward_input(dy, w, x.shape)   # the shortcut remembers this one
+    for shape in ([2, 3, 7, 6], tuple(np.int64(v) for v in x.shape)):
+        dx = convcore.conv2d_backward_input(dy, w, shape)
+        assert dx.shape == x.shape
+    with pytest.raises(TypeError, match="shape"):
+        convcore.conv2d_backward_input(dy, w, (2, 3, 7.0, 6))
+    with pytest.raises(ValueError, match="shape"):
+        convcore.conv2d_backward_input(dy, w, (2, 3, 7, 6, 1))
+
+
+def test_forced_implementations_bypass_the_last_problem():
+    rng = np.random.default_rng(7)
+    x, w = _arrays(rng)
+    convcore.conv2d(x, w)   # remembered
+    default = _conv._algorithms(x.shape, w.shape)["forward"]
+    forced = "im2col_per_image" if default != "im2col_per_image" else "im2col_multi_image"
+    with _conv._force_implementations(forward=forced):
+        prob = _conv._problem(x.shape, w.shape, 1, 0, 1, 1, "NCHW", "strict",
+                              array_shapes=True)
+        assert prob.plan.algorithms["forward"] == forced
+        y = convcore.conv2d(x, w)
+    np.testing.assert_allclose(y, conv2d_ref(x.astype(np.float64), w.astype(np.float64)),
+                               rtol=1e-4, atol=1e-4)
+    prob = _conv._problem(x.shape, w.shape, 1, 0, 1, 1, "NCHW", "strict", array_shapes=True)
+    assert prob.plan.algorithms["forward"] == default

@@ -15,6 +15,11 @@
 #include "convcore/gemm.hpp"
 #include "convcore/interrupt.hpp"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define CONVCORE_HAVE_FORK 1
+#endif
+
 namespace py = pybind11;
 using namespace convcore;
 
@@ -32,10 +37,11 @@ bool native_order(char order) {
 // Compared by value, not identity: arrays that went through pickle, dtypes with metadata
 // or an explicit native byte order are still float32/float64.
 DType dtype_of(const py::array& a, const char* name) {
+  static const int f32 = py::dtype::of<float>().num(), f64 = py::dtype::of<double>().num();
   const py::dtype dt = a.dtype();
   if (native_order(dt.byteorder())) {
-    if (dt.num() == py::dtype::of<float>().num()) return DType::F32;
-    if (dt.num() == py::dtype::of<double>().num()) return DType::F64;
+    if (dt.num() == f32) return DType::F32;
+    if (dt.num() == f64) return DType::F64;
   }
   throw py::type_error(std::string(name) + " must be float32 or float64 (native byte order), got " +
                        std::string(py::str(dt)));
@@ -53,6 +59,17 @@ void require_buffer(const py::array& a, const char* name, DType dt, int64_t size
   // An empty array is never read or written: where its pointer points does not matter.
   if (size != 0 && reinterpret_cast<uintptr_t>(a.data()) % a.itemsize() != 0)
     throw std::invalid_argument(std::string(name) + " is not aligned to its element size");
+}
+
+// The data of an optional read-only operand (None: nullptr), checked as require_buffer
+// checks. (Not through a default-constructed py::array: that allocates an empty array.)
+const void* optional_buffer(const py::object& o, const char* name, DType dt, int64_t size) {
+  if (o.is_none()) return nullptr;
+  if (!py::isinstance<py::array>(o))
+    throw py::type_error(std::string(name) + " must be a NumPy array or None");
+  const auto a = py::reinterpret_borrow<py::array>(o);
+  require_buffer(a, name, dt, size, false);
+  return a.data();
 }
 
 Layout parse_layout(const std::string& s) {
@@ -93,10 +110,25 @@ bool python_signals(void*) {
   return raised;
 }
 
+// The main thread's ident, asked of Python once (and again in a child after fork(), whose
+// main thread is the one that forked). Read and written with the GIL held.
+unsigned long g_main_ident = 0;
+
 bool on_main_thread() {
-  static py::object* main_thread =
-      new py::object(py::module_::import("threading").attr("main_thread"));  // never freed
-  return (*main_thread)().attr("ident").cast<unsigned long>() == PyThread_get_thread_ident();
+  if (g_main_ident == 0) {
+#ifdef CONVCORE_HAVE_FORK
+    static const bool registered = [] {
+      pthread_atfork(nullptr, nullptr, [] { g_main_ident = 0; });
+      return true;
+    }();
+    (void)registered;
+#endif
+    g_main_ident = py::module_::import("threading")
+                       .attr("main_thread")()
+                       .attr("ident")
+                       .cast<unsigned long>();
+  }
+  return g_main_ident == PyThread_get_thread_ident();
 }
 
 // Runs body() with the GIL released and Ctrl-C polled (see above). A signal handler runs
@@ -141,22 +173,14 @@ void forward(const Conv2dPrimitive& prim, const py::array& x, const py::object& 
   const Conv2dShape& sh = prim.shape();
   const DType dt = dtype_of(prim);
   require_buffer(x, "x", dt, sh.input_elements, false);
-  py::array wa, b;
-  if (!w.is_none()) {
-    wa = w.cast<py::array>();
-    require_buffer(wa, "weight", dt, sh.weight_elements, false);
-  }
+  const void* wp = optional_buffer(w, "weight", dt, sh.weight_elements);
   require_buffer(y, "out", dt, sh.output_elements, true);
-  if (!bias.is_none()) {
-    b = bias.cast<py::array>();
-    require_buffer(b, "bias", dt, sh.bias_elements, false);
-  }
-  const bool has_w = !w.is_none(), has_bias = !bias.is_none();
+  const void* bp = optional_buffer(bias, "bias", dt, sh.bias_elements);
   const Activation act = relu ? Activation::Relu : Activation::None;
   with_dtype(dt, [&](auto t) {
     using T = decltype(t);
-    prim.forward<T>(ptr<T>(x), has_w ? ptr<T>(wa) : nullptr, has_bias ? ptr<T>(b) : nullptr,
-                    mptr<T>(y), act);
+    prim.forward<T>(ptr<T>(x), static_cast<const T*>(wp), static_cast<const T*>(bp), mptr<T>(y),
+                    act);
   });
 }
 
@@ -165,16 +189,11 @@ void backward_data(const Conv2dPrimitive& prim, const py::array& dy, const py::o
   const Conv2dShape& sh = prim.shape();
   const DType dt = dtype_of(prim);
   require_buffer(dy, "grad_output", dt, sh.output_elements, false);
-  py::array wa;
-  if (!w.is_none()) {
-    wa = w.cast<py::array>();
-    require_buffer(wa, "weight", dt, sh.weight_elements, false);
-  }
+  const void* wp = optional_buffer(w, "weight", dt, sh.weight_elements);
   require_buffer(dx, "grad_input", dt, sh.input_elements, true);
-  const bool has_w = !w.is_none();
   with_dtype(dt, [&](auto t) {
     using T = decltype(t);
-    prim.backward_data<T>(ptr<T>(dy), has_w ? ptr<T>(wa) : nullptr, mptr<T>(dx));
+    prim.backward_data<T>(ptr<T>(dy), static_cast<const T*>(wp), mptr<T>(dx));
   });
 }
 

@@ -84,8 +84,15 @@ def as_array(a: Any, name: str) -> np.ndarray:
                     f"array with DLPack or the buffer protocol), got {type(a).__name__}")
 
 
+_F32, _F64 = FLOAT_DTYPES
+
+
 def check_array(a_in: Any, name: str) -> np.ndarray:
     """A float32/float64 array (see as_array for what is accepted), or TypeError."""
+    if type(a_in) is np.ndarray:   # the common case first: NumPy's own native dtypes
+        dt = a_in.dtype
+        if dt is _F32 or dt is _F64:
+            return a_in
     a = as_array(a_in, name)
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
@@ -149,15 +156,21 @@ def _beyond_memory(nbytes: int) -> str:
     return ""
 
 
+# Arrays up to this size are allocated without consulting the memory limit: the check is
+# there for arrays that can never fit, and asking costs more than a tiny call computes.
+_UNCHECKED_BYTES = 1 << 20
+
+
 def new_array(shape: Tuple[int, ...], dtype: Any, name: str) -> np.ndarray:
     """np.empty(shape, dtype), or MemoryError naming the array when it cannot fit."""
-    dt = np.dtype(dtype)
+    dt = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     nbytes = math.prod(shape) * dt.itemsize
-    why = _beyond_memory(nbytes)
-    if why:
-        raise MemoryError(f"{name} (shape {shape}, {dt}: {nbytes} bytes) cannot be "
-                          f"allocated{why}")
-    return np.empty(shape, dtype=dt)
+    if nbytes > _UNCHECKED_BYTES:
+        why = _beyond_memory(nbytes)
+        if why:
+            raise MemoryError(f"{name} (shape {shape}, {dt}: {nbytes} bytes) cannot be "
+                              f"allocated{why}")
+    return np.empty(shape, dt)
 
 
 def as_buffer(a: NDArray[_S], name: str) -> NDArray[_S]:

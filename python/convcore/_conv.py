@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -269,27 +269,86 @@ def _key_of(args: Tuple[Any, ...]) -> Any:
     return tuple(parts)
 
 
+# The last problem found or made through _problem's fast key, after its arguments:
+# (input_shape, weight_shape, stride, padding, dilation, groups, layout, shape_rule, dtype,
+# algorithm, isa, problem). A call that passes the very same hyperparameter objects, equal
+# shapes and the same ISA gets it without building the key: the same object has the same
+# type and value, so the key would be the same. (A call site passes the same objects each
+# time: small ints and literal strings are shared, a literal tuple is a constant. The fast
+# key admits no list, whose value could change in place.)
+_LAST: Optional[Tuple[Any, ...]] = None
+
+_INT_TYPES = {n: (int,) * n for n in (3, 4)}
+
+
+def _is_int_tuple(shape: Any) -> bool:
+    """Whether a shape given by the caller is a 3- or 4-tuple of plain ints, as an array's
+    ``.shape`` is (a list, NumPy integers or floats take _key_of's walk)."""
+    return type(shape) is tuple and _INT_TYPES.get(len(shape)) == tuple(map(type, shape))
+
+
 def _problem(input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
              padding: Any, dilation: Any, groups: Any, layout: Any, shape_rule: Any,
-             dtype: str = "float32", algorithm: Any = None) -> _Problem:
-    """_Problem(...), from the cache when an identical one was made recently."""
-    args = (input_shape, weight_shape, stride, padding, dilation, groups, layout,
-            shape_rule, dtype, algorithm)
-    key = (_key_of(args), _core.get_isa(), tuple(sorted(_FORCED.items())) if _FORCED else ())
+             dtype: str = "float32", algorithm: Any = None, *,
+             array_shapes: bool = False) -> _Problem:
+    """_Problem(...), from the cache when an identical one was made recently.
+
+    ``array_shapes=True`` says both shapes are tuples of plain ints (as an array's
+    ``.shape`` is): with every hyperparameter a plain value or a flat tuple, the key is the
+    values, their types and the tuples' element types, without _key_of's walk."""
+    last = _LAST
+    if (array_shapes and last is not None and last[2] is stride and last[3] is padding
+            and last[4] is dilation and last[5] is groups and last[6] is layout
+            and last[7] is shape_rule and last[8] is dtype and last[9] is algorithm
+            and last[0] == input_shape and last[1] == weight_shape and not _FORCED
+            and last[10] == _core.get_isa()):
+        return cast(_Problem, last[11])
+    hyper = (stride, padding, dilation, groups, layout, shape_rule, dtype, algorithm)
+    types = tuple(map(type, hyper))
+    inner: Any = ()
+    if tuple in types[:3]:   # (sh, sw) pairs and padding tuples: their elements' types too
+        inner = tuple([tuple(map(type, v)) if type(v) is tuple else () for v in hyper[:3]])
+        if any(tuple in t or list in t for t in inner):
+            inner = None
+    if (array_shapes and inner is not None and tuple not in types[3:]
+            and list not in types):
+        key: Any = (input_shape, weight_shape, hyper, types, inner, _core.get_isa(),
+                    tuple(sorted(_FORCED.items())) if _FORCED else ())
+    else:   # (a different length: the two kinds of key never meet)
+        key = (_key_of((input_shape, weight_shape) + hyper), _core.get_isa(),
+               tuple(sorted(_FORCED.items())) if _FORCED else ())
     try:
-        with _CACHE_LOCK:
-            prob = _CACHE.get(key)
-            if prob is not None:
-                _CACHE.move_to_end(key)
-                return prob
+        # Read without the lock: get and move_to_end are single operations under the GIL;
+        # an entry another thread evicts in between is simply not moved.
+        prob = _CACHE.get(key)
     except TypeError:   # an unhashable argument
-        return _Problem(*args)
-    prob = _Problem(*args)
-    with _CACHE_LOCK:
-        _CACHE[key] = prob
-        if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        return _Problem(input_shape, weight_shape, *hyper)
+    if prob is not None:
+        try:
+            _CACHE.move_to_end(key)
+        except KeyError:
+            pass
+    else:
+        prob = _Problem(input_shape, weight_shape, *hyper)
+        with _CACHE_LOCK:
+            _CACHE[key] = prob
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    if len(key) == 7 and not _FORCED:
+        _set_last((input_shape, weight_shape) + hyper + (key[5], prob))
     return prob
+
+
+def _set_last(entry: Optional[Tuple[Any, ...]]) -> None:
+    global _LAST
+    _LAST = entry   # one assignment: a thread reads the old entry or the new, whole
+
+
+def _clear_cache() -> None:
+    """Forget every cached problem (tests)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _set_last(None)
 
 
 def _check_input(x_in: Any, name: str) -> np.ndarray:
@@ -429,7 +488,7 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
     weight = _check_weight(weight, x, "x")
     act = check_activation(activation)
     prob = _problem(x.shape, weight.shape, stride, padding, dilation, groups, layout, shape_rule,
-                    _dtype_name(x), algorithm)
+                    _dtype_name(x), algorithm, array_shapes=True)
     b = None
     if bias is not None:
         bias = check_array(bias, "bias")
@@ -438,8 +497,12 @@ def conv2d(x: NDArray[FloatT], weight: NDArray[FloatT], bias: Optional[NDArray[F
             raise ValueError(f"bias must have shape ({prob.out_channels},) (one per filter), "
                              f"got {bias.shape}")
         b = as_buffer(bias, "bias")
-    inputs = [x, weight] + ([bias] if bias is not None else [])
-    y = output_array(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
+    y_shape = prob.user_shape(prob.y_shape)
+    if out is None:
+        y = new_array(y_shape, x.dtype, "the output")
+    else:
+        y = output_array(out, y_shape, x.dtype,
+                         [x, weight] + ([bias] if bias is not None else []))
     xb, wb, relu = as_buffer(x, "x"), as_buffer(weight, "weight"), act == "relu"
     if not prob.forward_by_band(xb, wb, b, y, relu):
         prob.plan.forward(xb, wb, b, y, relu)
@@ -509,7 +572,8 @@ def conv2d_backward_input(grad_output: NDArray[FloatT], weight: NDArray[FloatT],
     dy = check_array(grad_output, "grad_output")
     weight = _check_weight(weight, dy, "grad_output")
     prob = _problem(input_shape, weight.shape, stride, padding, dilation, groups, layout,
-                    shape_rule, _dtype_name(dy), algorithm)
+                    shape_rule, _dtype_name(dy), algorithm,
+                    array_shapes=_is_int_tuple(input_shape))
     dy = _check_grad_output(dy, prob, dy, "grad_output")
     dx = new_array(prob.user_shape(prob.x_shape), dy.dtype, "grad_input")
     prob, dy = prob.crop_grad_output(dy)
@@ -577,7 +641,8 @@ def conv2d_backward_weight(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     """
     x = _check_input(x, "x")
     prob = _problem(x.shape, weight_shape, stride, padding, dilation, groups, layout,
-                    shape_rule, _dtype_name(x), algorithm)
+                    shape_rule, _dtype_name(x), algorithm,
+                    array_shapes=_is_int_tuple(weight_shape))
     dy = _check_grad_output(grad_output, prob, x, "x")
     dw = new_array(prob.w_shape, x.dtype, "grad_weight")
     prob, dy = prob.crop_grad_output(dy)
@@ -680,7 +745,7 @@ def conv2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
         raise TypeError(f"bias must be True or False (whether to return its gradient), "
                         f"got {type(bias).__name__}")
     prob = _problem(x.shape, weight.shape, stride, padding, dilation, groups, layout,
-                    shape_rule, _dtype_name(x), algorithm)
+                    shape_rule, _dtype_name(x), algorithm, array_shapes=True)
     dy = _check_grad_output(grad_output, prob, x, "x")
     xb, wb = as_buffer(x, "x"), as_buffer(weight, "weight")
     dx = new_array(x.shape, x.dtype, "grad_input")
