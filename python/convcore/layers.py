@@ -16,7 +16,8 @@ import numpy as np
 
 from . import _core
 from ._args import (as_buffer, check_activation, check_algorithm, check_array, check_groups,
-                    check_layout, check_shape_rule, is_int, new_array, pair)
+                    check_layout, check_shape_rule, copy_same_page_offset, is_int, new_array,
+                    pair)
 from ._conv import (_check_grad_output, _check_input, _dtype_name, _Problem, _FORCED,
                     conv2d_num_params)
 from ._types import (Activation, Algorithm, DTypeLike, FloatArray, Init, IntPair, Layout,
@@ -320,7 +321,7 @@ class _Layer:
             snap = self._snapshot
             w = self._weight
             if changed or snap is None or not _same_bits(snap, w):
-                self._snapshot = w.copy()
+                self._snapshot = copy_same_page_offset(w, "the weights' snapshot")
                 changed = True
         if changed:
             self._weight_version += 1
@@ -331,7 +332,7 @@ class _Layer:
         ``sync=False`` (backward) keeps what the last forward packed."""
         if sync:
             self._sync_weights()
-        key = (x_shape, _core.get_isa(), tuple(sorted(_FORCED.items())))
+        key = (x_shape, _core.get_isa(), tuple(sorted(_FORCED.items())) if _FORCED else ())
         entry = self._primitives.get(key)
         if entry is None:
             prob = self._new_problem(x_shape)
@@ -379,7 +380,7 @@ class _Layer:
         bias = as_buffer(self.bias, "bias") if self.bias is not None else None
         # The layer's own copy (C-contiguous and aligned: also the buffer the core reads),
         # so later in-place edits of x cannot change the gradients.
-        xc = np.array(x, dtype=self.dtype, order="C", copy=True)
+        xc = copy_same_page_offset(x, "the layer's copy of x")
         xc.flags.writeable = False
         # Most outputs wholly in the padding: the band, with the weights just packed.
         w_band = self._packing_source() if self._band_of(prob) is not None else None
