@@ -133,3 +133,49 @@ def test_forced_implementations_bypass_the_last_problem():
                                rtol=1e-4, atol=1e-4)
     prob = _conv._problem(x.shape, w.shape, 1, 0, 1, 1, "NCHW", "strict", array_shapes=True)
     assert prob.plan.algorithms["forward"] == default
+
+
+def test_transposed_and_locally_connected_calls_reuse_their_problem():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    wt = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
+    wl = rng.standard_normal((4, 3, 2, 3, 3, 3)).astype(np.float32)   # (Ho, Wo, K, C, R, S)
+    _conv._clear_cache()
+    y1 = convcore.conv_transpose2d(x, wt, stride=2)
+    y2 = convcore.conv_transpose2d(x, wt, stride=2)
+    assert len(_conv._CACHE) == 1
+    np.testing.assert_array_equal(y1, y2)
+    with pytest.raises(TypeError, match="stride"):
+        convcore.conv_transpose2d(x, wt, stride=2.0)
+    z1 = convcore.locally_connected2d(x, wl)
+    z2 = convcore.locally_connected2d(x, wl)
+    np.testing.assert_array_equal(z1, z2)
+    assert len(_conv._CACHE) == 2
+    with pytest.raises(TypeError, match="stride"):
+        convcore.locally_connected2d(x, wl, stride=True)
+
+
+@pytest.mark.parametrize("kind", ["conv", "transposed", "local"])
+def test_layers_of_one_shape_never_share_a_primitive(kind):
+    """Each layer prepacks its own weights into its primitive: two layers of the same
+    shapes (and the functional call between them) must not see each other's weights."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    if kind == "conv":
+        make = lambda: convcore.Conv2d(3, 4, 3, padding=1, rng=rng)             # noqa: E731
+        func = lambda layer: convcore.conv2d(x, layer.weight, layer.bias, padding=1)  # noqa: E731
+    elif kind == "transposed":
+        make = lambda: convcore.ConvTranspose2d(3, 4, 3, stride=2, rng=rng)     # noqa: E731
+        func = lambda layer: convcore.conv_transpose2d(x, layer.weight, layer.bias,  # noqa: E731
+                                                       stride=2)
+    else:
+        make = lambda: convcore.LocallyConnected2d(3, 4, 3, (6, 5), rng=rng)   # noqa: E731
+        func = lambda layer: convcore.locally_connected2d(x, layer.weight,   # noqa: E731
+                                                          layer.bias)
+    a, b = make(), make()
+    ya, yb = a.forward(x), b.forward(x)
+    ya_again = a.forward(x)
+    np.testing.assert_allclose(ya, func(a), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(yb, func(b), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(ya, ya_again)
+    assert not np.allclose(ya, yb)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, cast
+from typing import (Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple,
+                    TypeVar, cast)
 
 import numpy as np
 from numpy.typing import NDArray
@@ -238,7 +239,7 @@ def _axis_band(n_out: int, size: int, taps: int, stride: int, dilation: int,
 # thread-safe). The key holds every argument with its type (stride=1.0 must still be
 # refused, not hit stride=1's entry), the dtype, the active ISA and the forced test
 # implementations; unhashable arguments bypass the cache.
-_CACHE: "OrderedDict[Any, _Problem]" = OrderedDict()
+_CACHE: "OrderedDict[Any, Any]" = OrderedDict()
 _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
 
@@ -304,39 +305,52 @@ def _problem(input_shape: Sequence[int], weight_shape: Sequence[int], stride: An
             and last[10] == _core.get_isa()):
         return cast(_Problem, last[11])
     hyper = (stride, padding, dilation, groups, layout, shape_rule, dtype, algorithm)
+    prob, isa = _cached(_Problem, input_shape, weight_shape, hyper, array_shapes)
+    if isa is not None:
+        _set_last((input_shape, weight_shape) + hyper + (isa, prob))
+    return prob
+
+
+_P = TypeVar("_P")
+
+
+def _cached(factory: Callable[..., _P], input_shape: Any, weight_shape: Any,
+            hyper: Tuple[Any, ...], array_shapes: bool) -> Tuple[_P, Optional[str]]:
+    """factory(input_shape, weight_shape, *hyper), from the cache when an identical one was
+    made recently (the problem objects of conv2d, conv_transpose2d and
+    locally_connected2d share it: the key holds the factory). Also returns the ISA of the
+    key when it was the fast one (see _problem), else None."""
     types = tuple(map(type, hyper))
     inner: Any = ()
-    if tuple in types[:3]:   # (sh, sw) pairs and padding tuples: their elements' types too
-        inner = tuple([tuple(map(type, v)) if type(v) is tuple else () for v in hyper[:3]])
+    if tuple in types:   # (sh, sw) pairs and padding tuples: their elements' types too
+        inner = tuple([tuple(map(type, v)) if type(v) is tuple else () for v in hyper])
         if any(tuple in t or list in t for t in inner):
             inner = None
-    if (array_shapes and inner is not None and tuple not in types[3:]
-            and list not in types):
-        key: Any = (input_shape, weight_shape, hyper, types, inner, _core.get_isa(),
-                    tuple(sorted(_FORCED.items())) if _FORCED else ())
+    isa = _core.get_isa()
+    forced = tuple(sorted(_FORCED.items())) if _FORCED else ()
+    fast = array_shapes and inner is not None and list not in types
+    if fast:
+        key: Any = (factory, input_shape, weight_shape, hyper, types, inner, isa, forced)
     else:   # (a different length: the two kinds of key never meet)
-        key = (_key_of((input_shape, weight_shape) + hyper), _core.get_isa(),
-               tuple(sorted(_FORCED.items())) if _FORCED else ())
+        key = (factory, _key_of((input_shape, weight_shape) + hyper), isa, forced)
     try:
         # Read without the lock: get and move_to_end are single operations under the GIL;
         # an entry another thread evicts in between is simply not moved.
         prob = _CACHE.get(key)
     except TypeError:   # an unhashable argument
-        return _Problem(input_shape, weight_shape, *hyper)
+        return factory(input_shape, weight_shape, *hyper), None
     if prob is not None:
         try:
             _CACHE.move_to_end(key)
         except KeyError:
             pass
     else:
-        prob = _Problem(input_shape, weight_shape, *hyper)
+        prob = factory(input_shape, weight_shape, *hyper)
         with _CACHE_LOCK:
             _CACHE[key] = prob
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
-    if len(key) == 7 and not _FORCED:
-        _set_last((input_shape, weight_shape) + hyper + (key[5], prob))
-    return prob
+    return prob, isa if fast and not forced else None
 
 
 def _set_last(entry: Optional[Tuple[Any, ...]]) -> None:

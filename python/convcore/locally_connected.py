@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from . import _core
 from ._args import (as_buffer, check_array, check_layout, check_same_dtype, check_shape_rule,
                     is_int, new_array, output_array, padding4, pair, shape_tuple)
-from ._conv import _FORCED, Conv2dGrads, _check_input, _dtype_name
+from ._conv import _FORCED, Conv2dGrads, _cached, _check_input, _dtype_name, _is_int_tuple
 from .layers import (_Layer, _check_dtype, _check_init, _check_requires_input_grad,
                      _initial_params, _rng)
 from ._types import (DTypeLike, FloatArray, FloatT, Init, IntPair, Layout, Padding, RngLike,
@@ -91,11 +91,18 @@ def _check_weight6(weight: Any, ref: np.ndarray, ref_name: str, layout: Any) -> 
 
 
 def _problem_for(x_shape: Tuple[int, ...], weight: np.ndarray, stride: Any, padding: Any,
-                 layout: str, shape_rule: str, dtype: str) -> _LCProblem:
+                 layout: str, shape_rule: str, dtype: str, cached: bool = False) -> _LCProblem:
+    """The problem of x_shape and this weight; ``cached=True`` (the functional calls, which
+    pass the weights with every call) takes it from the problem cache, a layer (which
+    prepacks its weights into it) gets its own."""
     k, c, r, s = _kernel_of(weight.shape, layout)
     if min(weight.shape) < 1:
         raise ValueError(f"weight must not have empty axes, got shape {weight.shape}")
-    prob = _LCProblem(x_shape, k, (r, s), stride, padding, layout, shape_rule, dtype)
+    hyper = ((r, s), stride, padding, layout, shape_rule, dtype)
+    if cached:
+        prob, _ = _cached(_LCProblem, x_shape, k, hyper, _is_int_tuple(x_shape))
+    else:
+        prob = _LCProblem(x_shape, k, *hyper)
     if weight.shape != prob.w_shape:
         order = "(Ho, Wo, K, C, R, S)" if layout == "NCHW" else "(Ho, Wo, K, R, S, C)"
         raise ValueError(
@@ -205,7 +212,8 @@ def locally_connected2d(x: NDArray[FloatT], weight: NDArray[FloatT],
     """
     x = _check_input(x, "x")
     weight = _check_weight6(weight, x, "x", layout)
-    prob = _problem_for(x.shape, weight, stride, padding, layout, shape_rule, _dtype_name(x))
+    prob = _problem_for(x.shape, weight, stride, padding, layout, shape_rule, _dtype_name(x),
+                        cached=True)
     b = _check_bias(bias, prob, x, "x") if bias is not None else None
     inputs = [x, weight] + ([bias] if bias is not None else [])
     y = output_array(out, prob.user_shape(prob.y_shape), x.dtype, inputs)
@@ -270,7 +278,8 @@ def locally_connected2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT
     if not isinstance(bias, (bool, np.bool_)):
         raise TypeError(f"bias must be True or False (whether to return its gradient), "
                         f"got {type(bias).__name__}")
-    prob = _problem_for(x.shape, weight, stride, padding, layout, shape_rule, _dtype_name(x))
+    prob = _problem_for(x.shape, weight, stride, padding, layout, shape_rule, _dtype_name(x),
+                        cached=True)
     dy = _check_dy(grad_output, prob, x, "x")
     dx = new_array(x.shape, x.dtype, "grad_input")
     dw = new_array(weight.shape, x.dtype, "grad_weight")

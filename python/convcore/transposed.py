@@ -30,7 +30,7 @@ from . import _core
 from ._args import (as_buffer, check_activation, check_array, check_groups, check_layout,
                     check_range, check_same_dtype, is_int, new_array, output_array, pair,
                     shape_tuple)
-from ._conv import _FORCED, Conv2dGrads, _check_input, _dtype_name
+from ._conv import _FORCED, Conv2dGrads, _cached, _check_input, _dtype_name
 from .layers import (_Layer, _check_dtype, _check_init, _check_requires_input_grad,
                      _initial_params, _rng)
 from ._types import (Activation, DTypeLike, FloatArray, FloatT, Init, IntPair, Layout,
@@ -233,8 +233,9 @@ def conv_transpose2d(x: NDArray[FloatT], weight: NDArray[FloatT],
     x = _check_input(x, "x")
     weight = _check_weight(weight, x, "x")
     act = check_activation(activation)
-    prob = _TProblem(x.shape, weight.shape, stride, padding, output_padding, dilation, groups,
-                     layout, _dtype_name(x))
+    prob, _ = _cached(_TProblem, x.shape, weight.shape,
+                      (stride, padding, output_padding, dilation, groups, layout,
+                       _dtype_name(x)), True)
     b = None
     if bias is not None:
         bias = check_array(bias, "bias")
@@ -309,8 +310,9 @@ def conv_transpose2d_backward(grad_output: NDArray[FloatT], x: NDArray[FloatT],
     if not isinstance(bias, (bool, np.bool_)):
         raise TypeError(f"bias must be True or False (whether to return its gradient), "
                         f"got {type(bias).__name__}")
-    prob = _TProblem(x.shape, weight.shape, stride, padding, output_padding, dilation, groups,
-                     layout, _dtype_name(x))
+    prob, _ = _cached(_TProblem, x.shape, weight.shape,
+                      (stride, padding, output_padding, dilation, groups, layout,
+                       _dtype_name(x)), True)
     dy = _check_dy(grad_output, prob, x, "x")
     dx = new_array(x.shape, x.dtype, "grad_input")
     dw = new_array(weight.shape, x.dtype, "grad_weight")
