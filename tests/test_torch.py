@@ -348,3 +348,40 @@ def test_docstring_examples_run():
     import doctest
     result = doctest.testmod(cct, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("fn", ["conv2d", "conv_transpose2d", "locally_connected2d"])
+def test_calls_autograd_would_not_record_give_the_same_result(fn):
+    """With grad mode off (no_grad, inference_mode) or no input requiring grad, the
+    wrappers run the forward without autograd.Function: same values as through autograd
+    and as torch's own, no graph."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, generator=g)
+    if fn == "conv2d":
+        w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=g)
+        b = torch.randn(4, dtype=torch.float64, generator=g)
+        call = lambda x, w, b: cct.conv2d(x, w, b, stride=(1, 2), padding=1)   # noqa: E731
+        ref = torch.nn.functional.conv2d(x, w, b, stride=(1, 2), padding=1)
+    elif fn == "conv_transpose2d":
+        w = torch.randn(3, 4, 3, 3, dtype=torch.float64, generator=g)
+        b = torch.randn(4, dtype=torch.float64, generator=g)
+        call = lambda x, w, b: cct.conv_transpose2d(x, w, b, stride=2)   # noqa: E731
+        ref = torch.nn.functional.conv_transpose2d(x, w, b, stride=2)
+    else:
+        w = torch.randn(4, 3, 4, 3, 3, 3, dtype=torch.float64, generator=g)  # (Ho, Wo, K, C, R, S)
+        b = torch.randn(4, 4, 3, dtype=torch.float64, generator=g)
+        call = lambda x, w, b: cct.locally_connected2d(x, w, b)   # noqa: E731
+        ref = None
+    xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+    y_graph = call(xg, wg, bg)
+    assert y_graph.grad_fn is not None
+    outs = [call(x, w, b)]
+    with torch.no_grad():
+        outs.append(call(xg, wg, bg))
+    with torch.inference_mode():
+        outs.append(call(x, w, b))
+    for y in outs:
+        assert y.grad_fn is None and not y.requires_grad
+        torch.testing.assert_close(y, y_graph.detach(), rtol=0, atol=0)
+    if ref is not None:
+        torch.testing.assert_close(y_graph.detach(), ref, rtol=1e-12, atol=1e-12)

@@ -51,7 +51,7 @@ _PaddingArg = Union[int, Tuple[int, int], Tuple[int, int, int, int], str]
 def _check_tensor(t: Any, name: str, fn: str) -> Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(f"{fn}: {name} is on device {t.device}, but convcore computes on the "
                          f"CPU only; move it with .cpu() (or use torch's own {fn})")
     if t.layout != torch.strided:
@@ -71,7 +71,9 @@ def _check_same_dtype(ref: Tensor, ref_name: str, t: Tensor, name: str, fn: str)
 def _np(t: Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor's memory (no copy; a lazily negated tensor is
     resolved first)."""
-    return t.detach().resolve_neg().numpy()  # type: ignore[no-any-return]
+    if t.requires_grad or t.is_neg():
+        t = t.detach().resolve_neg()
+    return t.numpy()  # type: ignore[no-any-return]
 
 
 def _channels_last(x: Tensor) -> bool:
@@ -101,6 +103,25 @@ def _batched(x: Tensor, fn: str) -> Tuple[Tensor, bool]:
         raise ValueError(f"{fn}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got "
                          f"{x.dim()}-D with shape {tuple(x.shape)}")
     return x, False
+
+
+class _NoGradContext:
+    """Stands in for autograd's ctx where nothing will be differentiated: what a forward
+    saves is dropped."""
+
+    def save_for_backward(self, *tensors: Any) -> None:
+        pass
+
+
+def _apply(function: Any, *args: Any) -> Tensor:
+    """function.apply(*args); or, where autograd would record nothing (grad mode off, or
+    no tensor argument requires grad), its forward called directly: the autograd.Function
+    machinery costs more than a small convolution (a 1×4×8×8 conv2d took 38 µs through
+    it against 12 µs for torch's own, on Zen 3)."""
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
+                                       for a in args):
+        return function.apply(*args)
+    return function.forward(_NoGradContext(), *args)
 
 
 # --- conv2d ----------------------------------------------------------------------------------
@@ -202,7 +223,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     (torch.Size([2, 3, 8, 8]), torch.Size([4, 3, 3, 3]))
     """
     x, unbatched = _check_conv_args("conv2d", input, weight, bias)
-    y = _Conv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups)
+    y = _apply(_Conv2dFunction, x, weight, bias, stride, padding, dilation, groups)
     return y.squeeze(0) if unbatched else y
 
 
@@ -351,7 +372,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
                          f"channels (its first axis), but the input has {x.shape[1]}")
     geom = _TransposeGeometry((x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]),
                               stride, padding, output_padding, dilation)
-    y = _ConvTranspose2dFunction.apply(x, weight, bias, geom, int(groups))
+    y = _apply(_ConvTranspose2dFunction, x, weight, bias, geom, int(groups))
     return y.squeeze(0) if unbatched else y
 
 
@@ -456,7 +477,7 @@ def locally_connected2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = 
             raise ValueError(f"{fn}: bias must be 3-D (K, Ho, Wo), got shape "
                              f"{tuple(bias.shape)}")
     x, unbatched = _batched(x, fn)
-    y = _LocallyConnected2dFunction.apply(x, weight, bias, stride, padding)
+    y = _apply(_LocallyConnected2dFunction, x, weight, bias, stride, padding)
     return y.squeeze(0) if unbatched else y
 
 
