@@ -417,6 +417,11 @@ PYBIND11_MODULE(_core, m) {
     return v;
   }, py::arg("host_swap"), py::arg("proc_cgroup") = "/proc/self/cgroup",
      py::arg("root") = "/sys/fs/cgroup");
+  // Where an array's data starts within its 4 KiB page (python/convcore/_args.py places
+  // copies by it; cheaper than reading the address through ctypes).
+  m.def("page_offset", [](const py::array& a) {
+    return static_cast<int64_t>(reinterpret_cast<uintptr_t>(a.data()) & 4095);
+  }, py::arg("a"));
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("isa"));
   m.def("available_isas", [] {

@@ -173,31 +173,30 @@ def new_array(shape: Tuple[int, ...], dtype: Any, name: str) -> np.ndarray:
     return np.empty(shape, dt)
 
 
-# Copies from this size on are placed by copy_same_page_offset.
-_PLACED_COPY_BYTES = 1 << 16
-
-
-def copy_same_page_offset(a: NDArray[_S], name: str) -> NDArray[_S]:
-    """A C-contiguous copy of an array; of a C-contiguous one, at the same offset within a
-    4 KiB page as the original (rounded down to 64 bytes).
+def private_copy(a: NDArray[_S], name: str) -> NDArray[_S]:
+    """A C-contiguous copy of an array, never placed just past the original modulo 4 KiB.
 
     A memcpy whose destination lies a few cache lines past its source, counted modulo
-    4 KiB, runs several times slower: each load looks like it might depend on a store
-    just made ("4K aliasing"). Where the allocator puts a plain copy decides that by
-    chance: a 200 KB copy took 6 µs at one distance and 73 µs 16 bytes further on
-    (Zen 3). Placed at the same page offset, the copy never meets it. Small and strided
-    arrays are copied plainly."""
-    nbytes = a.size * a.itemsize
-    if nbytes < _PLACED_COPY_BYTES or not (a.flags.c_contiguous and a.flags.aligned):
-        out = new_array(a.shape, a.dtype, name)   # (a strided copy is not a memcpy)
-        np.copyto(out, a)
-        return out
-    buf = new_array((nbytes + 4096,), np.uint8, name)
-    want = a.ctypes.data & 4095 & ~63
-    start = (want - buf.ctypes.data) % 4096
-    out = buf[start:start + nbytes].view(a.dtype).reshape(a.shape)
+    4 KiB, runs several times slower: each load looks like it might depend on a store just
+    made ("4K aliasing"). Where the allocator puts a copy decides that, and the same
+    program meets it on every call: a 200 KB copy took 6 µs, but 73 µs 16 bytes further on
+    and 11 µs 32–64 bytes on (Zen 3). A copy that would land within 256 bytes past the
+    original is moved to the original's own page offset."""
+    out = new_array(a.shape, a.dtype, name)
+    if a.flags.c_contiguous and a.size * a.itemsize >= _PLACED_COPY_BYTES:
+        src = _core.page_offset(a)
+        if 0 < (_core.page_offset(out) - src) % 4096 <= 256:
+            nbytes = a.size * a.itemsize
+            buf = new_array((nbytes + 4096,), np.uint8, name)
+            start = (src & ~63) - _core.page_offset(buf)
+            out = buf[start % 4096:start % 4096 + nbytes].view(a.dtype).reshape(a.shape)
     np.copyto(out, a)
     return out
+
+
+# Copies from this size on are checked by private_copy (below it, 4K aliasing costs less
+# than checking).
+_PLACED_COPY_BYTES = 1 << 16
 
 
 def as_buffer(a: NDArray[_S], name: str) -> NDArray[_S]:

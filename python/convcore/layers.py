@@ -16,8 +16,7 @@ import numpy as np
 
 from . import _core
 from ._args import (as_buffer, check_activation, check_algorithm, check_array, check_groups,
-                    check_layout, check_shape_rule, copy_same_page_offset, is_int, new_array,
-                    pair)
+                    check_layout, check_shape_rule, is_int, new_array, pair, private_copy)
 from ._conv import (_check_grad_output, _check_input, _dtype_name, _Problem, _FORCED,
                     conv2d_num_params)
 from ._types import (Activation, Algorithm, DTypeLike, FloatArray, Init, IntPair, Layout,
@@ -321,7 +320,7 @@ class _Layer:
             snap = self._snapshot
             w = self._weight
             if changed or snap is None or not _same_bits(snap, w):
-                self._snapshot = copy_same_page_offset(w, "the weights' snapshot")
+                self._snapshot = private_copy(w, "the weights' snapshot")
                 changed = True
         if changed:
             self._weight_version += 1
@@ -380,7 +379,7 @@ class _Layer:
         bias = as_buffer(self.bias, "bias") if self.bias is not None else None
         # The layer's own copy (C-contiguous and aligned: also the buffer the core reads),
         # so later in-place edits of x cannot change the gradients.
-        xc = copy_same_page_offset(x, "the layer's copy of x")
+        xc = private_copy(x, "the layer's copy of x")
         xc.flags.writeable = False
         # Most outputs wholly in the padding: the band, with the weights just packed.
         w_band = self._packing_source() if self._band_of(prob) is not None else None
