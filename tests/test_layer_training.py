@@ -375,16 +375,21 @@ def test_small_convnet_trains():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_weight_comparison_is_bitwise():
-    from convcore.layers import _same_bits
-    a = np.arange(135, dtype=np.float32).reshape(5, 3, 3, 3)  # 540 bytes: 32-bit words
+@pytest.mark.parametrize("n", [5, 5 * 2000 + 1])   # byte strings; 32-bit words (40 KB)
+def test_weight_comparison_is_bitwise(n):
+    from convcore.layers import _BYTES_COMPARED_AS_BYTES, _same_bits
+    a = np.arange(n * 27, dtype=np.float32).reshape(n, 3, 3, 3)
+    assert (a.nbytes > _BYTES_COMPARED_AS_BYTES) == (n > 5)
     b = a.copy()
     assert _same_bits(a, b)
-    b[4, 2, 2, 2] = np.nextafter(b[4, 2, 2, 2], np.float32(1e9))  # the last element
+    b[n - 1, 2, 2, 2] = np.nextafter(b[n - 1, 2, 2, 2], np.float32(1e9))  # the last element
     assert not _same_bits(a, b)
-    c = np.array([np.nan, 0.0, 1.0])
+    c = np.zeros(n * 4)
+    c[0], c[-1] = np.nan, 1.0
     assert _same_bits(c, c.copy())                # NaN equals itself: no repack loop
-    assert not _same_bits(c, np.array([np.nan, -0.0, 1.0]))
+    d = c.copy()
+    d[1] = -0.0                                   # -0.0 differs from 0.0
+    assert not _same_bits(c, d)
     assert not _same_bits(c, c.astype(np.float32))
 
 
