@@ -234,11 +234,13 @@ def _axis_band(n_out: int, size: int, taps: int, stride: int, dilation: int,
     return o0, o1, lo, hi
 
 
-# Functional calls reuse the primitive of a recent identical problem, so validation and
-# planning are paid once per problem, not per call (a primitive's execution is const and
-# thread-safe). The key holds every argument with its type (stride=1.0 must still be
+# Functional calls (conv2d and its gradients, conv_transpose2d, locally_connected2d) reuse
+# the primitive of a recent identical problem, so validation and planning are paid once per
+# problem, not per call (a primitive's execution is const and thread-safe). The key
+# (_cached) holds the problem class, every argument with its type (stride=1.0 must still be
 # refused, not hit stride=1's entry), the dtype, the active ISA and the forced test
-# implementations; unhashable arguments bypass the cache.
+# implementations; unhashable arguments bypass the cache. Layers never take their problems
+# from here: they prepack their own weights into them.
 _CACHE: "OrderedDict[Any, Any]" = OrderedDict()
 _CACHE_SIZE = 64
 _CACHE_LOCK = threading.Lock()
