@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -259,6 +260,7 @@ struct TapTable {
   std::vector<const T*> rowp;  // NHWC: the source rows of an output row
   std::vector<const int32_t*> perm;  // grouped NHWC: each tap's lane permutation
   std::vector<T> sums;         // backward-weight: an item's partial sums
+  std::vector<int64_t> order;  // list_taps<true>: the column taps in order
   void clear() {
     src.clear();
     wp.clear();
@@ -377,24 +379,38 @@ struct GroupPlanes {
 
   // The taps of one run of output rows, (c, r, s) order: each (c, r, s) whose rows and
   // some columns lie in the image, its source row and valid columns into tt, and
-  // per_tap(t) (t = (c·R + r)·S + s, the weight layout's tap) into `out`.
-  template <typename P, typename PerTap>
+  // per_tap(t) (t = (c·R + r)·S + s, the weight layout's tap) into `out`. kByColumns lists
+  // them column tap by column tap instead, those with the same valid columns together
+  // (s in the order of (lo, hi), then c, r).
+  template <bool kByColumns = false, typename P, typename PerTap>
   void list_taps(const ConvPlan& p, const AxisRun& run, const std::vector<ColTap>& cols,
                  TapTable<T>& tt, std::vector<P>& out, PerTap&& per_tap) const {
     tt.clear();
-    for (int64_t c = 0; c < p.Cg; ++c)
-      for (std::size_t i = 0; i < run.tap.size(); ++i) {
-        const int64_t r = run.tap[i], ih = run.src[i];
-        for (int64_t s = 0; s < p.S; ++s) {
-          const ColTap& ct = cols[s];
-          if (ct.lo >= ct.hi) continue;
-          tt.src.push_back(base + c * plane_len + ih * row_len + ct.phase * phase_stride +
-                           ct.offset);
-          tt.lo.push_back(ct.lo);
-          tt.hi.push_back(ct.hi);
-          out.push_back(per_tap((c * p.R + r) * p.S + s));
-        }
-      }
+    auto add = [&](int64_t c, std::size_t i, int64_t s) {
+      const int64_t r = run.tap[i], ih = run.src[i];
+      const ColTap& ct = cols[s];
+      if (ct.lo >= ct.hi) return;
+      tt.src.push_back(base + c * plane_len + ih * row_len + ct.phase * phase_stride +
+                       ct.offset);
+      tt.lo.push_back(ct.lo);
+      tt.hi.push_back(ct.hi);
+      out.push_back(per_tap((c * p.R + r) * p.S + s));
+    };
+    if constexpr (kByColumns) {
+      std::vector<int64_t>& order = tt.order;
+      order.resize(static_cast<std::size_t>(p.S));
+      for (int64_t s = 0; s < p.S; ++s) order[s] = s;
+      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return std::tuple(cols[a].lo, cols[a].hi, a) < std::tuple(cols[b].lo, cols[b].hi, b);
+      });
+      for (const int64_t s : order)
+        for (int64_t c = 0; c < p.Cg; ++c)
+          for (std::size_t i = 0; i < run.tap.size(); ++i) add(c, i, s);
+    } else {
+      for (int64_t c = 0; c < p.Cg; ++c)
+        for (std::size_t i = 0; i < run.tap.size(); ++i)
+          for (int64_t s = 0; s < p.S; ++s) add(c, i, s);
+    }
   }
 };
 
@@ -424,7 +440,7 @@ struct DenseRowsNchwForward {
       return "more than 160 taps per group: the GEMM tiles reuse each input load more";
     // With 32-byte vectors (AVX2, portable) the kernels hold one vector of columns per
     // filter (sixteen ymm registers): a tap's FMAs are 8 where AVX-512's are 16 for the same
-    // loads, and the gradient's block is 3 × 3 against 4 × 4. Forced entries, Zen 3 (AVX2),
+    // loads, and the gradient's block is 3 × 4 against 4 × 4. Forced entries, Zen 3 (AVX2),
     // 2 threads, 7×7/2 RGB stem (147 taps), medians of 7 alternating rounds: forward 62.4
     // ms against 51.5 (via_nhwc), weight gradient 89 against 59 (via_nhwc); at 100 taps
     // (the 5×20/2 speech layer) the forward still wins, 6.9 against 7.8 ms.
@@ -701,8 +717,11 @@ struct DenseRowsNchwBackwardWeight : NoWeights {
         const auto planes = GroupPlanes<T>::split(p, e, a.x + n * p.xs_n + g * p.Cg * p.xs_c);
         const T* dyg = a.dy + n * p.ys_n + g * p.Kg * p.ys_c;
         for (const AxisRun& run : rows) {
-          planes.list_taps(p, run, cols, tt, tt.acc,
-                           [&](int64_t t) { return tt.sums.data() + t * p.Kg * L; });
+          // Taps with the same valid columns side by side: the kernel's tap blocks then
+          // clip no column but where one of their own taps is clipped (a 3×3/2 stem: the
+          // s = 0 taps' first column only, in a third of the blocks instead of all).
+          planes.template list_taps<true>(
+              p, run, cols, tt, tt.acc, [&](int64_t t) { return tt.sums.data() + t * p.Kg * L; });
           fn(run.count, p.Wo, int64_t(tt.acc.size()), tt.src.data(), p.sh * planes.row_len,
              tt.lo.data(), tt.hi.data(), dyg + run.u0 * p.ys_h, p.Kg, p.ys_c, p.ys_h,
              tt.acc.data());

@@ -15,14 +15,14 @@ Families<float> f32_families() {
   return {gemm_family<Vec<float>, 6, 2>("f32_gemm_ukernel_6x16__avx2_fma"),
           gemm_family<Vec<float>, 12, 1>("f32_gemm_ukernel_12x8__avx2_fma"),
           winograd_family<Vec<float>>(),
-          dwconv_family<Vec<float>, 2, 4, 9, 1, 3, 3>("f32_dwconv_16x4__avx2_fma"),
+          dwconv_family<Vec<float>, 2, 4, 9, 1, 3, 4>("f32_dwconv_16x4__avx2_fma"),
           &transpose<Vec<float>>};
 }
 Families<double> f64_families() {
   return {gemm_family<Vec<double>, 6, 2>("f64_gemm_ukernel_6x8__avx2_fma"),
           gemm_family<Vec<double>, 12, 1>("f64_gemm_ukernel_12x4__avx2_fma"),
           winograd_family<Vec<double>>(),
-          dwconv_family<Vec<double>, 2, 4, 9, 1, 3, 3>("f64_dwconv_8x4__avx2_fma"),
+          dwconv_family<Vec<double>, 2, 4, 9, 1, 3, 4>("f64_dwconv_8x4__avx2_fma"),
           &transpose<Vec<double>>};
 }
 
