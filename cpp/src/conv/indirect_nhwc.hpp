@@ -557,21 +557,29 @@ struct IndirectNhwcRows {
             }
           };
           start_row();
-          for (int64_t ir = 0; ir < mc; ir += mr) {
+          for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
             const int64_t m = std::min<int64_t>(mr, mc - ir);
-            const T** tile = ptrs + (ir / mr) * nseg * mr;
-            for (int64_t i = 0; i < m; ++i) {
+            const T** tile = ptrs + t * nseg * mr;
+            for (int64_t i = 0; i < m;) {
               if (ow >= ow_lo && ow < ow_hi) {
-                const int64_t d = ow - ow_lo;
-                for (int64_t sg = 0; sg < nseg; ++sg)
-                  tile[sg * mr + i] = row_base[sg] + d * row_step[sg];
-                if (++ow == Wout) {
+                // A run of this row's inside columns: each segment's pointers step by
+                // row_step from the run's first.
+                const int64_t run = std::min(m - i, ow_hi - ow), d = ow - ow_lo;
+                for (int64_t sg = 0; sg < nseg; ++sg) {
+                  const T* ptr = row_base[sg] + d * row_step[sg];
+                  const T** dst = tile + sg * mr + i;
+                  for (int64_t j = 0; j < run; ++j, ptr += row_step[sg]) dst[j] = ptr;
+                }
+                i += run;
+                ow += run;
+                if (ow == Wout) {
                   ow = 0;
                   if (++oh == Hout) oh = 0, ++img;
                   start_row();
                 }
                 continue;
               }
+              // A column whose window crosses the left or right padding: its segments copied.
               const int64_t ih0 = oh * sh - pad_top, iw0 = ow * sw - pad_left;
               const T* base = in + img * in_sn;
               for (int64_t sg = 0; sg < nseg; ++sg) {
@@ -592,6 +600,7 @@ struct IndirectNhwcRows {
                   copy += seg_len[sg];
                 }
               }
+              ++i;
               if (++ow == Wout) {
                 ow = 0;
                 if (++oh == Hout) oh = 0, ++img;
@@ -605,10 +614,10 @@ struct IndirectNhwcRows {
           for (int64_t jr = 0; jr < nc; jr += nr) {
             interrupt_point();
             const int64_t n = std::min<int64_t>(nr, nc - jr);
-            for (int64_t ir = 0; ir < mc; ir += mr) {
+            for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
               const int64_t m = std::min<int64_t>(mr, mc - ir);
               T* c = out + (ic + ir) * ldo + jc + jr;
-              fn(nseg, seg_len, seg_at, ptrs + (ir / mr) * nseg * mr, b_block + jr * kc, c, ldo,
+              fn(nseg, seg_len, seg_at, ptrs + t * nseg * mr, b_block + jr * kc, c, ldo,
                  m, n, pc > 0, last && act.col_bias ? act.col_bias + jc + jr : nullptr,
                  last && act.relu);
             }
