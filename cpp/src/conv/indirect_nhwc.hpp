@@ -302,11 +302,25 @@ struct IndirectNhwc {
           });
           // Each micro-tile's segments and row pointers; a segment none of its pixels
           // reaches (every row in the padding) is left out: no products with padding.
+          // Without regions the pixels are stepped from the block's first, not divided.
+          int64_t q_img = 0, q_oh = 0, q_ow = 0;
+          if (!regions) pixel(ic, q_img, q_oh, q_ow);
           for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
             const int64_t m = std::min<int64_t>(mr, mc - ir);
             for (int64_t i = 0; i < mr; ++i) {
-              // pad rows repeat the last pixel
-              pixel(ic + ir + std::min<int64_t>(i, m - 1), img[i], ih0[i], iw0[i]);
+              if (i >= m) {  // pad rows repeat the last pixel
+                img[i] = img[m - 1], ih0[i] = ih0[m - 1], iw0[i] = iw0[m - 1];
+                continue;
+              }
+              if (regions) {
+                pixel(ic + ir + i, img[i], ih0[i], iw0[i]);
+              } else {
+                img[i] = q_img, ih0[i] = q_oh, iw0[i] = q_ow;
+                if (++q_ow == Wout) {
+                  q_ow = 0;
+                  if (++q_oh == Hout) q_oh = 0, ++q_img;
+                }
+              }
               ih0[i] = ih0[i] * sh - pad_top;
               iw0[i] = iw0[i] * sw - pad_left;
             }
