@@ -166,9 +166,12 @@ void check_dense_rows(Isa isa) {
   const T nan = std::numeric_limits<T>::quiet_NaN();
   std::mt19937 rng(13);
   std::uniform_real_distribution<double> u(-1, 1);
-  const int64_t ntaps = 7, rows = 3;
-  for (int64_t len : {int64_t(1), int64_t(e.dwconv.lanes) - 1, int64_t(2 * e.dwconv.lanes),
-                      int64_t(3 * e.dwconv.lanes + 5), int64_t(70)})
+  const int64_t ntaps = 7, rows = 3, L = e.dwconv.lanes;
+  // mixed: taps valid on all columns, a left border, a right border, both, none (no chunk
+  // has every tap valid); interior: only tap 1 clipped (2 columns on the left), so whole
+  // chunks and the tail past them have every tap valid (the unmasked and tail paths).
+  for (bool interior : {false, true})
+  for (int64_t len : {int64_t(1), L - 1, 2 * L, 2 * L + 1, 3 * L + 5, int64_t(70), 6 * L + 1})
     for (int64_t nk : {int64_t(1), int64_t(KB / 2 + 1), int64_t(KB)})
       for (bool fused : {false, true}) {
         const int64_t src_rs = len + 11, out_rs = len + 3, out_ks = rows * out_rs + 2;
@@ -179,9 +182,14 @@ void check_dense_rows(Isa isa) {
         std::vector<const T*> wp(ntaps);
         for (int64_t t = 0; t < ntaps; ++t) {
           // taps valid on all columns, a left border, a right border, both, none
-          lo[t] = t % 3 == 1 ? std::min<int64_t>(len, t) : 0;
-          hi[t] = t % 4 == 2 ? std::max<int64_t>(lo[t], len - t) : len;
-          if (t == ntaps - 1) lo[t] = hi[t] = len / 2;
+          if (interior) {
+            lo[t] = t == 1 ? std::min<int64_t>(len, 2) : 0;
+            hi[t] = len;
+          } else {
+            lo[t] = t % 3 == 1 ? std::min<int64_t>(len, t) : 0;
+            hi[t] = t % 4 == 2 ? std::max<int64_t>(lo[t], len - t) : len;
+            if (t == ntaps - 1) lo[t] = hi[t] = len / 2;
+          }
           for (int64_t i = 0; i < rows; ++i)
             for (int64_t c = 0; c < src_rs; ++c)
               src[t][i * src_rs + c] = c >= lo[t] && c < hi[t] ? T(u(rng)) : nan;
@@ -208,7 +216,8 @@ void check_dense_rows(Isa isa) {
                 want += double(w[t * KB + k]) * double(src[t][row * src_rs + col]);
             if (fused && want < 0) want = 0;
             ASSERT_NEAR(got, want, sizeof(T) == 4 ? 1e-5 : 1e-13)
-                << "len " << len << " nk " << nk << " filter " << k << " row " << row
+                << (interior ? "interior" : "mixed") << " len " << len << " nk " << nk
+                << " filter " << k << " row " << row
                 << " col " << col;
           }
       }

@@ -538,9 +538,10 @@ void dw_split2(const typename VT::T* src, int64_t n, typename VT::T* even,
   }
 }
 
-// One tap of a chunk: DNV source vectors (whole, or through `m` when kMasked) times each
-// filter's broadcast weight, added into the accumulators (masked lanes keep theirs).
-template <class VT, int DNV, bool kMasked>
+// One tap of a chunk: DNV source vectors (whole, or through `m` when kMaskLoads) times each
+// filter's broadcast weight, added into the accumulators (through `m` when kMaskFma: masked
+// lanes keep theirs).
+template <class VT, int DNV, bool kMaskLoads, bool kMaskFma>
 [[gnu::always_inline]] inline void dense_rows_tap(typename VT::V (&acc)[kDenseRowFilters][DNV],
                                                   const typename VT::T* s,
                                                   const typename VT::T* wt,
@@ -550,26 +551,35 @@ template <class VT, int DNV, bool kMasked>
   V x[DNV];
 #pragma GCC unroll 4
   for (int v = 0; v < DNV; ++v)
-    x[v] = kMasked ? VT::load_masked(s + v * L, m[v]) : VT::loadu(s + v * L);
+    x[v] = kMaskLoads ? VT::load_masked(s + v * L, m[v]) : VT::loadu(s + v * L);
 #pragma GCC unroll 8
   for (int k = 0; k < kDenseRowFilters; ++k) {
     const V wv = VT::broadcast(wt + k);
 #pragma GCC unroll 4
     for (int v = 0; v < DNV; ++v)
-      acc[k][v] = kMasked ? VT::fmadd_masked(x[v], wv, acc[k][v], m[v])
-                          : VT::fmadd(x[v], wv, acc[k][v]);
+      acc[k][v] = kMaskFma ? VT::fmadd_masked(x[v], wv, acc[k][v], m[v])
+                           : VT::fmadd(x[v], wv, acc[k][v]);
   }
 }
 
+// How a chunk of dense rows reads its taps: kWhole, every tap valid on all CW columns
+// (plain loads); kTail, a chunk of n < CW columns on which every tap is valid (one mask
+// on the loads, shared by all taps; the lanes past n add zeros and are never stored);
+// kBorder, some tap clipped (each such tap's lanes masked, loads and FMAs; the taps valid
+// on every lane run unmasked).
+enum class ChunkMode { kWhole, kTail, kBorder };
+
 // Dense NCHW rows (DenseRowsFn): kDenseRowFilters filters × DNV vectors of columns in
 // registers across every tap of a chunk; per tap DNV loads of the source row and one
-// broadcast weight per filter feed kDenseRowFilters · DNV FMAs. A chunk inside every tap's
-// valid range runs unmasked; in a border chunk the taps valid on all its columns run
-// unmasked too and the others mask their lanes (loads and FMAs), so padding is never read
-// or multiplied. (Masking every tap of a border chunk: 3×3/2 RGB stem forward 1.05–1.17
-// against 0.96–1.15 ms, 5×20/2 speech layer 5.66–5.80 against 5.48–5.57; Zen 3, AVX2, 2
-// threads, two builds alternating. Same results: a full mask's blend is the FMA.)
-template <class VT, int DNV, bool kMasked>
+// broadcast weight per filter feed kDenseRowFilters · DNV FMAs. Padding is never read or
+// multiplied (ChunkMode). A tail of at most one vector runs with one vector of accumulators
+// (a 193-column row is 6 chunks of 32 and one column: the tail had cost a whole 2-vector
+// chunk). Every column sees the same operations in the same order whatever its chunk, so
+// the results do not depend on the chunking. (Masking every tap of a border chunk: 3×3/2
+// RGB stem forward 1.05–1.17 against 0.96–1.15 ms, 5×20/2 speech layer 5.66–5.80 against
+// 5.48–5.57; Zen 3, AVX2, 2 threads, two builds alternating. Same results: a full mask's
+// blend is the FMA.)
+template <class VT, int DNV, ChunkMode kMode>
 inline void dense_rows_chunk(int64_t ntaps, const typename VT::T* const* src, int64_t so,
                              const int64_t* lo, const int64_t* hi,
                              const typename VT::T* const* w, int64_t u, int64_t n,
@@ -581,10 +591,20 @@ inline void dense_rows_chunk(int64_t ntaps, const typename VT::T* const* src, in
   for (int k = 0; k < kDenseRowFilters; ++k)
 #pragma GCC unroll 4
     for (int v = 0; v < DNV; ++v) acc[k][v] = VT::zero();
+  typename VT::Mask tail[DNV];
+  if (kMode == ChunkMode::kTail) {
+#pragma GCC unroll 4
+    for (int v = 0; v < DNV; ++v) tail[v] = VT::mask(n - int64_t(v) * L);
+  }
   for (int64_t t = 0; t < ntaps; ++t) {
     const typename VT::T* s = src[t] + so + u;
-    if (!kMasked || (lo[t] <= u && u + int64_t(DNV) * L <= hi[t])) {
-      dense_rows_tap<VT, DNV, false>(acc, s, w[t], nullptr);
+    if (kMode == ChunkMode::kWhole ||
+        (kMode == ChunkMode::kBorder && lo[t] <= u && u + int64_t(DNV) * L <= hi[t])) {
+      dense_rows_tap<VT, DNV, false, false>(acc, s, w[t], nullptr);
+      continue;
+    }
+    if (kMode == ChunkMode::kTail) {
+      dense_rows_tap<VT, DNV, true, false>(acc, s, w[t], tail);
       continue;
     }
     typename VT::Mask m[DNV];
@@ -593,12 +613,44 @@ inline void dense_rows_chunk(int64_t ntaps, const typename VT::T* const* src, in
       const int64_t at = u + int64_t(v) * L;
       m[v] = VT::mask_range(lo[t] - at, std::min(hi[t], u + n) - at);
     }
-    dense_rows_tap<VT, DNV, true>(acc, s, w[t], m);
+    dense_rows_tap<VT, DNV, true, true>(acc, s, w[t], m);
   }
 #pragma GCC unroll 8
   for (int k = 0; k < kDenseRowFilters; ++k)
 #pragma GCC unroll 4
     for (int v = 0; v < DNV; ++v) acc_out[k * DNV + v] = acc[k][v];
+}
+
+// The chunk at column u (n columns, NV accumulator vectors) into the nk filters' rows:
+// bias, ReLU, stores (masked past n). Inlined: as a call of its own, the 3×3/2 RGB stem's
+// forward measured 7 % slower (Zen 4).
+template <class VT, int NV>
+[[gnu::always_inline]] inline void dense_rows_chunk_out(
+    int64_t ntaps, const typename VT::T* const* src, int64_t so, const int64_t* lo,
+    const int64_t* hi, const typename VT::T* const* w, int64_t u, int64_t n, bool valid,
+    int64_t nk, const typename VT::T* bias, bool relu, typename VT::T* orow, int64_t out_ks) {
+  using V = typename VT::V;
+  constexpr int L = VT::kLanes;
+  const bool whole = n == int64_t(NV) * L;
+  V acc[kDenseRowFilters * NV];
+  if (whole && valid)
+    dense_rows_chunk<VT, NV, ChunkMode::kWhole>(ntaps, src, so, lo, hi, w, u, n, acc);
+  else if (valid)
+    dense_rows_chunk<VT, NV, ChunkMode::kTail>(ntaps, src, so, lo, hi, w, u, n, acc);
+  else
+    dense_rows_chunk<VT, NV, ChunkMode::kBorder>(ntaps, src, so, lo, hi, w, u, n, acc);
+  for (int64_t k = 0; k < nk; ++k) {
+    const V bv = bias ? VT::broadcast(bias + k) : VT::zero();
+    typename VT::T* o = orow + k * out_ks + u;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      V r = acc[k * NV + v];
+      if (bias) r = VT::add(r, bv);
+      if (relu) r = VT::relu(r);
+      if (whole) VT::storeu(o + v * L, r);
+      else VT::store_masked(o + v * L, VT::mask(n - int64_t(v) * L), r);
+    }
+  }
 }
 
 template <class VT, int DNV>
@@ -618,7 +670,6 @@ void dense_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* 
   // Columns no tap reaches (reached_columns): each filter's empty-sum epilogue.
   int64_t u_begin, u_end;
   reached_columns(ntaps, lo, hi, len, u_begin, u_end);
-  V acc[kDenseRowFilters * DNV];
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t so = i * src_rs;
     T* orow = out + i * out_rs;
@@ -629,23 +680,13 @@ void dense_rows(int64_t rows, int64_t len, int64_t ntaps, const typename VT::T* 
     }
     for (int64_t u = u_begin; u < u_end; u += CW) {
       const int64_t n = std::min(CW, u_end - u);
-      const bool whole = n == CW;
-      if (whole && u >= ilo && u + n <= ihi)
-        dense_rows_chunk<VT, DNV, false>(ntaps, src, so, lo, hi, w, u, n, acc);
+      const bool valid = u >= ilo && u + n <= ihi;  // every tap valid on the n columns
+      if (DNV > 1 && n <= L)
+        dense_rows_chunk_out<VT, 1>(ntaps, src, so, lo, hi, w, u, n, valid, nk, bias, relu,
+                                    orow, out_ks);
       else
-        dense_rows_chunk<VT, DNV, true>(ntaps, src, so, lo, hi, w, u, n, acc);
-      for (int64_t k = 0; k < nk; ++k) {
-        const V bv = bias ? VT::broadcast(bias + k) : VT::zero();
-        T* o = orow + k * out_ks + u;
-#pragma GCC unroll 4
-        for (int v = 0; v < DNV; ++v) {
-          V r = acc[k * DNV + v];
-          if (bias) r = VT::add(r, bv);
-          if (relu) r = VT::relu(r);
-          if (whole) VT::storeu(o + v * L, r);
-          else VT::store_masked(o + v * L, VT::mask(n - int64_t(v) * L), r);
-        }
-      }
+        dense_rows_chunk_out<VT, DNV>(ntaps, src, so, lo, hi, w, u, n, valid, nk, bias,
+                                      relu, orow, out_ks);
     }
   }
 }
