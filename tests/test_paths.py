@@ -106,6 +106,11 @@ CASES = {
     "pixel_rows_nhwc_chunks": ((3, 32, 50, 57), (12, 3, 3), dict(padding=1)),
     "im2col_wgrad_chunks": ((2, 8, 130, 132), (40, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "subpixel_strided": ((2, 16, 20, 18), (12, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
+    # 264 filters: a phase of 4 taps reduces over 1056 values, two KC blocks of the
+    # channels-last tiles (at most 1024 deep), the second adding to what the first stored;
+    # phases of 24 × 25 pixels, few enough taps in the padding (4 %) for no pixel regions,
+    # so micro-tiles of 8 pixels straddle phase rows
+    "subpixel_strided_deep": ((1, 8, 48, 50), (264, 3, 3), dict(stride=2, padding=1, shape_rule="crop")),
     "depthwise_3x3": ((2, 16, 9, 10), (16, 3, 3), dict(padding=1, groups=16)),
     "depthwise_multiplier3_strided": ((2, 5, 11, 12), (15, 3, 2), dict(stride=2, dilation=(1, 2), padding=(1, 0, 2, 1), groups=5, shape_rule="crop")),
     "depthwise_kernel_beyond_map": ((3, 4, 1, 2), (8, 3, 5), dict(padding=(1, 1, 2, 2), groups=4)),
@@ -207,6 +212,10 @@ EXPECTED = {
     'subpixel_strided': {
         'NCHW': ('im2col_multi_image', 'subpixel', 'pixel_split'),
         'NHWC': ('indirect_nhwc_rows', 'subpixel_nhwc', 'pixel_split'),
+    },
+    'subpixel_strided_deep': {
+        'NCHW': ('im2col_per_image', 'subpixel', 'im2col'),
+        'NHWC': ('indirect_nhwc_rows', 'subpixel_nhwc', 'im2col'),
     },
     'depthwise_3x3': {
         'NCHW': ('depthwise_nchw', 'depthwise_nchw', 'depthwise_nchw'),
