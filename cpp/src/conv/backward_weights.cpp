@@ -15,7 +15,6 @@
 // of it for a thin slice of dW.
 #include <algorithm>
 #include <cassert>
-#include <memory>
 #include <vector>
 
 #include "implementation.hpp"
@@ -173,6 +172,16 @@ inline int64_t chunk_begin(int64_t pixels, int64_t chunk, int64_t chunks) {
   return pixels * chunk / chunks;
 }
 
+// The partial dWs of chunks 1 .. chunks − 1 (chunk 0 writes dW itself): the calling
+// thread's Partials scratch, kept across the call's regions (runtime.hpp); null for one
+// chunk.
+template <typename T>
+T* chunk_partials(int64_t chunks, int64_t w_size) {
+  return chunks > 1 ? thread_scratch_as<Scratch::Partials, T>((chunks - 1) * w_size,
+                                                              "the partial weight gradients")
+                    : nullptr;
+}
+
 // Where chunk `chunk` writes its dW: dW itself for the first, else its partial.
 template <typename T>
 T* chunk_output(T* dw, T* partials, int64_t chunk, int64_t w_size) {
@@ -204,15 +213,14 @@ void run_wgrad_tiles(const ConvPlan& p, int64_t M, int64_t N, const Blocking& bl
                      const TileRules& rules, T* dw, TileFn&& tile_fn) {
   const int64_t K = p.N * p.P(), chunks = reduction_chunks(p, kTiledMinChunkPixels);
   // Every element of every partial is written by its chunk's tiles before the sum.
-  std::unique_ptr<T[]> partials(chunks > 1 ? new T[static_cast<size_t>((chunks - 1) * p.w_size)]
-                                           : nullptr);
+  T* const partials = chunk_partials<T>(chunks, p.w_size);
   run_tiles(chunks * p.G, M, N, ceil_div(K, chunks), bl, rules,
             [&](int64_t prob, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t chunk = prob / p.G, g = prob % p.G;
     tile_fn(g, chunk_begin(K, chunk, chunks), chunk_begin(K, chunk + 1, chunks), m0, m1, n0, n1,
-            chunk_output(dw, partials.get(), chunk, p.w_size));
+            chunk_output(dw, partials, chunk, p.w_size));
   });
-  add_partials(dw, partials.get(), chunks, p.w_size);
+  add_partials(dw, partials, chunks, p.w_size);
 }
 
 // An A or B packer whose depth (pixel) index starts at k0: gemm_rect over one chunk.
@@ -786,8 +794,7 @@ void backward_weight_pixel_split(const ConvPlan& p, const GemmEngine<T>& e, cons
   const int64_t cols = round_up(ceil_div(N, col_ranges), nr);
   const int64_t tasks = chunks * p.G * col_ranges;
   // Every element of every partial is written by its chunk before the sum reads it.
-  std::unique_ptr<T[]> partials(chunks > 1 ? new T[static_cast<size_t>((chunks - 1) * p.w_size)]
-                                           : nullptr);
+  T* const partials = chunk_partials<T>(chunks, p.w_size);
   parallel_run(std::max(1, static_cast<int>(std::min<int64_t>(threads, tasks))),
                [&](int tid, int nt) {
     int64_t t0, t1;
@@ -796,13 +803,13 @@ void backward_weight_pixel_split(const ConvPlan& p, const GemmEngine<T>& e, cons
       const int64_t chunk = t / (p.G * col_ranges), g = t / col_ranges % p.G;
       const int64_t j0 = std::min(N, t % col_ranges * cols), j1 = std::min(N, j0 + cols);
       if (j1 <= j0) continue;
-      T* out = chunk_output(dw, partials.get(), chunk, p.w_size);
+      T* out = chunk_output(dw, partials, chunk, p.w_size);
       pixel_split_chunk(p, e, dy, x, g, chunk_begin(pixels, chunk, chunks),
                         chunk_begin(pixels, chunk + 1, chunks), j0, j1,
                         out + g * p.Kg * p.ws_k, p.ws_k);
     }
   });
-  add_partials(dw, partials.get(), chunks, p.w_size);
+  add_partials(dw, partials, chunks, p.w_size);
 }
 
 // pixel_split's conditions (the entry is below; the NCHW entries above it defer to it).

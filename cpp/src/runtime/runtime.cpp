@@ -347,7 +347,9 @@ void* thread_scratch(Scratch which, std::size_t bytes, const char* what) {
 
 void trim_thread_scratch(bool include_weights) {
   for (int i = 0; i < static_cast<int>(Scratch::Count); ++i) {
-    if (!include_weights && i == static_cast<int>(Scratch::Weights)) continue;
+    if (!include_weights && (i == static_cast<int>(Scratch::Weights) ||
+                             i == static_cast<int>(Scratch::Partials)))
+      continue;
     ScratchBuffer& b = t_scratch[i];
     if (b.bytes > kScratchKeepBytes) {
       std::free(b.ptr);

@@ -162,12 +162,17 @@ inline constexpr int64_t kMaxKC = 512;  // largest KC the blocking derives
 // never by stride, dilation, padding or the
 // output size. Buffers are kept between calls up to kScratchKeepBytes per slot; a slot that
 // grew beyond that for one large call is freed when the call's parallel region ends
-// (trim_thread_scratch, called by parallel_run on every thread it used; the Weights slot,
-// which the calling thread holds across regions, by the primitive at the end of the call).
-// So a thread pins at most Count × kScratchKeepBytes between calls. An allocation that
-// fails throws ScratchAllocError (a std::bad_alloc naming the buffer and its size).
+// (trim_thread_scratch, called by parallel_run on every thread it used; the Weights and
+// Partials slots, which the calling thread holds across regions, by the primitive at the
+// end of the call). So a thread pins at most Count × kScratchKeepBytes between calls. An
+// allocation that fails throws ScratchAllocError (a std::bad_alloc naming the buffer and its
+// size). Partials: the weight gradient's per-chunk partial dWs (at most 15 copies of dW),
+// written by every thread of one region and summed in the next; kept between calls, they
+// no longer come back from the allocator as fresh pages on every call (5×5 c192→32: 316
+// page faults per call, and a speed that depended on what the process had allocated before).
 enum class Scratch {
-  PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Offsets = 5, Pointers = 6, Count = 7
+  PackA = 0, PackB = 1, Tile = 2, Image = 3, Weights = 4, Offsets = 5, Pointers = 6,
+  Partials = 7, Count = 8
 };
 inline constexpr std::size_t kScratchKeepBytes = std::size_t(16) << 20;
 inline constexpr int64_t kImageScratchElems = int64_t(1) << 21;
