@@ -462,11 +462,19 @@ constexpr int64_t kSplitColumnBlock = 512;
 constexpr double kSplitSerialFlops = 4e6;
 // Lines of each operand prefetched for the next block, at most (256 KiB).
 constexpr int64_t kSplitPrefetchLines = 4096;
-// With a 1×1 kernel the copy reads each line of x once: the next block's x is prefetched
-// into L2 only, where L1 prefetches (2688 lines of x per block on 1×1 c256→64 NHWC) evicted
-// the current block's micro-panels: 11.9 → 10.2 ms (Zen 4, 2 threads). Wider kernels read
-// each line of x for several taps and keep L1 prefetches: with L2 prefetches AlexNet conv1's
-// weight gradient (11×11/4) measured 143 → 90 GFLOP/s.
+// With a 1×1 kernel the next block's x is prefetched into L2 only, dy into L1 as for every
+// kernel: 2688 lines of x per block (1×1 c256→64 NHWC) had evicted the current block's
+// micro-panels from L1. That layer's weight gradient 10.4 → 9.2 ms, 1×1 c1024→256 9.25
+// against 9.65 (Zen 4, 2 threads, builds alternating). L2 prefetches of both operands for
+// every kernel measured 0.93–0.97 on the weight-gradient suites' geomeans (the 5×20/2 speech
+// layer's NHWC weight gradient 151 → 109 GFLOP/s), hence 1×1 only.
+
+// Up to `step` of the `lines` cache lines left at p, into L1 (kLocality 3) or L2 (2).
+template <int kLocality>
+inline void prefetch_lines(const char*& p, int64_t& lines, int64_t step) {
+  for (int64_t u = 0; u < step && lines > 0; ++u, --lines, p += 64)
+    __builtin_prefetch(p, 0, kLocality);
+}
 
 // A run of im2col columns [col, col + len) read from one contiguous piece of the input at
 // `off` (elements) from the window's tap (0, 0), channel 0.
@@ -710,7 +718,7 @@ void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, c
     return;
   }
   const auto fn = e.ukernel.fn_offset_b;
-  const bool x_to_l1 = p.R * p.S > 1;  // see kSplitPrefetchLines
+  const bool x_to_l1 = p.R * p.S > 1;  // see prefetch_lines
   const int64_t kcb = bl.kc;
   // Rows kk·ldb apart; one cache line more than the block's columns, so that the rows of a
   // micro-panel do not share the few L1 sets a power-of-two stride would map them to.
@@ -761,15 +769,9 @@ void pixel_split_chunk(const ConvPlan& p, const GemmEngine<T>& e, const T* dy, c
           const int64_t n = std::min<int64_t>(nr, nc - jr);
           for (int64_t ir = 0; ir < mc; ir += mr) {
             const int64_t m = std::min<int64_t>(mr, mc - ir);
-            for (int64_t u = 0; u < dy_step && dy_lines > 0; ++u, --dy_lines, pf_dy += 64)
-              __builtin_prefetch(pf_dy);
-            if (x_to_l1) {
-              for (int64_t u = 0; u < x_step && x_lines > 0; ++u, --x_lines, pf_x += 64)
-                __builtin_prefetch(pf_x, 0, 3);
-            } else {
-              for (int64_t u = 0; u < x_step && x_lines > 0; ++u, --x_lines, pf_x += 64)
-                __builtin_prefetch(pf_x, 0, 2);
-            }
+            prefetch_lines<3>(pf_dy, dy_lines, dy_step);
+            if (x_to_l1) prefetch_lines<3>(pf_x, x_lines, x_step);
+            else prefetch_lines<2>(pf_x, x_lines, x_step);
             fn(kc, pa + ir * kc, rows + jr, b_off, c + (ic + ir) * ldc + jc + jr, ldc, m, n,
                pc > q0);
           }

@@ -345,10 +345,10 @@ void* thread_scratch(Scratch which, std::size_t bytes, const char* what) {
   return b.ptr;
 }
 
-void trim_thread_scratch(bool include_weights) {
+void trim_thread_scratch(bool include_call_slots) {
   for (int i = 0; i < static_cast<int>(Scratch::Count); ++i) {
-    if (!include_weights && (i == static_cast<int>(Scratch::Weights) ||
-                             i == static_cast<int>(Scratch::Partials)))
+    if (!include_call_slots && (i == static_cast<int>(Scratch::Weights) ||
+                                i == static_cast<int>(Scratch::Partials)))
       continue;
     ScratchBuffer& b = t_scratch[i];
     if (b.bytes > kScratchKeepBytes) {

@@ -82,7 +82,7 @@ class CallScope {
   CallScope& operator=(const CallScope&) = delete;
 };
 
-void trim_thread_scratch(bool include_weights);  // see the scratch rule below
+void trim_thread_scratch(bool include_call_slots);  // see the scratch rule below
 
 // Fork safety. The OpenMP runtime (GNU libgomp) does not survive fork(): in the child its
 // worker threads are gone while its bookkeeping says they exist, and the next parallel
@@ -187,9 +187,10 @@ class ScratchAllocError : public std::bad_alloc {
 };
 
 void* thread_scratch(Scratch which, std::size_t bytes, const char* what);
-// Frees this thread's slots larger than kScratchKeepBytes (all slots but Weights unless
-// include_weights).
-void trim_thread_scratch(bool include_weights);
+// Frees this thread's slots larger than kScratchKeepBytes: all of them when
+// include_call_slots, else all but the two the calling thread holds across a call's
+// regions (Weights, Partials).
+void trim_thread_scratch(bool include_call_slots);
 template <Scratch kSlot, typename T>
 T* thread_scratch_as(int64_t elements, const char* what = "a scratch buffer") {
   static_assert(kSlot != Scratch::Count, "not a slot");
