@@ -155,6 +155,65 @@ TEST_P(KernelTest, GatheredTileMatchesTheLoopsOnBothTiles) {
     check_gather<double>(*e);
 }
 
+// The segmented offset-B tile: C = Σ over the segments' steps p of A(i, p)·B(p, j), A packed
+// (a[p·MR + i]) and B's row p at b + b_off[p]. The steps outside every segment hold NaN in
+// both operands: a step read or multiplied there would show.
+template <typename T>
+void check_offset_b_segments(const convcore::detail::Engine<T>& e) {
+  const int mr = e.blocking.mr, nr = e.blocking.nr;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const int64_t kc = 41, pitch = nr + 3;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>> cases = {
+      {}, {{0, kc}}, {{3, 5}, {10, 1}, {20, kc - 20}}, {{kc - 1, 1}}, {{0, 1}, {2, 7}}};
+  for (const auto& segs : cases) {
+    std::vector<bool> used(kc, false);
+    std::vector<int64_t> begin, len;
+    for (const auto& [b0, l] : segs) {
+      begin.push_back(b0);
+      len.push_back(l);
+      for (int64_t p = b0; p < b0 + l; ++p) used[p] = true;
+    }
+    std::vector<T> a(kc * mr), b((kc + 1) * pitch);
+    std::vector<int64_t> b_off(kc);
+    for (int64_t p = 0; p < kc; ++p) {
+      b_off[p] = ((p * 17) % kc) * pitch;  // rows out of order, each read by one step
+      for (int i = 0; i < mr; ++i) a[p * mr + i] = used[p] ? T(u(rng)) : nan;
+      for (int64_t j = 0; j < pitch; ++j) b[b_off[p] + j] = used[p] ? T(u(rng)) : nan;
+    }
+    for (int m : {1, mr / 2 + 1, mr})
+      for (int n : {1, nr / 2 + 1, nr})
+        for (bool accumulate : {false, true}) {
+          const int64_t ldc = nr + 5;
+          std::vector<T> c(mr * ldc, T(0.5));
+          e.ukernel.fn_offset_b_seg(int64_t(begin.size()), begin.data(), len.data(), a.data(),
+                                    b.data(), b_off.data(), c.data(), ldc, m, n, accumulate);
+          for (int i = 0; i < mr; ++i)
+            for (int j = 0; j < ldc; ++j) {
+              if (i >= m || j >= n) {
+                ASSERT_EQ(c[i * ldc + j], T(0.5)) << "wrote outside the tile";
+                continue;
+              }
+              double want = accumulate ? 0.5 : 0.0;
+              for (int64_t p = 0; p < kc; ++p)
+                if (used[p]) want += double(a[p * mr + i]) * double(b[b_off[p] + j]);
+              ASSERT_NEAR(c[i * ldc + j], want, sizeof(T) == 4 ? 1e-4 : 1e-12)
+                  << segs.size() << " segments, " << m << "x" << n << " at " << i << "," << j;
+            }
+        }
+  }
+}
+
+TEST_P(KernelTest, SegmentedOffsetBTileReadsOnlyItsSegments) {
+  for (const auto* e : {&convcore::detail::engine_for<float>(GetParam()),
+                        convcore::detail::engine_for<float>(GetParam()).narrow})
+    check_offset_b_segments<float>(*e);
+  for (const auto* e : {&convcore::detail::engine_for<double>(GetParam()),
+                        convcore::detail::engine_for<double>(GetParam()).narrow})
+    check_offset_b_segments<double>(*e);
+}
+
 // Dense rows (the dwconv family's few-channel kernel): out[k·out_ks + i·out_rs + u] =
 // act(bias[k] + Σ_t w[t][k] · src[t][i·src_rs + u]) over each tap's valid columns [lo, hi).
 // Sources outside [lo, hi) hold NaN: a lane read or multiplied there would show.

@@ -1,4 +1,4 @@
-// The gemm family — packed, offset-B, indirect-A and gathered tiles (contracts in
+// The gemm family — packed, offset-B (whole or in segments), indirect-A and gathered tiles (contracts in
 // kernels.hpp) — written once over a vector-traits type and instantiated by each target TU.
 //
 // Included only by the target TUs (kernels/<target>/kernels_<target>.cpp), each compiled
@@ -140,6 +140,23 @@ template <class VT, int MR, int NV>
 void offset_b(int64_t kc, const typename VT::T* a, const typename VT::T* b, const int64_t* b_off,
               typename VT::T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate) {
   gemm_tile<VT, MR, NV, Operands::kOffsetB>(kc, a, b, b_off, c, ldc, m, n, accumulate);
+}
+// Segment s (of nseg) runs seg_len[s] steps from step seg_begin[s] of the packed A panel
+// and of the offset table; the accumulators stay in registers across every segment (the
+// steps between segments are skipped: pixels whose tap lies in the padding).
+template <class VT, int MR, int NV>
+void offset_b_segments(int64_t nseg, const int64_t* seg_begin, const int64_t* seg_len,
+                       const typename VT::T* a, const typename VT::T* b,
+                       const int64_t* b_off, typename VT::T* c, int64_t ldc, int64_t m,
+                       int64_t n, bool accumulate) {
+  typename VT::V acc[MR][NV];
+  zero_tile<VT, MR, NV>(acc);
+  for (int64_t s = 0; s < nseg; ++s) {
+    const typename VT::T* bs = b;
+    madd_steps<VT, MR, NV, Operands::kOffsetB>(acc, seg_len[s], a + seg_begin[s] * MR, nullptr,
+                                               bs, b_off + seg_begin[s]);
+  }
+  store_tile<VT, MR, NV>(acc, c, ldc, m, n, accumulate, nullptr, false);
 }
 // Segment s (of nseg) reads seg_len[s] steps of A through a_rows[s·MR + i] and of B from
 // row seg_off[s] of the panel; the accumulators stay in registers across every segment
@@ -284,8 +301,8 @@ void transpose(const typename VT::T* src, int64_t lds, typename VT::T* dst, int6
 // The family for one tile shape: MR rows × NV vectors of VT.
 template <class VT, int MR, int NV>
 GemmUkernel<typename VT::T> gemm_family(const char* name) {
-  return {&packed<VT, MR, NV>, &offset_b<VT, MR, NV>, &indirect_a<VT, MR, NV>,
-          &gather<VT, MR, NV>, MR, NV * VT::kLanes, name};
+  return {&packed<VT, MR, NV>, &offset_b<VT, MR, NV>, &offset_b_segments<VT, MR, NV>,
+          &indirect_a<VT, MR, NV>, &gather<VT, MR, NV>, MR, NV * VT::kLanes, name};
 }
 
 }  // namespace

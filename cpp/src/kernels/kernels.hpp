@@ -26,6 +26,18 @@ template <typename T>
 using GemmUkernelOffsetBFn = void (*)(int64_t kc, const T* a, const T* b, const int64_t* b_off,
                                       T* c, int64_t ldc, int64_t m, int64_t n, bool accumulate);
 
+// The offset-B tile over nseg depth segments: segment s runs seg_len[s] steps from step
+// seg_begin[s] — A's packed rows a[p·MR + i] and B's rows at b + b_off[p] for p in
+// [seg_begin[s], seg_begin[s] + seg_len[s]) — and the steps outside every segment are
+// never read. The accumulators stay in registers across the segments; with none, C is
+// left (accumulate) or zeroed. Used by the NHWC weight gradient to skip the pixels whose
+// tap lies in the padding, so only in-image rows of B are addressed.
+template <typename T>
+using GemmUkernelOffsetBSegFn = void (*)(int64_t nseg, const int64_t* seg_begin,
+                                         const int64_t* seg_len, const T* a, const T* b,
+                                         const int64_t* b_off, T* c, int64_t ldc, int64_t m,
+                                         int64_t n, bool accumulate);
+
 // The same tile with A read in place through row pointers instead of from a packed panel,
 // in nseg depth segments: segment s is seg_len[s] steps deep, its row i is read at
 // a_rows[s·MR + i] (rows >= m must still point at seg_len[s] readable values, e.g. a zero
@@ -56,6 +68,7 @@ template <typename T>
 struct GemmUkernel {
   GemmUkernelFn<T> fn = nullptr;
   GemmUkernelOffsetBFn<T> fn_offset_b = nullptr;
+  GemmUkernelOffsetBSegFn<T> fn_offset_b_seg = nullptr;
   GemmUkernelIndirectAFn<T> fn_indirect_a = nullptr;
   GemmUkernelGatherFn<T> fn_gather = nullptr;
   int mr = 0;
