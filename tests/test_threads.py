@@ -85,6 +85,49 @@ def test_big_reduction_bitwise_identical(restore_threads):
             assert np.array_equal(out[t][i], out[1][i]), f"{name}: threads={t}"
 
 
+# NHWC paths whose work split follows the team size: the strided backward-data's phases
+# (one region, chunks of pixels per thread and image) and the weight gradient that skips
+# padded taps. (x shape, w shape, hyperparameters, the entry forced for that pass.)
+SPLIT_BY_TEAM = {
+    "subpixel_batch1": ((1, 13, 11, 16), (24, 3, 3, 16),
+                        dict(stride=2, padding=1), dict(backward_data="subpixel_nhwc")),
+    "subpixel_groups_stride3": ((3, 14, 17, 16), (16, 5, 4, 8),
+                                dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2), groups=2),
+                                dict(backward_data="subpixel_nhwc")),
+    "pixel_rows_padded": ((2, 9, 10, 32), (8, 3, 5, 32),
+                          dict(padding=(1, 2)), dict(backward_weight="pixel_rows")),
+    "pixel_rows_strided_dilated": ((3, 12, 11, 64), (16, 3, 3, 32),
+                                   dict(stride=2, padding=(3, 1), dilation=2, groups=2),
+                                   dict(backward_weight="pixel_rows")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_BY_TEAM))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_paths_split_by_team_size_are_bitwise_identical(isa, restore_threads, case, dtype):
+    xs, ws, hyper, force = SPLIT_BY_TEAM[case]
+    rng = np.random.default_rng(23)
+    kw = dict(layout="NHWC", shape_rule="crop", **hyper)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    dy = rng.standard_normal(convcore.conv2d_output_shape(xs, ws, **kw)).astype(dtype)
+    results = {}
+    with convcore._conv._force_implementations(**force):
+        for t in THREAD_COUNTS:
+            convcore.set_num_threads(t)
+            if "backward_data" in force:
+                results[t] = convcore.conv2d_backward_input(dy, w, xs, **kw)
+            else:
+                results[t] = convcore.conv2d_backward_weight(dy, x, ws, **kw)
+    for t in THREAD_COUNTS[1:]:
+        assert np.array_equal(results[t], results[1]), f"{case}: threads={t} differs from 1"
+    if "backward_data" in force:
+        want = ref.conv2d_backward_input(dy, w, xs, **kw)
+    else:
+        want = ref.conv2d_backward_weight(dy, x, ws, **kw)
+    ref.assert_close(results[1], want, dtype, case)
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_concurrent_python_threads(layout):
     """Many Python threads calling at once get the same results as serial calls."""
