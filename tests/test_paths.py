@@ -9,7 +9,8 @@ cpp/src/conv/forward.cpp, backward_data.cpp, backward_weights.cpp); each case be
 the choice it is meant to exercise:
   * NCHW with >= 128 channels (or, backward-data, filters) per group and >= 1000 FLOPs
     per element of x and y -> via_nhwc: the channels-last tiles on transposed copies
-    (indirect_nhwc_rows' tiles for one group under 32 channels)
+    (indirect_nhwc_rows' tiles for one group under 32 channels, or at 32 with under 5 % of
+    the products in the padding)
     (forward; backward-data at stride 1); forward where direct_stride1 would not run:
     >= 8 channels, >= 20 MFLOP and >= 200 FLOPs per element; the cases below are too small for that rule,
     so the sweep reaches via_nhwc by forcing it. Backward-weight: NCHW with < 16 channels
@@ -191,7 +192,7 @@ EXPECTED = {
     },
     'pixel_rows_nhwc_1x1': {
         'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_rows'),  # 32 ch, unpadded
     },
     'pixel_rows_nhwc_3x3': {
         'NCHW': ('im2col_multi_image', 'col2im', 'pixel_split'),
@@ -319,7 +320,7 @@ EXPECTED = {
     },
     "pixel_rows_nhwc_chunks": {
         'NCHW': ('direct_stride1', 'direct_stride1', 'pixel_split'),
-        'NHWC': ('indirect_nhwc', 'indirect_nhwc', 'pixel_rows'),
+        'NHWC': ('indirect_nhwc_rows', 'indirect_nhwc', 'pixel_rows'),  # 32 ch, 2.5 % padded
     },
     "im2col_wgrad_chunks": {
         'NCHW': ('im2col_per_image', 'subpixel', 'im2col'),
@@ -644,3 +645,22 @@ def test_weights_packed_as_they_go(isa, case, pass_, layout, dtype, restore_thre
         check_forward(results[0], x, wt, b, activation="relu", dtype=dtype, what=what, **kw)
     else:
         check_backward_input(results[0], dy, wt, x.shape, dtype=dtype, what=what, **kw)
+
+
+def test_rows_tiles_at_32_channels_follow_the_padding_share():
+    """At 32 channels the forward takes indirect_nhwc_rows (one segment per kernel row) only
+    where under 5 % of the products lie in the padding; else indirect_nhwc, whose regions
+    skip them. Under 32 channels the rows tiles whatever the padding; above, never."""
+    def first(x_shape, w_shape, **kw):
+        impls = _implementations(x_shape, w_shape, layout="NHWC", **kw)["forward"]
+        return next(d["name"] for d in impls if d["preferred"])
+    # 3×3 pad 1 on 40×40: 1 - (118/120)² = 3.3 % padded
+    assert first((2, 40, 40, 32), (16, 3, 3, 32), padding=1) == "indirect_nhwc_rows"
+    # 5×5 pad 2 on 12×12: 1 - (54/60)² = 19 %
+    assert first((2, 12, 12, 32), (16, 5, 5, 32), padding=2) == "indirect_nhwc"
+    assert first((2, 12, 12, 24), (16, 5, 5, 24), padding=2) == "indirect_nhwc_rows"
+    assert first((2, 40, 40, 40), (16, 3, 3, 40), padding=1) == "indirect_nhwc"
+    # the decline names the rule
+    impls = _implementations((2, 12, 12, 32), (16, 5, 5, 32), layout="NHWC", padding=2)
+    rows = next(d for d in impls["forward"] if d["name"] == "indirect_nhwc_rows")
+    assert not rows["preferred"] and "5 %" in rows["reason"]

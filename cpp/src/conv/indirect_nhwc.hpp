@@ -55,27 +55,46 @@ struct PixelRegions {
   }
 
   // Bands of one axis: outputs [b[i], b[i+1]) reach the same taps. Returns the band count,
-  // 0 when there are more than kMaxBands; adds the taps reached to *reached.
+  // 0 when there are more than kMaxBands; adds the taps reached (by every output) to
+  // *reached.
   static int bands(int64_t out, int64_t stride, int64_t pad, int64_t taps, int64_t dil,
                    int64_t in, int64_t* b, double* reached) {
     int count = 0;
+    bool too_many = false;
     int64_t prev_lo = -1, prev_hi = -1;
     for (int64_t o = 0; o < out; ++o) {
-      int64_t lo = 0, hi = 0;  // taps [lo, hi) land in the image (they are contiguous)
-      const int64_t first = o * stride - pad;
-      while (lo < taps && first + lo * dil < 0) ++lo;
-      hi = lo;
-      while (hi < taps && first + hi * dil < in) ++hi;
+      int64_t lo, hi;
+      tap_range(o, stride, pad, taps, dil, in, lo, hi);
       *reached += double(hi - lo);
       if (lo != prev_lo || hi != prev_hi) {
-        if (count == kMaxBands) return 0;
-        b[count++] = o;
+        if (count == kMaxBands) too_many = true;
+        else b[count++] = o;
         prev_lo = lo;
         prev_hi = hi;
       }
     }
     b[count] = out;
-    return count;
+    return too_many ? 0 : count;
+  }
+
+  // The share of a layer's nominal products whose tap lies in the padding.
+  static double padding_share(int64_t out_h, int64_t out_w, int64_t sh, int64_t sw,
+                              int64_t pad_top, int64_t pad_left, int64_t R, int64_t S,
+                              int64_t dh, int64_t dw, int64_t in_h, int64_t in_w) {
+    double reach_h = 0, reach_w = 0;
+    int64_t b[kMaxBands + 1];
+    bands(out_h, sh, pad_top, R, dh, in_h, b, &reach_h);
+    bands(out_w, sw, pad_left, S, dw, in_w, b, &reach_w);
+    return 1.0 - reach_h / (double(out_h) * double(R)) * (reach_w / (double(out_w) * double(S)));
+  }
+  // The taps [lo, hi) of output o (along one axis) that land in the image (contiguous).
+  static void tap_range(int64_t o, int64_t stride, int64_t pad, int64_t taps, int64_t dil,
+                        int64_t in, int64_t& lo, int64_t& hi) {
+    lo = 0;
+    const int64_t first = o * stride - pad;
+    while (lo < taps && first + lo * dil < 0) ++lo;
+    hi = lo;
+    while (hi < taps && first + hi * dil < in) ++hi;
   }
 
   // Regions for N images of out_h × out_w outputs; false (no regions) when the taps in the
