@@ -33,20 +33,11 @@ constexpr int64_t kDirectMinPixels = 128;
 // too short for its per-segment pointer setup to pay off; such layers take
 // indirect_nhwc_rows (one segment per kernel row) where it applies, else pack.
 constexpr int64_t kIndirectMinChannels = 8;
-// Up to this many channels per group indirect_nhwc_rows runs (one segment per kernel row):
-// Zen 4, one thread, 3×3: rows 1–3 % ahead at 16–24 channels, level at 32, 2–3 % behind at
-// 48–64. At 32 channels only where under kRowsMaxPaddingShare of the products lie in the
-// padding, which indirect_nhwc's regions skip (forced, 2 threads, Zen 4, ms: 5×10/2 speech
-// c32→32 on 40×200, 3 % in the padding, 7.37 against 7.97; 3×3 c32→64 on 56×56, 3.5 %,
-// 8.80 against 9.02; 5×5 c32→64 on 28×28, 8 %, 5.85 against 5.69; 7×7 c32→64 on 56×56,
-// 6 %, 22.6 against 22.9; at 64 channels 5×10 speech level, 5×5 on 28×28 6 % behind).
-constexpr int64_t kRowsMaxChannels = 32;
-constexpr double kRowsMaxPaddingShare = 0.05;
+// indirect_nhwc_rows' tiles for this plan's forward (rows_tiles_preferred,
+// indirect_nhwc.hpp).
 inline bool rows_preferred(const ConvPlan& p) {
-  if (p.Cg < kRowsMaxChannels) return true;
-  return p.Cg == kRowsMaxChannels &&
-         PixelRegions::padding_share(p.Ho, p.Wo, p.sh, p.sw, p.pad_t, p.pad_l, p.R, p.S, p.dh,
-                                     p.dw, p.H, p.W) < kRowsMaxPaddingShare;
+  return rows_tiles_preferred(p.Cg, p.Ho, p.Wo, p.sh, p.sw, p.pad_t, p.pad_l, p.R, p.S, p.dh,
+                              p.dw, p.H, p.W);
 }
 // via_nhwc on the rows tiles (fewer than 8 channels) where the layer has at least this many
 // FLOPs per element of x and y, or kernel rows of at least kViaRowsMinRowDepth contiguous

@@ -122,6 +122,26 @@ struct PixelRegions {
   }
 };
 
+// Up to this many input channels per group a correlation runs on indirect_nhwc_rows' tiles
+// (one segment per kernel row) rather than indirect_nhwc's (one per tap): Zen 4, one
+// thread, 3×3: rows 1–3 % ahead at 16–24 channels, level at 32, 2–3 % behind at 48–64. At
+// 32 channels only where under kRowsMaxPaddingShare of the products lie in the padding,
+// which indirect_nhwc's regions skip (forward, forced, 2 threads, Zen 4, ms: 5×10/2 speech
+// c32→32 on 40×200, 3 % in the padding, 7.37 against 7.97; 3×3 c32→64 on 56×56, 3.5 %,
+// 8.80 against 9.02; 5×5 c32→64 on 28×28, 8 %, 5.85 against 5.69; 7×7 c32→64 on 56×56,
+// 6 %, 22.6 against 22.9; at 64 channels 5×10 speech level, 5×5 on 28×28 6 % behind).
+inline constexpr int64_t kRowsMaxChannels = 32;
+inline constexpr double kRowsMaxPaddingShare = 0.05;
+inline bool rows_tiles_preferred(int64_t channels, int64_t out_h, int64_t out_w, int64_t sh,
+                                 int64_t sw, int64_t pad_top, int64_t pad_left, int64_t R,
+                                 int64_t S, int64_t dh, int64_t dw, int64_t in_h,
+                                 int64_t in_w) {
+  if (channels < kRowsMaxChannels) return true;
+  return channels == kRowsMaxChannels &&
+         PixelRegions::padding_share(out_h, out_w, sh, sw, pad_top, pad_left, R, S, dh, dw,
+                                     in_h, in_w) < kRowsMaxPaddingShare;
+}
+
 // The weights of IndirectNhwc tiles packed as the tiles go (WeightPacking::as_it_goes):
 // when the executor gets no prepacked operand, run_tile packs the KC-deep panels of
 // kColumns columns at a time from the group's weights into the thread's B scratch, right
@@ -500,6 +520,11 @@ struct IndirectNhwcRows {
   int64_t Cin, Hin, Win;
   T* out;
   int64_t ldo;
+  // When out_sw is set, pixel (n, oh, ow) is at out + n*out_sn + oh*out_sh + ow*out_sw (the
+  // rows of one sub-pixel phase of dx) and each C block goes through the thread's Tile
+  // scratch (free here: via_nhwc's result, which the calling thread holds in its Tile slot,
+  // is written dense, out_sw 0).
+  int64_t out_sn = 0, out_sh = 0, out_sw = 0;
   int64_t Hout, Wout;
   int64_t R, S, sh, sw, dh;
   int64_t pad_top, pad_left;
@@ -550,6 +575,9 @@ struct IndirectNhwcRows {
     const int64_t ow_hi = std::max<int64_t>(
         ow_lo, std::min<int64_t>(Wout, Win - S + pad_left >= 0 ? (Win - S + pad_left) / sw + 1 : 0));
     const bool sides = ow_lo > 0 || ow_hi < Wout;  // some windows cross a side border
+    const int64_t ldb = round_up(std::min<int64_t>(bl.nc, n1 - n0), nr);
+    T* cbuf = out_sw ? thread_scratch_as<Scratch::Tile, T>(bl.mc * ldb, "an NHWC C block")
+                     : nullptr;
 
     for (int64_t jc = n0; jc < n1; jc += bl.nc) {
       const int64_t nc = std::min<int64_t>(bl.nc, n1 - jc);
@@ -649,10 +677,20 @@ struct IndirectNhwcRows {
             const int64_t n = std::min<int64_t>(nr, nc - jr);
             for (int64_t ir = 0, t = 0; ir < mc; ir += mr, ++t) {
               const int64_t m = std::min<int64_t>(mr, mc - ir);
-              T* c = out + (ic + ir) * ldo + jc + jr;
-              fn(nseg, seg_len, seg_at, ptrs + t * nseg * mr, b_block + jr * kc, c, ldo,
-                 m, n, pc > 0, last && act.col_bias ? act.col_bias + jc + jr : nullptr,
-                 last && act.relu);
+              T* c = cbuf ? cbuf + ir * ldb + jr : out + (ic + ir) * ldo + jc + jr;
+              fn(nseg, seg_len, seg_at, ptrs + t * nseg * mr, b_block + jr * kc, c,
+                 cbuf ? ldb : ldo, m, n, pc > 0,
+                 last && act.col_bias ? act.col_bias + jc + jr : nullptr, last && act.relu);
+            }
+          }
+        }
+        if (cbuf) {  // each row to its pixel's row of the output
+          int64_t img = ic / P, oh = (ic % P) / Wout, ow = ic % Wout;
+          for (int64_t i = 0; i < mc; ++i) {
+            copy_run(out + img * out_sn + oh * out_sh + ow * out_sw + jc, cbuf + i * ldb, nc);
+            if (++ow == Wout) {
+              ow = 0;
+              if (++oh == Hout) oh = 0, ++img;
             }
           }
         }
