@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "convcore/config.hpp"
@@ -106,6 +107,34 @@ TEST_P(KernelTest, WinogradRowGatherAndScatterMoveEveryElementAndNothingElse) {
   check_winograd_rows<double>(GetParam());
 }
 
+// The tile [0, m) × [0, n) of C (mr rows of ldc, every element 0.5 before the call) against
+// want(i, j) in float64 (plus the 0.5 when accumulating); nothing written outside the tile.
+template <typename T, typename Want>
+void expect_tile(const std::vector<T>& c, int mr, int64_t ldc, int m, int n, bool accumulate,
+                 Want&& want, const std::string& what) {
+  for (int i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < ldc; ++j) {
+      if (i >= m || j >= n) {
+        ASSERT_EQ(c[i * ldc + j], T(0.5)) << "wrote outside the tile, " << what;
+        continue;
+      }
+      ASSERT_NEAR(c[i * ldc + j], (accumulate ? 0.5 : 0.0) + want(i, j),
+                  sizeof(T) == 4 ? 1e-4 : 1e-12)
+          << what << ", " << m << "x" << n << " at " << i << "," << j;
+    }
+}
+
+// check(engine) for the ISA's main and narrow gemm tiles, float and double.
+template <typename Check>
+void on_every_tile(Isa isa, Check&& check) {
+  for (const auto* e : {&convcore::detail::engine_for<float>(isa),
+                        convcore::detail::engine_for<float>(isa).narrow})
+    check(*e);
+  for (const auto* e : {&convcore::detail::engine_for<double>(isa),
+                        convcore::detail::engine_for<double>(isa).narrow})
+    check(*e);
+}
+
 // C (m × n, ldc) = Σ_p A(i, p)·B(p, j), A(i, p) = rows[i][a_off[p]], B(p, j) = b[b_off[p] + j].
 template <typename T>
 void check_gather(const convcore::detail::Engine<T>& e) {
@@ -130,29 +159,18 @@ void check_gather(const convcore::detail::Engine<T>& e) {
         std::vector<T> c(mr * ldc, T(0.5));
         e.ukernel.fn_gather(kc, rows.data(), a_off.data(), b.data(), b_off.data(), c.data(),
                             ldc, m, n, accumulate);
-        for (int i = 0; i < mr; ++i)
-          for (int j = 0; j < ldc; ++j) {
-            if (i >= m || j >= n) {
-              ASSERT_EQ(c[i * ldc + j], T(0.5)) << "wrote outside the tile";
-              continue;
-            }
-            double want = accumulate ? 0.5 : 0.0;
-            for (int64_t p = 0; p < kc; ++p)
-              want += double(rows[i][a_off[p]]) * double(b[b_off[p] + j]);
-            ASSERT_NEAR(c[i * ldc + j], want, sizeof(T) == 4 ? 1e-4 : 1e-12)
-                << m << "x" << n << " at " << i << "," << j;
-          }
+        expect_tile(c, mr, ldc, m, n, accumulate, [&](int i, int64_t j) {
+          double want = 0.0;
+          for (int64_t p = 0; p < kc; ++p)
+            want += double(rows[i][a_off[p]]) * double(b[b_off[p] + j]);
+          return want;
+        }, "gathered");
       }
     }
 }
 
 TEST_P(KernelTest, GatheredTileMatchesTheLoopsOnBothTiles) {
-  for (const auto* e : {&convcore::detail::engine_for<float>(GetParam()),
-                        convcore::detail::engine_for<float>(GetParam()).narrow})
-    check_gather<float>(*e);
-  for (const auto* e : {&convcore::detail::engine_for<double>(GetParam()),
-                        convcore::detail::engine_for<double>(GetParam()).narrow})
-    check_gather<double>(*e);
+  on_every_tile(GetParam(), [](const auto& e) { check_gather(e); });
 }
 
 // The segmented offset-B tile: C = Σ over the segments' steps p of A(i, p)·B(p, j), A packed
@@ -189,29 +207,18 @@ void check_offset_b_segments(const convcore::detail::Engine<T>& e) {
           std::vector<T> c(mr * ldc, T(0.5));
           e.ukernel.fn_offset_b_seg(int64_t(begin.size()), begin.data(), len.data(), a.data(),
                                     b.data(), b_off.data(), c.data(), ldc, m, n, accumulate);
-          for (int i = 0; i < mr; ++i)
-            for (int j = 0; j < ldc; ++j) {
-              if (i >= m || j >= n) {
-                ASSERT_EQ(c[i * ldc + j], T(0.5)) << "wrote outside the tile";
-                continue;
-              }
-              double want = accumulate ? 0.5 : 0.0;
-              for (int64_t p = 0; p < kc; ++p)
-                if (used[p]) want += double(a[p * mr + i]) * double(b[b_off[p] + j]);
-              ASSERT_NEAR(c[i * ldc + j], want, sizeof(T) == 4 ? 1e-4 : 1e-12)
-                  << segs.size() << " segments, " << m << "x" << n << " at " << i << "," << j;
-            }
+          expect_tile(c, mr, ldc, m, n, accumulate, [&](int i, int64_t j) {
+            double want = 0.0;
+            for (int64_t p = 0; p < kc; ++p)
+              if (used[p]) want += double(a[p * mr + i]) * double(b[b_off[p] + j]);
+            return want;
+          }, std::to_string(segs.size()) + " segments");
         }
   }
 }
 
 TEST_P(KernelTest, SegmentedOffsetBTileReadsOnlyItsSegments) {
-  for (const auto* e : {&convcore::detail::engine_for<float>(GetParam()),
-                        convcore::detail::engine_for<float>(GetParam()).narrow})
-    check_offset_b_segments<float>(*e);
-  for (const auto* e : {&convcore::detail::engine_for<double>(GetParam()),
-                        convcore::detail::engine_for<double>(GetParam()).narrow})
-    check_offset_b_segments<double>(*e);
+  on_every_tile(GetParam(), [](const auto& e) { check_offset_b_segments(e); });
 }
 
 // Dense rows (the dwconv family's few-channel kernel): out[k·out_ks + i·out_rs + u] =
