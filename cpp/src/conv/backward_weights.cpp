@@ -384,7 +384,8 @@ void backward_weight_pixel_rows(const ConvPlan& p, const GemmEngine<T>& e, const
   const bool unpadded = detail::unpadded(p);
   const auto fn = e.ukernel.fn_offset_b;
   const auto fn_seg = e.ukernel.fn_offset_b_seg;
-  // dY as the A operand (packed per block), im2col in place: no B work.
+  // dY as the A operand (packed per block), im2col in place: B's work is the offset table
+  // (the tile rule's B cost, 8, dates from the padded copies; not re-measured since).
   run_wgrad_tiles(p, M, N, bl, TileRules{1, bl.nr, 24, 8}, dw,
                   [&](int64_t g, int64_t k0, int64_t k1, int64_t m0, int64_t m1, int64_t n0,
                       int64_t n1, T* out) {
