@@ -1005,14 +1005,6 @@ struct ViaNhwc : NoWeights {
             ? via_nhwc_chunk(p.N, img_x + img_y, kViaNhwcWgradScratchElems)
             : via_nhwc_chunk(p.N, std::max(img_x, img_y));
     const bool several = chunk < p.N;
-    const char* what = "the NHWC copies of a weight gradient's operands";
-    T* xt = thread_scratch_as<Scratch::Weights, T>(
-        checked_add(checked_add(checked_mul(chunk, img_x + img_y, what), W, what),
-                    several ? W : 0, what),
-        what);
-    T* yt = xt + chunk * img_x;
-    T* wt = yt + chunk * img_y;  // dW in (K, R, S, Cg) order
-    T* part = wt + W;            // a later chunk's dW
     // The plan's convolution (for a transposed plan, the equivalent one, whose sizes the
     // plan holds) in NHWC; its padding is already resolved, so "crop" gives the same Ho, Wo.
     Conv2dParams q;
@@ -1023,28 +1015,55 @@ struct ViaNhwc : NoWeights {
     q.groups = p.G;
     q.layout = Layout::NHWC;
     q.shape_rule = ShapeRule::Crop;
+    // The NHWC plan and executor of a chunk of nb images: two sizes at most, `chunk` and the
+    // remainder, both chosen before the scratch is sized (dy's copy only where one needs it).
+    struct Chunk {
+      ConvPlan sub;
+      const Implementation<T>* im;
+      bool dy_in_place;
+    };
+    const auto chunk_of = [&](int64_t nb) {
+      q.batch = nb;
+      Chunk c{make_plan(q, OpKind::Conv2d), nullptr, false};
+      if (c.sub.Ho != p.Ho || c.sub.Wo != p.Wo)
+        throw std::logic_error("via_nhwc: the NHWC plan's output size differs");
+      for (const Implementation<T>& im : backward_weight_implementations<T>())
+        if (!im.why_not(c.sub, e.blocking) && !im.declines(c.sub, e.blocking)) {
+          c.im = &im;
+          break;
+        }
+      if (!c.im) throw std::logic_error("via_nhwc: no NHWC weight-gradient executor applies");
+      c.dy_in_place = reads_dy_as_a(c.sub, *c.im);
+      if (c.dy_in_place) {  // dy's NCHW planes
+        c.sub.ys_n = p.ys_n; c.sub.ys_c = p.ys_c; c.sub.ys_h = p.ys_h; c.sub.ys_w = p.ys_w;
+      }
+      return c;
+    };
+    const Chunk whole = chunk_of(chunk);
+    const Chunk rest = p.N % chunk ? chunk_of(p.N % chunk) : whole;
+    const int64_t img_yt = whole.dy_in_place && rest.dy_in_place ? 0 : img_y;
+    const char* what = "the NHWC copies of a weight gradient's operands";
+    T* xt = thread_scratch_as<Scratch::Weights, T>(
+        checked_add(checked_add(checked_mul(chunk, img_x + img_yt, what), W, what),
+                    several ? W : 0, what),
+        what);
+    T* yt = xt + chunk * img_x;
+    T* wt = yt + chunk * img_yt;  // dW in (K, R, S, Cg) order
+    T* part = wt + W;             // a later chunk's dW
     for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
       const int64_t nb = std::min(chunk, p.N - n0);
-      q.batch = nb;
-      ConvPlan sub = make_plan(q, OpKind::Conv2d);
-      if (sub.Ho != p.Ho || sub.Wo != p.Wo)
-        throw std::logic_error("via_nhwc: the NHWC plan's output size differs");
-      const Implementation<T>* im = nullptr;
-      for (const Implementation<T>& c : backward_weight_implementations<T>())
-        if (!c.why_not(sub, e.blocking) && !c.declines(sub, e.blocking)) { im = &c; break; }
-      if (!im) throw std::logic_error("via_nhwc: no NHWC weight-gradient executor applies");
+      const Chunk& c = nb == chunk ? whole : rest;
       planes_to_pixels(e.transpose, a.x + n0 * p.xs_n, p.xs_n, nb, p.C, p.H * p.W, xt);
       ExecArgs<T> args;
       args.x = xt;
-      if (reads_dy_as_a(sub, *im)) {  // dy's planes in place
-        sub.ys_n = p.ys_n; sub.ys_c = p.ys_c; sub.ys_h = p.ys_h; sub.ys_w = p.ys_w;
+      if (c.dy_in_place) {
         args.dy = a.dy + n0 * p.ys_n;
       } else {
         planes_to_pixels(e.transpose, a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), yt);
         args.dy = yt;
       }
       args.out = n0 == 0 ? wt : part;
-      im->run(sub, e, args, PrepackedGroups<T>{nullptr, 0, 0});
+      c.im->run(c.sub, e, args, PrepackedGroups<T>{nullptr, 0, 0});
       if (n0 > 0) add_partials(wt, part, 2, W);  // chunk order: deterministic
     }
     // (K, R, S, Cg) -> the weight's own strides, filters split among the threads (a strided
