@@ -35,24 +35,26 @@ void check_transpose(Isa isa) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<double> u(-1, 1);
   // ldd == rows: back-to-back destination rows (planes of an RGB image to pixel rows),
-  // which ISAs with slow masked stores write with whole vectors; a guard after the last
-  // row must stay untouched.
+  // which ISAs with slow masked stores write with whole vectors; lds == cols: back-to-back
+  // source rows (pixel rows of an RGB image to planes). A guard after the last row must
+  // stay untouched.
   constexpr int64_t kGuard = 64;
-  for (int64_t rows : {1, 3, 4, 7, 8, 15, 16, 17, 33})
-    for (int64_t cols : {1, 2, 5, 8, 16, 19, 40, 67})
-      for (int64_t gap : {0, 2}) {
-        const int64_t lds = cols + 3, ldd = rows + gap;
-        std::vector<T> src(rows * lds), dst(cols * ldd + kGuard, T(-7));
-        for (auto& v : src) v = T(u(rng));
-        e.transpose(src.data(), lds, dst.data(), ldd, rows, cols);
-        for (int64_t j = 0; j < cols; ++j)
-          for (int64_t i = 0; i < ldd; ++i) {
-            const T want = i < rows ? src[i * lds + j] : T(-7);  // beyond `rows`: untouched
-            ASSERT_EQ(dst[j * ldd + i], want) << rows << "x" << cols << " at " << i << "," << j;
-          }
-        for (int64_t g = 0; g < kGuard; ++g)
-          ASSERT_EQ(dst[cols * ldd + g], T(-7)) << rows << "x" << cols << " guard " << g;
-      }
+  for (int64_t rows : {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 33})
+    for (int64_t cols : {1, 2, 3, 4, 5, 8, 16, 19, 40, 67})
+      for (int64_t gap : {0, 2})
+        for (int64_t src_gap : {0, 3}) {
+          const int64_t lds = cols + src_gap, ldd = rows + gap;
+          std::vector<T> src(rows * lds), dst(cols * ldd + kGuard, T(-7));
+          for (auto& v : src) v = T(u(rng));
+          e.transpose(src.data(), lds, dst.data(), ldd, rows, cols);
+          for (int64_t j = 0; j < cols; ++j)
+            for (int64_t i = 0; i < ldd; ++i) {
+              const T want = i < rows ? src[i * lds + j] : T(-7);  // beyond `rows`: untouched
+              ASSERT_EQ(dst[j * ldd + i], want) << rows << "x" << cols << " at " << i << "," << j;
+            }
+          for (int64_t g = 0; g < kGuard; ++g)
+            ASSERT_EQ(dst[cols * ldd + g], T(-7)) << rows << "x" << cols << " guard " << g;
+        }
 }
 
 TEST_P(KernelTest, TransposeMovesEveryElementAndNothingElse) {
