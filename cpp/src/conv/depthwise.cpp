@@ -448,11 +448,14 @@ struct DenseRowsNchwForward {
       return "more than 128 taps per group with 32-byte vectors: the GEMM tiles reuse each "
              "input load more";
     if (p.Wo < kMinWidth) return "output rows under 16 columns leave the vectors mostly empty";
-    if (p.N * p.G < kMinItems) return "fewer than 4 images × groups: too few work items";
+    // No rule on the batch: the work items are blocks of 8 filters of an image, and at
+    // batch 1 this executor beat the default (Zen 4, 2 threads, ms: 7×7/2 RGB stem 2.0 →
+    // 1.23, 5×20/2 speech layer 0.38 → 0.28, 3×3/2 RGB stem with 16 filters 0.081 → 0.057,
+    // with 8 filters, one item, 0.063 → 0.034).
     return nullptr;
   }
   static constexpr int64_t kMaxTaps = 1024, kMaxChannels = 4, kMaxRowTaps = 160,
-                           kMaxRowTapsNarrow = 128, kMinWidth = 16, kMinItems = 4;
+                           kMaxRowTapsNarrow = 128, kMinWidth = 16;
   // Per group, blocks of kFilters filters (zero past the group's last), each block's taps
   // (c, r, s) in that order with the block's kFilters weights of a tap contiguous.
   static WeightPacking weight_packing(const ConvPlan& p) {
@@ -484,20 +487,34 @@ struct DenseRowsNchwForward {
     const auto cols = forward_col_taps(p);
     const int64_t taps = p.CgRS();
     const auto fn = e.dwconv.dense_rows;
-    run_items<TapTable<T>>(p.N * p.G, p.flops(), [&](int64_t item, TapTable<T>& tt) {
-      const int64_t n = item / p.G, g = item % p.G;
-      const auto planes = GroupPlanes<T>::split(p, e, a.x + n * p.xs_n + g * p.Cg * p.xs_c);
-      const T* wg = weights.data + g * weights.group_elems;
-      for (int64_t kb = 0; kb < p.Kg; kb += kFilters) {
-        const T* wb = wg + kb * taps;
-        const int64_t k0 = g * p.Kg + kb;
-        T* yb = a.out + n * p.ys_n + k0 * p.ys_c;
-        for (const AxisRun& run : rows) {
-          planes.list_taps(p, run, cols, tt, tt.wp, [&](int64_t t) { return wb + t * kFilters; });
-          fn(run.count, p.Wo, int64_t(tt.src.size()), tt.src.data(), p.sh * planes.row_len,
-             tt.lo.data(), tt.hi.data(), tt.wp.data(), std::min<int64_t>(kFilters, p.Kg - kb),
-             a.bias ? a.bias + k0 : nullptr, a.relu, yb + run.u0 * p.ys_h, p.ys_c, p.ys_h);
-        }
+    // An item is one block of kFilters filters of one image and group, so that a batch
+    // smaller than the team still gives every thread work (the 5×20/2 speech layer's batch
+    // of 8 on 16 threads had kept half of them idle). A thread's items are consecutive: it
+    // splits an image's planes into stride phases once for all the blocks it runs of it.
+    // Each output is computed whole by one item, so the cut changes no result.
+    const int64_t blocks = ceil_div(p.Kg, int64_t(kFilters));
+    struct Local {
+      TapTable<T> tt;
+      int64_t planes_of = -1;  // the image × group whose planes `planes` holds
+      GroupPlanes<T> planes{};
+    };
+    run_items<Local>(p.N * p.G * blocks, p.flops(), [&](int64_t item, Local& local) {
+      TapTable<T>& tt = local.tt;
+      const int64_t ng = item / blocks, n = ng / p.G, g = ng % p.G;
+      const int64_t kb = item % blocks * kFilters;
+      if (local.planes_of != ng) {
+        local.planes = GroupPlanes<T>::split(p, e, a.x + n * p.xs_n + g * p.Cg * p.xs_c);
+        local.planes_of = ng;
+      }
+      const GroupPlanes<T>& planes = local.planes;
+      const T* wb = weights.data + g * weights.group_elems + kb * taps;
+      const int64_t k0 = g * p.Kg + kb;
+      T* yb = a.out + n * p.ys_n + k0 * p.ys_c;
+      for (const AxisRun& run : rows) {
+        planes.list_taps(p, run, cols, tt, tt.wp, [&](int64_t t) { return wb + t * kFilters; });
+        fn(run.count, p.Wo, int64_t(tt.src.size()), tt.src.data(), p.sh * planes.row_len,
+           tt.lo.data(), tt.hi.data(), tt.wp.data(), std::min<int64_t>(kFilters, p.Kg - kb),
+           a.bias ? a.bias + k0 : nullptr, a.relu, yb + run.u0 * p.ys_h, p.ys_c, p.ys_h);
       }
     });
   }
@@ -700,7 +717,23 @@ struct DenseRowsNchwBackwardWeight : NoWeights {
     return DenseRowsNchwForward::why_not(p, bl);
   }
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
-    return DenseRowsNchwForward::declines(p, bl);
+    if (const char* why = DenseRowsNchwForward::declines(p, bl)) return why;
+    // At batch 1 it only tied with the default (7×7/2 RGB stem, Zen 4, 2 threads: 1.87–2.07
+    // against 1.82–1.89 ms).
+    if (p.N * p.G < kMinItems) return "fewer than 4 images × groups: too few work items";
+    return nullptr;
+  }
+  static constexpr int64_t kMinItems = 4;
+  // Filters per unit: a group's all, or where the batch's chunks × groups are fewer than
+  // kMinUnits, the largest of 16 and 8 that divides them (so that a small batch still gives
+  // a large team work: the 5×20/2 speech layer's batch of 8 had 8 units for 16 threads). A
+  // filter's sums are formed alike in any unit, so the cut changes no result.
+  static constexpr int64_t kMinUnits = 16;
+  static int64_t unit_filters(const ConvPlan& p) {
+    if (wgrad_chunks(p.N) * p.G >= kMinUnits) return p.Kg;
+    for (const int64_t fb : {16, 8})
+      if (p.Kg > fb && p.Kg % fb == 0) return fb;
+    return p.Kg;
   }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
@@ -709,27 +742,31 @@ struct DenseRowsNchwBackwardWeight : NoWeights {
     const auto cols = forward_col_taps(p);
     const int64_t taps = p.CgRS(), L = e.dwconv.lanes;
     const auto fn = e.dwconv.dense_rows_wgrad;
-    wgrad_by_chunks<T>(p, p.G, p.Kg, p.N, a.out, [&](int64_t g, int64_t n0, int64_t n1, T* out,
-                                                  TapTable<T>& tt) {
-      // Tap t (= (c·R + r)·S + s) of filter k: L partial sums at sums[(t·Kg + k)·L].
-      tt.sums.assign(static_cast<std::size_t>(taps * p.Kg * L), T(0));
+    const int64_t fb = unit_filters(p), blocks = p.Kg / fb;
+    // A unit is a block of fb filters of one group (filters [unit·fb, unit·fb + fb)).
+    wgrad_by_chunks<T>(p, p.G * blocks, fb, p.N, a.out, [&](int64_t unit, int64_t n0,
+                                                             int64_t n1, T* out,
+                                                             TapTable<T>& tt) {
+      const int64_t g = unit / blocks, k0 = unit % blocks * fb;
+      // Tap t (= (c·R + r)·S + s) of filter k0 + k: L partial sums at sums[(t·fb + k)·L].
+      tt.sums.assign(static_cast<std::size_t>(taps * fb * L), T(0));
       for (int64_t n = n0; n < n1; ++n) {
         const auto planes = GroupPlanes<T>::split(p, e, a.x + n * p.xs_n + g * p.Cg * p.xs_c);
-        const T* dyg = a.dy + n * p.ys_n + g * p.Kg * p.ys_c;
+        const T* dyb = a.dy + n * p.ys_n + (g * p.Kg + k0) * p.ys_c;
         for (const AxisRun& run : rows) {
           // Taps with the same valid columns side by side: the kernel's tap blocks then
           // clip no column but where one of their own taps is clipped (a 3×3/2 stem: the
           // s = 0 taps' first column only, in a third of the blocks instead of all).
           planes.template list_taps<true>(
-              p, run, cols, tt, tt.acc, [&](int64_t t) { return tt.sums.data() + t * p.Kg * L; });
+              p, run, cols, tt, tt.acc, [&](int64_t t) { return tt.sums.data() + t * fb * L; });
           fn(run.count, p.Wo, int64_t(tt.acc.size()), tt.src.data(), p.sh * planes.row_len,
-             tt.lo.data(), tt.hi.data(), dyg + run.u0 * p.ys_h, p.Kg, p.ys_c, p.ys_h,
+             tt.lo.data(), tt.hi.data(), dyb + run.u0 * p.ys_h, fb, p.ys_c, p.ys_h,
              tt.acc.data());
         }
       }
-      for (int64_t k = 0; k < p.Kg; ++k)
+      for (int64_t k = 0; k < fb; ++k)
         for (int64_t t = 0; t < taps; ++t) {
-          const T* v = tt.sums.data() + (t * p.Kg + k) * L;
+          const T* v = tt.sums.data() + (t * fb + k) * L;
           T sum = T(0);
           for (int64_t l = 0; l < L; ++l) sum += v[l];
           out[k * taps + t] = sum;
