@@ -666,3 +666,23 @@ def test_rows_tiles_at_32_channels_follow_the_padding_share():
     impls = _implementations((2, 12, 12, 32), (16, 5, 5, 32), layout="NHWC", padding=2)
     rows = next(d for d in impls["forward"] if d["name"] == "indirect_nhwc_rows")
     assert not rows["preferred"] and "5 %" in rows["reason"]
+
+
+def test_via_nhwc_forward_against_direct_from_300_flops_per_element():
+    """The NCHW forward takes via_nhwc over direct_stride1 from 300 FLOPs per element of
+    one image's x and y (2·K·Cin per pixel over Cin + K for a 1×1 kernel); backward-data
+    keeps the bound of 1000."""
+    def chosen(x_shape, w_shape, pass_="forward"):
+        impls = _implementations(x_shape, w_shape, layout="NCHW")[pass_]
+        return next(d["name"] for d in impls if d["preferred"])
+    # 2·256·1024 / 1280 = 410 and 2·256·512 / 768 = 341: via_nhwc
+    assert chosen((16, 1024, 14, 14), (256, 1024, 1, 1)) == "via_nhwc"
+    assert chosen((8, 512, 28, 28), (256, 512, 1, 1)) == "via_nhwc"
+    # 2·256·256 / 512 = 256 and 2·64·256 / 320 = 102: direct_stride1
+    assert chosen((16, 256, 14, 14), (256, 256, 1, 1)) == "direct_stride1"
+    assert chosen((16, 256, 56, 56), (64, 256, 1, 1)) == "direct_stride1"
+    impls = _implementations((16, 256, 14, 14), (256, 256, 1, 1), layout="NCHW")
+    via = next(d for d in impls["forward"] if d["name"] == "via_nhwc")
+    assert not via["preferred"] and "300 FLOPs" in via["reason"]
+    # backward-data: 410 is under its 1000
+    assert chosen((16, 1024, 14, 14), (256, 1024, 1, 1), "backward_data") != "via_nhwc"
