@@ -686,3 +686,22 @@ def test_via_nhwc_forward_against_direct_from_300_flops_per_element():
     assert not via["preferred"] and "300 FLOPs" in via["reason"]
     # backward-data: 410 is under its 1000
     assert chosen((16, 1024, 14, 14), (256, 1024, 1, 1), "backward_data") != "via_nhwc"
+
+
+def test_via_nhwc_weight_gradient_on_wide_layers_but_1x1_and_batch_1():
+    """The NCHW weight gradient runs through via_nhwc on wide layers (16 or more channels and
+    over 32 filters per group) when the kernel is larger than 1×1 and there are several
+    images; with a 1×1 kernel or one image the NCHW executors keep it."""
+    def entry(x_shape, w_shape, **kw):
+        impls = _implementations(x_shape, w_shape, layout="NCHW", **kw)["backward_weight"]
+        chosen = next(d["name"] for d in impls if d["preferred"])
+        via = next(d for d in impls if d["name"] == "via_nhwc")
+        return chosen, via
+    chosen, _ = entry((2, 64, 20, 20), (64, 64, 3, 3), padding=1)
+    assert chosen == "via_nhwc"
+    chosen, _ = entry((2, 32, 21, 21), (48, 32, 3, 3), stride=2, padding=1, shape_rule="crop")
+    assert chosen == "via_nhwc"
+    for x_shape, w_shape in [((2, 64, 20, 20), (64, 64, 1, 1)), ((1, 64, 20, 20), (64, 64, 3, 3))]:
+        chosen, via = entry(x_shape, w_shape, padding=w_shape[2] // 2)
+        assert chosen != "via_nhwc" and via["applies"] and not via["preferred"]
+        assert "1×1 kernel or one image" in via["reason"]

@@ -31,8 +31,14 @@ namespace {
 constexpr double kViaNhwcWgradMinFlopsPerElement = 200.0;
 // via_nhwc applies to layers with few channels (RGB stems) or few filters per group, where
 // the NCHW executors measured slow (Zen 4, 2 threads: AlexNet conv1 112 -> 145 GFLOP/s,
-// RGB stem 7×7/2 75 -> 101, 5×5 with 32 filters 142 -> 180); on wide layers (3×3 c128, c512;
-// 1×1 c1024) it measured 10–40 % slower than them.
+// RGB stem 7×7/2 75 -> 101, 5×5 with 32 filters 142 -> 180), and, since the NHWC executors
+// skip the padded taps and read dy's planes in place, to wider layers with more than one
+// image and a kernel larger than 1×1 (Zen 4, 2 threads, forced, medians of 3 alternating
+// rounds, ms: 3×3 c128 on 56×56 39.0 → 36.8, 3×3 c64 on 56×56 20.6 → 19.2, 3×3 c512 on 7×7
+// 21.2 → 18.9, 3×3 c128 on 7×7 1.53 → 1.07, 3×3/2 c128→256 on 28×28 10.85 → 9.88, 3×3/2
+// c64→128 on 104×104 21.5 → 20.0; OCR 3×3 c64 on 32×128 54.5 against 55.5). With a 1×1
+// kernel (1×1 c1024→256 on 14×14: 9.8 against 13.3) or one image (3×3 c256 on 14×14: 1.28
+// against 1.54) the NCHW executors stay ahead.
 constexpr int64_t kViaNhwcWgradMaxChannels = 16;
 constexpr int64_t kViaNhwcWgradMaxFilters = 32;
 // With fewer than kViaNhwcWgradMaxChannels channels per group (RGB stems), via_nhwc's chunks
@@ -977,9 +983,11 @@ struct ViaNhwc : NoWeights {
   }
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
     if (nchw_goes_to_pixel_split(p, bl)) return kNchwToPixelSplit;
-    if (p.Cg >= kViaNhwcWgradMaxChannels && p.Kg > kViaNhwcWgradMaxFilters)
-      return "16 or more channels and over 32 filters per group: the NCHW executors are as "
-             "fast as the transposes and the NHWC executor together";
+    if (p.Cg >= kViaNhwcWgradMaxChannels && p.Kg > kViaNhwcWgradMaxFilters &&
+        (p.R * p.S == 1 || p.N == 1))
+      return "16 or more channels and over 32 filters per group with a 1×1 kernel or one "
+             "image: the NCHW executors are faster than the transposes and the NHWC "
+             "executor together";
     const double moved = double(p.C) * double(p.H * p.W) + double(p.K) * double(p.P());
     return p.flops() < kViaNhwcWgradMinFlopsPerElement * moved
                ? "under 200 FLOPs per element transposed (1×1 layers): the NCHW executors "
