@@ -317,7 +317,7 @@ struct ViaNhwcForward {
     }
     // Against direct_stride1 (B read in place) only wide layers gain; against the im2col
     // executors (strides > 1, small maps) most layers do.
-    if (direct) return via_nhwc_declines(p, kViaNhwcForwardMinFlopsPerElement);
+    if (direct) return via_nhwc_declines(p, kViaNhwcForwardFlopsBound);
     return via_nhwc_declines_vs_packing(p);
   }
   // As it goes with few output pixels (LazyWeights), on indirect_nhwc's tiles only.

@@ -28,11 +28,22 @@ namespace convcore::detail {
 // one thread: 5×5 c192 and 3×3 c512 layers gained 10–18 %, 3×3 c128 broke even, a 1×1
 // c1024 backward-data lost 17 %).
 inline constexpr int64_t kViaNhwcMinChannels = 128;
-inline constexpr double kViaNhwcMinFlopsPerElement = 1000.0;
+// A bound on the FLOPs per element transposed, and the decline that names it.
+struct ViaNhwcFlopsBound {
+  double min_flops_per_element;
+  const char* why;
+};
+inline constexpr ViaNhwcFlopsBound kViaNhwcFlopsBound{
+    1000.0,
+    "under 1000 FLOPs per element transposed (1×1 layers): the transposes cost more than the "
+    "channels-last tiles gain"};
 // The forward against direct_stride1 from 300: 1×1 c1024→256 on 14×14, batch 16 (410 FLOPs
 // per element) 8.8–8.9 against 9.8–10.3 ms, forced, alternating processes (Zen 4, 2
 // threads); 1×1 c256→64 on 56×56 (102) stays on direct_stride1, 10.4–10.6 against 11.0–11.6.
-inline constexpr double kViaNhwcForwardMinFlopsPerElement = 300.0;
+inline constexpr ViaNhwcFlopsBound kViaNhwcForwardFlopsBound{
+    300.0,
+    "under 300 FLOPs per element transposed (1×1 layers with few filters): the transposes "
+    "cost more than the channels-last tiles gain"};
 
 // Output pixels grouped by the taps they reach. The output map splits into rectangles
 // (bands of rows × bands of columns) over which the kernel rows and columns that land in
@@ -491,10 +502,10 @@ inline const char* via_nhwc_declines_vs_packing(const ConvPlan& p) {
   return nullptr;
 }
 
-// min_flops_per_element: kViaNhwcMinFlopsPerElement, or the forward's lower bound against
-// direct_stride1 (kViaNhwcForwardMinFlopsPerElement).
+// bound: kViaNhwcFlopsBound, or the forward's against direct_stride1
+// (kViaNhwcForwardFlopsBound).
 inline const char* via_nhwc_declines(const ConvPlan& p,
-                                     double min_flops_per_element = kViaNhwcMinFlopsPerElement) {
+                                     const ViaNhwcFlopsBound& bound = kViaNhwcFlopsBound) {
   if (std::max(p.Cg, p.Kg) < kViaNhwcMinChannels)
     return "fewer than 128 channels and filters per group: the transposes cost about what "
            "the channels-last tiles gain";
@@ -505,12 +516,8 @@ inline const char* via_nhwc_declines(const ConvPlan& p,
   // backward-data 78 -> 92), from 20 MFLOP.
   if (p.N == 1 && p.flops() >= 2e7) return nullptr;
   const double moved = double(p.C) * double(p.H * p.W) + double(p.K) * double(p.P());
-  if (2.0 * double(p.K) * double(p.P()) * double(p.CgRS()) < min_flops_per_element * moved)
-    return min_flops_per_element < kViaNhwcMinFlopsPerElement
-               ? "under 300 FLOPs per element transposed (1×1 layers with few filters): the "
-                 "transposes cost more than the channels-last tiles gain"
-               : "under 1000 FLOPs per element transposed (1×1 layers): the transposes cost "
-                 "more than the channels-last tiles gain";
+  if (2.0 * double(p.K) * double(p.P()) * double(p.CgRS()) < bound.min_flops_per_element * moved)
+    return bound.why;
   return nullptr;
 }
 
