@@ -138,12 +138,13 @@ void on_every_tile(Isa isa, Check&& check) {
 }
 
 // C (m × n, ldc) = Σ_p A(i, p)·B(p, j), A(i, p) = rows[i][a_off[p]], B(p, j) = b[b_off[p] + j].
+// kc: 37 and 64 steps cover the tall tiles' blocks of 32 steps, a partial last block and
+// none.
 template <typename T>
-void check_gather(const convcore::detail::Engine<T>& e) {
+void check_gather(const convcore::detail::Engine<T>& e, int64_t kc) {
   const int mr = e.blocking.mr, nr = e.blocking.nr;
   std::mt19937 rng(9);
   std::uniform_real_distribution<double> u(-1, 1);
-  const int64_t kc = 37;
   std::vector<T> x(4000), b(kc * 50 + nr);
   for (auto& v : x) v = T(u(rng));
   for (auto& v : b) v = T(u(rng));
@@ -169,6 +170,11 @@ void check_gather(const convcore::detail::Engine<T>& e) {
         }, "gathered");
       }
     }
+}
+
+template <typename T>
+void check_gather(const convcore::detail::Engine<T>& e) {
+  for (int64_t kc : {1, 37, 64}) check_gather(e, kc);
 }
 
 TEST_P(KernelTest, GatheredTileMatchesTheLoopsOnBothTiles) {

@@ -665,10 +665,16 @@ void pixel_split_chunk_lanes(const ConvPlan& p, const GemmEngine<T>& e, const T*
       const int64_t dy_step = planes ? Kgp : p.ys_w;
       for (int64_t ow = ow0; ow < ow0 + len; ++ow) {
         if (ow == lo && lo < hi) {  // the run inside the image
+          // (Steps in locals: the stores through int64_t pointers could alias p's fields,
+          // which the loop had reloaded every pixel.)
+          const int64_t x_step = p.sw * p.xs_w;
           const int64_t x_at = img * p.xs_n + ih0 * p.xs_h + (lo * p.sw - p.pad_l) * p.xs_w;
+          const int64_t dy_at = dy_row + lo * dy_step;
+          int64_t* __restrict ai = a_in + n_in;
+          int64_t* __restrict bi = b_in + n_in;
           for (int64_t u = 0; u < hi - lo; ++u) {
-            a_in[n_in + u] = x_at + u * p.sw * p.xs_w;
-            b_in[n_in + u] = dy_row + (lo + u) * dy_step;
+            ai[u] = x_at + u * x_step;
+            bi[u] = dy_at + u * dy_step;
           }
           n_in += hi - lo;
           ow = hi - 1;
