@@ -690,8 +690,9 @@ def test_via_nhwc_forward_against_direct_from_300_flops_per_element():
 
 def test_via_nhwc_weight_gradient_on_wide_layers_but_1x1_and_batch_1():
     """The NCHW weight gradient runs through via_nhwc on wide layers (16 or more channels and
-    over 32 filters per group) when the kernel is larger than 1×1 and there are several
-    images; with a 1×1 kernel or one image the NCHW executors keep it."""
+    over 32 filters per group) when the kernel is larger than 1×1, there are several images
+    and at most 1024 output pixels per image; with a 1×1 kernel, one image or a larger
+    output map the NCHW executors keep it."""
     def entry(x_shape, w_shape, **kw):
         impls = _implementations(x_shape, w_shape, layout="NCHW", **kw)["backward_weight"]
         chosen = next(d["name"] for d in impls if d["preferred"])
@@ -701,7 +702,10 @@ def test_via_nhwc_weight_gradient_on_wide_layers_but_1x1_and_batch_1():
     assert chosen == "via_nhwc"
     chosen, _ = entry((2, 32, 21, 21), (48, 32, 3, 3), stride=2, padding=1, shape_rule="crop")
     assert chosen == "via_nhwc"
-    for x_shape, w_shape in [((2, 64, 20, 20), (64, 64, 1, 1)), ((1, 64, 20, 20), (64, 64, 3, 3))]:
+    chosen, _ = entry((2, 64, 32, 32), (64, 64, 3, 3), padding=1)  # 1024 output pixels
+    assert chosen == "via_nhwc"
+    for x_shape, w_shape in [((2, 64, 20, 20), (64, 64, 1, 1)), ((1, 64, 20, 20), (64, 64, 3, 3)),
+                             ((2, 64, 32, 33), (64, 64, 3, 3))]:
         chosen, via = entry(x_shape, w_shape, padding=w_shape[2] // 2)
         assert chosen != "via_nhwc" and via["applies"] and not via["preferred"]
-        assert "1×1 kernel or one image" in via["reason"]
+        assert "1×1 kernel, one image or over 1024 output pixels per image" in via["reason"]

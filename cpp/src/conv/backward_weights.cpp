@@ -38,9 +38,17 @@ constexpr double kViaNhwcWgradMinFlopsPerElement = 200.0;
 // 21.2 → 18.9, 3×3 c128 on 7×7 1.53 → 1.07, 3×3/2 c128→256 on 28×28 10.85 → 9.88, 3×3/2
 // c64→128 on 104×104 21.5 → 20.0; OCR 3×3 c64 on 32×128 54.5 against 55.5). With a 1×1
 // kernel (1×1 c1024→256 on 14×14: 9.8 against 13.3) or one image (3×3 c256 on 14×14: 1.28
-// against 1.54) the NCHW executors stay ahead.
+// against 1.54) the NCHW executors stay ahead. Nor on wide layers with large output maps:
+// there the 2-thread gain was 2–7 %, and at 16 threads (a 16-core Xeon, forced, medians of
+// 5 alternating rounds) via_nhwc lost — 3×3 c128 on 56×56 10.76 against tap_rows' 9.11 ms,
+// 3×3 c64 on 56×56 5.26 against 4.41, YOLO's 3×3/2 on 104×104 7.79 against im2col's 5.89,
+// OCR 14.57 against 13.23 — its transposes, memory-bound, scale worse than the tiles; the
+// small maps won there too (3×3 c512 on 7×7 4.28 against 4.88, 3×3 c128 on 7×7 0.52
+// against 0.56, 3×3/2 c128→256 to 14×14 3.41 against 3.70). The bound lies between the
+// 196 output pixels per image measured winning and the 2704 measured losing.
 constexpr int64_t kViaNhwcWgradMaxChannels = 16;
 constexpr int64_t kViaNhwcWgradMaxFilters = 32;
+constexpr int64_t kViaNhwcWgradWideMaxPixels = 1024;  // output pixels per image
 // With fewer than kViaNhwcWgradMaxChannels channels per group (RGB stems), via_nhwc's chunks
 // of images hold x and dy together in at most this many elements (16 MiB of float32; before,
 // each operand was bounded by 2²¹ on its own, so the scratch bound is the same): each chunk
@@ -990,10 +998,10 @@ struct ViaNhwc : NoWeights {
   static const char* declines(const ConvPlan& p, const Blocking& bl) {
     if (nchw_goes_to_pixel_split(p, bl)) return kNchwToPixelSplit;
     if (p.Cg >= kViaNhwcWgradMaxChannels && p.Kg > kViaNhwcWgradMaxFilters &&
-        (p.R * p.S == 1 || p.N == 1))
-      return "16 or more channels and over 32 filters per group with a 1×1 kernel or one "
-             "image: the NCHW executors are faster than the transposes and the NHWC "
-             "executor together";
+        (p.R * p.S == 1 || p.N == 1 || p.P() > kViaNhwcWgradWideMaxPixels))
+      return "16 or more channels and over 32 filters per group with a 1×1 kernel, one "
+             "image or over 1024 output pixels per image: the NCHW executors are faster "
+             "than the transposes and the NHWC executor together";
     const double moved = double(p.C) * double(p.H * p.W) + double(p.K) * double(p.P());
     return p.flops() < kViaNhwcWgradMinFlopsPerElement * moved
                ? "under 200 FLOPs per element transposed (1×1 layers): the NCHW executors "
