@@ -467,10 +467,16 @@ struct FlippedWeightTPackA {
 // backward-data's flipped weights: there a whole copy (as is, or taps outermost) measured 5 %
 // slower per call than FlippedWeightPackB's strided reads (batch-1 3×3 c256, perf: the
 // 16×9 masked transposes cost more than they save).
+// Whether pack_tap_major_by_panels takes these weights: contiguous filters in NCHW order
+// (K, C, R, S), a kernel larger than 1×1.
+inline bool tap_major_by_panels_applies(const ConvPlan& p) {
+  const int64_t rs = p.R * p.S;
+  return rs > 1 && p.ws_s == 1 && p.ws_r == p.S && p.ws_c == rs && p.ws_k == p.Cg * rs;
+}
 template <typename T>
 bool pack_tap_major_by_panels(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
   const int64_t rs = p.R * p.S, depth = p.Cg * rs;
-  if (rs == 1 || p.ws_s != 1 || p.ws_r != p.S || p.ws_c != rs || p.ws_k != depth) return false;
+  if (!tap_major_by_panels_applies(p)) return false;
   const int nr = bl.nr;
   const int64_t padded = round_up(p.Kg, nr), panels = padded / nr, tasks = p.G * panels;
   const auto tr = packing_transpose<T>();
