@@ -61,6 +61,14 @@ struct Vec<float> {
     even = _mm256_permute2f128_ps(pa, pb, 0x20);
     odd = _mm256_permute2f128_ps(pa, pb, 0x31);
   }
+  // select(lanes(bits), a, b): lane l from b where bit l of bits is set, else from a.
+  using Lanes = __m256;
+  static Lanes lanes(uint32_t bits) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_castsi256_ps(
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), bit), bit));
+  }
+  static V select(Lanes m, V a, V b) { return _mm256_blendv_ps(a, b, m); }
   static V permute(V v, const int32_t* idx) {
     return _mm256_permutevar8x32_ps(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));
   }
@@ -131,6 +139,13 @@ struct Vec<double> {
     even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8);
     odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), 0xD8);
   }
+  using Lanes = __m256d;
+  static Lanes lanes(uint32_t bits) {
+    const __m256i bit = _mm256_setr_epi64x(1, 2, 4, 8);
+    return _mm256_castsi256_pd(_mm256_cmpeq_epi64(
+        _mm256_and_si256(_mm256_set1_epi64x(static_cast<int64_t>(bits)), bit), bit));
+  }
+  static V select(Lanes m, V a, V b) { return _mm256_blendv_pd(a, b, m); }
   static V permute(V v, const int32_t* idx) {
     const __m256i i = _mm256_slli_epi64(
         _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx))), 1);

@@ -50,6 +50,10 @@ struct Vec<float> {
     even = _mm512_permutex2var_ps(a, ie, b);
     odd = _mm512_permutex2var_ps(a, io, b);
   }
+  // select(lanes(bits), a, b): lane l from b where bit l of bits is set, else from a.
+  using Lanes = Mask;
+  static Lanes lanes(uint32_t bits) { return static_cast<Mask>(bits); }
+  static V select(Lanes m, V a, V b) { return _mm512_mask_blend_ps(m, a, b); }
   static V permute(V v, const int32_t* idx) {
     // (the zero-masked forms: GCC 12's unmasked ones read an undefined source operand)
     return _mm512_maskz_permutexvar_ps(static_cast<__mmask16>(0xFFFF), _mm512_loadu_si512(idx), v);
@@ -131,6 +135,9 @@ struct Vec<double> {
     even = _mm512_permutex2var_pd(a, ie, b);
     odd = _mm512_permutex2var_pd(a, io, b);
   }
+  using Lanes = Mask;
+  static Lanes lanes(uint32_t bits) { return static_cast<Mask>(bits); }
+  static V select(Lanes m, V a, V b) { return _mm512_mask_blend_pd(m, a, b); }
   static V permute(V v, const int32_t* idx) {
     const __m512i i64 = _mm512_maskz_cvtepi32_epi64(
         static_cast<__mmask8>(0xFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)));

@@ -83,6 +83,14 @@ struct Vec {
       odd.lane[kLanes / 2 + l] = b.lane[2 * l + 1];
     }
   }
+  // select(lanes(bits), a, b): lane l from b where bit l of bits is set, else from a.
+  using Lanes = uint32_t;
+  static Lanes lanes(uint32_t bits) { return bits; }
+  static V select(Lanes m, V a, V b) {
+    for (int l = 0; l < kLanes; ++l)
+      if (m >> l & 1u) a.lane[l] = b.lane[l];
+    return a;
+  }
   static V permute(V v, const int32_t* idx) {
     V r;
     for (int l = 0; l < kLanes; ++l) r.lane[l] = v.lane[idx[l]];
