@@ -709,3 +709,29 @@ def test_via_nhwc_weight_gradient_on_wide_layers_but_1x1_and_batch_1():
         chosen, via = entry(x_shape, w_shape, padding=w_shape[2] // 2)
         assert chosen != "via_nhwc" and via["applies"] and not via["preferred"]
         assert "1×1 kernel, one image or over 1024 output pixels per image" in via["reason"]
+
+
+def test_via_nhwc_subpixel_backward_data_on_wide_strided_layers():
+    """Strided NCHW backward-data runs subpixel_nhwc on transposed copies (via_nhwc_subpixel)
+    when a group has 128 or more channels or filters, there are several images and at least
+    500 FLOPs per element transposed; otherwise it declines, naming the rule."""
+    def entry(x_shape, w_shape, **kw):
+        impls = _implementations(x_shape, w_shape, layout="NCHW", shape_rule="crop",
+                                 **kw)["backward_data"]
+        chosen = next(d["name"] for d in impls if d["preferred"])
+        via = next(d for d in impls if d["name"] == "via_nhwc_subpixel")
+        return chosen, via
+    # 3×3/2 c128→256 on 28×28: 768 FLOPs per element of dy and dx.
+    chosen, _ = entry((2, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1)
+    assert chosen == "via_nhwc_subpixel"
+    # 3×3/2 c64→128: 384 per element.
+    _, via = entry((2, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
+    assert via["applies"] and not via["preferred"] and "500 FLOPs per element" in via["reason"]
+    _, via = entry((1, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1)
+    assert via["applies"] and not via["preferred"] and "one image" in via["reason"]
+    _, via = entry((2, 32, 40, 40), (32, 32, 5, 5), stride=2, padding=2)
+    assert via["applies"] and not via["preferred"] and "fewer than 128" in via["reason"]
+    _, via = entry((2, 128, 28, 28), (256, 128, 3, 3), stride=1, padding=1)
+    assert not via["applies"] and "stride 1" in via["reason"]
+    _, via = entry((2, 4, 28, 28), (256, 4, 3, 3), stride=2, padding=1)  # 4 channels
+    assert not via["preferred"] and "fewer than 8 input channels" in via["reason"]

@@ -514,7 +514,7 @@ def test_summary_transposed_layers(capsys):
     assert s[0].output_shape == (8, 128, 32, 32)
     assert s[0].params == 256 * 128 * 16 + 128
     assert s[0].flops == 2 * 8 * 256 * 16 * 16 * 128 * 16
-    assert s[0].algorithms["forward"] == "subpixel"
+    assert s[0].algorithms["forward"] == "via_nhwc_subpixel"
     assert s[2].output_shape == (8, 32, 64, 64)
     layer = ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1)
     s = convcore.summary((64, 56, 56), [layer, {"transposed": True, "out_channels": 16,

@@ -516,6 +516,64 @@ struct SubpixelNhwc {
   }
 };
 
+// NCHW with strides through subpixel_nhwc (as via_nhwc does stride 1 through the full
+// correlation): dy transposed to NHWC a chunk of images at a time into the calling thread's
+// image scratch, subpixel_nhwc's phases computed into an NHWC dx in its partials scratch
+// (which no backward-data executor uses), that transposed back into the planes. The weights
+// are packed as subpixel_nhwc packs them, read through their own strides. Wide layers with
+// many FLOPs per element transposed only (kViaNhwcStridedFlopsBound: 3×3/2 c128→256 on
+// 28×28 10.6 against subpixel's 12.7 ms; 5×10/2 c32→32 speech layer 9.5 against 8.9).
+struct ViaNhwcSubpixel {
+  static constexpr const char* kName = "via_nhwc_subpixel";
+  // The NHWC plan of `batch` images, reading the weights where they lie.
+  static ConvPlan sub_plan(const ConvPlan& p, int64_t batch) {
+    ConvPlan sub = nhwc_plan_of(p, batch);
+    sub.ws_k = p.ws_k; sub.ws_c = p.ws_c; sub.ws_r = p.ws_r; sub.ws_s = p.ws_s;
+    return sub;
+  }
+  static const char* why_not(const ConvPlan& p, const Blocking& bl) {
+    if (const char* why = via_nhwc_why_not(p)) return why;
+    if (p.sh == 1 && p.sw == 1) return "stride 1: via_nhwc's full correlation";
+    if (!same_output_size(p))
+      return "rows or columns of dx that no output reaches beyond the crop rule (a "
+             "transposed convolution's output padding)";
+    return SubpixelNhwc::why_not(sub_plan(p, 1), bl);
+  }
+  static const char* declines(const ConvPlan& p, const Blocking& bl) {
+    if (const char* why = SubpixelNhwc::declines(sub_plan(p, 1), bl)) return why;
+    // (via_nhwc_declines takes every one-image layer from 20 MFLOP; with strides it
+    // measured no faster than col2im there: 3×3/2 c128→256 on 28×28 1.0 against 0.92 ms.)
+    if (p.N == 1) return "one image: col2im is as fast as the transposes and tiles together";
+    return via_nhwc_declines(p, kViaNhwcStridedFlopsBound);
+  }
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    return SubpixelNhwc::weight_packing(p);
+  }
+  template <typename T>
+  static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+    SubpixelNhwc::pack_weights(sub_plan(p, p.N), bl, w, dst);
+  }
+  template <typename T>
+  static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,
+                  const PrepackedGroups<T>& weights) {
+    const int64_t img_dy = p.K * p.P(), img_dx = p.C * p.H * p.W;
+    const int64_t chunk = via_nhwc_chunk(p.N, std::max(img_dy, img_dx));
+    T* dyt = thread_scratch_as<Scratch::Image, T>(chunk * img_dy, "the NHWC copy of dy");
+    T* dxt = thread_scratch_as<Scratch::Partials, T>(chunk * img_dx, "dx in NHWC");
+    const ConvPlan whole = sub_plan(p, chunk);
+    const ConvPlan rest = p.N % chunk ? sub_plan(p, p.N % chunk) : whole;
+    for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
+      const int64_t nb = std::min(chunk, p.N - n0);
+      planes_to_pixels(e.transpose, a.dy + n0 * p.ys_n, p.ys_n, nb, p.K, p.P(), dyt);
+      ExecArgs<T> args = a;
+      args.dy = dyt;
+      args.out = dxt;
+      SubpixelNhwc::run(nb == chunk ? whole : rest, e, args, weights);
+      pixels_to_planes(e.transpose, dxt, nb, p.C, p.H * p.W, a.out + n0 * p.xs_n, p.xs_n);
+    }
+  }
+};
+
 }  // namespace
 
 // In preference order: the first that applies and does not decline runs.
@@ -526,6 +584,7 @@ const ImplList<T>& backward_data_implementations() {
       depthwise_nhwc_backward_data<T>(),
       grouped_nhwc_backward_data<T>(),
       implementation_of<ViaNhwcBackwardData, T>(),
+      implementation_of<ViaNhwcSubpixel, T>(),
       implementation_of<DirectStride1, T>(),
       implementation_of<IndirectNhwcBackwardData, T>(),
       implementation_of<SubpixelNhwc, T>(),

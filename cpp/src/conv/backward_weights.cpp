@@ -1000,8 +1000,7 @@ struct ViaNhwc : NoWeights {
   static const char* why_not(const ConvPlan& p, const Blocking&) {
     if (const char* why = via_nhwc_why_not(p)) return why;
     // The NHWC plan is rebuilt from the sizes with "crop": it must give the same output.
-    if ((p.H + p.pad_t + p.pad_b - p.dh * (p.R - 1) - 1) / p.sh + 1 != p.Ho ||
-        (p.W + p.pad_l + p.pad_r - p.dw * (p.S - 1) - 1) / p.sw + 1 != p.Wo)
+    if (!same_output_size(p))
       return "rows or columns of x that no output reaches beyond the crop rule (a transposed "
              "convolution's output padding)";
     return nullptr;
@@ -1038,16 +1037,6 @@ struct ViaNhwc : NoWeights {
             ? via_nhwc_chunk(p.N, img_x + img_y, kViaNhwcWgradScratchElems)
             : via_nhwc_chunk(p.N, std::max(img_x, img_y));
     const bool several = chunk < p.N;
-    // The plan's convolution (for a transposed plan, the equivalent one, whose sizes the
-    // plan holds) in NHWC; its padding is already resolved, so "crop" gives the same Ho, Wo.
-    Conv2dParams q;
-    q.in_channels = p.C; q.in_h = p.H; q.in_w = p.W;
-    q.out_channels = p.K; q.kernel_h = p.R; q.kernel_w = p.S;
-    q.stride_h = p.sh; q.stride_w = p.sw; q.dilation_h = p.dh; q.dilation_w = p.dw;
-    q.pad_top = p.pad_t; q.pad_bottom = p.pad_b; q.pad_left = p.pad_l; q.pad_right = p.pad_r;
-    q.groups = p.G;
-    q.layout = Layout::NHWC;
-    q.shape_rule = ShapeRule::Crop;
     // The NHWC plan and executor of a chunk of nb images: two sizes at most, `chunk` and the
     // remainder, both chosen before the scratch is sized (dy's copy only where one needs it).
     struct Chunk {
@@ -1056,8 +1045,7 @@ struct ViaNhwc : NoWeights {
       bool dy_in_place;
     };
     const auto chunk_of = [&](int64_t nb) {
-      q.batch = nb;
-      Chunk c{make_plan(q, OpKind::Conv2d), nullptr, false};
+      Chunk c{nhwc_plan_of(p, nb), nullptr, false};
       if (c.sub.Ho != p.Ho || c.sub.Wo != p.Wo)
         throw std::logic_error("via_nhwc: the NHWC plan's output size differs");
       for (const Implementation<T>& im : backward_weight_implementations<T>())

@@ -44,6 +44,15 @@ inline constexpr ViaNhwcFlopsBound kViaNhwcForwardFlopsBound{
     300.0,
     "under 300 FLOPs per element transposed (1×1 layers with few filters): the transposes "
     "cost more than the channels-last tiles gain"};
+// Strided backward-data (via_nhwc_subpixel) against the NCHW subpixel and col2im executors
+// from 500: forced, Zen 4, 2 threads, batch 16 unless said, ms: 3×3/2 c128→256 on 28×28
+// (768 FLOPs per element) 10.6 against 12.7; 3×3/2 c256→512 on 14×14 (1536) 10.9 against
+// col2im's 10.8; 3×3/2 c64→128 on 104×104, batch 8 (384) 20.2 against 20.2, on 56×56 (384)
+// 10.8 against 11.0.
+inline constexpr ViaNhwcFlopsBound kViaNhwcStridedFlopsBound{
+    500.0,
+    "under 500 FLOPs per element transposed: with strides the transposes cost about what "
+    "subpixel_nhwc's tiles gain"};
 
 // Output pixels grouped by the taps they reach. The output map splits into rectangles
 // (bands of rows × bands of columns) over which the kernel rows and columns that land in
@@ -485,6 +494,28 @@ inline const char* via_nhwc_why_not(const ConvPlan& p) {
       !product_at_most({p.K, p.Ho, p.Wo}, kImageScratchElems))
     return "one image's x or y is larger than the image scratch";
   return nullptr;
+}
+
+// The plan's convolution (for a transposed plan, the equivalent one, whose sizes the plan
+// holds) in NHWC for `batch` images, for the via_nhwc executors that run an NHWC
+// executor on transposed copies. Its padding is resolved already, so "crop" gives the
+// plan's output size unless x has rows or columns no output reaches beyond that rule (a
+// transposed convolution's output padding): same_output_size says.
+inline ConvPlan nhwc_plan_of(const ConvPlan& p, int64_t batch) {
+  Conv2dParams q;
+  q.batch = batch;
+  q.in_channels = p.C; q.in_h = p.H; q.in_w = p.W;
+  q.out_channels = p.K; q.kernel_h = p.R; q.kernel_w = p.S;
+  q.stride_h = p.sh; q.stride_w = p.sw; q.dilation_h = p.dh; q.dilation_w = p.dw;
+  q.pad_top = p.pad_t; q.pad_bottom = p.pad_b; q.pad_left = p.pad_l; q.pad_right = p.pad_r;
+  q.groups = p.G;
+  q.layout = Layout::NHWC;
+  q.shape_rule = ShapeRule::Crop;
+  return make_plan(q, OpKind::Conv2d);
+}
+inline bool same_output_size(const ConvPlan& p) {
+  return (p.H + p.pad_t + p.pad_b - p.dh * (p.R - 1) - 1) / p.sh + 1 == p.Ho &&
+         (p.W + p.pad_l + p.pad_r - p.dw * (p.S - 1) - 1) / p.sw + 1 == p.Wo;
 }
 
 // Against NCHW executors that pack the im2col operand (strides > 1, small maps): the
