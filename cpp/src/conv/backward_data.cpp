@@ -92,6 +92,7 @@ struct FlippedWeightsForNhwcTiles {
   template <typename T>
   static void pack_weights(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
     const WeightPacking wp = weight_packing(p);
+    if (pack_flipped_by_panels(p, IndirectNhwc<T>::blocking(bl, wp.depth), w, dst)) return;
     pack_groups<T>(IndirectNhwc<T>::blocking(bl, wp.depth), p.G, wp.is_a, wp.extent, wp.depth,
                    [&](int64_t g) { return FlippedWeightPackB<T>{&p, w + g * p.Kg * p.ws_k}; },
                    dst);
@@ -111,6 +112,13 @@ struct ViaNhwcBackwardData : FlippedWeightsForNhwcTiles {
   }
   static const char* declines(const ConvPlan& p, const Blocking&) {
     return via_nhwc_declines(p);
+  }
+  // Filters in NCHW order packed up front by panels (pack_flipped_by_panels) rather than
+  // as the tiles go with strided reads.
+  static WeightPacking weight_packing(const ConvPlan& p) {
+    WeightPacking wp = FlippedWeightsForNhwcTiles::weight_packing(p);
+    if (tap_major_by_panels_applies(p)) wp.as_it_goes = false;
+    return wp;
   }
   template <typename T>
   static void run(const ConvPlan& p, const GemmEngine<T>& e, const ExecArgs<T>& a,

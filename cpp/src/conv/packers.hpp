@@ -506,6 +506,53 @@ bool pack_tap_major_by_panels(const ConvPlan& p, const Blocking& bl, const T* w,
   return true;
 }
 
+// The flipped weights of FlippedWeightPackB from filters in NCHW order (see
+// tap_major_by_panels_applies), a panel of NR channels at a time, the panels split over the
+// threads: each filter's NR channel rows (R·S taps each) transposed into the thread's
+// B-panel scratch (copy[k][tap][c]), then every depth row (tap, k) of the panel one run of
+// NR values from that copy. Returns false (nothing written) for other layouts. `dst` as
+// pack_groups lays it out.
+template <typename T>
+bool pack_flipped_by_panels(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
+  if (!tap_major_by_panels_applies(p)) return false;
+  const int64_t rs = p.R * p.S, depth = rs * p.Kg;
+  const int nr = bl.nr;
+  const int64_t padded = round_up(p.Cg, nr), panels = padded / nr, tasks = p.G * panels;
+  const auto tr = packing_transpose<T>();
+  const int threads = static_cast<int>(std::clamp<int64_t>(
+      threads_for_copy(2.0 * double(p.G) * double(p.Cg) * double(depth)), 1, tasks));
+  parallel_run(threads, [&](int tid, int nt) {
+    int64_t t0, t1;
+    static_range(tasks, tid, nt, t0, t1);
+    if (t0 == t1) return;
+    T* copy = thread_scratch_as<Scratch::PackB, T>(checked_mul(nr, depth, "a weight panel"),
+                                                   "a weight panel in tap-major order");
+    for (int64_t t = t0; t < t1; ++t) {
+      interrupt_point();
+      const int64_t g = t / panels, c0 = (t % panels) * nr, n = std::min<int64_t>(nr, p.Cg - c0);
+      const T* wg = w + g * p.Kg * p.ws_k + c0 * rs;
+      for (int64_t k = 0; k < p.Kg; ++k) {
+        T* ck = copy + k * rs * nr;  // ck[tap·nr + c] = w[k][c0 + c][tap]
+        tr(wg + k * p.ws_k, rs, ck, nr, n, rs);
+        if (n < nr)
+          for (int64_t tap = 0; tap < rs; ++tap) zero_run(ck + tap * nr + n, nr - n);
+      }
+      T* dg = dst + g * padded * depth;
+      for (int64_t pc = 0; pc < depth; pc += bl.kc) {
+        const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
+        T* d = dg + pc * padded + c0 * kc;
+        // depth row pc + u = (tap, k), tap-major: B[(tap, k)][c] = w[k][c][R·S − 1 − tap]
+        int64_t k = pc % p.Kg, tap = pc / p.Kg;
+        for (int64_t u = 0; u < kc; ++u) {
+          copy_run(d + u * nr, copy + (k * rs + rs - 1 - tap) * nr, nr);
+          if (++k == p.Kg) k = 0, ++tap;
+        }
+      }
+    }
+  });
+  return true;
+}
+
 // B operand of the NHWC direct backward-data pass (indirect_nhwc.hpp): the weights
 // flipped in both spatial axes, an (R·S·Kg) × Cg matrix with depth in (r, s, k) order:
 // B[(r, s, k)][c] = w[k][R-1-r][S-1-s][c]. wg points at the group's first filter.
