@@ -128,6 +128,32 @@ def test_paths_split_by_team_size_are_bitwise_identical(isa, restore_threads, ca
     ref.assert_close(results[1], want, dtype, case)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_packed_by_panels_for_any_team(isa, restore_threads, dtype):
+    """via_nhwc packs NCHW filters a panel of NR filters (forward) or channels
+    (backward-data) at a time, each panel in parts when the team outnumbers the panels:
+    every team size packs the same bits. 40 filters (forward: a whole panel and a partial
+    one) and 200 channels (backward-data: six whole panels and a partial one); the weights
+    are large enough for a team of 8 or more, so the panels are split in two."""
+    rng = np.random.default_rng(29)
+    kw = dict(padding=1)
+    xs, ws = (2, 200, 9, 7), (40, 200, 3, 3)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    dy = rng.standard_normal(convcore.conv2d_output_shape(xs, ws, **kw)).astype(dtype)
+    ys, dxs = {}, {}
+    with convcore._conv._force_implementations(forward="via_nhwc", backward_data="via_nhwc"):
+        for t in (1, 2, 3, 8, 16):
+            convcore.set_num_threads(t)
+            ys[t] = convcore.conv2d(x, w, **kw)
+            dxs[t] = convcore.conv2d_backward_input(dy, w, xs, **kw)
+    for t in (2, 3, 8, 16):
+        assert np.array_equal(ys[t], ys[1]), f"forward, threads={t}"
+        assert np.array_equal(dxs[t], dxs[1]), f"backward-data, threads={t}"
+    ref.assert_close(ys[1], ref.conv2d(x, w, **kw), dtype, "forward")
+    ref.assert_close(dxs[1], ref.conv2d_backward_input(dy, w, xs, **kw), dtype, "backward-data")
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_concurrent_python_threads(layout):
     """Many Python threads calling at once get the same results as serial calls."""

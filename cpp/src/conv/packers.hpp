@@ -467,6 +467,30 @@ struct FlippedWeightTPackA {
 // weights: a whole copy, as is or taps outermost, had measured 5 % slower per call than
 // FlippedWeightPackB's strided reads as the tiles go; by panels, pack_flipped_by_panels,
 // faster — see there.)
+// How the by-panels packers below share their panels among the threads: each panel (NR
+// columns) in `count` parts of whole 64-byte runs of its rows, so that a team larger than
+// the panels has work for every thread (a batch-1 3×3 c256 layer has 8 panels of 32
+// filters for 16 threads) and no two parts write one cache line. One part per panel
+// wherever the panels already outnumber the team.
+struct PanelParts {
+  int64_t count = 1, width = 0, tasks = 0;
+  int threads = 1;
+  PanelParts(int team, int64_t panels, int nr, std::size_t elem_bytes) {
+    const int64_t line = std::max<int64_t>(1, int64_t(64) / int64_t(elem_bytes));
+    const int64_t most = std::max<int64_t>(1, nr / line);
+    count = std::clamp<int64_t>(ceil_div(team, std::max<int64_t>(panels, 1)), 1, most);
+    width = round_up(ceil_div(nr, count), line);
+    tasks = panels * count;
+    threads = static_cast<int>(std::clamp<int64_t>(team, 1, std::max<int64_t>(tasks, 1)));
+  }
+  // Columns [f0, f1) of a panel with n columns that part u packs; false when none.
+  bool columns(int64_t u, int64_t n, int64_t& f0, int64_t& f1) const {
+    f0 = std::min(n, u * width);
+    f1 = std::min(n, f0 + width);
+    return f0 < f1;
+  }
+};
+
 // Whether pack_tap_major_by_panels takes these weights: contiguous filters in NCHW order
 // (K, C, R, S), a kernel larger than 1×1.
 inline bool tap_major_by_panels_applies(const ConvPlan& p) {
@@ -478,28 +502,32 @@ bool pack_tap_major_by_panels(const ConvPlan& p, const Blocking& bl, const T* w,
   const int64_t rs = p.R * p.S, depth = p.Cg * rs;
   if (!tap_major_by_panels_applies(p)) return false;
   const int nr = bl.nr;
-  const int64_t padded = round_up(p.Kg, nr), panels = padded / nr, tasks = p.G * panels;
+  const int64_t padded = round_up(p.Kg, nr), panels = padded / nr;
   const auto tr = packing_transpose<T>();
   // Each element is moved twice.
-  const int threads = static_cast<int>(std::clamp<int64_t>(
-      threads_for_copy(2.0 * double(p.G) * double(p.Kg) * double(depth)), 1, tasks));
-  parallel_run(threads, [&](int tid, int nt) {
+  const PanelParts parts(threads_for_copy(2.0 * double(p.G) * double(p.Kg) * double(depth)),
+                         p.G * panels, nr, sizeof(T));
+  parallel_run(parts.threads, [&](int tid, int nt) {
     int64_t t0, t1;
-    static_range(tasks, tid, nt, t0, t1);
+    static_range(parts.tasks, tid, nt, t0, t1);
     if (t0 == t1) return;
     T* copy = thread_scratch_as<Scratch::PackB, T>(checked_mul(nr, depth, "a weight panel"),
                                                    "a weight panel in tap-major order");
     for (int64_t t = t0; t < t1; ++t) {
       interrupt_point();
-      const int64_t g = t / panels, j0 = (t % panels) * nr, n = std::min<int64_t>(nr, p.Kg - j0);
+      const int64_t panel = t / parts.count, g = panel / panels, j0 = (panel % panels) * nr;
+      const int64_t n = std::min<int64_t>(nr, p.Kg - j0);
+      int64_t f0, f1;  // this part's columns of the panel
+      if (!parts.columns(t % parts.count, n, f0, f1)) continue;
       const T* wg = w + (g * p.Kg + j0) * p.ws_k;
-      for (int64_t k = 0; k < n; ++k) tr(wg + k * p.ws_k, rs, copy + k * depth, p.Cg, p.Cg, rs);
+      for (int64_t k = f0; k < f1; ++k)
+        tr(wg + k * p.ws_k, rs, copy + (k - f0) * depth, p.Cg, p.Cg, rs);
       T* dg = dst + g * padded * depth;
       for (int64_t pc = 0; pc < depth; pc += bl.kc) {
         const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
         T* d = dg + pc * padded + j0 * kc;
-        pack_b_piece(d, copy + pc, 1, depth, kc, n, nr);
-        zero_panel_tail(d, kc, n, nr);
+        pack_b_piece(d + f0, copy + pc, 1, depth, kc, f1 - f0, nr);
+        if (f1 == n) zero_panel_tail(d, kc, n, nr);
       }
     }
   });
@@ -519,34 +547,39 @@ bool pack_flipped_by_panels(const ConvPlan& p, const Blocking& bl, const T* w, T
   if (!tap_major_by_panels_applies(p)) return false;
   const int64_t rs = p.R * p.S, depth = rs * p.Kg;
   const int nr = bl.nr;
-  const int64_t padded = round_up(p.Cg, nr), panels = padded / nr, tasks = p.G * panels;
+  const int64_t padded = round_up(p.Cg, nr), panels = padded / nr;
   const auto tr = packing_transpose<T>();
-  const int threads = static_cast<int>(std::clamp<int64_t>(
-      threads_for_copy(2.0 * double(p.G) * double(p.Cg) * double(depth)), 1, tasks));
-  parallel_run(threads, [&](int tid, int nt) {
+  const PanelParts parts(threads_for_copy(2.0 * double(p.G) * double(p.Cg) * double(depth)),
+                         p.G * panels, nr, sizeof(T));
+  parallel_run(parts.threads, [&](int tid, int nt) {
     int64_t t0, t1;
-    static_range(tasks, tid, nt, t0, t1);
+    static_range(parts.tasks, tid, nt, t0, t1);
     if (t0 == t1) return;
     T* copy = thread_scratch_as<Scratch::PackB, T>(checked_mul(nr, depth, "a weight panel"),
                                                    "a weight panel in tap-major order");
     for (int64_t t = t0; t < t1; ++t) {
       interrupt_point();
-      const int64_t g = t / panels, c0 = (t % panels) * nr, n = std::min<int64_t>(nr, p.Cg - c0);
-      const T* wg = w + g * p.Kg * p.ws_k + c0 * rs;
+      const int64_t panel = t / parts.count, g = panel / panels, c0 = (panel % panels) * nr;
+      const int64_t n = std::min<int64_t>(nr, p.Cg - c0);
+      int64_t f0, f1;  // this part's columns (channels) of the panel
+      if (!parts.columns(t % parts.count, n, f0, f1)) continue;
+      const int64_t w_run = f1 == n ? nr - f0 : f1 - f0;  // the last part writes the zeros
+      const T* wg = w + g * p.Kg * p.ws_k + (c0 + f0) * rs;
       for (int64_t k = 0; k < p.Kg; ++k) {
-        T* ck = copy + k * rs * nr;  // ck[tap·nr + c] = w[k][c0 + c][tap]
-        tr(wg + k * p.ws_k, rs, ck, nr, n, rs);
-        if (n < nr)
-          for (int64_t tap = 0; tap < rs; ++tap) zero_run(ck + tap * nr + n, nr - n);
+        T* ck = copy + k * rs * w_run;  // ck[tap·w_run + c] = w[k][c0 + f0 + c][tap]
+        tr(wg + k * p.ws_k, rs, ck, w_run, f1 - f0, rs);
+        if (f1 - f0 < w_run)
+          for (int64_t tap = 0; tap < rs; ++tap)
+            zero_run(ck + tap * w_run + (f1 - f0), w_run - (f1 - f0));
       }
       T* dg = dst + g * padded * depth;
       for (int64_t pc = 0; pc < depth; pc += bl.kc) {
         const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
-        T* d = dg + pc * padded + c0 * kc;
+        T* d = dg + pc * padded + c0 * kc + f0;
         // depth row pc + u = (tap, k), tap-major: B[(tap, k)][c] = w[k][c][R·S − 1 − tap]
         int64_t k = pc % p.Kg, tap = pc / p.Kg;
         for (int64_t u = 0; u < kc; ++u) {
-          copy_run(d + u * nr, copy + (k * rs + rs - 1 - tap) * nr, nr);
+          copy_run(d + u * nr, copy + (k * rs + rs - 1 - tap) * w_run, w_run);
           if (++k == p.Kg) k = 0, ++tap;
         }
       }
