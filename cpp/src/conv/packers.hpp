@@ -473,21 +473,38 @@ struct FlippedWeightTPackA {
 // filters for 16 threads) and no two parts write one cache line. One part per panel
 // wherever the panels already outnumber the team.
 struct PanelParts {
-  int64_t count = 1, width = 0, tasks = 0;
-  int threads = 1;
-  PanelParts(int team, int64_t panels, int nr, std::size_t elem_bytes) {
+  int64_t panels = 0, extent = 0, count = 1, width = 0, tasks = 0;
+  int nr = 1, threads = 1;
+  // groups × ceil(extent / nr) panels of nr columns; `team`: the threads the copy may take.
+  PanelParts(int team, int64_t groups, int64_t extent_, int nr_, std::size_t elem_bytes)
+      : extent(extent_), nr(nr_) {
+    panels = round_up(extent, nr) / nr;
     const int64_t line = std::max<int64_t>(1, int64_t(64) / int64_t(elem_bytes));
     const int64_t most = std::max<int64_t>(1, nr / line);
-    count = std::clamp<int64_t>(ceil_div(team, std::max<int64_t>(panels, 1)), 1, most);
+    count = std::clamp<int64_t>(ceil_div(team, std::max<int64_t>(groups * panels, 1)), 1, most);
     width = round_up(ceil_div(nr, count), line);
-    tasks = panels * count;
+    tasks = groups * panels * count;
     threads = static_cast<int>(std::clamp<int64_t>(team, 1, std::max<int64_t>(tasks, 1)));
   }
-  // Columns [f0, f1) of a panel with n columns that part u packs; false when none.
-  bool columns(int64_t u, int64_t n, int64_t& f0, int64_t& f1) const {
-    f0 = std::min(n, u * width);
-    f1 = std::min(n, f0 + width);
-    return f0 < f1;
+  // body(copy, g, j0, n, f0, f1) for every part on the team: group g's panel at column j0,
+  // n columns (fewer than nr in the last), the part's columns [f0, f1); `copy` is the
+  // thread's B-panel scratch of copy_elems values.
+  template <typename T, typename Body>
+  void run(int64_t copy_elems, Body&& body) const {
+    parallel_run(threads, [&](int tid, int nt) {
+      int64_t t0, t1;
+      static_range(tasks, tid, nt, t0, t1);
+      if (t0 == t1) return;
+      T* copy = thread_scratch_as<Scratch::PackB, T>(copy_elems,
+                                                     "a weight panel in tap-major order");
+      for (int64_t t = t0; t < t1; ++t) {
+        interrupt_point();
+        const int64_t panel = t / count, g = panel / panels, j0 = (panel % panels) * nr;
+        const int64_t n = std::min<int64_t>(nr, extent - j0);
+        const int64_t f0 = std::min(n, t % count * width), f1 = std::min(n, f0 + width);
+        if (f0 < f1) body(copy, g, j0, n, f0, f1);
+      }
+    });
   }
 };
 
@@ -501,34 +518,22 @@ template <typename T>
 bool pack_tap_major_by_panels(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
   const int64_t rs = p.R * p.S, depth = p.Cg * rs;
   if (!tap_major_by_panels_applies(p)) return false;
-  const int nr = bl.nr;
-  const int64_t padded = round_up(p.Kg, nr), panels = padded / nr;
   const auto tr = packing_transpose<T>();
   // Each element is moved twice.
   const PanelParts parts(threads_for_copy(2.0 * double(p.G) * double(p.Kg) * double(depth)),
-                         p.G * panels, nr, sizeof(T));
-  parallel_run(parts.threads, [&](int tid, int nt) {
-    int64_t t0, t1;
-    static_range(parts.tasks, tid, nt, t0, t1);
-    if (t0 == t1) return;
-    T* copy = thread_scratch_as<Scratch::PackB, T>(checked_mul(nr, depth, "a weight panel"),
-                                                   "a weight panel in tap-major order");
-    for (int64_t t = t0; t < t1; ++t) {
-      interrupt_point();
-      const int64_t panel = t / parts.count, g = panel / panels, j0 = (panel % panels) * nr;
-      const int64_t n = std::min<int64_t>(nr, p.Kg - j0);
-      int64_t f0, f1;  // this part's columns of the panel
-      if (!parts.columns(t % parts.count, n, f0, f1)) continue;
-      const T* wg = w + (g * p.Kg + j0) * p.ws_k;
-      for (int64_t k = f0; k < f1; ++k)
-        tr(wg + k * p.ws_k, rs, copy + (k - f0) * depth, p.Cg, p.Cg, rs);
-      T* dg = dst + g * padded * depth;
-      for (int64_t pc = 0; pc < depth; pc += bl.kc) {
-        const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
-        T* d = dg + pc * padded + j0 * kc;
-        pack_b_piece(d + f0, copy + pc, 1, depth, kc, f1 - f0, nr);
-        if (f1 == n) zero_panel_tail(d, kc, n, nr);
-      }
+                         p.G, p.Kg, bl.nr, sizeof(T));
+  const int64_t padded = parts.panels * bl.nr;
+  parts.run<T>(checked_mul(bl.nr, depth, "a weight panel"),
+               [&](T* copy, int64_t g, int64_t j0, int64_t n, int64_t f0, int64_t f1) {
+    const T* wg = w + (g * p.Kg + j0) * p.ws_k;
+    for (int64_t k = f0; k < f1; ++k)
+      tr(wg + k * p.ws_k, rs, copy + (k - f0) * depth, p.Cg, p.Cg, rs);
+    T* dg = dst + g * padded * depth;
+    for (int64_t pc = 0; pc < depth; pc += bl.kc) {
+      const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
+      T* d = dg + pc * padded + j0 * kc;
+      pack_b_piece(d + f0, copy + pc, 1, depth, kc, f1 - f0, bl.nr);
+      if (f1 == n) zero_panel_tail(d, kc, n, bl.nr);
     }
   });
   return true;
@@ -547,41 +552,30 @@ bool pack_flipped_by_panels(const ConvPlan& p, const Blocking& bl, const T* w, T
   if (!tap_major_by_panels_applies(p)) return false;
   const int64_t rs = p.R * p.S, depth = rs * p.Kg;
   const int nr = bl.nr;
-  const int64_t padded = round_up(p.Cg, nr), panels = padded / nr;
   const auto tr = packing_transpose<T>();
   const PanelParts parts(threads_for_copy(2.0 * double(p.G) * double(p.Cg) * double(depth)),
-                         p.G * panels, nr, sizeof(T));
-  parallel_run(parts.threads, [&](int tid, int nt) {
-    int64_t t0, t1;
-    static_range(parts.tasks, tid, nt, t0, t1);
-    if (t0 == t1) return;
-    T* copy = thread_scratch_as<Scratch::PackB, T>(checked_mul(nr, depth, "a weight panel"),
-                                                   "a weight panel in tap-major order");
-    for (int64_t t = t0; t < t1; ++t) {
-      interrupt_point();
-      const int64_t panel = t / parts.count, g = panel / panels, c0 = (panel % panels) * nr;
-      const int64_t n = std::min<int64_t>(nr, p.Cg - c0);
-      int64_t f0, f1;  // this part's columns (channels) of the panel
-      if (!parts.columns(t % parts.count, n, f0, f1)) continue;
-      const int64_t w_run = f1 == n ? nr - f0 : f1 - f0;  // the last part writes the zeros
-      const T* wg = w + g * p.Kg * p.ws_k + (c0 + f0) * rs;
-      for (int64_t k = 0; k < p.Kg; ++k) {
-        T* ck = copy + k * rs * w_run;  // ck[tap·w_run + c] = w[k][c0 + f0 + c][tap]
-        tr(wg + k * p.ws_k, rs, ck, w_run, f1 - f0, rs);
-        if (f1 - f0 < w_run)
-          for (int64_t tap = 0; tap < rs; ++tap)
-            zero_run(ck + tap * w_run + (f1 - f0), w_run - (f1 - f0));
-      }
-      T* dg = dst + g * padded * depth;
-      for (int64_t pc = 0; pc < depth; pc += bl.kc) {
-        const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
-        T* d = dg + pc * padded + c0 * kc + f0;
-        // depth row pc + u = (tap, k), tap-major: B[(tap, k)][c] = w[k][c][R·S − 1 − tap]
-        int64_t k = pc % p.Kg, tap = pc / p.Kg;
-        for (int64_t u = 0; u < kc; ++u) {
-          copy_run(d + u * nr, copy + (k * rs + rs - 1 - tap) * w_run, w_run);
-          if (++k == p.Kg) k = 0, ++tap;
-        }
+                         p.G, p.Cg, nr, sizeof(T));
+  const int64_t padded = parts.panels * nr;
+  parts.run<T>(checked_mul(nr, depth, "a weight panel"),
+               [&](T* copy, int64_t g, int64_t c0, int64_t n, int64_t f0, int64_t f1) {
+    const int64_t w_run = f1 == n ? nr - f0 : f1 - f0;  // the last part writes the zeros
+    const T* wg = w + g * p.Kg * p.ws_k + (c0 + f0) * rs;
+    for (int64_t k = 0; k < p.Kg; ++k) {
+      T* ck = copy + k * rs * w_run;  // ck[tap·w_run + c] = w[k][c0 + f0 + c][tap]
+      tr(wg + k * p.ws_k, rs, ck, w_run, f1 - f0, rs);
+      if (f1 - f0 < w_run)
+        for (int64_t tap = 0; tap < rs; ++tap)
+          zero_run(ck + tap * w_run + (f1 - f0), w_run - (f1 - f0));
+    }
+    T* dg = dst + g * padded * depth;
+    for (int64_t pc = 0; pc < depth; pc += bl.kc) {
+      const int64_t kc = std::min<int64_t>(bl.kc, depth - pc);
+      T* d = dg + pc * padded + c0 * kc + f0;
+      // depth row pc + u = (tap, k), tap-major: B[(tap, k)][c] = w[k][c][R·S − 1 − tap]
+      int64_t k = pc % p.Kg, tap = pc / p.Kg;
+      for (int64_t u = 0; u < kc; ++u) {
+        copy_run(d + u * nr, copy + (k * rs + rs - 1 - tap) * w_run, w_run);
+        if (++k == p.Kg) k = 0, ++tap;
       }
     }
   });
