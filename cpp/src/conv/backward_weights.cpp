@@ -591,11 +591,14 @@ void build_window_row(const ConvPlan& p, const T* xn, int64_t ih0, int64_t iw0, 
       continue;
     }
     zero_run(out, s_lo * Cg);
-    const T* src = xn + ih * p.xs_h + (iw0 + s_lo * dw) * p.xs_w;
-    if (run) {
-      copy_run(out + s_lo * Cg, src, (s_hi - s_lo) * Cg);
+    // (Addresses formed only for columns in the image: with huge dilations or padding an
+    // address of one outside it could overflow.)
+    const T* xr = xn + ih * p.xs_h;
+    if (run && s_lo < s_hi) {
+      copy_run(out + s_lo * Cg, xr + (iw0 + s_lo * dw) * p.xs_w, (s_hi - s_lo) * Cg);
     } else {
-      for (int64_t s = s_lo; s < s_hi; ++s, src += dw * p.xs_w) {
+      for (int64_t s = s_lo; s < s_hi; ++s) {
+        const T* src = xr + (iw0 + s * dw) * p.xs_w;
         if (p.xs_c == 1) copy_run(out + s * Cg, src, Cg);
         else for (int64_t c = 0; c < Cg; ++c) out[s * Cg + c] = src[c * p.xs_c];
       }
