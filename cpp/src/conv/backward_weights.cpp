@@ -39,8 +39,9 @@ constexpr double kViaNhwcWgradMinFlopsPerElement = 200.0;
 // c64→128 on 104×104 21.5 → 20.0; OCR 3×3 c64 on 32×128 54.5 against 55.5). With a 1×1
 // kernel (1×1 c1024→256 on 14×14: 9.8 against 13.3) or one image (3×3 c256 on 14×14: 1.28
 // against 1.54) the NCHW executors stay ahead. Nor on wide layers with large output maps:
-// there the 2-thread gain was 2–7 %, and at 16 threads (a 16-core Xeon, forced, medians of
-// 5 alternating rounds) via_nhwc lost — 3×3 c128 on 56×56 10.76 against tap_rows' 9.11 ms,
+// there the 2-thread gain was 2–13 % (YOLO's 3×3/2 20.2 → 17.6 ms, forced), and at 16
+// threads (a 16-core Xeon, forced, medians of 5 alternating rounds) via_nhwc lost — 3×3
+// c128 on 56×56 10.76 against tap_rows' 9.11 ms,
 // 3×3 c64 on 56×56 5.26 against 4.41, YOLO's 3×3/2 on 104×104 7.79 against im2col's 5.89,
 // OCR 14.57 against 13.23 — its transposes, memory-bound, scale worse than the tiles; the
 // small maps won there too (3×3 c512 on 7×7 4.28 against 4.88, 3×3 c128 on 7×7 0.52
@@ -581,7 +582,8 @@ void build_window_row(const ConvPlan& p, const T* xn, int64_t ih0, int64_t iw0, 
   // of the 5×20/2 speech layer's NHWC weight gradient: one channel, 100 taps per window.)
   const int64_t S = p.S, dw = p.dw;
   const int64_t s_lo = std::min(S, iw0 < 0 ? ceil_div(-iw0, dw) : int64_t(0));
-  const int64_t s_hi = std::max(s_lo, iw0 >= p.W ? int64_t(0) : std::min(S, (p.W - 1 - iw0) / dw + 1));
+  const int64_t s_hi = std::max(
+      s_lo, iw0 >= p.W ? int64_t(0) : std::min(S, (p.W - 1 - iw0) / dw + 1));
   const bool run = p.xs_c == 1 && dw * p.xs_w == Cg;
   for (int64_t r = 0; r < p.R; ++r) {
     T* out = row + r * S * Cg;

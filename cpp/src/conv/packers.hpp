@@ -449,24 +449,6 @@ struct FlippedWeightTPackA {
   }
 };
 
-// NCHW filters (a filter's R·S taps of one channel contiguous, its channels of one tap R·S
-// apart) packed as TapMajorWeightPackB packs them, for the channels-last executors' B
-// operand (depth (r, s, c), filters on the columns), a panel of NR filters at a time: each
-// filter of the panel is first transposed to tap-major order (one C × R·S → R·S × C
-// register-block transpose) into the thread's B-panel scratch, and the panel's pieces of
-// every depth block are then transposes of that copy. The copy (NR filters, a few hundred
-// KiB) stays in L2 between the two; the panels are split over the threads. Returns false
-// (nothing written) for other layouts and 1×1 kernels, which TapMajorWeightPackB reads in
-// place. `dst` is laid out as pack_groups lays it out: group g at g · padded · depth, depth
-// block pc at + pc · padded, panel j0 at + j0 · kc.
-//
-// A/B, per call, forward through via_nhwc, Zen 4: batch-1 3×3 c256 at one thread 2.45 ms
-// (strided reads) → 2.30 (one tap-major copy of all the weights, then the packing); the
-// copy by panels, with the register transposes' row addresses kept in registers, brought
-// the same layer at two threads from 0.58× to about 0.9× torch. (Backward-data's flipped
-// weights: a whole copy, as is or taps outermost, had measured 5 % slower per call than
-// FlippedWeightPackB's strided reads as the tiles go; by panels, pack_flipped_by_panels,
-// faster — see there.)
 // How the by-panels packers below share their panels among the threads: each panel (NR
 // columns) in `count` parts of whole 64-byte runs of its rows, so that a team larger than
 // the panels has work for every thread (a batch-1 3×3 c256 layer has 8 panels of 32
@@ -481,7 +463,8 @@ struct PanelParts {
     panels = round_up(extent, nr) / nr;
     const int64_t line = std::max<int64_t>(1, int64_t(64) / int64_t(elem_bytes));
     const int64_t most = std::max<int64_t>(1, nr / line);
-    count = std::clamp<int64_t>(ceil_div(team, std::max<int64_t>(groups * panels, 1)), 1, most);
+    const int64_t all = std::max<int64_t>(groups * panels, 1);
+    count = std::clamp<int64_t>(ceil_div(team, all), 1, most);
     width = round_up(ceil_div(nr, count), line);
     tasks = groups * panels * count;
     threads = static_cast<int>(std::clamp<int64_t>(team, 1, std::max<int64_t>(tasks, 1)));
@@ -514,6 +497,25 @@ inline bool tap_major_by_panels_applies(const ConvPlan& p) {
   const int64_t rs = p.R * p.S;
   return rs > 1 && p.ws_s == 1 && p.ws_r == p.S && p.ws_c == rs && p.ws_k == p.Cg * rs;
 }
+
+// NCHW filters (a filter's R·S taps of one channel contiguous, its channels of one tap R·S
+// apart) packed as TapMajorWeightPackB packs them, for the channels-last executors' B
+// operand (depth (r, s, c), filters on the columns), a panel of NR filters at a time: each
+// filter of the panel is first transposed to tap-major order (one C × R·S → R·S × C
+// register-block transpose) into the thread's B-panel scratch, and the panel's pieces of
+// every depth block are then transposes of that copy. The copy (NR filters, a few hundred
+// KiB) stays in L2 between the two; the panels are split over the threads (PanelParts).
+// Returns false (nothing written) for other layouts and 1×1 kernels, which
+// TapMajorWeightPackB reads in place. `dst` is laid out as pack_groups lays it out: group g
+// at g · padded · depth, depth block pc at + pc · padded, panel j0 at + j0 · kc.
+//
+// A/B, per call, forward through via_nhwc, Zen 4: batch-1 3×3 c256 at one thread 2.45 ms
+// (strided reads) → 2.30 (one tap-major copy of all the weights, then the packing); the
+// copy by panels, with the register transposes' row addresses kept in registers, brought
+// the same layer at two threads from 0.58× to about 0.9× torch. (Backward-data's flipped
+// weights: a whole copy, as is or taps outermost, had measured 5 % slower per call than
+// FlippedWeightPackB's strided reads as the tiles go; by panels, pack_flipped_by_panels,
+// faster — see there.)
 template <typename T>
 bool pack_tap_major_by_panels(const ConvPlan& p, const Blocking& bl, const T* w, T* dst) {
   const int64_t rs = p.R * p.S, depth = p.Cg * rs;
